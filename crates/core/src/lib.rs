@@ -1,0 +1,34 @@
+//! Pure rules of opsledger operation runs.
+//!
+//! Every rule of `OPERATIONS.md` that can be a pure function lives here, one
+//! module per rule, so a reader finds each in one obvious place:
+//!
+//! | rule (OPERATIONS.md)                | module        |
+//! |-------------------------------------|---------------|
+//! | §2 run record, statuses, outcomes   | [`run`], [`status`] |
+//! | §3 summary counts whitelist         | [`counts`]    |
+//! | §4 progress contract                | [`progress`]  |
+//! | §5 bulk outcome derivation          | [`outcome`]   |
+//! | §6 catalog of run families          | [`catalog`]   |
+//! | §8 inventory coverage decision      | [`inventory`] |
+//! | §9 roles → capabilities             | [`access`]    |
+//!
+//! This crate has no IO and no async: it is the part that must never be wrong,
+//! so it is the part that is cheapest to test exhaustively.
+
+pub mod access;
+pub mod catalog;
+pub mod counts;
+pub mod failure;
+pub mod inventory;
+pub mod outcome;
+pub mod progress;
+pub mod run;
+pub mod status;
+
+pub use catalog::{ProgressKind, RunType, Scope};
+pub use counts::{CountKey, CountsError, SummaryCounts};
+pub use failure::Failure;
+pub use progress::{Progress, ProgressMode};
+pub use run::{Phase, PhaseState, Run};
+pub use status::{Outcome, RunStatus, UnitOutcome};
