@@ -1,1 +1,145 @@
-pub fn x() {}
+//! Storage for opsledger on SQLite (embedded default) and PostgreSQL
+//! (multi-node), and the **one writer path** for operation runs.
+//!
+//! Every mutation of a run goes through the domain verbs of [`runs`]
+//! (`create_run`, `claim_run`, `init_total`, `record_units`,
+//! `complete_run`, `maybe_complete_bulk_run`, …). Invariants are enforced
+//! twice on purpose: by the writer path, and by CHECK/UNIQUE constraints in
+//! the schema, so that no bug or hand-written `UPDATE` can store
+//! `processed > total`, count a unit twice, or complete a run twice.
+//!
+//! Both backends run the same SQL: each method body is written once and
+//! expanded for each pool type by [`on_pool!`], so a query cannot silently
+//! differ between the two. Only the transaction opening differs
+//! ([`backend::WritePool`]): SQLite takes its write lock up front
+//! (`BEGIN IMMEDIATE`) so that two writers never deadlock upgrading a read
+//! lock.
+
+pub mod backend;
+#[macro_use]
+mod tx_macros;
+pub mod directory;
+mod error;
+pub mod inventory;
+mod row;
+pub mod runs;
+pub mod testing;
+
+pub use error::StoreError;
+pub use runs::{
+    CompleteResult, Completion, ContextPatch, CreateResult, NewRun, RecordSummary, RunFilter, UnitRecord,
+};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A connection pool on one of the two supported databases.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Expands `$body` once per backend with `$pool` bound to the concrete pool.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::Store::Sqlite($pool) => $body,
+            $crate::Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// How a pool is sized; the defaults suit a server with embedded workers.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings { max_connections: 16 }
+    }
+}
+
+impl Store {
+    /// Connects to `sqlite://PATH` (created if missing) or `postgres://…`.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, PoolSettings::default()).await
+    }
+
+    pub async fn connect_with(url: &str, settings: PoolSettings) -> Result<Store, StoreError> {
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?;
+            Store::connect_sqlite(opts, settings).await
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Store::connect_postgres(PgConnectOptions::from_str(url)?, settings).await
+        } else {
+            Err(StoreError::UnsupportedUrl(url.to_owned()))
+        }
+    }
+
+    pub async fn connect_sqlite(
+        opts: SqliteConnectOptions,
+        settings: PoolSettings,
+    ) -> Result<Store, StoreError> {
+        let opts = opts
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(settings.max_connections.min(8))
+            .connect_with(opts)
+            .await?;
+        Ok(Store::Sqlite(pool))
+    }
+
+    pub async fn connect_postgres(
+        opts: PgConnectOptions,
+        settings: PoolSettings,
+    ) -> Result<Store, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await?;
+        Ok(Store::Postgres(pool))
+    }
+
+    /// Applies the backend's migrations (idempotent).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+            Store::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// Milliseconds since the Unix epoch: the one clock of the store.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A new sortable id (UUIDv7).
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

@@ -1,0 +1,77 @@
+//! Decoding stored rows into core types. Stored values that are not valid are
+//! reported as [`StoreError::Corrupt`], except counts, which go through the
+//! core normalizer (invalid values dropped and logged, never fatal).
+
+use crate::StoreError;
+use opsledger_core::counts::{CountKey, SummaryCounts};
+use opsledger_core::{Failure, Phase, Run};
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+/// The columns [`run_from_row`] reads, in `SELECT` order.
+pub const RUN_COLUMNS: &str = "id, workspace_id, tenant_id, parent_id, type, status, outcome, \
+     total, processed, succeeded, failed, skipped, created, updated, \
+     phases, context, initiator, created_at, started_at, heartbeat_at, completed_at";
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+pub fn run_from_row<R>(row: &R) -> Result<Run, StoreError>
+where
+    R: Row,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: ColumnIndex<R>,
+{
+    let id: String = row.try_get("id")?;
+    let mut counts = SummaryCounts::default();
+    for key in CountKey::ALL {
+        let v: Option<i64> = row.try_get(key.as_str())?;
+        match v.map(u64::try_from) {
+            None => {}
+            Some(Ok(n)) => counts.set(key, Some(n)),
+            Some(Err(_)) => tracing::warn!(run = %id, key = key.as_str(), "dropping negative stored count"),
+        }
+    }
+    let phases: Option<String> = row.try_get("phases")?;
+    let phases: Option<Vec<Phase>> = match phases {
+        Some(p) => Some(serde_json::from_str(&p).map_err(|e| corrupt(format!("run {id} phases: {e}")))?),
+        None => None,
+    };
+    let context: String = row.try_get("context")?;
+    let context = serde_json::from_str(&context).map_err(|e| corrupt(format!("run {id} context: {e}")))?;
+    let run_type: String = row.try_get("type")?;
+    let status: String = row.try_get("status")?;
+    let outcome: String = row.try_get("outcome")?;
+    Ok(Run {
+        workspace_id: row.try_get("workspace_id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        parent_id: row.try_get("parent_id")?,
+        run_type: run_type.parse().map_err(corrupt)?,
+        status: status.parse().map_err(corrupt)?,
+        outcome: outcome.parse().map_err(corrupt)?,
+        summary_counts: counts,
+        phases,
+        context,
+        failures: Vec::new(),
+        initiator: row.try_get("initiator")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        heartbeat_at: row.try_get("heartbeat_at")?,
+        completed_at: row.try_get("completed_at")?,
+        id,
+    })
+}
+
+pub fn failure_from_row<R>(row: &R) -> Result<Failure, StoreError>
+where
+    R: Row,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: ColumnIndex<R>,
+{
+    Ok(Failure {
+        code: row.try_get("code")?,
+        message: row.try_get("message")?,
+        unit: row.try_get("unit_key")?,
+    })
+}

@@ -1,0 +1,144 @@
+//! Real databases for tests: a fresh SQLite file, or a fresh PostgreSQL
+//! schema on the server named by `OPSLEDGER_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`). When PostgreSQL does not
+//! answer, PostgreSQL tests are skipped with a loud line, except under
+//! `CI=true`, where that is a failure. No mocks: every storage test runs the
+//! real SQL on both backends.
+
+use crate::{PoolSettings, Store};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::sqlite::SqliteConnectOptions;
+use std::str::FromStr;
+
+pub const DEFAULT_TEST_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Schemas older than this are left over from crashed test runs and dropped.
+const STALE_SCHEMA_MS: i64 = 2 * 60 * 60 * 1000;
+
+/// A migrated store that lives as long as this value (SQLite's folder is
+/// removed on drop; PostgreSQL schemas are swept by later runs).
+pub struct TestStore {
+    pub store: Store,
+    /// For SQLite, the database URL, so a test can hand it to a child process.
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn postgres_url() -> String {
+    std::env::var("OPSLEDGER_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_TEST_POSTGRES_URL.to_owned())
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
+}
+
+pub async fn sqlite() -> TestStore {
+    sqlite_with(PoolSettings::default()).await
+}
+
+pub async fn sqlite_with(settings: PoolSettings) -> TestStore {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("opsledger.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = Store::connect_sqlite(SqliteConnectOptions::from_str(&url).expect("url"), settings)
+        .await
+        .expect("open sqlite");
+    store.migrate().await.expect("migrate sqlite");
+    TestStore {
+        store,
+        url,
+        _dir: Some(dir),
+    }
+}
+
+/// A store on a new schema of the test PostgreSQL, or `None` (with a loud
+/// line) when PostgreSQL is unreachable outside CI.
+pub async fn postgres() -> Option<TestStore> {
+    postgres_with(PoolSettings::default()).await
+}
+
+pub async fn postgres_with(settings: PoolSettings) -> Option<TestStore> {
+    let base = postgres_url();
+    let opts = PgConnectOptions::from_str(&base).expect("OPSLEDGER_TEST_POSTGRES_URL");
+    let mut admin = match PgConnection::connect_with(&opts).await {
+        Ok(c) => c,
+        Err(e) if !in_ci() => {
+            eprintln!(
+                "!!! SKIPPED: PostgreSQL at {base} is unreachable ({e}); PostgreSQL tests did not run !!!"
+            );
+            return None;
+        }
+        Err(e) => panic!("CI=true and PostgreSQL at {base} is unreachable: {e}"),
+    };
+    let now = crate::now_ms();
+    let schema = format!("olt_{}_{}", now, &{
+        let mut b = [0u8; 6];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut b);
+        hex::encode(b)
+    });
+    sweep_stale_schemas(&mut admin, now).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut admin)
+        .await
+        .expect("create schema");
+    let _ = admin.close().await;
+    let store = Store::connect_postgres(opts.options([("search_path", schema.as_str())]), settings)
+        .await
+        .expect("connect postgres");
+    store.migrate().await.expect("migrate postgres");
+    let url = format!(
+        "{base}{}options=-csearch_path%3D{schema}",
+        if base.contains('?') { "&" } else { "?" }
+    );
+    Some(TestStore {
+        store,
+        url,
+        _dir: None,
+    })
+}
+
+async fn sweep_stale_schemas(admin: &mut PgConnection, now: i64) {
+    let names: Vec<(String,)> =
+        sqlx::query_as("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'olt\\_%'")
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap_or_default();
+    for (name,) in names {
+        let created: Option<i64> = name.split('_').nth(1).and_then(|s| s.parse().ok());
+        if created.is_some_and(|c| now - c > STALE_SCHEMA_MS) {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {name} CASCADE"
+            )))
+            .execute(&mut *admin)
+            .await;
+        }
+    }
+}
+
+/// Runs a test body against SQLite and, when reachable, PostgreSQL:
+/// `both_backends!(name, |store| async move { … });` defines `name::sqlite`
+/// and `name::postgres` tests.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let db = $crate::testing::sqlite().await;
+                ($body)(db.store.clone()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                let Some(db) = $crate::testing::postgres().await else {
+                    return;
+                };
+                ($body)(db.store.clone()).await;
+            }
+        }
+    };
+}

@@ -1,0 +1,133 @@
+//! Transaction bodies shared by the writer path and artifact writers, written
+//! once and expanded per backend (see `on_pool!`).
+
+/// Inserts one failure row inside an open transaction.
+macro_rules! insert_failure {
+    ($tx:expr, $run_id:expr, $f:expr, $now:expr) => {
+        sqlx::query(
+            "INSERT INTO run_failures (run_id, code, message, unit_key, recorded_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind($run_id)
+        .bind(&$f.code)
+        .bind(&$f.message)
+        .bind(&$f.unit)
+        .bind($now)
+        .execute(&mut **$tx)
+        .await?
+    };
+}
+
+/// The body of unit recording inside an open write transaction; a macro so
+/// that artifact writers (e.g. inventory items) can commit their artifacts
+/// and the unit in one transaction, on either backend.
+macro_rules! record_units_tx {
+    ($tx:expr, $pool:expr, $run_id:expr, $units:expr) => {{
+        let tx = $tx;
+        let run_id: &str = $run_id;
+        let units: &[$crate::runs::UnitRecord] = $units;
+        // Sorted, so that concurrent batches take unit-ledger locks in one order.
+        let mut sorted: Vec<&$crate::runs::UnitRecord> = units.iter().collect();
+        sorted.sort_by(|a, b| a.key.cmp(&b.key));
+        sorted.dedup_by(|a, b| a.key == b.key);
+        let now = $crate::now_ms();
+        let mut new_keys: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for chunk in sorted.chunks($crate::runs::UNIT_INSERT_CHUNK) {
+            let mut qb =
+                sqlx::QueryBuilder::new("INSERT INTO run_units (run_id, unit_key, outcome, recorded_at) ");
+            qb.push_values(chunk.iter(), |mut b, u| {
+                b.push_bind(run_id)
+                    .push_bind(u.key.as_str())
+                    .push_bind(u.outcome.as_str())
+                    .push_bind(now);
+            });
+            qb.push(" ON CONFLICT (run_id, unit_key) DO NOTHING RETURNING unit_key");
+            for row in qb.build().fetch_all(&mut **tx).await? {
+                new_keys.insert(sqlx::Row::try_get::<String, _>(&row, "unit_key")?);
+            }
+        }
+        let fresh: Vec<&$crate::runs::UnitRecord> = sorted
+            .iter()
+            .copied()
+            .filter(|u| new_keys.contains(&u.key))
+            .collect();
+        let summary = $crate::runs::RecordSummary {
+            recorded: fresh.len() as u64,
+            duplicates: (units.len() - fresh.len()) as u64,
+        };
+        if !fresh.is_empty() {
+            let count =
+                |o: opsledger_core::UnitOutcome| fresh.iter().filter(|u| u.outcome == o).count() as i64;
+            let n = fresh.len() as i64;
+            let updated = sqlx::query(
+                "UPDATE operation_runs SET processed = processed + $2, \
+                 succeeded = COALESCE(succeeded, 0) + $3, failed = COALESCE(failed, 0) + $4, \
+                 skipped = COALESCE(skipped, 0) + $5, heartbeat_at = $6 \
+                 WHERE id = $1 AND status = 'running' AND total IS NOT NULL AND processed + $2 <= total",
+            )
+            .bind(run_id)
+            .bind(n)
+            .bind(count(opsledger_core::UnitOutcome::Succeeded))
+            .bind(count(opsledger_core::UnitOutcome::Failed))
+            .bind(count(opsledger_core::UnitOutcome::Skipped))
+            .bind(now)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            if updated != 1 {
+                // Say why; the caller's transaction is dropped, so nothing lands.
+                let row: Option<(String, Option<i64>, Option<i64>)> =
+                    sqlx::query_as("SELECT status, total, processed FROM operation_runs WHERE id = $1")
+                        .bind(run_id)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                return Err(match row {
+                    None => $crate::StoreError::RunNotFound(run_id.to_owned()),
+                    Some((status, _, _)) if status != "running" => $crate::StoreError::RunNotRunning {
+                        id: run_id.to_owned(),
+                        status: status
+                            .parse()
+                            .map_err(|e| $crate::StoreError::Corrupt(format!("{e}")))?,
+                    },
+                    Some((_, None, _)) => $crate::StoreError::TotalNotSet {
+                        id: run_id.to_owned(),
+                    },
+                    Some((_, Some(total), processed)) => $crate::StoreError::UnitsExceedTotal {
+                        id: run_id.to_owned(),
+                        new: n as u64,
+                        processed: processed.unwrap_or(0) as u64,
+                        total: total as u64,
+                    },
+                });
+            }
+            for u in &fresh {
+                if let Some(f) = &u.failure {
+                    let mut f = f.clone();
+                    f.unit.get_or_insert_with(|| u.key.clone());
+                    insert_failure!(tx, run_id, f, now);
+                }
+            }
+            let patches: Vec<&$crate::runs::ContextPatch> =
+                fresh.iter().filter_map(|u| u.context_patch.as_ref()).collect();
+            if !patches.is_empty() {
+                let (ctx,): (String,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT context FROM operation_runs WHERE id = $1{}",
+                    $crate::backend::for_update($pool)
+                )))
+                .bind(run_id)
+                .fetch_one(&mut **tx)
+                .await?;
+                let mut ctx: serde_json::Value = serde_json::from_str(&ctx)
+                    .map_err(|e| $crate::StoreError::Corrupt(format!("run {run_id} context: {e}")))?;
+                for p in patches {
+                    p.apply(&mut ctx);
+                }
+                sqlx::query("UPDATE operation_runs SET context = $2 WHERE id = $1")
+                    .bind(run_id)
+                    .bind(serde_json::to_string(&ctx).expect("json"))
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        summary
+    }};
+}
