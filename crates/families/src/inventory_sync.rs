@@ -1,0 +1,310 @@
+//! `inventory.sync`: read every policy type of a tenant into inventory items.
+//!
+//! - **Units** are the attempted policy types: `total` is set when the run
+//!   starts (after the access preflight), `processed` advances per type.
+//! - **Proof** is per-type coverage in `context.inventory.coverage`, written
+//!   in the same transaction as the type's unit and its items; items carry
+//!   `last_seen_operation_run_id`. A type whose pages did not all arrive is
+//!   `failed` (no items written for it), never "empty".
+//! - **Outcome** comes from coverage through the core rule
+//!   ([`opsledger_core::inventory::decide`]): all covered → succeeded; some
+//!   covered → partially_succeeded; a tenant whose permission is missing →
+//!   blocked, before any total is set.
+//! - **Retries** of the run skip types already in the unit ledger, so a type
+//!   is never counted twice.
+
+use async_trait::async_trait;
+use opsledger_core::inventory::{CoverageStatus, TypeCoverage, decide};
+use opsledger_core::{Failure, Outcome, UnitOutcome};
+use opsledger_engine::{Handler, HandlerError, RunContext};
+use opsledger_providers::{Provider, ProviderError, ProviderSettings};
+use opsledger_store::inventory::{ItemScope, ItemSnapshot};
+use opsledger_store::{Completion, ContextPatch, StoreError, UnitRecord};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Attempts per page before a transient error (429, 5xx) fails the type.
+pub const MAX_ATTEMPTS: u32 = 4;
+/// The longest `Retry-After` honoured; longer asks fail the type.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+pub struct InventorySync {
+    providers: ProviderSettings,
+}
+
+impl InventorySync {
+    pub fn new(providers: ProviderSettings) -> InventorySync {
+        InventorySync { providers }
+    }
+}
+
+/// Why a type could not be read, with the coverage status it earns.
+struct TypeFailure {
+    status: CoverageStatus,
+    error: ProviderError,
+}
+
+/// The run stopped being ours (cancelled, shut down): stop without writing.
+struct Stopped;
+
+#[async_trait]
+impl Handler for InventorySync {
+    async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
+        let store = &ctx.store;
+        let run = &ctx.run;
+        let tenant_id = run.tenant_id.as_deref().ok_or(HandlerError::Failed {
+            code: "tenant_missing",
+            message: "inventory.sync needs a tenant".into(),
+        })?;
+        let Some(tenant) = store.get_tenant(tenant_id).await? else {
+            return blocked(
+                &ctx,
+                Failure::new("tenant_not_found", format!("tenant {tenant_id} does not exist")),
+            )
+            .await;
+        };
+        let provider = match opsledger_providers::open(&tenant.provider, &tenant.name, &self.providers) {
+            Ok(p) => p,
+            Err(e) => return blocked(&ctx, Failure::new(e.code(), e.to_string())).await,
+        };
+
+        // Preflight: a tenant we may not read at all is blocked before any
+        // unit is planned, so it never shows a percentage.
+        match with_retries(&ctx, || provider.check_access()).await {
+            Ok(()) => {}
+            Err(Ok(e)) if e.is_precondition() => {
+                return blocked(&ctx, Failure::new(e.code(), e.to_string())).await;
+            }
+            Err(Ok(e)) => {
+                return Err(HandlerError::Failed {
+                    code: e.code(),
+                    message: e.to_string(),
+                });
+            }
+            Err(Err(Stopped)) => return Ok(()),
+        }
+
+        let attempted = match attempted_types(&ctx, provider.as_ref()).await {
+            Ok(t) => t,
+            Err(Ok(e)) => {
+                return Err(HandlerError::Failed {
+                    code: e.code(),
+                    message: e.to_string(),
+                });
+            }
+            Err(Err(Stopped)) => return Ok(()),
+        };
+        store
+            .patch_context(
+                &run.id,
+                &[ContextPatch::new(
+                    ["inventory", "attempted_types"],
+                    json!(attempted),
+                )],
+            )
+            .await?;
+        store.init_total(&run.id, attempted.len() as u64).await?;
+
+        let already = store.recorded_units(&run.id).await?;
+        for policy_type in attempted.iter().filter(|t| !already.contains_key(*t)) {
+            let scope = ItemScope {
+                workspace_id: &run.workspace_id,
+                tenant_id,
+                policy_type,
+            };
+            let result = match read_type(&ctx, provider.as_ref(), policy_type).await {
+                Err(Err(Stopped)) => return Ok(()),
+                Ok(items) => {
+                    let coverage = TypeCoverage {
+                        status: CoverageStatus::Covered,
+                        item_count: items.len() as u64,
+                        failure_code: None,
+                    };
+                    let unit = unit(policy_type, UnitOutcome::Succeeded, &coverage, None);
+                    store.record_inventory_unit(&run.id, scope, &items, unit).await
+                }
+                Err(Ok(f)) => {
+                    let coverage = TypeCoverage {
+                        status: f.status,
+                        item_count: 0,
+                        failure_code: Some(f.error.code().to_owned()),
+                    };
+                    let failure =
+                        Failure::new(f.error.code(), f.error.to_string()).for_unit(policy_type.clone());
+                    let unit = unit(policy_type, UnitOutcome::Failed, &coverage, Some(failure));
+                    store.record_units(&run.id, std::slice::from_ref(&unit)).await
+                }
+            };
+            match result {
+                Ok(_) => {}
+                // Cancelled or otherwise closed while we worked: stop quietly.
+                Err(StoreError::RunNotRunning { .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+
+        // Decide from the stored proof, the same proof reconciliation reads.
+        let Some(run) = store.get_run(&run.id).await? else {
+            return Ok(());
+        };
+        let coverage = coverage_of(&run.context);
+        let decision = if attempted.is_empty() {
+            opsledger_core::inventory::Decision {
+                outcome: Outcome::Succeeded,
+                reason_code: "inventory_no_types",
+            }
+        } else {
+            decide(&attempted, &coverage)
+        };
+        store
+            .complete_run(
+                &run.id,
+                Completion::new(decision.outcome).with_patch(ContextPatch::new(
+                    ["inventory", "reason_code"],
+                    json!(decision.reason_code),
+                )),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn unit(
+    policy_type: &str,
+    outcome: UnitOutcome,
+    coverage: &TypeCoverage,
+    failure: Option<Failure>,
+) -> UnitRecord {
+    UnitRecord {
+        key: policy_type.to_owned(),
+        outcome,
+        failure,
+        context_patch: Some(ContextPatch::new(
+            ["inventory", "coverage", policy_type],
+            serde_json::to_value(coverage).expect("json"),
+        )),
+    }
+}
+
+/// `context.inventory.coverage`, parsed; entries that do not parse are not proof.
+pub fn coverage_of(context: &Value) -> BTreeMap<String, TypeCoverage> {
+    context
+        .pointer("/inventory/coverage")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| serde_json::from_value(v.clone()).ok().map(|c| (k.clone(), c)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn blocked(ctx: &RunContext, failure: Failure) -> Result<(), HandlerError> {
+    let completion = Completion::new(Outcome::Blocked)
+        .with_patch(ContextPatch::new(
+            ["inventory", "reason_code"],
+            json!(failure.code),
+        ))
+        .with_failure(failure);
+    ctx.store.complete_run(&ctx.run.id, completion).await?;
+    Ok(())
+}
+
+/// The requested types (already deduplicated by parameter validation), or
+/// every type the provider exposes.
+async fn attempted_types(
+    ctx: &RunContext,
+    provider: &dyn Provider,
+) -> Result<Vec<String>, Result<ProviderError, Stopped>> {
+    if let Some(list) = ctx
+        .run
+        .context
+        .pointer("/params/policy_types")
+        .and_then(Value::as_array)
+    {
+        return Ok(list.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+    }
+    let types = with_retries(ctx, || provider.policy_types()).await?;
+    let mut keys: Vec<String> = Vec::new();
+    for t in types {
+        if !keys.contains(&t.key) {
+            keys.push(t.key);
+        }
+    }
+    Ok(keys)
+}
+
+/// Reads every page of one type. Any page that cannot be read fails the
+/// whole type: a partial read is not coverage.
+async fn read_type(
+    ctx: &RunContext,
+    provider: &dyn Provider,
+    policy_type: &str,
+) -> Result<Vec<ItemSnapshot>, Result<TypeFailure, Stopped>> {
+    let mut items = Vec::new();
+    let mut page: Option<String> = None;
+    loop {
+        let token = page.clone();
+        let got = with_retries(ctx, || provider.list_page(policy_type, token.as_deref()))
+            .await
+            .map_err(|r| {
+                r.map(|error| {
+                    let status = match error {
+                        ProviderError::Forbidden(_) | ProviderError::PermissionMissing(_) => {
+                            CoverageStatus::Blocked
+                        }
+                        _ => CoverageStatus::Failed,
+                    };
+                    TypeFailure { status, error }
+                })
+            })?;
+        items.extend(got.items.into_iter().map(|p| ItemSnapshot {
+            external_id: p.id,
+            display_name: p.display_name,
+            payload: p.payload,
+        }));
+        match got.next {
+            Some(next) => page = Some(next),
+            None => return Ok(items),
+        }
+    }
+}
+
+/// Calls `f`, retrying throttling (after its `Retry-After`) and 5xx (with
+/// exponential backoff) up to [`MAX_ATTEMPTS`]. Shutdown interrupts the call
+/// or the wait, and nothing of the interrupted type is written.
+async fn with_retries<T, F, Fut>(ctx: &RunContext, mut f: F) -> Result<T, Result<ProviderError, Stopped>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => return Err(Err(Stopped)),
+            r = f() => r,
+        };
+        let err = match result {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let wait = match &err {
+            ProviderError::Throttled(after) if *after <= MAX_RETRY_AFTER => *after,
+            ProviderError::Service { status, .. } if *status >= 500 => {
+                Duration::from_millis(100 << attempt.min(6))
+            }
+            _ => return Err(Ok(err)),
+        };
+        if attempt >= MAX_ATTEMPTS {
+            return Err(Ok(err));
+        }
+        tracing::debug!(attempt, ?wait, error = %err, "retrying provider call");
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return Err(Err(Stopped)),
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
