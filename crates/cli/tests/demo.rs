@@ -1,0 +1,328 @@
+//! `opsledger demo` as a user runs it: the real binary, a real SQLite, the
+//! HTTP API. Inventory syncs on each demo profile, progress observed while
+//! running, and the access rules (401, 403, 404, 400).
+
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+struct Demo {
+    _child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+    info: Value,
+    http: reqwest::Client,
+}
+
+impl Demo {
+    async fn start() -> Demo {
+        let dir = tempfile::tempdir().unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsledger"))
+            .args(["demo", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path())
+            .env("OPSLEDGER_DEMO_LATENCY_MS", "100")
+            .env("OPSLEDGER_POLL_INTERVAL_MS", "50")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let info = wait_for_json(&dir.path().join("demo.json")).await;
+        Demo {
+            _child: child,
+            _dir: dir,
+            info,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.info["url"].as_str().unwrap())
+    }
+    fn ws(&self) -> &str {
+        self.info["workspace_id"].as_str().unwrap()
+    }
+    fn token(&self, email: &str) -> String {
+        let users = self.info["users"].as_array().unwrap();
+        users.iter().find(|u| u["email"] == email).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+    fn tenant(&self, profile: &str) -> String {
+        let ts = self.info["tenants"].as_array().unwrap();
+        ts.iter().find(|t| t["profile"] == profile).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn post(&self, who: &str, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(self.token(who))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+    async fn get(&self, who: &str, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(self.token(who))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn start_sync(&self, profile: &str) -> String {
+        let (status, run) = self
+            .post(
+                "operator@demo.test",
+                &format!("/api/v1/workspaces/{}/operations", self.ws()),
+                json!({"type": "inventory.sync", "tenant_id": self.tenant(profile)}),
+            )
+            .await;
+        assert_eq!(status, 202, "{run}");
+        assert_eq!(run["status"], "queued");
+        assert_eq!(run["progress"]["mode"], "none");
+        run["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Polls the run until completed; returns every observed state.
+    async fn follow(&self, id: &str) -> Vec<Value> {
+        let path = format!("/api/v1/workspaces/{}/operations/{id}", self.ws());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        loop {
+            let (status, run) = self.get("viewer@demo.test", &path).await;
+            assert_eq!(status, 200, "{run}");
+            let done = run["status"] == "completed";
+            seen.push(run);
+            if done {
+                return seen;
+            }
+            assert!(Instant::now() < deadline, "run {id} did not complete");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+async fn wait_for_json(path: &Path) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                return v;
+            }
+        }
+        assert!(Instant::now() < deadline, "demo.json never appeared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// No state shows a percentage that the contract forbids.
+fn assert_truthful(states: &[Value]) {
+    for s in states {
+        let p = &s["progress"];
+        if let Some(percent) = p["percent"].as_u64() {
+            assert_eq!(p["mode"], "counted", "{s}");
+            assert_eq!(s["status"], "running");
+            let (processed, total) = (p["processed"].as_u64().unwrap(), p["total"].as_u64().unwrap());
+            assert!(processed <= total);
+            assert_eq!(percent, processed * 100 / total);
+            assert_eq!(percent == 100, processed == total);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_syncs_every_profile_truthfully() {
+    let demo = Demo::start().await;
+    let r = demo.http.get(demo.url("/api/v1/health")).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+    let tenants = demo.info["tenants"].as_array().unwrap();
+    assert_eq!(tenants.len(), 4);
+    assert_eq!(demo.info["users"].as_array().unwrap().len(), 4);
+
+    // healthy: counted progress while running, then succeeded with processed == total.
+    let id = demo.start_sync("healthy").await;
+    let states = demo.follow(&id).await;
+    assert_truthful(&states);
+    let mid = states
+        .iter()
+        .filter(|s| s["status"] == "running" && s["progress"]["mode"] == "counted")
+        .find(|s| {
+            let p = &s["progress"];
+            p["processed"].as_u64().unwrap() > 0 && p["processed"].as_u64() < p["total"].as_u64()
+        });
+    assert!(mid.is_some(), "never saw 0 < processed < total while running");
+    let last = states.last().unwrap();
+    assert_eq!(last["outcome"], "succeeded");
+    assert_eq!(
+        last["summary_counts"]["processed"],
+        last["summary_counts"]["total"]
+    );
+    assert_eq!(last["progress"]["mode"], "none");
+    assert_eq!(
+        last["context"]["inventory"]["coverage"]
+            .as_object()
+            .unwrap()
+            .len(),
+        14
+    );
+
+    // partial → partially_succeeded; blocked → blocked, no total, never a percentage.
+    let partial = demo.start_sync("partial").await;
+    let blocked = demo.start_sync("blocked").await;
+    let partial_states = demo.follow(&partial).await;
+    assert_truthful(&partial_states);
+    assert_eq!(partial_states.last().unwrap()["outcome"], "partially_succeeded");
+    let blocked_states = demo.follow(&blocked).await;
+    assert_truthful(&blocked_states);
+    let b = blocked_states.last().unwrap();
+    assert_eq!(b["outcome"], "blocked");
+    assert!(b["summary_counts"].get("total").is_none_or(|t| t == 0), "{b}");
+    assert!(blocked_states.iter().all(|s| s["progress"]["percent"].is_null()));
+    assert_eq!(b["failures"][0]["code"], "provider_permission_missing");
+
+    // The hub lists them newest first, filterable.
+    let (status, list) = demo
+        .get(
+            "viewer@demo.test",
+            &format!("/api/v1/workspaces/{}/operations?outcome=blocked", demo.ws()),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["id"], blocked.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_enforces_access_and_input_rules() {
+    let demo = Demo::start().await;
+    let ops = format!("/api/v1/workspaces/{}/operations", demo.ws());
+    let start = json!({"type": "inventory.sync", "tenant_id": demo.tenant("healthy")});
+
+    // No token → 401.
+    let r = demo.http.get(demo.url(&ops)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthenticated");
+
+    // Viewer cannot start (403); operator can; a second start returns the active run.
+    let (status, body) = demo.post("viewer@demo.test", &ops, start.clone()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
+    let (status, first) = demo.post("operator@demo.test", &ops, start.clone()).await;
+    assert_eq!(status, 202);
+    let (status, second) = demo.post("admin@demo.test", &ops, start.clone()).await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        first["id"], second["id"],
+        "concurrent start returns the active run"
+    );
+    let run_path = format!("{ops}/{}", first["id"].as_str().unwrap());
+
+    // An outsider (admin elsewhere) sees nothing: 404 for the workspace and the run.
+    let (status, body) = demo.get("outsider@demo.test", &ops).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(demo.get("outsider@demo.test", &run_path).await.0, 404);
+    assert_eq!(demo.post("outsider@demo.test", &ops, start.clone()).await.0, 404);
+    // …and their own workspace's run ids do not resolve through ours.
+    let other_ops = format!(
+        "/api/v1/workspaces/{}/operations",
+        demo.info["other_workspace_id"].as_str().unwrap()
+    );
+    assert_eq!(demo.get("viewer@demo.test", &other_ops).await.0, 404);
+    // A tenant of another workspace is not found.
+    let (status, _) = demo.post("operator@demo.test", &other_ops, start.clone()).await;
+    assert_eq!(status, 404);
+
+    // Bad input → 400 naming what is wrong.
+    let (status, body) = demo
+        .post(
+            "operator@demo.test",
+            &ops,
+            json!({"type": "inventory.synk", "tenant_id": "x"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("unknown_operation_type"))
+    );
+    let mut with_counts = start.clone();
+    with_counts["summary_counts"] = json!({"total": 5});
+    let (status, body) = demo.post("operator@demo.test", &ops, with_counts).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("summary_counts"),
+        "{body}"
+    );
+    let mut bad_param = start.clone();
+    bad_param["params"] = json!({"processed": 3});
+    let (status, body) = demo.post("operator@demo.test", &ops, bad_param).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_params"))
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("`processed`"),
+        "{body}"
+    );
+    let (status, body) = demo.get("viewer@demo.test", &format!("{ops}?status=done")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
+    let (status, _) = demo
+        .post(
+            "admin@demo.test",
+            &ops,
+            json!({"type": "workspace.inventory.sync_all", "tenant_id": demo.tenant("healthy")}),
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    // Cancel: viewer 403, operator cancels, a second cancel is 409.
+    assert_eq!(
+        demo.post("viewer@demo.test", &format!("{run_path}/cancel"), json!({}))
+            .await
+            .0,
+        403
+    );
+    let (status, cancelled) = demo
+        .post("operator@demo.test", &format!("{run_path}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(
+        (cancelled["status"].as_str(), cancelled["outcome"].as_str()),
+        (Some("completed"), Some("cancelled"))
+    );
+    let (status, body) = demo
+        .post("operator@demo.test", &format!("{run_path}/cancel"), json!({}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("already_completed"))
+    );
+
+    // The catalog lists every type.
+    let r: Value = demo
+        .http
+        .get(demo.url("/api/v1/operation-types"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["items"].as_array().unwrap().len(), 12);
+}
