@@ -115,10 +115,11 @@ impl Demo {
 async fn wait_for_json(path: &Path) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if let Ok(v) = serde_json::from_str::<Value>(&text) {
-                return v;
-            }
+        let parsed = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+        if let Some(v) = parsed {
+            return v;
         }
         assert!(Instant::now() < deadline, "demo.json never appeared");
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -66,8 +66,10 @@ pub fn validate(t: RunType, params: &Value) -> Result<Value, ParamError> {
         }
     }
     let mut out = map.clone();
-    if t == RunType::InventorySync {
-        if let Some(v) = map.get("policy_types") {
+    if t == RunType::InventorySync
+        && let Some(v) = map.get("policy_types")
+    {
+        {
             let list = v.as_array().ok_or(ParamError::Invalid {
                 param: "policy_types",
                 message: "must be a list of policy type names".into(),

@@ -361,7 +361,7 @@ fn generate(tenant: &str, type_key: &str, variants: &[&str], type_idx: usize, i:
         d[21] % 60
     );
     let created = format!("2025-{:02}-{day:02}T08:00:00Z", 1 + d[22] % 12);
-    let flag = |n: usize| d[n] % 2 == 0;
+    let flag = |n: usize| d[n].is_multiple_of(2);
     let mut payload = json!({
         "@odata.type": format!("#microsoft.graph.{variant}"),
         "id": id,
