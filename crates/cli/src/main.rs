@@ -49,7 +49,16 @@ enum Command {
         #[command(flatten)]
         node: node::NodeArgs,
     },
-    /// Inspect runs.
+    /// One stale sweep and reconciliation pass now; prints per run the decision, reason and proof.
+    Reconcile {
+        #[arg(long, env = "OPSLEDGER_DB")]
+        db: String,
+        #[command(flatten)]
+        node: node::NodeArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect and close runs.
     Runs {
         #[command(subcommand)]
         command: RunsCommand,
@@ -75,6 +84,16 @@ enum RunsCommand {
         limit: u32,
         #[arg(long)]
         json: bool,
+    },
+    /// An admin closes a non-terminal run with an outcome and a reason.
+    ForceClose {
+        #[arg(long, env = "OPSLEDGER_DB")]
+        db: String,
+        id: String,
+        #[arg(long)]
+        outcome: String,
+        #[arg(long)]
+        reason: String,
     },
     /// One run.
     Show {
@@ -120,6 +139,7 @@ async fn main() -> Result<()> {
             let store = open(&db).await?;
             node::run(store, None, node, |_| {}).await
         }
+        Command::Reconcile { db, node, json } => reconcile(&db, &node, json).await,
         Command::Runs { command } => runs(command).await,
         Command::Tenant {
             command:
@@ -153,6 +173,43 @@ pub async fn open(url: &str) -> Result<Store> {
     Ok(store)
 }
 
+async fn reconcile(db: &str, node: &node::NodeArgs, json: bool) -> Result<()> {
+    let store = open(db).await?;
+    let report = opsledger_engine::sweep_once(&store, &node.registry(), &node.sweep_config()).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "rescued {} job(s) for retry, failed {} unit(s) out of attempts, completed {} finished bulk run(s)",
+        report.rescued_for_retry, report.units_failed_by_rescue, report.bulk_runs_completed
+    );
+    if report.decisions.is_empty() {
+        println!("no stale runs");
+    }
+    for d in &report.decisions {
+        let proof = d
+            .result
+            .related_artifact
+            .as_ref()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "none".into());
+        println!(
+            "{} {} ({}): {:?} via {} — {} [{}] — {}; proof: {}",
+            d.run_id,
+            d.run_type,
+            d.previous_status,
+            d.result.verdict,
+            d.adapter,
+            d.result.reason_code,
+            d.applied,
+            d.result.explanation,
+            proof
+        );
+    }
+    Ok(())
+}
+
 async fn runs(command: RunsCommand) -> Result<()> {
     match command {
         RunsCommand::List {
@@ -184,6 +241,21 @@ async fn runs(command: RunsCommand) -> Result<()> {
                         r.id, r.run_type, r.status, r.outcome, p.label
                     );
                 }
+            }
+        }
+        RunsCommand::ForceClose {
+            db,
+            id,
+            outcome,
+            reason,
+        } => {
+            let store = open(&db).await?;
+            let outcome: opsledger_core::Outcome = outcome.parse()?;
+            anyhow::ensure!(outcome.is_terminal(), "`{outcome}` is not a terminal outcome");
+            let by = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "admin".into()));
+            match store.force_close(&id, outcome, &reason, &by).await? {
+                opsledger_store::CompleteResult::Completed(r) => println!("{} closed as {}", r.id, r.outcome),
+                other => anyhow::bail!("run {} was already completed as {}", id, other.run().outcome),
             }
         }
         RunsCommand::Show { db, id, json } => {

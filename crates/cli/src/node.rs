@@ -1,8 +1,10 @@
-//! One opsledger node: the background runner, and optionally the HTTP API,
-//! sharing one store, stopped together on Ctrl-C or SIGTERM.
+//! One opsledger node: the job runner, the periodic stale sweep, and
+//! optionally the HTTP API, sharing one store, stopped together on Ctrl-C or
+//! SIGTERM (in-flight jobs are released, not failed).
 
 use anyhow::{Context, Result};
-use opsledger_engine::{Runner, RunnerConfig};
+use opsledger_engine::stale_sweep::run_periodically;
+use opsledger_engine::{Registry, Runner, RunnerConfig, SweepConfig};
 use opsledger_providers::ProviderSettings;
 use opsledger_server::AppState;
 use opsledger_store::Store;
@@ -12,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct NodeArgs {
-    /// Runs executed at once by this node.
+    /// Jobs executed at once by this node.
     #[arg(
         long = "workers",
         alias = "concurrency",
@@ -20,13 +22,50 @@ pub struct NodeArgs {
         default_value_t = 4
     )]
     pub workers: usize,
+    /// How often a running job writes its heartbeat.
     #[arg(long, env = "OPSLEDGER_HEARTBEAT_INTERVAL_MS", default_value_t = 5000)]
     pub heartbeat_interval_ms: u64,
+    /// A job without a heartbeat for this long loses its lease; overrides every type's timeout.
+    #[arg(long, env = "OPSLEDGER_HEARTBEAT_TIMEOUT_MS")]
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// A run queued this long without pickup is stale; overrides every type's timeout.
+    #[arg(long, env = "OPSLEDGER_QUEUE_TIMEOUT_MS")]
+    pub queue_timeout_ms: Option<u64>,
+    /// How often this node runs the stale sweep.
+    #[arg(long, env = "OPSLEDGER_RECONCILE_INTERVAL_MS", default_value_t = 30_000)]
+    pub reconcile_interval_ms: u64,
+    /// How often to look for jobs when not woken.
     #[arg(long, env = "OPSLEDGER_POLL_INTERVAL_MS", default_value_t = 500)]
     pub poll_interval_ms: u64,
+    /// First retry delay of a failed job; doubles per attempt.
+    #[arg(long, env = "OPSLEDGER_RETRY_BASE_MS", default_value_t = 1000)]
+    pub retry_base_ms: u64,
     /// Added to every demo provider call, so progress can be watched.
     #[arg(long, env = "OPSLEDGER_DEMO_LATENCY_MS", default_value_t = 0)]
     pub demo_latency_ms: u64,
+}
+
+impl NodeArgs {
+    pub fn registry(&self) -> Registry {
+        opsledger_families::registry(ProviderSettings {
+            demo_latency: Duration::from_millis(self.demo_latency_ms),
+        })
+    }
+
+    pub fn sweep_config(&self) -> SweepConfig {
+        SweepConfig {
+            queue_timeout_ms: self.queue_timeout_ms,
+            heartbeat_timeout_ms: self.heartbeat_timeout_ms,
+            batch: 1000,
+        }
+    }
+
+    fn lease(&self) -> Duration {
+        Duration::from_millis(
+            self.heartbeat_timeout_ms
+                .unwrap_or(opsledger_core::catalog::DEFAULT_HEARTBEAT_TIMEOUT_MS),
+        )
+    }
 }
 
 /// Runs the node until interrupted. `on_listening` gets the bound address
@@ -37,9 +76,13 @@ pub async fn run(
     args: NodeArgs,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<()> {
-    let registry = opsledger_families::registry(ProviderSettings {
-        demo_latency: Duration::from_millis(args.demo_latency_ms),
-    });
+    anyhow::ensure!(
+        args.heartbeat_interval_ms < args.lease().as_millis() as u64,
+        "the heartbeat interval ({} ms) must be shorter than the heartbeat timeout ({} ms)",
+        args.heartbeat_interval_ms,
+        args.lease().as_millis()
+    );
+    let registry = args.registry();
     let runner = Runner::new(
         store.clone(),
         registry.clone(),
@@ -47,11 +90,21 @@ pub async fn run(
             concurrency: args.workers,
             poll_interval: Duration::from_millis(args.poll_interval_ms),
             heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
+            lease: args.lease(),
+            retry_base: Duration::from_millis(args.retry_base_ms),
+            ..RunnerConfig::default()
         },
     );
     let shutdown = CancellationToken::new();
     let wake = runner.notifier();
     let runner = tokio::spawn(runner.run(shutdown.clone()));
+    let sweeper = tokio::spawn(run_periodically(
+        store.clone(),
+        registry.clone(),
+        args.sweep_config(),
+        Duration::from_millis(args.reconcile_interval_ms),
+        shutdown.clone(),
+    ));
     let server = match listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -72,7 +125,7 @@ pub async fn run(
             )))
         }
         None => {
-            tracing::info!("worker started");
+            tracing::info!(workers = args.workers, "worker started");
             None
         }
     };
@@ -83,6 +136,7 @@ pub async fn run(
         server.await?.context("server")?;
     }
     runner.await?;
+    sweeper.await?;
     store.close().await;
     Ok(())
 }

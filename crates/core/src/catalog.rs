@@ -84,6 +84,45 @@ catalog! {
     WorkspaceInventorySyncAll => "workspace.inventory.sync_all", Workspace, Composite, FromChildren, "tenants";
 }
 
+/// Default time a run may wait in `queued` before it is stale (OPERATIONS.md §7).
+pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+/// Default time a running run may go without a heartbeat before it is stale.
+pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u64 = 2 * 60 * 1000;
+
+impl RunType {
+    /// Fan-out families: the parent plans units and one job per unit records
+    /// it; `maybe_complete_bulk_run` completes the parent (OPERATIONS.md §5).
+    pub fn is_fan_out(self) -> bool {
+        matches!(
+            self,
+            RunType::BackupSetAddPolicies | RunType::BackupSetRestore | RunType::BackupSetDelete
+        )
+    }
+
+    /// Attempts of one job of this type (the first run plus retries).
+    pub fn max_attempts(self) -> u32 {
+        match self {
+            // A restore writes to a tenant: retry less eagerly.
+            RunType::BackupSetRestore => 2,
+            _ => 3,
+        }
+    }
+
+    /// How long a run of this type may stay queued before it is stale.
+    pub fn queue_timeout_ms(self) -> u64 {
+        DEFAULT_QUEUE_TIMEOUT_MS
+    }
+
+    /// How long a running run of this type may go without a heartbeat.
+    pub fn heartbeat_timeout_ms(self) -> u64 {
+        match self {
+            // A compare may sit in one long provider read between heartbeats.
+            RunType::BaselineCompare | RunType::BaselineCapture => 2 * DEFAULT_HEARTBEAT_TIMEOUT_MS,
+            _ => DEFAULT_HEARTBEAT_TIMEOUT_MS,
+        }
+    }
+}
+
 impl fmt::Display for RunType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -5,7 +5,9 @@
 //! completion and, later, the reconciliation adapter, so the rule lives once.
 
 use crate::Outcome;
+use crate::reconcile::{AdapterResult, Verdict};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use std::collections::BTreeMap;
 
 /// Coverage state of one attempted policy type.
@@ -84,6 +86,103 @@ pub fn decide(attempted: &[String], coverage: &BTreeMap<String, TypeCoverage>) -
             reason_code: "inventory_no_coverage",
         }
     }
+}
+
+/// Inventory items whose `last_seen_operation_run_id` is the run, grouped by scope and type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedItems {
+    pub workspace_id: String,
+    pub tenant_id: String,
+    pub policy_type: String,
+    pub count: u64,
+}
+
+/// The run whose proof is read.
+#[derive(Debug, Clone, Copy)]
+pub struct RunScope<'a> {
+    pub run_id: &'a str,
+    pub workspace_id: &'a str,
+    pub tenant_id: &'a str,
+}
+
+/// Reconciles a stale `inventory.sync` from its proof (OPERATIONS.md §8):
+/// the run's own per-type coverage, cross-checked against the items that
+/// name the run as last seen.
+///
+/// - items linked to the run but in another workspace or tenant → failed
+///   (`proof_wrong_scope`): the proof cannot be trusted at all;
+/// - no attempted types recorded → failed (`stale_no_proof`);
+/// - a type claimed covered with fewer linked items than it claims is not
+///   proof for that type (ambiguous), so it counts as not covered;
+/// - then the coverage rule of [`decide`].
+pub fn reconcile(
+    run: RunScope<'_>,
+    attempted: Option<&[String]>,
+    coverage: &BTreeMap<String, TypeCoverage>,
+    linked: &[LinkedItems],
+) -> AdapterResult {
+    let artifact =
+        |n: u64| json!({"kind": "inventory_items", "last_seen_operation_run_id": run.run_id, "count": n});
+    if let Some(foreign) = linked
+        .iter()
+        .find(|l| l.workspace_id != run.workspace_id || l.tenant_id != run.tenant_id)
+    {
+        return AdapterResult::new(
+            Verdict::Failed,
+            "proof_wrong_scope",
+            format!(
+                "{} inventory item(s) linked to this run belong to another tenant, so its proof cannot be trusted",
+                foreign.count
+            ),
+        );
+    }
+    let Some(attempted) = attempted.filter(|a| !a.is_empty()) else {
+        return AdapterResult::stale_no_proof("This inventory sync");
+    };
+    let linked_count = |t: &str| {
+        linked
+            .iter()
+            .filter(|l| l.policy_type == t)
+            .map(|l| l.count)
+            .sum::<u64>()
+    };
+    let mut effective = coverage.clone();
+    let mut refuted = Vec::new();
+    for t in attempted {
+        if let Some(c) = effective.get(t)
+            && c.status == CoverageStatus::Covered
+            && linked_count(t) < c.item_count
+        {
+            refuted.push(t.clone());
+            effective.remove(t);
+        }
+    }
+    let d = decide(attempted, &effective);
+    let covered = attempted
+        .iter()
+        .filter(|t| {
+            effective
+                .get(*t)
+                .is_some_and(|c| c.status == CoverageStatus::Covered)
+        })
+        .count();
+    let items: u64 = attempted.iter().map(|t| linked_count(t)).sum();
+    let mut explanation = format!(
+        "{covered} of {} attempted policy types were fully read by this run",
+        attempted.len()
+    );
+    if !refuted.is_empty() {
+        explanation.push_str(&format!(
+            "; coverage of {} is not backed by its items",
+            refuted.join(", ")
+        ));
+    }
+    let reason = if !refuted.is_empty() && d.outcome != Outcome::Succeeded {
+        "inventory_proof_ambiguous"
+    } else {
+        d.reason_code
+    };
+    AdapterResult::new(Verdict::from_outcome(d.outcome), reason, explanation).with_artifact(artifact(items))
 }
 
 #[cfg(test)]
@@ -165,5 +264,83 @@ mod tests {
     fn coverage_of_unattempted_types_is_not_proof() {
         let d = decide(&types(&["a"]), &cov(&[("b", Covered)]));
         assert_eq!(d.outcome, Outcome::Failed);
+    }
+
+    fn linked(ws: &str, tenant: &str, t: &str, count: u64) -> LinkedItems {
+        LinkedItems {
+            workspace_id: ws.into(),
+            tenant_id: tenant.into(),
+            policy_type: t.into(),
+            count,
+        }
+    }
+
+    const RUN: RunScope<'static> = RunScope {
+        run_id: "r",
+        workspace_id: "w",
+        tenant_id: "t",
+    };
+
+    #[test]
+    fn reconcile_matrix() {
+        let attempted = types(&["a", "b"]);
+        let full = cov(&[("a", Covered), ("b", Covered)]);
+        let ok = [linked("w", "t", "a", 1), linked("w", "t", "b", 1)];
+        let r = reconcile(RUN, Some(&attempted), &full, &ok);
+        assert_eq!(
+            (r.verdict, r.reason_code.as_str()),
+            (Verdict::Succeeded, "inventory_fully_covered")
+        );
+        assert_eq!(r.related_artifact.unwrap()["count"], 2);
+
+        let mixed = cov(&[("a", Covered), ("b", Failed)]);
+        assert_eq!(
+            reconcile(RUN, Some(&attempted), &mixed, &ok[..1]).verdict,
+            Verdict::PartiallySucceeded
+        );
+
+        let blocked = cov(&[("a", Blocked), ("b", Blocked)]);
+        assert_eq!(
+            reconcile(RUN, Some(&attempted), &blocked, &[]).verdict,
+            Verdict::Blocked
+        );
+
+        // No coverage at all: never succeeded.
+        let r = reconcile(RUN, Some(&attempted), &cov(&[]), &ok);
+        assert_eq!(r.verdict, Verdict::Failed);
+        let r = reconcile(RUN, None, &full, &ok);
+        assert_eq!(
+            (r.verdict, r.reason_code.as_str()),
+            (Verdict::Failed, "stale_no_proof")
+        );
+    }
+
+    #[test]
+    fn wrong_scope_proof_fails_closed() {
+        let attempted = types(&["a"]);
+        let full = cov(&[("a", Covered)]);
+        for bad in [linked("w", "other", "a", 1), linked("x", "t", "a", 1)] {
+            let r = reconcile(RUN, Some(&attempted), &full, &[linked("w", "t", "a", 1), bad]);
+            assert_eq!(
+                (r.verdict, r.reason_code.as_str()),
+                (Verdict::Failed, "proof_wrong_scope")
+            );
+        }
+    }
+
+    #[test]
+    fn coverage_without_its_items_is_ambiguous_and_never_succeeds() {
+        let attempted = types(&["a", "b"]);
+        let full = cov(&[("a", Covered), ("b", Covered)]);
+        let r = reconcile(RUN, Some(&attempted), &full, &[linked("w", "t", "a", 1)]);
+        assert_eq!(
+            (r.verdict, r.reason_code.as_str()),
+            (Verdict::PartiallySucceeded, "inventory_proof_ambiguous")
+        );
+        let r = reconcile(RUN, Some(&attempted), &full, &[]);
+        assert_eq!(
+            (r.verdict, r.reason_code.as_str()),
+            (Verdict::Failed, "inventory_proof_ambiguous")
+        );
     }
 }

@@ -10,6 +10,8 @@
 //! | §4 progress contract                | [`progress`]  |
 //! | §5 bulk outcome derivation          | [`outcome`]   |
 //! | §6 catalog of run families          | [`catalog`]   |
+//! | §7 stale timeouts, retries          | [`catalog`]   |
+//! | §8 adapter results, reconciliation record | [`reconcile`] |
 //! | §8 inventory coverage decision      | [`inventory`] |
 //! | §9 roles → capabilities             | [`access`]    |
 //!
@@ -23,6 +25,7 @@ pub mod failure;
 pub mod inventory;
 pub mod outcome;
 pub mod progress;
+pub mod reconcile;
 pub mod run;
 pub mod status;
 

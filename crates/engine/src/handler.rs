@@ -1,32 +1,115 @@
-//! What a family implements to execute one run type.
+//! What a family implements: a [`Handler`] executes a whole run (one job per
+//! run); a [`UnitHandler`] executes one unit of a fan-out (one job per unit).
 
 use async_trait::async_trait;
-use opsledger_core::Run;
-use opsledger_store::{Store, StoreError};
+use opsledger_core::{Failure, Run};
+use opsledger_store::jobs::Fence;
+use opsledger_store::runs::{Completion, RecordSummary, UnitRecord};
+use opsledger_store::{CompleteResult, ContextPatch, Store, StoreError};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Everything a handler gets: the claimed run, the store's writer path, and a
-/// token that is cancelled when the process shuts down.
+/// What a run handler gets: the run, the store, the job's lease, and a token
+/// cancelled when the run is cancelled, the lease is lost, or the process
+/// shuts down. Unit recordings go through [`RunContext::record_units`], which
+/// is fenced by the lease.
 #[derive(Clone)]
 pub struct RunContext {
     pub run: Run,
     pub store: Store,
-    pub shutdown: CancellationToken,
+    pub fence: Fence,
+    pub attempt: u32,
+    pub cancel: CancellationToken,
 }
 
-/// A handler failure the runner must close the run for.
+impl RunContext {
+    /// Records units, refused if this worker lost the job's lease.
+    pub async fn record_units(&self, units: &[UnitRecord]) -> Result<RecordSummary, StoreError> {
+        self.store
+            .record_units_fenced(Some(&self.fence), &self.run.id, units)
+            .await
+    }
+
+    pub async fn patch_context(&self, patches: &[ContextPatch]) -> Result<bool, StoreError> {
+        self.store.patch_context(&self.run.id, patches).await
+    }
+
+    pub async fn complete(&self, completion: Completion) -> Result<CompleteResult, StoreError> {
+        self.store.complete_run(&self.run.id, completion).await
+    }
+}
+
+/// What a unit handler gets.
+#[derive(Clone)]
+pub struct UnitContext {
+    pub run: Run,
+    pub unit_key: String,
+    pub store: Store,
+    pub fence: Fence,
+    pub attempt: u32,
+    pub cancel: CancellationToken,
+}
+
+/// A handler failure. `retry_after` marks it transient: the job is retried
+/// after that delay (or the backoff, if longer) while attempts remain.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{message}")]
-    Failed { code: &'static str, message: String },
+    #[error("{}", failure.message)]
+    Failed {
+        failure: Failure,
+        retry_after: Option<Duration>,
+    },
 }
 
-/// Executes runs of one type. A handler records units and completes its run
-/// through the store; if it returns while the run is still open, the runner
-/// closes it as failed.
+impl HandlerError {
+    pub fn permanent(code: &str, message: impl Into<String>) -> HandlerError {
+        HandlerError::Failed {
+            failure: Failure::new(code, message),
+            retry_after: None,
+        }
+    }
+
+    pub fn transient(code: &str, message: impl Into<String>, retry_after: Duration) -> HandlerError {
+        HandlerError::Failed {
+            failure: Failure::new(code, message),
+            retry_after: Some(retry_after),
+        }
+    }
+
+    pub fn failure(&self) -> Failure {
+        match self {
+            HandlerError::Failed { failure, .. } => failure.clone(),
+            HandlerError::Store(e) => Failure::new("store_error", e.to_string()),
+        }
+    }
+
+    /// Transient errors are retried; database errors are too (the database may be back).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            HandlerError::Failed { retry_after, .. } => *retry_after,
+            HandlerError::Store(StoreError::Database(_)) => Some(Duration::ZERO),
+            HandlerError::Store(_) => None,
+        }
+    }
+}
+
+/// Executes runs of one type. It records units and completes the run through
+/// the store — except fan-out parents, which plan units and return (the
+/// units' completion completes them). A non-fan-out handler that returns with
+/// its run still open has its run closed as failed.
 #[async_trait]
 pub trait Handler: Send + Sync {
     async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError>;
+}
+
+/// Executes one unit of a fan-out. On success it must finish its job through
+/// a fenced store call that records the unit (e.g.
+/// `Store::finish_unit_job`, or an artifact writer that does the same) —
+/// then the unit and its artifact land together. On error, the runner
+/// retries or finishes the unit as failed.
+#[async_trait]
+pub trait UnitHandler: Send + Sync {
+    async fn execute(&self, ctx: UnitContext) -> Result<(), HandlerError>;
 }

@@ -1,16 +1,24 @@
-//! The engine runs operation runs in the background: a registry maps each
-//! run type to its handler, and the [`runner::Runner`] claims queued runs,
-//! executes their handlers with heartbeats, and guarantees that every run it
-//! picked up reaches a terminal outcome (a handler that errors or returns
-//! with its run still open is closed as `failed`, fail-closed).
+//! The engine executes operation runs and keeps the queue truthful. It knows
+//! jobs, leases, heartbeats, retries, rescue, fan-out, the stale sweep and the
+//! adapter registry — nothing about Intune; families plug in through
+//! [`Handler`], [`UnitHandler`] and [`ReconciliationAdapter`].
 //!
-//! This crate knows nothing about Intune; families plug in through
-//! [`Handler`].
+//! | concern | module |
+//! |---|---|
+//! | handler traits, contexts, errors | [`handler`] |
+//! | type → handler / unit handler / adapter | [`registry`] |
+//! | claim, heartbeat, retry, release, finish | [`runner`] |
+//! | stale sweep (rescue, bulk completion, reconciliation) | [`stale_sweep`] |
+//! | adapter trait, decide + apply | [`reconciler`] |
 
 pub mod handler;
+pub mod reconciler;
 pub mod registry;
 pub mod runner;
+pub mod stale_sweep;
 
-pub use handler::{Handler, HandlerError, RunContext};
-pub use registry::HandlerRegistry;
+pub use handler::{Handler, HandlerError, RunContext, UnitContext, UnitHandler};
+pub use reconciler::ReconciliationAdapter;
+pub use registry::Registry;
 pub use runner::{Runner, RunnerConfig};
+pub use stale_sweep::{SweepConfig, SweepReport, sweep_once};

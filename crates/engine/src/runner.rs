@@ -1,14 +1,23 @@
-//! The background runner: picks up queued runs, claims each with a
-//! compare-and-set (`queued → running`, so two runners never execute one
-//! run), executes its handler while heartbeating, and closes runs the handler
-//! left open.
+//! The job runner: claims jobs, executes them with per-job heartbeats, and
+//! ends every job it claimed — completed, retried with backoff, failed, or
+//! (on graceful shutdown) released without spending an attempt.
 //!
-//! Pickup is woken at once by [`Runner::notifier`] for runs started in this
-//! process, and by polling for runs started elsewhere (the CLI, another node).
+//! Hand-written on sqlx on purpose, after River, Oban and graphile-worker:
+//! a unit job's completion must commit in the same transaction as its unit
+//! recording (exactly-once counting), and heartbeats must be per job (not per
+//! worker process) so that staleness is decided per job. Queue crates we
+//! looked at (apalis) heartbeat per worker and complete in their own
+//! transaction.
+//!
+//! Pickup is woken at once by [`Runner::notifier`] for work started in this
+//! process, and by polling for work started elsewhere.
 
-use crate::{HandlerError, HandlerRegistry, RunContext};
-use opsledger_core::{Failure, Outcome};
-use opsledger_store::{Completion, Store};
+use crate::handler::{RunContext, UnitContext};
+use crate::{HandlerError, Registry, reconciler};
+use opsledger_core::{Failure, Outcome, UnitOutcome};
+use opsledger_store::jobs::{ClaimedJob, Heartbeat, JobEnd, JobKind};
+use opsledger_store::runs::UnitRecord;
+use opsledger_store::{CompleteResult, Completion, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
@@ -17,13 +26,22 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
-    /// Runs executed at once by this process.
+    /// Jobs executed at once by this process.
     pub concurrency: usize,
-    /// How often to look for queued runs when not woken.
+    /// How often to look for jobs when not woken.
     pub poll_interval: Duration,
-    /// How often a running run's heartbeat is written (`OPSLEDGER_HEARTBEAT_INTERVAL_MS`).
+    /// How often a job's heartbeat is written (`OPSLEDGER_HEARTBEAT_INTERVAL_MS`).
     pub heartbeat_interval: Duration,
+    /// Lease length: a job not heartbeaten for this long may be rescued
+    /// (`OPSLEDGER_HEARTBEAT_TIMEOUT_MS`).
+    pub lease: Duration,
+    /// First retry delay; doubles per attempt, capped at [`MAX_BACKOFF`].
+    pub retry_base: Duration,
+    /// Names this process in `jobs.worker_id`.
+    pub worker_id: String,
 }
+
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 impl Default for RunnerConfig {
     fn default() -> Self {
@@ -31,19 +49,33 @@ impl Default for RunnerConfig {
             concurrency: 4,
             poll_interval: Duration::from_millis(500),
             heartbeat_interval: Duration::from_secs(5),
+            lease: Duration::from_secs(30),
+            retry_base: Duration::from_secs(1),
+            worker_id: format!("{}:{}", hostname(), std::process::id()),
         }
     }
 }
 
+fn hostname() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into())
+}
+
+/// Delay before attempt `attempt + 1`: `base · 2^(attempt-1)`, capped, and
+/// never shorter than what the failure asked for.
+pub fn backoff(base: Duration, attempt: u32, asked: Option<Duration>) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    exp.min(MAX_BACKOFF).max(asked.unwrap_or_default())
+}
+
 pub struct Runner {
     store: Store,
-    registry: HandlerRegistry,
+    registry: Registry,
     config: RunnerConfig,
     wake: Arc<Notify>,
 }
 
 impl Runner {
-    pub fn new(store: Store, registry: HandlerRegistry, config: RunnerConfig) -> Runner {
+    pub fn new(store: Store, registry: Registry, config: RunnerConfig) -> Runner {
         Runner {
             store,
             registry,
@@ -57,41 +89,45 @@ impl Runner {
         self.wake.clone()
     }
 
-    /// Runs until `shutdown` is cancelled, then waits for in-flight runs'
-    /// handlers to observe the cancellation and return.
+    /// Runs until `shutdown` is cancelled; then in-flight handlers are
+    /// cancelled, their jobs released, and this returns.
     pub async fn run(self, shutdown: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let mut in_flight = JoinSet::new();
         loop {
             while in_flight.try_join_next().is_some() {}
             let free = permits.available_permits();
-            if free > 0 {
-                match self.store.queued_run_ids(free as u32).await {
-                    Ok(ids) => {
-                        for id in ids {
-                            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                                break;
+            let mut claimed_any = false;
+            if free > 0 && !shutdown.is_cancelled() {
+                match self
+                    .store
+                    .claim_jobs(&self.config.worker_id, free as u32, self.lease_ms())
+                    .await
+                {
+                    Ok(jobs) => {
+                        claimed_any = !jobs.is_empty();
+                        for job in jobs {
+                            let permit = permits
+                                .clone()
+                                .try_acquire_owned()
+                                .expect("claimed within free permits");
+                            let exec = Execution {
+                                store: self.store.clone(),
+                                registry: self.registry.clone(),
+                                config: self.config.clone(),
+                                shutdown: shutdown.clone(),
                             };
-                            match self.store.claim_run(&id).await {
-                                Ok(Some(run)) => {
-                                    let exec = Execution {
-                                        store: self.store.clone(),
-                                        registry: self.registry.clone(),
-                                        heartbeat_interval: self.config.heartbeat_interval,
-                                        shutdown: shutdown.clone(),
-                                    };
-                                    in_flight.spawn(async move {
-                                        exec.execute(run).await;
-                                        drop(permit);
-                                    });
-                                }
-                                Ok(None) => {} // another runner claimed it
-                                Err(e) => tracing::warn!(run = %id, error = %e, "claim failed"),
-                            }
+                            in_flight.spawn(async move {
+                                exec.execute(job).await;
+                                drop(permit);
+                            });
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "looking for queued runs failed"),
+                    Err(e) => tracing::warn!(error = %e, "claiming jobs failed"),
                 }
+            }
+            if claimed_any && permits.available_permits() > 0 {
+                continue; // more may be waiting
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -102,79 +138,309 @@ impl Runner {
         }
         while in_flight.join_next().await.is_some() {}
     }
+
+    fn lease_ms(&self) -> u64 {
+        self.config.lease.as_millis() as u64
+    }
 }
 
 struct Execution {
     store: Store,
-    registry: HandlerRegistry,
-    heartbeat_interval: Duration,
+    registry: Registry,
+    config: RunnerConfig,
     shutdown: CancellationToken,
 }
 
+/// Why a handler's cancel token fired.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stop {
+    None,
+    Shutdown,
+    LeaseLost,
+    RunClosed,
+}
+
 impl Execution {
-    async fn execute(self, run: opsledger_core::Run) {
-        let id = run.id.clone();
-        let run_type = run.run_type;
-        let Some(handler) = self.registry.get(run_type) else {
-            self.close_failed(
-                &id,
-                Failure::new("no_handler", format!("this node cannot execute {run_type} runs")),
-            )
-            .await;
-            return;
+    async fn execute(self, job: ClaimedJob) {
+        let run = match self.store.get_run(&job.run_id).await {
+            Ok(Some(run)) => run,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(job = %job.fence.job_id, error = %e, "loading run failed; releasing job");
+                let _ = self.store.release_job(&job.fence).await;
+                return;
+            }
         };
-        let ctx = RunContext {
-            run,
-            store: self.store.clone(),
-            shutdown: self.shutdown.clone(),
-        };
-        let heartbeat = {
-            let store = self.store.clone();
-            let id = id.clone();
-            let every = self.heartbeat_interval;
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    match store.heartbeat(&id).await {
-                        Ok(true) => {}
-                        Ok(false) => break, // completed
-                        Err(e) => tracing::warn!(run = %id, error = %e, "heartbeat failed"),
-                    }
-                }
-            })
-        };
-        let span = tracing::info_span!("run", id = %id, r#type = %run_type);
-        // Spawned, so that a panicking handler is contained and reported.
-        let task = async move { handler.execute(ctx).await };
-        let result = tokio::spawn(tracing::Instrument::instrument(task, span)).await;
-        heartbeat.abort();
-        let failure = match result {
-            Ok(Ok(())) => Failure::new(
-                "handler_left_run_open",
-                "the handler returned without completing the run",
-            ),
-            Ok(Err(HandlerError::Failed { code, message })) => Failure::new(code, message),
-            Ok(Err(HandlerError::Store(e))) => Failure::new("store_error", e.to_string()),
-            Err(join) if join.is_panic() => Failure::new("handler_panicked", "the handler panicked"),
-            Err(_) => Failure::new("handler_aborted", "the handler was aborted"),
-        };
-        if self.shutdown.is_cancelled() {
-            // Shutting down: leave an open run to be resumed or reconciled,
-            // rather than failing work that another node can finish.
+        if run.is_completed() {
+            let _ = self.store.cancel_job(&job.fence).await;
             return;
         }
-        self.close_failed(&id, failure).await;
+        let cancel = CancellationToken::new();
+        let stop = Arc::new(std::sync::Mutex::new(Stop::None));
+        let heartbeat = self.spawn_heartbeat(&job, cancel.clone(), stop.clone());
+        let span = tracing::info_span!("job", run = %run.id, r#type = %run.run_type, unit = %job.unit_key, attempt = job.attempt);
+        let run_type = run.run_type;
+        let result: Result<(), HandlerError> = match job.kind {
+            JobKind::Run => match self.registry.get(run_type) {
+                Some(h) => {
+                    let ctx = RunContext {
+                        run,
+                        store: self.store.clone(),
+                        fence: job.fence.clone(),
+                        attempt: job.attempt,
+                        cancel: cancel.clone(),
+                    };
+                    contain(tracing::Instrument::instrument(
+                        async move { h.execute(ctx).await },
+                        span,
+                    ))
+                    .await
+                }
+                None => Err(HandlerError::permanent(
+                    "no_handler",
+                    format!("this node cannot execute {run_type} runs"),
+                )),
+            },
+            JobKind::Unit => match self.registry.get_unit(run_type) {
+                Some(h) => {
+                    let ctx = UnitContext {
+                        run,
+                        unit_key: job.unit_key.clone(),
+                        store: self.store.clone(),
+                        fence: job.fence.clone(),
+                        attempt: job.attempt,
+                        cancel: cancel.clone(),
+                    };
+                    contain(tracing::Instrument::instrument(
+                        async move { h.execute(ctx).await },
+                        span,
+                    ))
+                    .await
+                }
+                None => Err(HandlerError::permanent(
+                    "no_handler",
+                    format!("this node cannot execute {run_type} units"),
+                )),
+            },
+        };
+        heartbeat.abort();
+        let stop = *stop.lock().expect("lock");
+        if let Err(e) = self.finish(&job, run_type, result, stop).await {
+            tracing::warn!(job = %job.fence.job_id, error = %e, "finishing job failed; the rescuer will take it");
+        }
     }
 
-    /// Closes the run as failed unless it is already completed (compare-and-set).
-    async fn close_failed(&self, id: &str, failure: Failure) {
-        let completion = Completion::new(Outcome::Failed).with_failure(failure.clone());
-        match self.store.complete_run(id, completion).await {
-            Ok(opsledger_store::CompleteResult::Completed(_)) => {
-                tracing::warn!(run = %id, code = %failure.code, "{}", failure.message)
+    fn spawn_heartbeat(
+        &self,
+        job: &ClaimedJob,
+        cancel: CancellationToken,
+        stop: Arc<std::sync::Mutex<Stop>>,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let fence = job.fence.clone();
+        let run_id = job.run_id.clone();
+        let every = self.config.heartbeat_interval;
+        let lease_ms = self.config.lease.as_millis() as u64;
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        *stop.lock().expect("lock") = Stop::Shutdown;
+                        cancel.cancel();
+                        return;
+                    }
+                    _ = tokio::time::sleep(every) => {}
+                }
+                match store.heartbeat_job(&fence, &run_id, lease_ms).await {
+                    Ok(Heartbeat::Alive) => {}
+                    Ok(Heartbeat::LeaseLost) => {
+                        *stop.lock().expect("lock") = Stop::LeaseLost;
+                        cancel.cancel();
+                        return;
+                    }
+                    Ok(Heartbeat::RunClosed) => {
+                        *stop.lock().expect("lock") = Stop::RunClosed;
+                        cancel.cancel();
+                        return;
+                    }
+                    Err(e) => tracing::warn!(run = %run_id, error = %e, "heartbeat failed"),
+                }
             }
-            Ok(_) => {}
-            Err(e) => tracing::error!(run = %id, error = %e, "could not close run"),
+        })
+    }
+
+    async fn finish(
+        &self,
+        job: &ClaimedJob,
+        run_type: opsledger_core::RunType,
+        result: Result<(), HandlerError>,
+        stop: Stop,
+    ) -> Result<(), StoreError> {
+        let store = &self.store;
+        let fence = &job.fence;
+        match stop {
+            Stop::LeaseLost => return Ok(()), // someone else owns the job now
+            Stop::Shutdown => {
+                store.release_job(fence).await?;
+                return Ok(());
+            }
+            Stop::RunClosed => {
+                store.cancel_job(fence).await?;
+                return Ok(());
+            }
+            Stop::None => {}
         }
+        match (job.kind, result) {
+            (JobKind::Run, Ok(())) => {
+                let run = store.get_run(&job.run_id).await?;
+                let open = run.as_ref().is_some_and(|r| !r.is_completed());
+                if open && run_type.is_fan_out() {
+                    store.complete_job(fence).await?;
+                    store.maybe_complete_bulk_run(&job.run_id).await?;
+                } else if open {
+                    let failure = Failure::new(
+                        "handler_left_run_open",
+                        "the handler returned without completing the run",
+                    );
+                    store.fail_job(fence, &failure.message).await?;
+                    self.close_failed(&job.run_id, failure).await?;
+                } else {
+                    store.complete_job(fence).await?;
+                }
+            }
+            (JobKind::Unit, Ok(())) => {
+                // The handler finished its job with its unit; if it did not,
+                // the unit is finished as failed so the parent can complete.
+                if store.job_is_held(fence).await? {
+                    let failure = Failure::new(
+                        "handler_left_unit_open",
+                        "the unit handler returned without recording",
+                    );
+                    self.finish_unit_failed(job, failure).await?;
+                }
+                self.complete_parent_if_done(&job.run_id).await?;
+            }
+            (_, Err(HandlerError::Store(StoreError::LeaseLost { .. }))) => {}
+            (_, Err(HandlerError::Store(StoreError::RunNotRunning { .. }))) => {
+                store.cancel_job(fence).await?;
+            }
+            (kind, Err(e)) => {
+                let failure = e.failure();
+                if let Some(asked) = e.retry_after().filter(|_| !job.is_last_attempt()) {
+                    let delay = backoff(self.config.retry_base, job.attempt, Some(asked));
+                    tracing::info!(run = %job.run_id, code = %failure.code, ?delay, "retrying: {}", failure.message);
+                    store
+                        .retry_job(fence, &failure.message, delay.as_millis() as u64)
+                        .await?;
+                    return Ok(());
+                }
+                match kind {
+                    JobKind::Unit => {
+                        self.finish_unit_failed(job, failure).await?;
+                        self.complete_parent_if_done(&job.run_id).await?;
+                    }
+                    JobKind::Run => {
+                        store.fail_job(fence, &failure.message).await?;
+                        self.close_exhausted(&job.run_id, failure).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes a fan-out parent once all its units are processed. A plain
+    /// read first, so the hot parent row is locked only when it may be done.
+    async fn complete_parent_if_done(&self, run_id: &str) -> Result<(), StoreError> {
+        let Some(run) = self.store.get_run(run_id).await? else {
+            return Ok(());
+        };
+        let c = run.summary_counts;
+        if !run.is_completed() && c.total.is_some() && c.processed >= c.total {
+            self.store.maybe_complete_bulk_run(run_id).await?;
+        }
+        Ok(())
+    }
+
+    /// The "unit finished" path for a unit that could not be done.
+    async fn finish_unit_failed(&self, job: &ClaimedJob, mut failure: Failure) -> Result<(), StoreError> {
+        failure.unit.get_or_insert_with(|| job.unit_key.clone());
+        let unit = UnitRecord {
+            key: job.unit_key.clone(),
+            outcome: UnitOutcome::Failed,
+            failure: Some(failure),
+            context_patch: None,
+        };
+        match self
+            .store
+            .finish_unit_job(&job.fence, &job.run_id, unit, JobEnd::Failed)
+            .await
+        {
+            Ok(_) | Err(StoreError::LeaseLost { .. }) | Err(StoreError::RunNotRunning { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A run job out of attempts: the run's proof decides if there is an
+    /// adapter (work that landed is not thrown away); otherwise it fails with
+    /// the handler's failure.
+    async fn close_exhausted(&self, run_id: &str, failure: Failure) -> Result<(), StoreError> {
+        let Some(run) = self.store.get_run(run_id).await? else {
+            return Ok(());
+        };
+        if run.is_completed() {
+            return Ok(());
+        }
+        if self.registry.get_adapter(run.run_type).is_some() {
+            let d = reconciler::reconcile_run(&self.store, &self.registry, &run, Some("system")).await?;
+            if d.applied != "skipped" {
+                return Ok(());
+            }
+        }
+        self.close_failed(run_id, failure).await
+    }
+
+    async fn close_failed(&self, run_id: &str, failure: Failure) -> Result<(), StoreError> {
+        let completion = Completion::new(Outcome::Failed).with_failure(failure.clone());
+        if let CompleteResult::Completed(_) = self.store.complete_run(run_id, completion).await? {
+            tracing::warn!(run = %run_id, code = %failure.code, "{}", failure.message);
+        }
+        Ok(())
+    }
+}
+
+/// Runs a handler in its own task so a panic is contained and reported.
+async fn contain<F>(fut: F) -> Result<(), HandlerError>
+where
+    F: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    match tokio::spawn(fut).await {
+        Ok(r) => r,
+        Err(join) if join.is_panic() => Err(HandlerError::permanent(
+            "handler_panicked",
+            "the handler panicked",
+        )),
+        Err(_) => Err(HandlerError::permanent(
+            "handler_aborted",
+            "the handler was aborted",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_honours_retry_after() {
+        let base = Duration::from_secs(1);
+        assert_eq!(backoff(base, 1, None), Duration::from_secs(1));
+        assert_eq!(backoff(base, 3, None), Duration::from_secs(4));
+        assert_eq!(backoff(base, 30, None), MAX_BACKOFF);
+        assert_eq!(
+            backoff(base, 1, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
     }
 }

@@ -19,7 +19,7 @@ use opsledger_core::{Failure, Outcome, UnitOutcome};
 use opsledger_engine::{Handler, HandlerError, RunContext};
 use opsledger_providers::{Provider, ProviderError, ProviderSettings};
 use opsledger_store::inventory::{ItemScope, ItemSnapshot};
-use opsledger_store::{Completion, ContextPatch, StoreError, UnitRecord};
+use opsledger_store::{Completion, ContextPatch, UnitRecord};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -53,10 +53,10 @@ impl Handler for InventorySync {
     async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
         let store = &ctx.store;
         let run = &ctx.run;
-        let tenant_id = run.tenant_id.as_deref().ok_or(HandlerError::Failed {
-            code: "tenant_missing",
-            message: "inventory.sync needs a tenant".into(),
-        })?;
+        let tenant_id = run
+            .tenant_id
+            .as_deref()
+            .ok_or_else(|| HandlerError::permanent("tenant_missing", "inventory.sync needs a tenant"))?;
         let Some(tenant) = store.get_tenant(tenant_id).await? else {
             return blocked(
                 &ctx,
@@ -77,10 +77,7 @@ impl Handler for InventorySync {
                 return blocked(&ctx, Failure::new(e.code(), e.to_string())).await;
             }
             Err(Ok(e)) => {
-                return Err(HandlerError::Failed {
-                    code: e.code(),
-                    message: e.to_string(),
-                });
+                return Err(provider_error(e));
             }
             Err(Err(Stopped)) => return Ok(()),
         }
@@ -88,22 +85,15 @@ impl Handler for InventorySync {
         let attempted = match attempted_types(&ctx, provider.as_ref()).await {
             Ok(t) => t,
             Err(Ok(e)) => {
-                return Err(HandlerError::Failed {
-                    code: e.code(),
-                    message: e.to_string(),
-                });
+                return Err(provider_error(e));
             }
             Err(Err(Stopped)) => return Ok(()),
         };
-        store
-            .patch_context(
-                &run.id,
-                &[ContextPatch::new(
-                    ["inventory", "attempted_types"],
-                    json!(attempted),
-                )],
-            )
-            .await?;
+        ctx.patch_context(&[ContextPatch::new(
+            ["inventory", "attempted_types"],
+            json!(attempted),
+        )])
+        .await?;
         store.init_total(&run.id, attempted.len() as u64).await?;
 
         let already = store.recorded_units(&run.id).await?;
@@ -122,7 +112,9 @@ impl Handler for InventorySync {
                         failure_code: None,
                     };
                     let unit = unit(policy_type, UnitOutcome::Succeeded, &coverage, None);
-                    store.record_inventory_unit(&run.id, scope, &items, unit).await
+                    store
+                        .record_inventory_unit(Some(&ctx.fence), &run.id, scope, &items, unit)
+                        .await
                 }
                 Err(Ok(f)) => {
                     let coverage = TypeCoverage {
@@ -133,15 +125,11 @@ impl Handler for InventorySync {
                     let failure =
                         Failure::new(f.error.code(), f.error.to_string()).for_unit(policy_type.clone());
                     let unit = unit(policy_type, UnitOutcome::Failed, &coverage, Some(failure));
-                    store.record_units(&run.id, std::slice::from_ref(&unit)).await
+                    ctx.record_units(std::slice::from_ref(&unit)).await
                 }
             };
-            match result {
-                Ok(_) => {}
-                // Cancelled or otherwise closed while we worked: stop quietly.
-                Err(StoreError::RunNotRunning { .. }) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            }
+            // A lost lease or a closed run ends this attempt; the runner sorts out which.
+            result?;
         }
 
         // Decide from the stored proof, the same proof reconciliation reads.
@@ -168,6 +156,17 @@ impl Handler for InventorySync {
             .await?;
         Ok(())
     }
+}
+
+/// A provider error that ends the run's attempt: transient ones are retried by the runner.
+fn provider_error(e: ProviderError) -> HandlerError {
+    let failure = Failure::new(e.code(), e.to_string());
+    let retry_after = match &e {
+        ProviderError::Throttled(d) => Some(*d),
+        ProviderError::Service { status, .. } if *status >= 500 => Some(Duration::ZERO),
+        _ => None,
+    };
+    HandlerError::Failed { failure, retry_after }
 }
 
 fn unit(
@@ -284,7 +283,7 @@ where
         attempt += 1;
         let result = tokio::select! {
             biased;
-            _ = ctx.shutdown.cancelled() => return Err(Err(Stopped)),
+            _ = ctx.cancel.cancelled() => return Err(Err(Stopped)),
             r = f() => r,
         };
         let err = match result {
@@ -303,8 +302,50 @@ where
         }
         tracing::debug!(attempt, ?wait, error = %err, "retrying provider call");
         tokio::select! {
-            _ = ctx.shutdown.cancelled() => return Err(Err(Stopped)),
+            _ = ctx.cancel.cancelled() => return Err(Err(Stopped)),
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// The `inventory.sync` reconciliation adapter: reads the run's coverage and
+/// the items linked to it, and applies the core rule
+/// ([`opsledger_core::inventory::reconcile`]).
+pub struct InventorySyncAdapter;
+
+#[async_trait]
+impl opsledger_engine::ReconciliationAdapter for InventorySyncAdapter {
+    fn name(&self) -> &'static str {
+        "inventory_sync"
+    }
+
+    async fn reconcile(
+        &self,
+        run: &opsledger_core::Run,
+        proof: &opsledger_store::proof::ProofReader,
+    ) -> Result<opsledger_core::reconcile::AdapterResult, opsledger_store::StoreError> {
+        use opsledger_core::inventory::{RunScope, reconcile};
+        let Some(tenant_id) = run.tenant_id.as_deref() else {
+            return Ok(opsledger_core::reconcile::AdapterResult::stale_no_proof(
+                "This inventory sync",
+            ));
+        };
+        let attempted: Option<Vec<String>> = run
+            .context
+            .pointer("/inventory/attempted_types")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+        let linked = proof.inventory_items_linked_to(&run.id).await?;
+        let scope = RunScope {
+            run_id: &run.id,
+            workspace_id: &run.workspace_id,
+            tenant_id,
+        };
+        Ok(reconcile(
+            scope,
+            attempted.as_deref(),
+            &coverage_of(&run.context),
+            &linked,
+        ))
     }
 }

@@ -196,6 +196,7 @@ const PARTIAL_BROKEN_PAGING: &str = "deviceManagementScripts";
 pub struct DemoProvider {
     tenant: String,
     profile: Profile,
+    scale: usize,
     latency: Duration,
     /// Types that already answered 429 once (the `throttled` profile).
     throttled_once: Mutex<HashSet<String>>,
@@ -206,15 +207,22 @@ impl DemoProvider {
         DemoProvider {
             tenant: tenant.to_owned(),
             profile,
+            scale: 1,
             latency,
             throttled_once: Mutex::new(HashSet::new()),
         }
     }
 
+    /// Multiplies every type's policy count (large tenants for fan-out tests).
+    pub fn with_scale(mut self, scale: usize) -> DemoProvider {
+        self.scale = scale.max(1);
+        self
+    }
+
     /// Every policy of a type, as the tenant holds it.
     pub fn policies(&self, type_key: &str) -> Option<Vec<Policy>> {
         let (idx, (key, _, _, base, variants)) = TYPES.iter().enumerate().find(|(_, t)| t.0 == type_key)?;
-        let count = base + (digest(&[&self.tenant, key])[0] % 3) as usize;
+        let count = (base + (digest(&[&self.tenant, key])[0] % 3) as usize) * self.scale;
         Some(
             (0..count)
                 .map(|i| generate(&self.tenant, key, variants, idx, i))
@@ -266,24 +274,14 @@ impl Provider for DemoProvider {
                 message: format!("bad page token `{token}`"),
             })?,
         };
+        self.check_type(type_key)?;
         match self.profile {
-            Profile::Blocked => {
-                return Err(ProviderError::PermissionMissing(format!(
-                    "tenant `{}` has no consent",
-                    self.tenant
-                )));
-            }
-            Profile::Partial if PARTIAL_FORBIDDEN.contains(&type_key) => {
-                return Err(ProviderError::Forbidden(format!(
-                    "403 Forbidden: {type_key} requires Policy.Read.All"
-                )));
-            }
             Profile::Partial if type_key == PARTIAL_BROKEN_PAGING && offset > 0 => {
                 return Err(ProviderError::Service {
                     status: 503,
                     message: format!(
                         "503 Service Unavailable on page {} of {type_key}",
-                        offset / PAGE_SIZE + 1
+                        offset / (PAGE_SIZE * self.scale) + 1
                     ),
                 });
             }
@@ -301,12 +299,52 @@ impl Provider for DemoProvider {
             }
             _ => {}
         }
-        let end = (offset + PAGE_SIZE).min(all.len());
+        let page_size = PAGE_SIZE * self.scale;
+        let end = (offset + page_size).min(all.len());
         let items = all.get(offset..end).map(<[Policy]>::to_vec).unwrap_or_default();
         Ok(Page {
             items,
             next: (end < all.len()).then(|| end.to_string()),
         })
+    }
+
+    async fn get_policy(&self, type_key: &str, id: &str) -> Result<Policy, ProviderError> {
+        self.wait().await;
+        self.check_type(type_key)?;
+        let all = self
+            .policies(type_key)
+            .ok_or_else(|| ProviderError::UnknownType(type_key.to_owned()))?;
+        if self.profile == Profile::Throttled {
+            let idx = TYPES.iter().position(|t| t.0 == type_key).unwrap_or(0);
+            if idx % 3 == 0
+                && self
+                    .throttled_once
+                    .lock()
+                    .expect("lock")
+                    .insert(format!("{type_key}/{id}"))
+            {
+                return Err(ProviderError::Throttled(THROTTLE_RETRY_AFTER));
+            }
+        }
+        all.into_iter()
+            .find(|p| p.id == id)
+            .ok_or_else(|| ProviderError::NotFound(format!("{type_key}/{id}")))
+    }
+}
+
+impl DemoProvider {
+    /// The policy-level view of a profile's failures, shared by list and get.
+    fn check_type(&self, type_key: &str) -> Result<(), ProviderError> {
+        match self.profile {
+            Profile::Blocked => Err(ProviderError::PermissionMissing(format!(
+                "tenant `{}` has no consent",
+                self.tenant
+            ))),
+            Profile::Partial if PARTIAL_FORBIDDEN.contains(&type_key) => Err(ProviderError::Forbidden(
+                format!("403 Forbidden: {type_key} requires Policy.Read.All"),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 

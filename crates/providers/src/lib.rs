@@ -56,6 +56,9 @@ pub enum ProviderError {
     /// The service failed (5xx) or answered something unusable.
     #[error("service error {status}: {message}")]
     Service { status: u16, message: String },
+    /// The policy does not exist (any more).
+    #[error("not found: {0}")]
+    NotFound(String),
     /// The policy type is unknown to this provider.
     #[error("unknown policy type `{0}`")]
     UnknownType(String),
@@ -72,6 +75,7 @@ impl ProviderError {
             ProviderError::Forbidden(_) => "provider_forbidden",
             ProviderError::Throttled(_) => "provider_throttled",
             ProviderError::Service { .. } => "provider_service_error",
+            ProviderError::NotFound(_) => "provider_not_found",
             ProviderError::UnknownType(_) => "provider_unknown_type",
             ProviderError::Unavailable(_) => "provider_unavailable",
         }
@@ -103,6 +107,8 @@ pub trait Provider: Send + Sync {
     async fn policy_types(&self) -> Result<Vec<PolicyType>, ProviderError>;
     /// One page of a policy type; `page` is `None` for the first page.
     async fn list_page(&self, policy_type: &str, page: Option<&str>) -> Result<Page, ProviderError>;
+    /// One policy by id, as it is now (what a backup captures).
+    async fn get_policy(&self, policy_type: &str, id: &str) -> Result<Policy, ProviderError>;
 }
 
 /// Settings that apply to every provider built by [`open`].
@@ -124,12 +130,26 @@ pub fn open(
         .ok_or_else(|| ProviderError::Unavailable(format!("provider spec `{spec}` is not KIND:ARG")))?;
     match kind {
         "demo" => {
-            let profile: demo::Profile = arg.parse()?;
-            Ok(Arc::new(demo::DemoProvider::new(
-                tenant_name,
-                profile,
-                settings.demo_latency,
-            )))
+            // `demo:PROFILE` or `demo:PROFILE:SCALE` (SCALE multiplies the policy counts).
+            let (profile, scale) = match arg.split_once(':') {
+                Some((p, s)) => {
+                    let scale = s
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=1000).contains(n))
+                        .ok_or_else(|| {
+                            ProviderError::Unavailable(format!(
+                                "demo scale `{s}` must be a whole number from 1 to 1000"
+                            ))
+                        })?;
+                    (p, scale)
+                }
+                None => (arg, 1),
+            };
+            let profile: demo::Profile = profile.parse()?;
+            Ok(Arc::new(
+                demo::DemoProvider::new(tenant_name, profile, settings.demo_latency).with_scale(scale),
+            ))
         }
         "folder" | "graph" => Err(ProviderError::Unavailable(format!(
             "the `{kind}` provider is not available in this build (planned; see ROADMAP.md)"
@@ -158,6 +178,11 @@ mod tests {
     fn open_parses_specs() {
         let s = ProviderSettings::default();
         assert!(open("demo:healthy", "contoso", &s).is_ok());
+        assert!(open("demo:healthy:20", "contoso", &s).is_ok());
+        assert!(matches!(
+            open("demo:healthy:0", "c", &s),
+            Err(ProviderError::Unavailable(_))
+        ));
         assert!(matches!(
             open("demo:nope", "c", &s),
             Err(ProviderError::Unavailable(_))

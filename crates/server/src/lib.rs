@@ -10,7 +10,7 @@ pub mod render;
 
 use axum::Router;
 use axum::routing::{get, post};
-use opsledger_engine::HandlerRegistry;
+use opsledger_engine::Registry;
 use opsledger_store::Store;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 pub struct AppState {
     pub store: Store,
     /// Which types this deployment can execute (a start of any other is refused).
-    pub registry: HandlerRegistry,
+    pub registry: Registry,
     /// Wakes the local runner after a start.
     pub wake: Arc<Notify>,
 }
@@ -40,6 +40,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/workspaces/{ws}/operations/{id}/cancel",
             post(operations::cancel),
+        )
+        .route(
+            "/api/v1/workspaces/{ws}/operations/{id}/force-close",
+            post(operations::force_close),
         )
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(tower_http::trace::TraceLayer::new_for_http())

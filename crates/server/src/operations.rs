@@ -218,3 +218,63 @@ pub async fn operation_types(State(state): State<AppState>) -> Json<Value> {
         .collect();
     Json(json!({ "items": types }))
 }
+
+/// Body of an admin force-close.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForceCloseBody {
+    outcome: String,
+    reason: String,
+}
+
+/// An admin closes a non-terminal run with an outcome and a reason, recorded
+/// in `context.reconciliation` like a reconciliation.
+pub async fn force_close(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((ws, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&state, &ws, Capability::OperationsView).await?;
+    state
+        .store
+        .get_run_in_workspace(&ws, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("run not found"))?;
+    caller.require(&state, &ws, Capability::OperationsAdmin).await?;
+    let body: ForceCloseBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("invalid request body: {e}")))?;
+    let outcome = body
+        .outcome
+        .parse::<Outcome>()
+        .ok()
+        .filter(|o| o.is_terminal())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_outcome",
+                format!(
+                    "`{}` is not a terminal outcome (succeeded, partially_succeeded, blocked, failed, cancelled)",
+                    body.outcome
+                ),
+            )
+        })?;
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "reason_required",
+            "a force-close needs a reason",
+        ));
+    }
+    let by = format!("user:{}", caller.user_id);
+    match state
+        .store
+        .force_close(&id, outcome, body.reason.trim(), &by)
+        .await?
+    {
+        CompleteResult::Completed(run) => Ok(Json(render(&state, &run).await?)),
+        CompleteResult::AlreadyCompleted(run) | CompleteResult::NotReady(run) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_completed",
+            format!("run {} already completed as {}", run.id, run.outcome),
+        )),
+    }
+}

@@ -33,7 +33,7 @@ const WRITERS: [usize; 2] = [1, 4];
 /// Units per transaction, and the unscaled number of units per configuration
 /// on SQLite and on PostgreSQL (sized for roughly 2–4 s per configuration on
 /// a 2-core machine; PostgreSQL commits durably, hence its smaller N).
-const BATCHES: [(usize, u64, u64); 2] = [(1, 8_000, 3_000), (100, 200_000, 60_000)];
+const BATCHES: [(usize, u64, u64); 2] = [(1, 8_000, 4_000), (100, 200_000, 100_000)];
 
 /// Writers re-delivering the batch-100 run in the replay configuration.
 const REPLAY_WRITERS: usize = 4;

@@ -31,16 +31,32 @@ impl WritePool for PgPool {
 /// `BEGIN IMMEDIATE` and has no such clause.
 pub trait RowLock {
     const FOR_UPDATE: &'static str;
+    /// Shared lock that keeps a row from changing until commit (a lease check).
+    const FOR_SHARE: &'static str;
+    /// Claim without waiting on rows other claimers hold.
+    const SKIP_LOCKED: &'static str;
 }
 
 impl RowLock for SqlitePool {
     const FOR_UPDATE: &'static str = "";
+    const FOR_SHARE: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
 }
 
 impl RowLock for PgPool {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const FOR_SHARE: &'static str = " FOR SHARE";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
 }
 
 pub fn for_update<P: RowLock>(_: &P) -> &'static str {
     P::FOR_UPDATE
+}
+
+pub fn for_share<P: RowLock>(_: &P) -> &'static str {
+    P::FOR_SHARE
+}
+
+pub fn skip_locked<P: RowLock>(_: &P) -> &'static str {
+    P::SKIP_LOCKED
 }

@@ -36,6 +36,8 @@ pub enum StoreError {
         run_type: opsledger_core::RunType,
         expected: &'static str,
     },
+    #[error("job {job_id} is no longer leased by this worker")]
+    LeaseLost { job_id: String },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }

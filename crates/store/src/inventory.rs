@@ -33,6 +33,7 @@ impl Store {
     /// `run_id`, and records the type's unit, in one transaction.
     pub async fn record_inventory_unit(
         &self,
+        fence: Option<&crate::jobs::Fence>,
         run_id: &str,
         scope: ItemScope<'_>,
         items: &[ItemSnapshot],
@@ -53,6 +54,7 @@ impl Store {
         let now = now_ms();
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
+            check_fence!(&mut tx, pool, fence);
             for chunk in rows.chunks(ITEM_UPSERT_CHUNK) {
                 let mut qb = sqlx::QueryBuilder::new(
                     "INSERT INTO inventory_items (id, workspace_id, tenant_id, policy_type, external_id, display_name, \

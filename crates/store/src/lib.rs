@@ -18,11 +18,15 @@
 pub mod backend;
 #[macro_use]
 mod tx_macros;
+pub mod backups;
 pub mod directory;
 mod error;
 pub mod inventory;
+pub mod jobs;
+pub mod proof;
 mod row;
 pub mod runs;
+pub mod stale;
 pub mod testing;
 
 pub use error::StoreError;

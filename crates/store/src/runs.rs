@@ -124,6 +124,8 @@ impl UnitRecord {
 pub struct RecordSummary {
     pub recorded: u64,
     pub duplicates: u64,
+    /// This call brought `processed` to `total` (the run may now complete).
+    pub all_processed: bool,
 }
 
 /// A terminal outcome to apply.
@@ -223,7 +225,10 @@ impl Store {
         for _ in 0..5 {
             let id = new_id();
             let inserted = on_pool!(self, pool => {
-                sqlx::query(
+                // The run and the job that will execute it commit together:
+                // a queued run always has its job (queue truth).
+                let mut tx = pool.begin_write().await?;
+                let n = sqlx::query(
                     "INSERT INTO operation_runs (id, workspace_id, tenant_id, parent_id, type, status, outcome, \
                      active_key, context, initiator, created_at) \
                      VALUES ($1, $2, $3, $4, $5, 'queued', 'pending', $6, $7, $8, $9) \
@@ -238,9 +243,14 @@ impl Store {
                 .bind(&context)
                 .bind(&new.initiator)
                 .bind(now_ms())
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+                if n == 1 {
+                    insert_job!(&mut tx, &id, "run", "", new.run_type.max_attempts());
+                }
+                tx.commit().await?;
+                n
             });
             if inserted == 1 {
                 return Ok(CreateResult::Created(self.require_run(&id).await?));
@@ -342,8 +352,20 @@ impl Store {
         run_id: &str,
         units: &[UnitRecord],
     ) -> Result<RecordSummary, StoreError> {
+        self.record_units_fenced(None, run_id, units).await
+    }
+
+    /// [`Store::record_units`] by a job's worker: refused with
+    /// [`StoreError::LeaseLost`] unless `fence` still holds the job's lease.
+    pub async fn record_units_fenced(
+        &self,
+        fence: Option<&crate::jobs::Fence>,
+        run_id: &str,
+        units: &[UnitRecord],
+    ) -> Result<RecordSummary, StoreError> {
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
+            check_fence!(&mut tx, pool, fence);
             let summary = record_units_tx!(&mut tx, pool, run_id, units);
             tx.commit().await?;
             Ok(summary)
@@ -418,6 +440,15 @@ impl Store {
                 if let Some(f) = &completion.failure {
                     insert_failure!(&mut tx, id, f, now);
                 }
+                // Work not started yet will never be needed; running jobs are
+                // fenced out by the run's status.
+                sqlx::query(
+                    "UPDATE jobs SET state = 'cancelled', finalized_at = $2 WHERE run_id = $1 AND state = 'available'",
+                )
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
                 tx.commit().await?;
                 ClosingStep::Completed
             } else {

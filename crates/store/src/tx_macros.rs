@@ -50,19 +50,21 @@ macro_rules! record_units_tx {
             .copied()
             .filter(|u| new_keys.contains(&u.key))
             .collect();
-        let summary = $crate::runs::RecordSummary {
+        let mut summary = $crate::runs::RecordSummary {
             recorded: fresh.len() as u64,
             duplicates: (units.len() - fresh.len()) as u64,
+            all_processed: false,
         };
         if !fresh.is_empty() {
             let count =
                 |o: opsledger_core::UnitOutcome| fresh.iter().filter(|u| u.outcome == o).count() as i64;
             let n = fresh.len() as i64;
-            let updated = sqlx::query(
+            let updated: Option<(i64, i64)> = sqlx::query_as(
                 "UPDATE operation_runs SET processed = processed + $2, \
                  succeeded = COALESCE(succeeded, 0) + $3, failed = COALESCE(failed, 0) + $4, \
                  skipped = COALESCE(skipped, 0) + $5, heartbeat_at = $6 \
-                 WHERE id = $1 AND status = 'running' AND total IS NOT NULL AND processed + $2 <= total",
+                 WHERE id = $1 AND status = 'running' AND total IS NOT NULL AND processed + $2 <= total \
+                 RETURNING processed, total",
             )
             .bind(run_id)
             .bind(n)
@@ -70,10 +72,12 @@ macro_rules! record_units_tx {
             .bind(count(opsledger_core::UnitOutcome::Failed))
             .bind(count(opsledger_core::UnitOutcome::Skipped))
             .bind(now)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-            if updated != 1 {
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some((processed, total)) = updated {
+                summary.all_processed = processed >= total;
+            }
+            if updated.is_none() {
                 // Say why; the caller's transaction is dropped, so nothing lands.
                 let row: Option<(String, Option<i64>, Option<i64>)> =
                     sqlx::query_as("SELECT status, total, processed FROM operation_runs WHERE id = $1")
@@ -129,5 +133,80 @@ macro_rules! record_units_tx {
             }
         }
         summary
+    }};
+}
+
+/// Inside an open transaction: proceed only while `$fence` still holds its
+/// job's lease; the row stays share-locked until commit on PostgreSQL, so a
+/// rescue cannot slip in between this check and the commit.
+macro_rules! check_fence {
+    ($tx:expr, $pool:expr, $fence:expr) => {
+        if let Some(fence) = $fence {
+            let fence: &$crate::jobs::Fence = fence;
+            let held: Option<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT id FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'running'{}",
+                $crate::backend::for_share($pool)
+            )))
+            .bind(&fence.job_id)
+            .bind(&fence.lease_token)
+            .fetch_optional(&mut **$tx)
+            .await?;
+            if held.is_none() {
+                return Err($crate::StoreError::LeaseLost {
+                    job_id: fence.job_id.clone(),
+                });
+            }
+        }
+    };
+}
+
+/// Inside an open transaction: enqueue a job (`kind` run or unit) unless the
+/// same `(run_id, kind, unit_key)` exists. Evaluates to rows inserted.
+macro_rules! insert_job {
+    ($tx:expr, $run_id:expr, $kind:expr, $unit_key:expr, $max_attempts:expr) => {
+        sqlx::query(
+            "INSERT INTO jobs (id, run_id, kind, unit_key, state, attempt, max_attempts, run_after, created_at) \
+             VALUES ($1, $2, $3, $4, 'available', 0, $5, $6, $6) ON CONFLICT (run_id, kind, unit_key) DO NOTHING",
+        )
+        .bind($crate::new_id())
+        .bind($run_id)
+        .bind($kind)
+        .bind($unit_key)
+        .bind($max_attempts as i64)
+        .bind($crate::now_ms())
+        .execute(&mut **$tx)
+        .await?
+        .rows_affected()
+    };
+}
+
+/// Inside an open transaction: end a leased unit job as completed or failed
+/// and record its unit — the one "unit finished" step. Fails with
+/// `LeaseLost` when the fence no longer holds (nothing is written).
+macro_rules! finish_unit_job_tx {
+    ($tx:expr, $pool:expr, $fence:expr, $run_id:expr, $unit:expr, $end:expr) => {{
+        let fence: &$crate::jobs::Fence = $fence;
+        let state = match $end {
+            $crate::jobs::JobEnd::Completed => "completed",
+            $crate::jobs::JobEnd::Failed => "failed",
+        };
+        let ended = sqlx::query(
+            "UPDATE jobs SET state = $3, lease_token = NULL, lease_expires_at = NULL, finalized_at = $4 \
+             WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+        )
+        .bind(&fence.job_id)
+        .bind(&fence.lease_token)
+        .bind(state)
+        .bind($crate::now_ms())
+        .execute(&mut **$tx)
+        .await?
+        .rows_affected();
+        if ended != 1 {
+            return Err($crate::StoreError::LeaseLost {
+                job_id: fence.job_id.clone(),
+            });
+        }
+        let unit: $crate::runs::UnitRecord = $unit;
+        record_units_tx!($tx, $pool, $run_id, std::slice::from_ref(&unit))
     }};
 }

@@ -493,12 +493,12 @@ both_backends!(inventory_items_land_with_their_unit, |store: Store| async move {
     let items = [item(1), item(2), item(1)];
     let unit = || UnitRecord::new("deviceConfigurations", UnitOutcome::Succeeded);
     let r = store
-        .record_inventory_unit(&id, scope, &items, unit())
+        .record_inventory_unit(None, &id, scope, &items, unit())
         .await
         .unwrap();
     assert_eq!(r.recorded, 1);
     let r = store
-        .record_inventory_unit(&id, scope, &items, unit())
+        .record_inventory_unit(None, &id, scope, &items, unit())
         .await
         .unwrap();
     assert_eq!((r.recorded, r.duplicates), (0, 1));

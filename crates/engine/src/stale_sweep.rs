@@ -1,0 +1,135 @@
+//! The stale sweep (OPERATIONS.md §7): one pass rescues expired leases,
+//! completes fan-out parents whose units are all processed, and reconciles
+//! runs that are stale under their type's timeouts. Runs periodically on
+//! every node (`OPSLEDGER_RECONCILE_INTERVAL_MS`) and once via
+//! `opsledger reconcile`. Every step is idempotent and state-guarded, so any
+//! number of nodes may sweep at once.
+
+use crate::Registry;
+use crate::reconciler::{ReconcileDecision, reconcile_run};
+use opsledger_core::RunType;
+use opsledger_store::jobs::RescueReport;
+use opsledger_store::stale::is_stale;
+use opsledger_store::{Store, StoreError, now_ms};
+use serde::Serialize;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Timeouts; `None` uses each type's catalog default.
+#[derive(Debug, Clone, Default)]
+pub struct SweepConfig {
+    /// `OPSLEDGER_QUEUE_TIMEOUT_MS`: overrides every type's queue timeout.
+    pub queue_timeout_ms: Option<u64>,
+    /// `OPSLEDGER_HEARTBEAT_TIMEOUT_MS`: overrides every type's heartbeat timeout.
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// Runs examined per pass.
+    pub batch: u32,
+}
+
+impl SweepConfig {
+    fn queue_timeout(&self, t: RunType) -> u64 {
+        self.queue_timeout_ms.unwrap_or_else(|| t.queue_timeout_ms())
+    }
+    fn heartbeat_timeout(&self, t: RunType) -> u64 {
+        self.heartbeat_timeout_ms
+            .unwrap_or_else(|| t.heartbeat_timeout_ms())
+    }
+    fn batch(&self) -> u32 {
+        if self.batch == 0 { 1000 } else { self.batch }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SweepReport {
+    pub rescued_for_retry: u64,
+    pub units_failed_by_rescue: u64,
+    pub run_jobs_exhausted: u64,
+    pub bulk_runs_completed: u64,
+    pub decisions: Vec<ReconcileDecision>,
+}
+
+/// One sweep pass.
+pub async fn sweep_once(
+    store: &Store,
+    registry: &Registry,
+    config: &SweepConfig,
+) -> Result<SweepReport, StoreError> {
+    let mut report = SweepReport::default();
+    loop {
+        let r: RescueReport = store.rescue_expired_jobs(config.batch()).await?;
+        report.rescued_for_retry += r.retried;
+        report.units_failed_by_rescue += r.failed_units.values().sum::<u64>();
+        report.run_jobs_exhausted += r.failed_run_jobs;
+        let n = r.retried + r.failed_units.len() as u64 + r.failed_run_jobs;
+        if n < config.batch() as u64 {
+            break;
+        }
+    }
+    let fan_out: Vec<&str> = RunType::ALL
+        .iter()
+        .filter(|t| t.is_fan_out())
+        .map(|t| t.as_str())
+        .collect();
+    for id in store.finished_bulk_run_ids(&fan_out, config.batch()).await? {
+        if let opsledger_store::CompleteResult::Completed(_) = store.maybe_complete_bulk_run(&id).await? {
+            report.bulk_runs_completed += 1;
+        }
+    }
+    // Candidates by the shortest timeouts of any type, then each type's own.
+    let now = now_ms();
+    let min_queue = RunType::ALL
+        .iter()
+        .map(|t| config.queue_timeout(*t))
+        .min()
+        .unwrap_or(0);
+    let min_beat = RunType::ALL
+        .iter()
+        .map(|t| config.heartbeat_timeout(*t))
+        .min()
+        .unwrap_or(0);
+    let candidates = store
+        .stale_run_candidates(now - min_queue as i64, now - min_beat as i64, config.batch())
+        .await?;
+    for run in candidates {
+        let t = run.run_type;
+        if is_stale(&run, now, config.queue_timeout(t), config.heartbeat_timeout(t)) {
+            report
+                .decisions
+                .push(reconcile_run(store, registry, &run, Some("system")).await?);
+        }
+    }
+    Ok(report)
+}
+
+/// Sweeps every `interval` until `shutdown`.
+pub async fn run_periodically(
+    store: Store,
+    registry: Registry,
+    config: SweepConfig,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        match sweep_once(&store, &registry, &config).await {
+            Ok(r)
+                if r.rescued_for_retry + r.units_failed_by_rescue + r.bulk_runs_completed > 0
+                    || !r.decisions.is_empty() =>
+            {
+                tracing::info!(
+                    rescued = r.rescued_for_retry,
+                    units_failed = r.units_failed_by_rescue,
+                    bulk_completed = r.bulk_runs_completed,
+                    reconciled = r.decisions.len(),
+                    "stale sweep"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "stale sweep failed"),
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! `backup_set.add_policies`: capture policies into a backup set, one unit
+//! job per policy (the fan-out of OPERATIONS.md §5).
+//!
+//! - **Parent** (run job): resolves the deduplicated unit list — the
+//!   `policy_ids` parameter (`TYPE/ID` keys) or every inventory item of the
+//!   tenant — creates the run's backup set (once, even when retried), and
+//!   enqueues one unit job per policy while setting `total`, in one
+//!   transaction. Zero units complete the run at once.
+//! - **Unit** (unit job): reads the policy from the provider as it is now and
+//!   writes the backup item in the same transaction as the unit's finish.
+//!   Throttling is retried after `Retry-After`; a policy that cannot be read
+//!   is a failed unit, never a missing one.
+//! - **Outcome** by `maybe_complete_bulk_run`; **proof** for reconciliation
+//!   is the run's backup set and its items.
+
+use async_trait::async_trait;
+use opsledger_core::reconcile::{AdapterResult, Verdict};
+use opsledger_core::{Outcome, Run, RunType, UnitOutcome};
+use opsledger_engine::{Handler, HandlerError, RunContext, UnitContext, UnitHandler};
+use opsledger_providers::{ProviderError, ProviderSettings};
+use opsledger_store::backups::BackupItem;
+use opsledger_store::proof::ProofReader;
+use opsledger_store::{ContextPatch, StoreError, UnitRecord};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+pub struct AddPolicies {
+    pub providers: ProviderSettings,
+}
+
+fn tenant_of(run: &Run) -> Result<&str, HandlerError> {
+    run.tenant_id
+        .as_deref()
+        .ok_or_else(|| HandlerError::permanent("tenant_missing", "this operation needs a tenant"))
+}
+
+#[async_trait]
+impl Handler for AddPolicies {
+    async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
+        let run = &ctx.run;
+        let tenant_id = tenant_of(run)?;
+        let keys: Vec<String> = match run
+            .context
+            .pointer("/params/policy_ids")
+            .and_then(Value::as_array)
+        {
+            Some(ids) => ids.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+            None => ctx
+                .store
+                .inventory_refs(tenant_id)
+                .await?
+                .into_iter()
+                .map(|(t, id)| format!("{t}/{id}"))
+                .collect(),
+        };
+        let name = format!("Backup {}", chrono_like_now());
+        let set_id = ctx
+            .store
+            .backup_set_for_run(&run.id, &run.workspace_id, tenant_id, &name)
+            .await?;
+        ctx.patch_context(&[ContextPatch::new(["backup_set", "id"], json!(set_id))])
+            .await?;
+        let total = ctx
+            .store
+            .enqueue_units(&run.id, &keys, RunType::BackupSetAddPolicies.max_attempts())
+            .await?;
+        tracing::info!(run = %run.id, total, "planned backup units");
+        // Zero units: the runner's bulk completion closes the run at once.
+        Ok(())
+    }
+}
+
+fn chrono_like_now() -> String {
+    let ms = opsledger_store::now_ms();
+    format!("at {}", ms / 1000)
+}
+
+pub struct AddPolicyUnit {
+    pub providers: ProviderSettings,
+}
+
+#[async_trait]
+impl UnitHandler for AddPolicyUnit {
+    async fn execute(&self, ctx: UnitContext) -> Result<(), HandlerError> {
+        let run = &ctx.run;
+        let tenant_id = tenant_of(run)?;
+        let set_id = run
+            .context
+            .pointer("/backup_set/id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| HandlerError::permanent("backup_set_missing", "the run has no backup set"))?;
+        let Some((policy_type, policy_id)) = ctx.unit_key.split_once('/') else {
+            return Err(HandlerError::permanent(
+                "invalid_unit_key",
+                format!("unit `{}` is not TYPE/ID", ctx.unit_key),
+            ));
+        };
+        let Some(tenant) = ctx.store.get_tenant(tenant_id).await? else {
+            return Err(HandlerError::permanent(
+                "tenant_not_found",
+                format!("tenant {tenant_id} does not exist"),
+            ));
+        };
+        let provider = opsledger_providers::open(&tenant.provider, &tenant.name, &self.providers)
+            .map_err(|e| HandlerError::permanent(e.code(), e.to_string()))?;
+        let policy = tokio::select! {
+            _ = ctx.cancel.cancelled() => return Ok(()),
+            r = provider.get_policy(policy_type, policy_id) => r,
+        };
+        let policy = match policy {
+            Ok(p) => p,
+            Err(e) => {
+                let retry_after = match &e {
+                    ProviderError::Throttled(d) => Some(*d),
+                    ProviderError::Service { status, .. } if *status >= 500 => Some(Duration::ZERO),
+                    _ => None,
+                };
+                return Err(HandlerError::Failed {
+                    failure: opsledger_core::Failure::new(e.code(), e.to_string())
+                        .for_unit(ctx.unit_key.clone()),
+                    retry_after,
+                });
+            }
+        };
+        let item = BackupItem {
+            policy_type: policy_type.to_owned(),
+            external_id: policy.id,
+            display_name: policy.display_name,
+            payload: policy.payload,
+        };
+        let unit = UnitRecord::new(ctx.unit_key.clone(), UnitOutcome::Succeeded);
+        ctx.store
+            .finish_backup_unit(&ctx.fence, &run.id, set_id, &item, unit)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Reconciles a stale add-policies run from its backup set: complete with
+/// every planned item → succeeded; some items → partially_succeeded; no set
+/// or no items → failed; a set of another scope, or several sets → failed.
+pub struct AddPoliciesAdapter;
+
+#[async_trait]
+impl opsledger_engine::ReconciliationAdapter for AddPoliciesAdapter {
+    fn name(&self) -> &'static str {
+        "backup_set_add_policies"
+    }
+
+    async fn reconcile(&self, run: &Run, proof: &ProofReader) -> Result<AdapterResult, StoreError> {
+        let sets = proof.backup_sets_created_by(&run.id).await?;
+        let planned = run.summary_counts.total;
+        Ok(match sets.as_slice() {
+            [] => AdapterResult::stale_no_proof("This backup"),
+            [(id, ws, tenant, _)] if ws != &run.workspace_id || Some(tenant) != run.tenant_id.as_ref() => {
+                AdapterResult::new(
+                    Verdict::Failed,
+                    "proof_wrong_scope",
+                    format!("backup set {id} belongs to another tenant"),
+                )
+            }
+            [(id, _, _, items)] => {
+                let artifact = json!({"kind": "backup_set", "id": id, "items": items});
+                let (verdict, code, line) = match planned {
+                    Some(p) if *items == p => (
+                        Verdict::Succeeded,
+                        "backup_set_complete",
+                        format!("all {p} planned policies were captured"),
+                    ),
+                    Some(p) if *items > 0 => (
+                        Verdict::PartiallySucceeded,
+                        "backup_set_incomplete",
+                        format!("{items} of {p} planned policies were captured"),
+                    ),
+                    _ if *items > 0 => (
+                        Verdict::PartiallySucceeded,
+                        "backup_set_unplanned",
+                        format!("{items} policies were captured but the plan was never recorded"),
+                    ),
+                    _ => (
+                        Verdict::Failed,
+                        "backup_set_empty",
+                        "the backup set holds no items".to_owned(),
+                    ),
+                };
+                AdapterResult::new(verdict, code, line).with_artifact(artifact)
+            }
+            _ => AdapterResult::new(
+                Verdict::Failed,
+                "proof_ambiguous",
+                format!(
+                    "{} backup sets name this run; none can be chosen safely",
+                    sets.len()
+                ),
+            ),
+        })
+    }
+}
+
+/// Outcome a completed run would show, for docs and tests.
+pub fn expected_outcome(failed: u64, total: u64) -> Outcome {
+    opsledger_core::outcome::derive_bulk_outcome(&opsledger_core::SummaryCounts {
+        total: Some(total),
+        processed: Some(total),
+        failed: Some(failed),
+        ..Default::default()
+    })
+    .unwrap_or(Outcome::Pending)
+}

@@ -1,0 +1,127 @@
+//! Backup sets and items: the artifacts of `backup_set.add_policies`. An item
+//! is written in the same transaction as its unit job's finish, so a unit is
+//! counted if and only if its item landed.
+
+use crate::backend::WritePool;
+use crate::jobs::{Fence, JobEnd};
+use crate::runs::{RecordSummary, UnitRecord};
+use crate::{Store, StoreError, new_id, now_ms, on_pool};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// A policy captured into a backup set.
+#[derive(Debug, Clone)]
+pub struct BackupItem {
+    pub policy_type: String,
+    pub external_id: String,
+    pub display_name: String,
+    pub payload: Value,
+}
+
+impl Store {
+    /// The backup set created by `run_id`, creating it on first call
+    /// (idempotent, so a retried parent does not create a second set).
+    pub async fn backup_set_for_run(
+        &self,
+        run_id: &str,
+        workspace_id: &str,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<String, StoreError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let existing: Option<(String,)> =
+                sqlx::query_as("SELECT id FROM backup_sets WHERE created_by_run_id = $1 ORDER BY id LIMIT 1")
+                    .bind(run_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let id = match existing {
+                Some((id,)) => id,
+                None => {
+                    let id = new_id();
+                    sqlx::query(
+                        "INSERT INTO backup_sets (id, workspace_id, tenant_id, name, created_by_run_id, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(&id)
+                    .bind(workspace_id)
+                    .bind(tenant_id)
+                    .bind(name)
+                    .bind(run_id)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+                    id
+                }
+            };
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    /// Writes `item` into the backup set and finishes the unit job with
+    /// `unit`, in one transaction.
+    pub async fn finish_backup_unit(
+        &self,
+        fence: &Fence,
+        run_id: &str,
+        backup_set_id: &str,
+        item: &BackupItem,
+        unit: UnitRecord,
+    ) -> Result<RecordSummary, StoreError> {
+        let payload = serde_json::to_string(&item.payload).expect("json");
+        // An inner block, so that a refusal inside the transaction returns here.
+        let result: Result<RecordSummary, StoreError> = on_pool!(self, pool => async {
+            let mut tx = pool.begin_write().await?;
+            let summary = finish_unit_job_tx!(&mut tx, pool, fence, run_id, unit, JobEnd::Completed);
+            if summary.recorded == 1 {
+                sqlx::query(
+                    "INSERT INTO backup_items (id, backup_set_id, policy_type, external_id, display_name, payload, \
+                     payload_sha256, captured_by_run_id, captured_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                     ON CONFLICT (backup_set_id, policy_type, external_id) DO NOTHING",
+                )
+                .bind(new_id())
+                .bind(backup_set_id)
+                .bind(&item.policy_type)
+                .bind(&item.external_id)
+                .bind(&item.display_name)
+                .bind(&payload)
+                .bind(hex::encode(Sha256::digest(payload.as_bytes())))
+                .bind(run_id)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(summary)
+        }.await);
+        if let Err(StoreError::RunNotRunning { .. }) = &result {
+            self.cancel_job(fence).await?;
+        }
+        result
+    }
+
+    /// Number of items in a backup set.
+    pub async fn count_backup_items(&self, backup_set_id: &str) -> Result<u64, StoreError> {
+        let (n,): (i64,) = on_pool!(self, pool => {
+            sqlx::query_as("SELECT COUNT(*) FROM backup_items WHERE backup_set_id = $1")
+                .bind(backup_set_id)
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(n as u64)
+    }
+
+    /// `(policy_type, external_id)` of every inventory item of a tenant, ordered.
+    pub async fn inventory_refs(&self, tenant_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT policy_type, external_id FROM inventory_items WHERE tenant_id = $1 \
+                 ORDER BY policy_type, external_id",
+            )
+            .bind(tenant_id)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+}

@@ -1,0 +1,455 @@
+//! Durable jobs on the ledger's database: claim, lease, heartbeat, finish,
+//! retry, release and rescue. The engine drives these; the guarantees live
+//! here, in single statements and transactions:
+//!
+//! - **claim** picks available jobs with `FOR UPDATE SKIP LOCKED` on
+//!   PostgreSQL (inside `BEGIN IMMEDIATE` on SQLite), gives them a fresh
+//!   lease token, and moves their runs `queued → running` in the same
+//!   transaction;
+//! - every **heartbeat and finish is fenced** by `(job id, lease token,
+//!   state = running)`: a worker whose lease was rescued writes nothing;
+//! - a unit job's **finish commits with its unit** (and its artifact), so a
+//!   unit is recorded if and only if its job completed;
+//! - **rescue** is one state-guarded `UPDATE`: a job that completed after the
+//!   rescuer looked is not touched (the River #1302 lesson); a unit job
+//!   rescued with no attempts left finishes its unit as failed in the same
+//!   transaction — rescue, cancel, reconcile and normal finish share one
+//!   "unit finished" path.
+
+use crate::backend::{WritePool, skip_locked};
+use crate::runs::{RecordSummary, UnitRecord};
+use crate::{Store, StoreError, new_id, now_ms, on_pool};
+use opsledger_core::{Failure, UnitOutcome};
+use sqlx::AssertSqlSafe;
+use std::collections::BTreeMap;
+
+/// Proof that a worker holds a job's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub job_id: String,
+    pub lease_token: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// Executes the run's handler.
+    Run,
+    /// Executes one unit of a fan-out.
+    Unit,
+}
+
+/// A job this worker now holds.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub fence: Fence,
+    pub run_id: String,
+    pub kind: JobKind,
+    pub unit_key: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub max_attempts: u32,
+}
+
+impl ClaimedJob {
+    pub fn is_last_attempt(&self) -> bool {
+        self.attempt >= self.max_attempts
+    }
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// Lease extended; the run is still running.
+    Alive,
+    /// The job is no longer ours (rescued, or finished elsewhere): stop.
+    LeaseLost,
+    /// The run was closed (cancelled, reconciled, force-closed): stop.
+    RunClosed,
+}
+
+/// How a unit job ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEnd {
+    Completed,
+    Failed,
+}
+
+/// What a rescue pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RescueReport {
+    /// Jobs made available again for another attempt.
+    pub retried: u64,
+    /// Unit jobs out of attempts, whose units were finished as failed, per run.
+    pub failed_units: BTreeMap<String, u64>,
+    /// Run jobs out of attempts (their runs go to reconciliation).
+    pub failed_run_jobs: u64,
+}
+
+/// Job states of one run, for tests and diagnostics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobTally {
+    pub available: u64,
+    pub running: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+type ClaimRow = (String, String, String, String, i64, i64);
+
+impl Store {
+    /// Claims up to `limit` available jobs for `worker_id` with a lease of `lease_ms`.
+    pub async fn claim_jobs(
+        &self,
+        worker_id: &str,
+        limit: u32,
+        lease_ms: u64,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let now = now_ms();
+        let token = new_id();
+        let rows: Vec<ClaimRow> = on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let rows: Vec<ClaimRow> = sqlx::query_as(AssertSqlSafe(format!(
+                "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_token = $1, \
+                 lease_expires_at = $2, heartbeat_at = $3, worker_id = $4 \
+                 WHERE id IN (SELECT id FROM jobs WHERE state = 'available' AND run_after <= $3 \
+                              ORDER BY run_after, id LIMIT $5{}) \
+                 RETURNING id, run_id, kind, unit_key, attempt, max_attempts",
+                skip_locked(pool)
+            )))
+            .bind(&token)
+            .bind(now + lease_ms as i64)
+            .bind(now)
+            .bind(worker_id)
+            .bind(limit as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (_, run_id, kind, ..) in &rows {
+                if kind == "run" {
+                    sqlx::query(
+                        "UPDATE operation_runs SET status = 'running', started_at = $2, heartbeat_at = $2 \
+                         WHERE id = $1 AND status = 'queued'",
+                    )
+                    .bind(run_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+            rows
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, run_id, kind, unit_key, attempt, max_attempts)| ClaimedJob {
+                fence: Fence {
+                    job_id: id,
+                    lease_token: token.clone(),
+                },
+                run_id,
+                kind: if kind == "run" {
+                    JobKind::Run
+                } else {
+                    JobKind::Unit
+                },
+                unit_key,
+                attempt: attempt as u32,
+                max_attempts: max_attempts as u32,
+            })
+            .collect())
+    }
+
+    /// Extends the lease and records a heartbeat on the job and its run.
+    pub async fn heartbeat_job(
+        &self,
+        fence: &Fence,
+        run_id: &str,
+        lease_ms: u64,
+    ) -> Result<Heartbeat, StoreError> {
+        let now = now_ms();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let n = sqlx::query(
+                "UPDATE jobs SET heartbeat_at = $3, lease_expires_at = $4 \
+                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+            )
+            .bind(&fence.job_id)
+            .bind(&fence.lease_token)
+            .bind(now)
+            .bind(now + lease_ms as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let beat = if n == 1 {
+                let r = sqlx::query("UPDATE operation_runs SET heartbeat_at = $2 WHERE id = $1 AND status = 'running'")
+                    .bind(run_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if r == 1 { Heartbeat::Alive } else { Heartbeat::RunClosed }
+            } else {
+                Heartbeat::LeaseLost
+            };
+            tx.commit().await?;
+            Ok(beat)
+        })
+    }
+
+    /// Whether `fence` still holds its job (a read; no lock).
+    pub async fn job_is_held(&self, fence: &Fence) -> Result<bool, StoreError> {
+        let row: Option<(String,)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT id FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'running'")
+                .bind(&fence.job_id)
+                .bind(&fence.lease_token)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.is_some())
+    }
+
+    /// Marks a run job completed. `false` when the lease was lost.
+    pub async fn complete_job(&self, fence: &Fence) -> Result<bool, StoreError> {
+        self.end_job(fence, "completed", None).await
+    }
+
+    /// Ends a job as `state` (`completed`, `failed` or `cancelled`), fenced.
+    async fn end_job(&self, fence: &Fence, state: &str, error: Option<&str>) -> Result<bool, StoreError> {
+        let n = on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE jobs SET state = $3, lease_token = NULL, lease_expires_at = NULL, finalized_at = $4, \
+                 last_error = COALESCE($5, last_error) WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+            )
+            .bind(&fence.job_id)
+            .bind(&fence.lease_token)
+            .bind(state)
+            .bind(now_ms())
+            .bind(error)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Marks a job cancelled (its run closed while it worked). `false` when the lease was lost.
+    pub async fn cancel_job(&self, fence: &Fence) -> Result<bool, StoreError> {
+        self.end_job(fence, "cancelled", None).await
+    }
+
+    /// Marks a run job failed for good. `false` when the lease was lost.
+    pub async fn fail_job(&self, fence: &Fence, error: &str) -> Result<bool, StoreError> {
+        self.end_job(fence, "failed", Some(error)).await
+    }
+
+    /// Schedules another attempt after `delay_ms`. `false` when the lease was lost.
+    /// The caller checks [`ClaimedJob::is_last_attempt`] first.
+    pub async fn retry_job(&self, fence: &Fence, error: &str, delay_ms: u64) -> Result<bool, StoreError> {
+        let n = on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE jobs SET state = 'available', lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, \
+                 run_after = $3, last_error = $4 \
+                 WHERE id = $1 AND lease_token = $2 AND state = 'running' AND attempt < max_attempts",
+            )
+            .bind(&fence.job_id)
+            .bind(&fence.lease_token)
+            .bind(now_ms() + delay_ms as i64)
+            .bind(error)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Gives a job back on graceful shutdown without spending an attempt.
+    pub async fn release_job(&self, fence: &Fence) -> Result<bool, StoreError> {
+        let n = on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE jobs SET state = 'available', attempt = attempt - 1, lease_token = NULL, \
+                 lease_expires_at = NULL, worker_id = NULL, run_after = $3 \
+                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+            )
+            .bind(&fence.job_id)
+            .bind(&fence.lease_token)
+            .bind(now_ms())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Finishes a unit job and records its unit in one transaction. Refused
+    /// with [`StoreError::LeaseLost`] when the fence no longer holds; when the
+    /// run is already closed the job is cancelled and
+    /// [`StoreError::RunNotRunning`] returned.
+    pub async fn finish_unit_job(
+        &self,
+        fence: &Fence,
+        run_id: &str,
+        unit: UnitRecord,
+        end: JobEnd,
+    ) -> Result<RecordSummary, StoreError> {
+        // An inner block, so that a refusal inside the transaction returns here.
+        let result: Result<RecordSummary, StoreError> = on_pool!(self, pool => async {
+            let mut tx = pool.begin_write().await?;
+            let summary = finish_unit_job_tx!(&mut tx, pool, fence, run_id, unit, end);
+            tx.commit().await?;
+            Ok(summary)
+        }.await);
+        if let Err(StoreError::RunNotRunning { .. }) = &result {
+            self.cancel_job(fence).await?;
+        }
+        result
+    }
+
+    /// Plans a fan-out: sets the run's `total` to the number of distinct
+    /// keys (once) and enqueues one unit job per key, in one transaction.
+    /// Idempotent: a retried parent enqueues nothing twice.
+    pub async fn enqueue_units(
+        &self,
+        run_id: &str,
+        unit_keys: &[String],
+        max_attempts: u32,
+    ) -> Result<u64, StoreError> {
+        let mut keys: Vec<&str> = unit_keys.iter().map(String::as_str).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let total = keys.len() as i64;
+        let now = now_ms();
+        let n = on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let n = sqlx::query(
+                "UPDATE operation_runs SET total = $2, processed = 0, succeeded = 0, failed = 0, skipped = 0 \
+                 WHERE id = $1 AND status = 'running' AND total IS NULL",
+            )
+            .bind(run_id)
+            .bind(total)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                let row: Option<(String, Option<i64>)> =
+                    sqlx::query_as("SELECT status, total FROM operation_runs WHERE id = $1")
+                        .bind(run_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                match row {
+                    None => return Err(StoreError::RunNotFound(run_id.to_owned())),
+                    Some((_, Some(t))) if t == total => {}
+                    Some((_, Some(t))) => {
+                        return Err(StoreError::TotalAlreadySet {
+                            id: run_id.to_owned(),
+                            existing: t as u64,
+                            requested: total as u64,
+                        });
+                    }
+                    Some((status, None)) => {
+                        return Err(StoreError::RunNotRunning {
+                            id: run_id.to_owned(),
+                            status: status.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?,
+                        });
+                    }
+                }
+            }
+            for chunk in keys.chunks(1000) {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO jobs (id, run_id, kind, unit_key, state, attempt, max_attempts, run_after, created_at) ",
+                );
+                qb.push_values(chunk.iter(), |mut b, k| {
+                    b.push_bind(new_id())
+                        .push_bind(run_id)
+                        .push_bind("unit")
+                        .push_bind(*k)
+                        .push_bind("available")
+                        .push_bind(0i64)
+                        .push_bind(max_attempts as i64)
+                        .push_bind(now)
+                        .push_bind(now);
+                });
+                qb.push(" ON CONFLICT (run_id, kind, unit_key) DO NOTHING");
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            total
+        });
+        Ok(n as u64)
+    }
+
+    /// Rescues jobs whose lease expired: back to `available` while attempts
+    /// remain, else `failed` — and a failed unit job finishes its unit as
+    /// failed in the same transaction. Idempotent; safe on every node at once.
+    pub async fn rescue_expired_jobs(&self, limit: u32) -> Result<RescueReport, StoreError> {
+        let now = now_ms();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let rows: Vec<(String, String, String, String)> = sqlx::query_as(AssertSqlSafe(format!(
+                "UPDATE jobs SET \
+                   state = CASE WHEN attempt < max_attempts THEN 'available' ELSE 'failed' END, \
+                   finalized_at = CASE WHEN attempt < max_attempts THEN NULL ELSE $1 END, \
+                   run_after = $1, lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, \
+                   last_error = 'lease expired without a heartbeat' \
+                 WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < $1 \
+                              ORDER BY lease_expires_at LIMIT $2{}) \
+                   AND state = 'running' AND lease_expires_at < $1 \
+                 RETURNING run_id, kind, unit_key, state",
+                skip_locked(pool)
+            )))
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut report = RescueReport::default();
+            let mut failed_units: BTreeMap<String, Vec<UnitRecord>> = BTreeMap::new();
+            for (run_id, kind, unit_key, state) in rows {
+                match (kind.as_str(), state.as_str()) {
+                    (_, "available") => report.retried += 1,
+                    ("unit", _) => failed_units.entry(run_id).or_default().push(UnitRecord {
+                        failure: Some(
+                            Failure::new("unit_lease_expired", "the worker stopped heartbeating and no attempts remain")
+                                .for_unit(unit_key.clone()),
+                        ),
+                        ..UnitRecord::new(unit_key, UnitOutcome::Failed)
+                    }),
+                    _ => report.failed_run_jobs += 1,
+                }
+            }
+            for (run_id, units) in failed_units {
+                let status: Option<(String,)> = sqlx::query_as("SELECT status FROM operation_runs WHERE id = $1")
+                    .bind(&run_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                // A closed run's units are no longer counted.
+                if status.is_some_and(|(s,)| s == "running") {
+                    let summary = record_units_tx!(&mut tx, pool, &run_id, &units);
+                    report.failed_units.insert(run_id, summary.recorded);
+                }
+            }
+            tx.commit().await?;
+            Ok(report)
+        })
+    }
+
+    /// Counts a run's jobs by state.
+    pub async fn job_tally(&self, run_id: &str) -> Result<JobTally, StoreError> {
+        let rows: Vec<(String, i64)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT state, COUNT(*) FROM jobs WHERE run_id = $1 GROUP BY state")
+                .bind(run_id)
+                .fetch_all(pool)
+                .await?
+        });
+        let mut t = JobTally::default();
+        for (state, n) in rows {
+            let n = n as u64;
+            match state.as_str() {
+                "available" => t.available = n,
+                "running" => t.running = n,
+                "completed" => t.completed = n,
+                "failed" => t.failed = n,
+                _ => t.cancelled = n,
+            }
+        }
+        Ok(t)
+    }
+}

@@ -1,0 +1,71 @@
+//! Read-only access to the proof a run produced, for reconciliation adapters.
+//!
+//! [`ProofReader`] wraps the store privately and exposes reads only, so an
+//! adapter handed a `&ProofReader` cannot write — the type system enforces
+//! it, not a convention:
+//!
+//! ```compile_fail
+//! # async fn adapter(proof: &opsledger_store::proof::ProofReader) {
+//! proof.record_units("run", &[]).await; // no such method: adapters cannot write
+//! # }
+//! ```
+//!
+//! ```compile_fail
+//! # fn adapter(proof: &opsledger_store::proof::ProofReader) {
+//! let store: &opsledger_store::Store = &proof.store; // private: no way back to the writer
+//! # }
+//! ```
+
+use crate::{Store, StoreError, on_pool};
+use opsledger_core::inventory::LinkedItems;
+
+pub struct ProofReader {
+    store: Store,
+}
+
+impl ProofReader {
+    pub fn new(store: &Store) -> ProofReader {
+        ProofReader { store: store.clone() }
+    }
+
+    /// Inventory items whose `last_seen_operation_run_id` is `run_id`,
+    /// grouped by workspace, tenant and policy type.
+    pub async fn inventory_items_linked_to(&self, run_id: &str) -> Result<Vec<LinkedItems>, StoreError> {
+        let rows: Vec<(String, String, String, i64)> = on_pool!(&self.store, pool => {
+            sqlx::query_as(
+                "SELECT workspace_id, tenant_id, policy_type, COUNT(*) FROM inventory_items \
+                 WHERE last_seen_operation_run_id = $1 GROUP BY workspace_id, tenant_id, policy_type",
+            )
+            .bind(run_id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(workspace_id, tenant_id, policy_type, count)| LinkedItems {
+                workspace_id,
+                tenant_id,
+                policy_type,
+                count: count as u64,
+            })
+            .collect())
+    }
+
+    /// Backup sets created by `run_id`: `(id, workspace_id, tenant_id, item count)`.
+    pub async fn backup_sets_created_by(
+        &self,
+        run_id: &str,
+    ) -> Result<Vec<(String, String, String, u64)>, StoreError> {
+        let rows: Vec<(String, String, String, i64)> = on_pool!(&self.store, pool => {
+            sqlx::query_as(
+                "SELECT s.id, s.workspace_id, s.tenant_id, \
+                 (SELECT COUNT(*) FROM backup_items i WHERE i.backup_set_id = s.id) \
+                 FROM backup_sets s WHERE s.created_by_run_id = $1",
+            )
+            .bind(run_id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows.into_iter().map(|(a, b, c, n)| (a, b, c, n as u64)).collect())
+    }
+}

@@ -1,0 +1,167 @@
+//! Queue truth (OPERATIONS.md §7): finding stale runs, and applying a
+//! reconciliation or an admin force-close through the single closing write.
+
+use crate::row::{RUN_COLUMNS, run_from_row};
+use crate::runs::{CompleteResult, Completion, ContextPatch};
+use crate::{Store, StoreError, on_pool};
+use chrono::{SecondsFormat, Utc};
+use opsledger_core::reconcile::{AdapterResult, ReconciliationRecord};
+use opsledger_core::{Failure, Outcome, Run, RunStatus};
+use sqlx::AssertSqlSafe;
+
+impl Store {
+    /// Runs that may be stale: queued since before `queued_before`, or
+    /// running with no heartbeat since `heartbeat_before` — and in both cases
+    /// with no job that can still move them (a live lease, or for a running
+    /// run a job waiting for its next attempt). Age alone never qualifies a
+    /// run that has a live lease. The engine applies per-type timeouts on top.
+    pub async fn stale_run_candidates(
+        &self,
+        queued_before: i64,
+        heartbeat_before: i64,
+        limit: u32,
+    ) -> Result<Vec<Run>, StoreError> {
+        let now = crate::now_ms();
+        on_pool!(self, pool => {
+            sqlx::query(AssertSqlSafe(format!(
+                "SELECT {RUN_COLUMNS} FROM operation_runs r \
+                 WHERE r.status <> 'completed' \
+                   AND ((r.status = 'queued' AND r.created_at < $1) \
+                     OR (r.status = 'running' AND COALESCE(r.heartbeat_at, r.started_at, r.created_at) < $2)) \
+                   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id \
+                         AND ((j.state = 'running' AND j.lease_expires_at >= $3) \
+                           OR (j.state = 'available' AND r.status = 'running'))) \
+                 ORDER BY r.id LIMIT $4"
+            )))
+            .bind(queued_before)
+            .bind(heartbeat_before)
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(run_from_row)
+            .collect()
+        })
+    }
+
+    /// Running fan-out parents whose units are all processed but which are
+    /// not completed (e.g. a worker died between a unit and the completion).
+    pub async fn finished_bulk_run_ids(
+        &self,
+        fan_out_types: &[&str],
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        if fan_out_types.is_empty() {
+            return Ok(Vec::new());
+        }
+        on_pool!(self, pool => {
+            let mut qb = sqlx::QueryBuilder::new(
+                "SELECT id FROM operation_runs WHERE status = 'running' AND total IS NOT NULL \
+                 AND processed >= total AND type IN (",
+            );
+            let mut sep = qb.separated(", ");
+            for t in fan_out_types {
+                sep.push_bind(*t);
+            }
+            qb.push(") LIMIT ").push_bind(limit as i64);
+            let rows: Vec<(String,)> = qb.build_query_as().fetch_all(pool).await?;
+            Ok(rows.into_iter().map(|(id,)| id).collect())
+        })
+    }
+
+    /// Applies an adapter's result to `seen`, the run as the sweep read it —
+    /// only if the run is still in that state (status, outcome, heartbeat and
+    /// processed unchanged): a run that moved since is not closed on stale
+    /// information. Records `context.reconciliation`. A `not_reconciled`
+    /// result changes nothing.
+    pub async fn apply_reconciliation(
+        &self,
+        seen: &Run,
+        adapter: &str,
+        result: &AdapterResult,
+        by: Option<&str>,
+    ) -> Result<CompleteResult, StoreError> {
+        let Some(outcome) = result.verdict.outcome() else {
+            let run = self
+                .get_run(&seen.id)
+                .await?
+                .ok_or_else(|| StoreError::RunNotFound(seen.id.clone()))?;
+            return Ok(CompleteResult::NotReady(run));
+        };
+        let record = ReconciliationRecord {
+            adapter: adapter.to_owned(),
+            reason_code: result.reason_code.clone(),
+            explanation: result.explanation.clone(),
+            previous_status: seen.status,
+            previous_outcome: seen.outcome,
+            related_artifact: result.related_artifact.clone(),
+            reconciled_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+            by: by.map(str::to_owned),
+        };
+        let mut completion = Completion::new(outcome).with_patch(ContextPatch::new(
+            ["reconciliation"],
+            serde_json::to_value(&record).expect("json"),
+        ));
+        if outcome != Outcome::Succeeded {
+            completion = completion.with_failure(Failure {
+                code: result.reason_code.clone(),
+                message: result.explanation.clone(),
+                unit: None,
+            });
+        }
+        self.complete_when(&seen.id, |now| {
+            let unchanged = now.status == seen.status
+                && now.heartbeat_at == seen.heartbeat_at
+                && now.summary_counts.processed == seen.summary_counts.processed;
+            unchanged.then_some(completion)
+        })
+        .await
+    }
+
+    /// An admin closes a non-terminal run with `outcome` and a reason,
+    /// recorded like a reconciliation (`adapter = "admin_force_close"`).
+    pub async fn force_close(
+        &self,
+        run_id: &str,
+        outcome: Outcome,
+        reason: &str,
+        by: &str,
+    ) -> Result<CompleteResult, StoreError> {
+        assert!(outcome.is_terminal());
+        let now_s = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        self.complete_when(run_id, |run| {
+            let record = ReconciliationRecord {
+                adapter: "admin_force_close".into(),
+                reason_code: "force_closed".into(),
+                explanation: reason.to_owned(),
+                previous_status: run.status,
+                previous_outcome: run.outcome,
+                related_artifact: None,
+                reconciled_at: now_s,
+                by: Some(by.to_owned()),
+            };
+            let mut c = Completion::new(outcome).with_patch(ContextPatch::new(
+                ["reconciliation"],
+                serde_json::to_value(&record).expect("json"),
+            ));
+            if outcome != Outcome::Succeeded {
+                c = c.with_failure(Failure::new("force_closed", reason));
+            }
+            Some(c)
+        })
+        .await
+    }
+}
+
+/// Whether a run counts as stale under per-type timeouts, given `now`.
+pub fn is_stale(run: &Run, now: i64, queue_timeout_ms: u64, heartbeat_timeout_ms: u64) -> bool {
+    match run.status {
+        RunStatus::Queued => now - run.created_at > queue_timeout_ms as i64,
+        RunStatus::Running => {
+            let last = run.heartbeat_at.or(run.started_at).unwrap_or(run.created_at);
+            now - last > heartbeat_timeout_ms as i64
+        }
+        RunStatus::Completed => false,
+    }
+}

@@ -1,0 +1,404 @@
+//! Job runtime conformance, on SQLite and PostgreSQL: claims are exclusive,
+//! every write is fenced by the lease, rescue is state-guarded and
+//! idempotent, and a unit's job finish and its recording commit together.
+
+mod common;
+
+use common::{new_run, scope};
+use opsledger_core::reconcile::{AdapterResult, Verdict};
+use opsledger_core::{Outcome, RunStatus, RunType, UnitOutcome};
+use opsledger_store::jobs::{Heartbeat, JobEnd, JobKind};
+use opsledger_store::{CompleteResult, Completion, Store, StoreError, UnitRecord, both_backends};
+use std::collections::HashSet;
+use std::time::Duration;
+
+async fn fan_out(store: &Store, n: usize) -> String {
+    let s = scope(store).await;
+    let id = store
+        .create_run(new_run(&s, RunType::BackupSetAddPolicies))
+        .await
+        .unwrap()
+        .into_run()
+        .id;
+    let run_job = store
+        .claim_jobs("w", 1, 60_000)
+        .await
+        .unwrap()
+        .pop()
+        .expect("the run's job");
+    assert_eq!(
+        (run_job.kind, run_job.run_id.as_str()),
+        (JobKind::Run, id.as_str())
+    );
+    let keys: Vec<String> = (0..n).map(|i| format!("u{i:04}")).collect();
+    assert_eq!(store.enqueue_units(&id, &keys, 3).await.unwrap(), n as u64);
+    assert!(store.complete_job(&run_job.fence).await.unwrap());
+    id
+}
+
+both_backends!(
+    a_start_enqueues_its_job_and_claim_starts_the_run,
+    |store: Store| async move {
+        let s = scope(&store).await;
+        let id = store
+            .create_run(new_run(&s, RunType::InventorySync))
+            .await
+            .unwrap()
+            .into_run()
+            .id;
+        assert_eq!(store.job_tally(&id).await.unwrap().available, 1);
+        let jobs = store.claim_jobs("w1", 10, 60_000).await.unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!((jobs[0].attempt, jobs[0].max_attempts), (1, 3));
+        let run = store.get_run(&id).await.unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Running);
+        assert!(
+            store.claim_jobs("w2", 10, 60_000).await.unwrap().is_empty(),
+            "a held job is not claimed again"
+        );
+    }
+);
+
+both_backends!(concurrent_claims_never_share_a_job, |store: Store| async move {
+    let id = fan_out(&store, 300).await;
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store.claim_jobs(&format!("w{w}"), 7, 60_000).await.unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|j| j.fence.job_id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!((all.len(), unique.len()), (300, 300));
+    assert_eq!(store.job_tally(&id).await.unwrap().running, 300);
+});
+
+both_backends!(
+    unit_finish_is_fenced_and_counted_once,
+    |store: Store| async move {
+        let id = fan_out(&store, 2).await;
+        let job = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
+        let unit = || UnitRecord::new(job.unit_key.clone(), UnitOutcome::Succeeded);
+        let r = store
+            .finish_unit_job(&job.fence, &id, unit(), JobEnd::Completed)
+            .await
+            .unwrap();
+        assert_eq!(r.recorded, 1);
+        assert!(!r.all_processed);
+        // The same finish again (a duplicate delivery) is refused by the fence.
+        let again = store
+            .finish_unit_job(&job.fence, &id, unit(), JobEnd::Completed)
+            .await;
+        assert!(matches!(again, Err(StoreError::LeaseLost { .. })), "{again:?}");
+        assert_eq!(
+            store
+                .get_run(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .summary_counts
+                .processed,
+            Some(1)
+        );
+        assert_eq!(
+            store.heartbeat_job(&job.fence, &id, 1000).await.unwrap(),
+            Heartbeat::LeaseLost
+        );
+    }
+);
+
+both_backends!(
+    rescue_is_state_guarded_and_idempotent,
+    |store: Store| async move {
+        let id = fan_out(&store, 3).await;
+        // Three jobs with leases that expire at once.
+        let jobs = store.claim_jobs("dead", 3, 1).await.unwrap();
+        assert_eq!(jobs.len(), 3);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // One finishes just before the rescuer runs: the rescuer must not touch it.
+        let done = &jobs[0];
+        store
+            .finish_unit_job(
+                &done.fence,
+                &id,
+                UnitRecord::new(done.unit_key.clone(), UnitOutcome::Succeeded),
+                JobEnd::Completed,
+            )
+            .await
+            .unwrap();
+        let r = store.rescue_expired_jobs(100).await.unwrap();
+        assert_eq!(r.retried, 2);
+        assert!(
+            store.rescue_expired_jobs(100).await.unwrap() == Default::default(),
+            "a second pass changes nothing"
+        );
+        let tally = store.job_tally(&id).await.unwrap();
+        assert_eq!(
+            (tally.completed, tally.available, tally.running),
+            (2, 2, 0),
+            "the run job and one unit"
+        );
+        // The rescued workers are fenced out: no write of theirs lands.
+        let zombie = &jobs[1];
+        let late = store
+            .finish_unit_job(
+                &zombie.fence,
+                &id,
+                UnitRecord::new(zombie.unit_key.clone(), UnitOutcome::Succeeded),
+                JobEnd::Completed,
+            )
+            .await;
+        assert!(matches!(late, Err(StoreError::LeaseLost { .. })));
+        let fenced = store
+            .record_units_fenced(
+                Some(&zombie.fence),
+                &id,
+                &[UnitRecord::new("x", UnitOutcome::Succeeded)],
+            )
+            .await;
+        assert!(matches!(fenced, Err(StoreError::LeaseLost { .. })));
+        // The retry, by a live worker, records the unit once.
+        let retry = store.claim_jobs("live", 10, 60_000).await.unwrap();
+        assert_eq!(retry.len(), 2);
+        assert!(retry.iter().all(|j| j.attempt == 2));
+        assert_eq!(
+            store
+                .get_run(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .summary_counts
+                .processed,
+            Some(1)
+        );
+    }
+);
+
+both_backends!(
+    rescue_without_attempts_left_finishes_the_unit_as_failed,
+    |store: Store| async move {
+        let s = scope(&store).await;
+        let id = store
+            .create_run(new_run(&s, RunType::BackupSetAddPolicies))
+            .await
+            .unwrap()
+            .into_run()
+            .id;
+        let run_job = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
+        store.enqueue_units(&id, &["only".to_owned()], 1).await.unwrap();
+        store.complete_job(&run_job.fence).await.unwrap();
+        let job = store.claim_jobs("dead", 1, 1).await.unwrap().pop().unwrap();
+        assert!(job.is_last_attempt());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let r = store.rescue_expired_jobs(100).await.unwrap();
+        assert_eq!(r.failed_units.get(&id), Some(&1));
+        let run = store.get_run(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (run.summary_counts.processed, run.summary_counts.failed),
+            (Some(1), Some(1))
+        );
+        assert_eq!(run.failures[0].code, "unit_lease_expired");
+        let done = store.maybe_complete_bulk_run(&id).await.unwrap();
+        assert!(matches!(done, CompleteResult::Completed(r) if r.outcome == Outcome::Failed));
+    }
+);
+
+both_backends!(retry_release_and_backoff, |store: Store| async move {
+    let id = fan_out(&store, 1).await;
+    let job = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
+    assert!(store.retry_job(&job.fence, "throttled", 60_000).await.unwrap());
+    assert!(
+        store.claim_jobs("w", 1, 60_000).await.unwrap().is_empty(),
+        "not before its backoff"
+    );
+    assert!(
+        store.retry_job(&job.fence, "again", 0).await.unwrap() == false,
+        "the old lease is gone"
+    );
+    let id2 = fan_out(&store, 1).await;
+    let job = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
+    assert_eq!(job.run_id, id2);
+    assert!(store.release_job(&job.fence).await.unwrap());
+    let again = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
+    assert_eq!(again.attempt, 1, "a graceful release spends no attempt");
+    let _ = id;
+});
+
+both_backends!(
+    enqueue_is_idempotent_and_completion_cancels_waiting_jobs,
+    |store: Store| async move {
+        let id = fan_out(&store, 5).await;
+        let keys: Vec<String> = (0..5).map(|i| format!("u{i:04}")).collect();
+        assert_eq!(
+            store.enqueue_units(&id, &keys, 3).await.unwrap(),
+            5,
+            "a retried parent plans the same units"
+        );
+        let more: Vec<String> = (0..6).map(|i| format!("u{i:04}")).collect();
+        assert!(matches!(
+            store.enqueue_units(&id, &more, 3).await,
+            Err(StoreError::TotalAlreadySet { .. })
+        ));
+        assert_eq!(store.job_tally(&id).await.unwrap().available, 5);
+        let held = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
+        store
+            .complete_run(&id, Completion::new(Outcome::Cancelled))
+            .await
+            .unwrap();
+        let t = store.job_tally(&id).await.unwrap();
+        assert_eq!((t.cancelled, t.running), (4, 1));
+        assert_eq!(
+            store.heartbeat_job(&held.fence, &id, 1000).await.unwrap(),
+            Heartbeat::RunClosed
+        );
+        let late = store
+            .finish_unit_job(
+                &held.fence,
+                &id,
+                UnitRecord::new(held.unit_key.clone(), UnitOutcome::Succeeded),
+                JobEnd::Completed,
+            )
+            .await;
+        assert!(matches!(late, Err(StoreError::RunNotRunning { .. })));
+        assert_eq!(
+            store.job_tally(&id).await.unwrap().cancelled,
+            5,
+            "the closed run's job is cancelled"
+        );
+    }
+);
+
+both_backends!(stale_candidates_respect_live_leases, |store: Store| async move {
+    let s = scope(&store).await;
+    let queued = store
+        .create_run(new_run(&s, RunType::InventorySync))
+        .await
+        .unwrap()
+        .into_run()
+        .id;
+    let far_future = opsledger_store::now_ms() + 1_000_000;
+    let c = store
+        .stale_run_candidates(far_future, far_future, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        vec![queued.clone()],
+        "queued past its timeout"
+    );
+    let job = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
+    assert!(
+        store
+            .stale_run_candidates(far_future, far_future, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a live lease is never stale"
+    );
+    let _ = store.claim_jobs("x", 1, 60_000).await.unwrap();
+    assert!(store.retry_job(&job.fence, "boom", 1_000_000).await.unwrap());
+    assert!(
+        store
+            .stale_run_candidates(far_future, far_future, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a pending retry is not stale"
+    );
+});
+
+both_backends!(
+    reconciliation_applies_once_and_only_to_the_state_it_saw,
+    |store: Store| async move {
+        let s = scope(&store).await;
+        let id = store
+            .create_run(new_run(&s, RunType::PolicySync))
+            .await
+            .unwrap()
+            .into_run()
+            .id;
+        let seen = store.get_run(&id).await.unwrap().unwrap();
+        let result = AdapterResult::stale_no_proof("x");
+        // The run moved (claimed) since it was seen: nothing is applied.
+        store.claim_jobs("w", 1, 60_000).await.unwrap();
+        let r = store
+            .apply_reconciliation(&seen, "generic_fail_closed", &result, Some("system"))
+            .await
+            .unwrap();
+        assert!(matches!(r, CompleteResult::NotReady(_)));
+        let seen = store.get_run(&id).await.unwrap().unwrap();
+        let r = store
+            .apply_reconciliation(&seen, "generic_fail_closed", &result, Some("system"))
+            .await
+            .unwrap();
+        let CompleteResult::Completed(run) = r else {
+            panic!("applied")
+        };
+        assert_eq!(run.outcome, Outcome::Failed);
+        let rec = run.reconciliation().unwrap();
+        assert_eq!(rec["reason_code"], "stale_no_proof");
+        assert_eq!(rec["previous_status"], "running");
+        assert_eq!(rec["adapter"], "generic_fail_closed");
+        let again = store
+            .apply_reconciliation(&seen, "generic_fail_closed", &result, None)
+            .await
+            .unwrap();
+        assert!(
+            matches!(again, CompleteResult::AlreadyCompleted(r) if r.context == run.context),
+            "rerun changes nothing"
+        );
+        let not = AdapterResult::new(Verdict::NotReconciled, "waiting", "x");
+        let id2 = store
+            .create_run(new_run(&s, RunType::InventorySync))
+            .await
+            .unwrap()
+            .into_run()
+            .id;
+        let seen2 = store.get_run(&id2).await.unwrap().unwrap();
+        assert!(matches!(
+            store.apply_reconciliation(&seen2, "a", &not, None).await.unwrap(),
+            CompleteResult::NotReady(_)
+        ));
+    }
+);
+
+both_backends!(force_close_records_who_and_why, |store: Store| async move {
+    let s = scope(&store).await;
+    let id = store
+        .create_run(new_run(&s, RunType::InventorySync))
+        .await
+        .unwrap()
+        .into_run()
+        .id;
+    let r = store
+        .force_close(&id, Outcome::Failed, "tenant offboarded", "user:admin")
+        .await
+        .unwrap();
+    let CompleteResult::Completed(run) = r else {
+        panic!()
+    };
+    let rec = run.reconciliation().unwrap();
+    assert_eq!(
+        (rec["adapter"].as_str(), rec["by"].as_str()),
+        (Some("admin_force_close"), Some("user:admin"))
+    );
+    assert_eq!(rec["explanation"], "tenant offboarded");
+    assert!(matches!(
+        store
+            .force_close(&id, Outcome::Succeeded, "x", "y")
+            .await
+            .unwrap(),
+        CompleteResult::AlreadyCompleted(_)
+    ));
+});
