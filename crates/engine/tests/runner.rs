@@ -1,12 +1,18 @@
-//! The runner on both databases: every claimed run is executed once and
-//! reaches a terminal outcome even when its handler misbehaves.
+//! The runner on both databases: every claimed job is executed and ended;
+//! every run reaches a terminal outcome even when its handler misbehaves;
+//! transient failures are retried with backoff; fan-out units are counted
+//! once and complete their parent; a stale run is reconciled.
 
 use async_trait::async_trait;
-use opsledger_core::{Outcome, Run, RunType};
-use opsledger_engine::{Handler, HandlerError, HandlerRegistry, RunContext, Runner, RunnerConfig};
-use opsledger_store::{Completion, NewRun, Store, both_backends};
+use opsledger_core::{Outcome, Run, RunType, UnitOutcome};
+use opsledger_engine::{
+    Handler, HandlerError, Registry, RunContext, Runner, RunnerConfig, SweepConfig, UnitContext, UnitHandler,
+};
+use opsledger_store::jobs::JobEnd;
+use opsledger_store::{Completion, NewRun, Store, UnitRecord, both_backends};
 use serde_json::json;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -19,9 +25,7 @@ impl Handler for Counting {
     async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
         *self.0.lock().unwrap().entry(ctx.run.id.clone()).or_default() += 1;
         tokio::time::sleep(Duration::from_millis(5)).await;
-        ctx.store
-            .complete_run(&ctx.run.id, Completion::new(Outcome::Succeeded))
-            .await?;
+        ctx.complete(Completion::new(Outcome::Succeeded)).await?;
         Ok(())
     }
 }
@@ -46,10 +50,61 @@ struct Errors;
 #[async_trait]
 impl Handler for Errors {
     async fn execute(&self, _: RunContext) -> Result<(), HandlerError> {
-        Err(HandlerError::Failed {
-            code: "provider_unavailable",
-            message: "no provider".into(),
-        })
+        Err(HandlerError::permanent("provider_unavailable", "no provider"))
+    }
+}
+
+/// Fails transiently until its third attempt.
+struct Flaky(Arc<AtomicU32>);
+#[async_trait]
+impl Handler for Flaky {
+    async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        if ctx.attempt < 3 {
+            return Err(HandlerError::transient(
+                "provider_throttled",
+                "429",
+                Duration::from_millis(5),
+            ));
+        }
+        ctx.complete(Completion::new(Outcome::Succeeded)).await?;
+        Ok(())
+    }
+}
+
+/// A fan-out parent planning `n` units.
+struct Plan(usize);
+#[async_trait]
+impl Handler for Plan {
+    async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
+        let keys: Vec<String> = (0..self.0).map(|i| format!("u{i}")).collect();
+        ctx.store.enqueue_units(&ctx.run.id, &keys, 2).await?;
+        Ok(())
+    }
+}
+
+/// Units: every 5th fails permanently, every 7th fails once transiently.
+struct Units(Arc<Mutex<HashMap<String, u32>>>);
+#[async_trait]
+impl UnitHandler for Units {
+    async fn execute(&self, ctx: UnitContext) -> Result<(), HandlerError> {
+        *self.0.lock().unwrap().entry(ctx.unit_key.clone()).or_default() += 1;
+        let i: usize = ctx.unit_key[1..].parse().unwrap();
+        if i % 5 == 0 {
+            return Err(HandlerError::permanent("policy_gone", "gone"));
+        }
+        if i % 7 == 0 && ctx.attempt == 1 {
+            return Err(HandlerError::transient(
+                "provider_throttled",
+                "429",
+                Duration::ZERO,
+            ));
+        }
+        let unit = UnitRecord::new(ctx.unit_key.clone(), UnitOutcome::Succeeded);
+        ctx.store
+            .finish_unit_job(&ctx.fence, &ctx.run.id, unit, JobEnd::Completed)
+            .await?;
+        Ok(())
     }
 }
 
@@ -70,7 +125,7 @@ async fn start(store: &Store, ws: &str, tenants: &[String], t: RunType, n: usize
 }
 
 async fn wait_all(store: &Store, ids: &[String]) -> Vec<Run> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let mut runs = Vec::new();
         for id in ids {
@@ -79,7 +134,10 @@ async fn wait_all(store: &Store, ids: &[String]) -> Vec<Run> {
         if runs.iter().all(Run::is_completed) {
             return runs;
         }
-        assert!(tokio::time::Instant::now() < deadline, "runs did not complete");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "runs did not complete: {runs:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -89,14 +147,16 @@ fn config() -> RunnerConfig {
         concurrency: 4,
         poll_interval: Duration::from_millis(10),
         heartbeat_interval: Duration::from_millis(50),
+        retry_base: Duration::from_millis(10),
+        ..RunnerConfig::default()
     }
 }
 
-both_backends!(two_runners_execute_each_run_once, |store: Store| async move {
+async fn workspace(store: &Store, tenants: usize) -> (String, Vec<String>) {
     let ws = store.create_workspace("ws").await.unwrap();
-    let mut tenants = Vec::new();
-    for i in 0..30 {
-        tenants.push(
+    let mut ids = Vec::new();
+    for i in 0..tenants {
+        ids.push(
             store
                 .create_tenant(&ws.id, &format!("t{i}"), "demo:healthy")
                 .await
@@ -104,13 +164,22 @@ both_backends!(two_runners_execute_each_run_once, |store: Store| async move {
                 .id,
         );
     }
+    (ws.id, ids)
+}
+
+fn spawn(store: &Store, registry: &Registry, shutdown: &CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(Runner::new(store.clone(), registry.clone(), config()).run(shutdown.clone()))
+}
+
+both_backends!(two_runners_execute_each_run_once, |store: Store| async move {
+    let (ws, tenants) = workspace(&store, 30).await;
     let counts = Arc::new(Mutex::new(HashMap::new()));
-    let mut registry = HandlerRegistry::new();
-    registry.register(RunType::PolicySync, Arc::new(Counting(counts.clone())));
+    let mut registry = Registry::new();
+    registry.handler(RunType::PolicySync, Arc::new(Counting(counts.clone())));
     let shutdown = CancellationToken::new();
-    let a = tokio::spawn(Runner::new(store.clone(), registry.clone(), config()).run(shutdown.clone()));
-    let b = tokio::spawn(Runner::new(store.clone(), registry, config()).run(shutdown.clone()));
-    let ids = start(&store, &ws.id, &tenants, RunType::PolicySync, 30).await;
+    let a = spawn(&store, &registry, &shutdown);
+    let b = spawn(&store, &registry, &shutdown);
+    let ids = start(&store, &ws, &tenants, RunType::PolicySync, 30).await;
     let runs = wait_all(&store, &ids).await;
     shutdown.cancel();
     a.await.unwrap();
@@ -119,19 +188,21 @@ both_backends!(two_runners_execute_each_run_once, |store: Store| async move {
     let counts = counts.lock().unwrap();
     assert_eq!(counts.len(), 30);
     assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    for id in &ids {
+        assert_eq!(store.job_tally(id).await.unwrap().completed, 1);
+    }
 });
 
 both_backends!(
     misbehaving_handlers_still_close_their_runs,
     |store: Store| async move {
-        let ws = store.create_workspace("ws").await.unwrap();
-        let t = vec![store.create_tenant(&ws.id, "t", "demo:healthy").await.unwrap().id];
-        let mut registry = HandlerRegistry::new();
-        registry.register(RunType::PolicySync, Arc::new(LeavesOpen));
-        registry.register(RunType::BackupSetUpdate, Arc::new(Panics));
-        registry.register(RunType::ReviewPackGenerate, Arc::new(Errors));
+        let (ws, t) = workspace(&store, 1).await;
+        let mut registry = Registry::new();
+        registry.handler(RunType::PolicySync, Arc::new(LeavesOpen));
+        registry.handler(RunType::BackupSetUpdate, Arc::new(Panics));
+        registry.handler(RunType::ReviewPackGenerate, Arc::new(Errors));
         let shutdown = CancellationToken::new();
-        let runner = tokio::spawn(Runner::new(store.clone(), registry, config()).run(shutdown.clone()));
+        let runner = spawn(&store, &registry, &shutdown);
         let mut ids = Vec::new();
         for ty in [
             RunType::PolicySync,
@@ -139,7 +210,7 @@ both_backends!(
             RunType::ReviewPackGenerate,
             RunType::BackupSetDelete,
         ] {
-            ids.extend(start(&store, &ws.id, &t, ty, 1).await);
+            ids.extend(start(&store, &ws, &t, ty, 1).await);
         }
         let runs = wait_all(&store, &ids).await;
         shutdown.cancel();
@@ -157,5 +228,150 @@ both_backends!(
                 (Outcome::Failed, "no_handler"),
             ]
         );
+    }
+);
+
+both_backends!(
+    transient_failures_are_retried_with_backoff,
+    |store: Store| async move {
+        let (ws, t) = workspace(&store, 1).await;
+        let calls = Arc::new(AtomicU32::new(0));
+        let mut registry = Registry::new();
+        registry.handler(RunType::PolicySync, Arc::new(Flaky(calls.clone())));
+        let shutdown = CancellationToken::new();
+        let runner = spawn(&store, &registry, &shutdown);
+        let ids = start(&store, &ws, &t, RunType::PolicySync, 1).await;
+        let runs = wait_all(&store, &ids).await;
+        shutdown.cancel();
+        runner.await.unwrap();
+        assert_eq!(runs[0].outcome, Outcome::Succeeded);
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "max_attempts is 3");
+    }
+);
+
+both_backends!(
+    fan_out_counts_each_unit_once_and_completes_the_parent,
+    |store: Store| async move {
+        let (ws, t) = workspace(&store, 1).await;
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let mut registry = Registry::new();
+        registry
+            .handler(RunType::BackupSetAddPolicies, Arc::new(Plan(70)))
+            .unit_handler(RunType::BackupSetAddPolicies, Arc::new(Units(seen.clone())));
+        let shutdown = CancellationToken::new();
+        let a = spawn(&store, &registry, &shutdown);
+        let b = spawn(&store, &registry, &shutdown);
+        let ids = start(&store, &ws, &t, RunType::BackupSetAddPolicies, 1).await;
+        let run = wait_all(&store, &ids).await.pop().unwrap();
+        shutdown.cancel();
+        a.await.unwrap();
+        b.await.unwrap();
+        let c = run.summary_counts;
+        // 14 of 70 are multiples of 5 (permanent failures); multiples of 7 succeed on retry.
+        assert_eq!(
+            (c.total, c.processed, c.succeeded, c.failed),
+            (Some(70), Some(70), Some(56), Some(14))
+        );
+        assert_eq!(run.outcome, Outcome::PartiallySucceeded);
+        assert_eq!(store.recorded_units(&run.id).await.unwrap().len(), 70);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.get("u7"), Some(&2), "retried once");
+        assert_eq!(seen.get("u5"), Some(&1), "a permanent failure is not retried");
+        let tally = store.job_tally(&run.id).await.unwrap();
+        assert_eq!(
+            (tally.completed, tally.failed, tally.available, tally.running),
+            (57, 14, 0, 0)
+        );
+    }
+);
+
+both_backends!(zero_unit_fan_out_succeeds_at_once, |store: Store| async move {
+    let (ws, t) = workspace(&store, 1).await;
+    let mut registry = Registry::new();
+    registry
+        .handler(RunType::BackupSetAddPolicies, Arc::new(Plan(0)))
+        .unit_handler(RunType::BackupSetAddPolicies, Arc::new(Units(Default::default())));
+    let shutdown = CancellationToken::new();
+    let runner = spawn(&store, &registry, &shutdown);
+    let ids = start(&store, &ws, &t, RunType::BackupSetAddPolicies, 1).await;
+    let run = wait_all(&store, &ids).await.pop().unwrap();
+    shutdown.cancel();
+    runner.await.unwrap();
+    assert_eq!(
+        (run.outcome, run.summary_counts.total),
+        (Outcome::Succeeded, Some(0))
+    );
+});
+
+both_backends!(
+    graceful_shutdown_releases_without_spending_an_attempt,
+    |store: Store| async move {
+        struct Slow;
+        #[async_trait]
+        impl Handler for Slow {
+            async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
+                ctx.cancel.cancelled().await;
+                Ok(())
+            }
+        }
+        let (ws, t) = workspace(&store, 1).await;
+        let mut registry = Registry::new();
+        registry.handler(RunType::PolicySync, Arc::new(Slow));
+        let shutdown = CancellationToken::new();
+        let runner = spawn(&store, &registry, &shutdown);
+        let ids = start(&store, &ws, &t, RunType::PolicySync, 1).await;
+        while store.job_tally(&ids[0]).await.unwrap().running == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        shutdown.cancel();
+        runner.await.unwrap();
+        let tally = store.job_tally(&ids[0]).await.unwrap();
+        assert_eq!(
+            (tally.available, tally.running),
+            (1, 0),
+            "released for another node"
+        );
+        let job = store.claim_jobs("next", 1, 60_000).await.unwrap().pop().unwrap();
+        assert_eq!(job.attempt, 1);
+        assert!(!store.get_run(&ids[0]).await.unwrap().unwrap().is_completed());
+    }
+);
+
+both_backends!(
+    sweep_reconciles_stale_runs_fail_closed,
+    |store: Store| async move {
+        let (ws, t) = workspace(&store, 1).await;
+        // A policy.sync whose worker died: its job leased and expired, no attempts left.
+        let id = start(&store, &ws, &t, RunType::PolicySync, 1)
+            .await
+            .pop()
+            .unwrap();
+        for _ in 0..3 {
+            let job = store.claim_jobs("dead", 1, 1).await.unwrap().pop().unwrap();
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            if !job.is_last_attempt() {
+                store.rescue_expired_jobs(10).await.unwrap();
+            }
+        }
+        let config = SweepConfig {
+            heartbeat_timeout_ms: Some(1),
+            queue_timeout_ms: Some(60_000),
+            batch: 100,
+        };
+        let registry = Registry::new();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let report = opsledger_engine::sweep_once(&store, &registry, &config)
+            .await
+            .unwrap();
+        assert_eq!(report.run_jobs_exhausted, 1);
+        assert_eq!(report.decisions.len(), 1);
+        assert_eq!(report.decisions[0].result.reason_code, "stale_no_proof");
+        let run = store.get_run(&id).await.unwrap().unwrap();
+        assert_eq!(run.outcome, Outcome::Failed);
+        let again = opsledger_engine::sweep_once(&store, &registry, &config)
+            .await
+            .unwrap();
+        assert!(again.decisions.is_empty(), "a second pass finds nothing");
+        assert_eq!(store.get_run(&id).await.unwrap().unwrap().context, run.context);
     }
 );
