@@ -90,10 +90,10 @@ impl UnitHandler for Units {
     async fn execute(&self, ctx: UnitContext) -> Result<(), HandlerError> {
         *self.0.lock().unwrap().entry(ctx.unit_key.clone()).or_default() += 1;
         let i: usize = ctx.unit_key[1..].parse().unwrap();
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             return Err(HandlerError::permanent("policy_gone", "gone"));
         }
-        if i % 7 == 0 && ctx.attempt == 1 {
+        if i.is_multiple_of(7) && ctx.attempt == 1 {
             return Err(HandlerError::transient(
                 "provider_throttled",
                 "429",
@@ -185,7 +185,7 @@ both_backends!(two_runners_execute_each_run_once, |store: Store| async move {
     a.await.unwrap();
     b.await.unwrap();
     assert!(runs.iter().all(|r| r.outcome == Outcome::Succeeded));
-    let counts = counts.lock().unwrap();
+    let counts = counts.lock().unwrap().clone();
     assert_eq!(counts.len(), 30);
     assert!(counts.values().all(|n| *n == 1), "{counts:?}");
     for id in &ids {
@@ -274,7 +274,7 @@ both_backends!(
         );
         assert_eq!(run.outcome, Outcome::PartiallySucceeded);
         assert_eq!(store.recorded_units(&run.id).await.unwrap().len(), 70);
-        let seen = seen.lock().unwrap();
+        let seen = seen.lock().unwrap().clone();
         assert_eq!(seen.get("u7"), Some(&2), "retried once");
         assert_eq!(seen.get("u5"), Some(&1), "a permanent failure is not retried");
         let tally = store.job_tally(&run.id).await.unwrap();

@@ -176,18 +176,21 @@ both_backends!(
     |store: Store| async move {
         let (ws, t) = tenant(&store, "healthy").await;
         let id = start(&store, &ws, &t, json!({})).await;
-        let run = store.claim_run(&id).await.unwrap().unwrap();
+        let job = store.claim_jobs("first", 1, 60_000).await.unwrap().pop().unwrap();
+        let run = store.get_run(&id).await.unwrap().unwrap();
         let slow = InventorySync::new(ProviderSettings {
             demo_latency: Duration::from_millis(15),
         });
-        let shutdown = CancellationToken::new();
+        let cancel = CancellationToken::new();
         let ctx = RunContext {
             run: run.clone(),
             store: store.clone(),
-            shutdown: shutdown.clone(),
+            fence: job.fence.clone(),
+            attempt: 1,
+            cancel: cancel.clone(),
         };
         let first = tokio::spawn(async move { slow.execute(ctx).await });
-        // Stop the first attempt part way through.
+        // Stop the first attempt part way through (as a shutdown would).
         loop {
             let r = store.get_run(&id).await.unwrap().unwrap();
             if r.summary_counts.processed.unwrap_or(0) >= 3 {
@@ -195,16 +198,39 @@ both_backends!(
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        shutdown.cancel();
+        cancel.cancel();
         first.await.unwrap().unwrap();
+        assert!(store.release_job(&job.fence).await.unwrap());
         let mid = store.get_run(&id).await.unwrap().unwrap();
         let done_before = mid.summary_counts.processed.unwrap();
         assert!(mid.status == RunStatus::Running && done_before < 14, "{mid:?}");
-        // A second attempt (a retry) finishes the rest, counting each type once.
+        // The first worker's lease is gone: its writes are refused.
+        let stale = RunContext {
+            run: run.clone(),
+            store: store.clone(),
+            fence: job.fence.clone(),
+            attempt: 1,
+            cancel: CancellationToken::new(),
+        };
+        assert!(
+            InventorySync::new(ProviderSettings::default())
+                .execute(stale)
+                .await
+                .is_err()
+        );
+        // A second attempt finishes the rest, counting each type once.
+        let job = store
+            .claim_jobs("second", 1, 60_000)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
         let ctx = RunContext {
             run,
             store: store.clone(),
-            shutdown: CancellationToken::new(),
+            fence: job.fence,
+            attempt: 1,
+            cancel: CancellationToken::new(),
         };
         InventorySync::new(ProviderSettings::default())
             .execute(ctx)

@@ -4,8 +4,9 @@
 //!
 //! Profiles reproduce what real tenants do to a sync:
 //! - `healthy`: every type readable;
-//! - `throttled`: the first page of every third type answers 429 once, with a
-//!   `Retry-After`; a caller that honours it reads everything;
+//! - `throttled`: the first page (and every policy) of every third type answers
+//!   429 with a `Retry-After` on every other call; a caller that honours it
+//!   reads everything;
 //! - `partial`: the Conditional Access types are forbidden (a permission
 //!   missing for them), and `deviceManagementScripts` fails on its second page
 //!   every time, so that type is never fully read;
@@ -18,9 +19,9 @@ use crate::{Page, Policy, PolicyType, Provider, ProviderError};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 /// Items per page, as Graph's `$top`.
@@ -198,8 +199,6 @@ pub struct DemoProvider {
     profile: Profile,
     scale: usize,
     latency: Duration,
-    /// Types that already answered 429 once (the `throttled` profile).
-    throttled_once: Mutex<HashSet<String>>,
 }
 
 impl DemoProvider {
@@ -209,7 +208,6 @@ impl DemoProvider {
             profile,
             scale: 1,
             latency,
-            throttled_once: Mutex::new(HashSet::new()),
         }
     }
 
@@ -287,13 +285,7 @@ impl Provider for DemoProvider {
             }
             Profile::Throttled if offset == 0 => {
                 let idx = TYPES.iter().position(|t| t.0 == type_key).unwrap_or(0);
-                if idx % 3 == 0
-                    && self
-                        .throttled_once
-                        .lock()
-                        .expect("lock")
-                        .insert(type_key.to_owned())
-                {
+                if idx % 3 == 0 && self.throttle_now(type_key) {
                     return Err(ProviderError::Throttled(THROTTLE_RETRY_AFTER));
                 }
             }
@@ -316,13 +308,7 @@ impl Provider for DemoProvider {
             .ok_or_else(|| ProviderError::UnknownType(type_key.to_owned()))?;
         if self.profile == Profile::Throttled {
             let idx = TYPES.iter().position(|t| t.0 == type_key).unwrap_or(0);
-            if idx % 3 == 0
-                && self
-                    .throttled_once
-                    .lock()
-                    .expect("lock")
-                    .insert(format!("{type_key}/{id}"))
-            {
+            if idx % 3 == 0 && self.throttle_now(&format!("{type_key}/{id}")) {
                 return Err(ProviderError::Throttled(THROTTLE_RETRY_AFTER));
             }
         }
@@ -332,7 +318,22 @@ impl Provider for DemoProvider {
     }
 }
 
+/// Calls per `tenant/resource`, shared by every provider instance of the
+/// process, because throttling is the service's state, not the client's:
+/// a worker that opens a new provider for its retry must not be throttled
+/// forever.
+static CALLS: LazyLock<Mutex<HashMap<String, u64>>> = LazyLock::new(Default::default);
+
 impl DemoProvider {
+    /// The `throttled` profile answers 429 to every other call of a resource,
+    /// so one retry after `Retry-After` always gets through.
+    fn throttle_now(&self, resource: &str) -> bool {
+        let mut calls = CALLS.lock().expect("lock");
+        let n = calls.entry(format!("{}/{resource}", self.tenant)).or_default();
+        *n += 1;
+        *n % 2 == 1
+    }
+
     /// The policy-level view of a profile's failures, shared by list and get.
     fn check_type(&self, type_key: &str) -> Result<(), ProviderError> {
         match self.profile {
@@ -513,6 +514,7 @@ fn short(type_key: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     async fn read_all(p: &DemoProvider, t: &str) -> Result<Vec<Policy>, ProviderError> {
         let mut items = Vec::new();

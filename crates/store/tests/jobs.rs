@@ -223,7 +223,7 @@ both_backends!(retry_release_and_backoff, |store: Store| async move {
         "not before its backoff"
     );
     assert!(
-        store.retry_job(&job.fence, "again", 0).await.unwrap() == false,
+        !store.retry_job(&job.fence, "again", 0).await.unwrap(),
         "the old lease is gone"
     );
     let id2 = fan_out(&store, 1).await;

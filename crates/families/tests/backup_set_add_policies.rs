@@ -1,0 +1,107 @@
+//! `backup_set.add_policies` end to end through two in-process runners on
+//! both databases: inventory first, then one unit job per policy.
+
+use opsledger_core::{Outcome, Run, RunType};
+use opsledger_engine::{Runner, RunnerConfig};
+use opsledger_providers::ProviderSettings;
+use opsledger_store::{NewRun, Store, both_backends};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+async fn run(store: &Store, ws: &str, tenant: &str, t: RunType, params: Value) -> Run {
+    let new = NewRun {
+        workspace_id: ws.into(),
+        tenant_id: Some(tenant.into()),
+        parent_id: None,
+        run_type: t,
+        initiator: "test".into(),
+        context: json!({ "params": params }),
+    };
+    let id = store.create_run(new).await.unwrap().into_run().id;
+    let registry = opsledger_families::registry(ProviderSettings::default());
+    let config = RunnerConfig {
+        concurrency: 8,
+        poll_interval: Duration::from_millis(10),
+        ..Default::default()
+    };
+    let shutdown = CancellationToken::new();
+    let a = tokio::spawn(Runner::new(store.clone(), registry.clone(), config.clone()).run(shutdown.clone()));
+    let b = tokio::spawn(Runner::new(store.clone(), registry, config).run(shutdown.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let r = store.get_run(&id).await.unwrap().unwrap();
+        if r.is_completed() {
+            break r;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    shutdown.cancel();
+    a.await.unwrap();
+    b.await.unwrap();
+    done
+}
+
+both_backends!(
+    backs_up_every_inventoried_policy_once,
+    |store: Store| async move {
+        let ws = store.create_workspace("ws").await.unwrap().id;
+        let t = store
+            .create_tenant(&ws, "contoso", "demo:throttled")
+            .await
+            .unwrap()
+            .id;
+        let sync = run(&store, &ws, &t, RunType::InventorySync, json!({})).await;
+        assert_eq!(sync.outcome, Outcome::Succeeded);
+        let items = store.count_inventory_items(&t).await.unwrap();
+        let backup = run(&store, &ws, &t, RunType::BackupSetAddPolicies, json!({})).await;
+        assert_eq!(backup.outcome, Outcome::Succeeded, "{:?}", backup.failures);
+        let c = backup.summary_counts;
+        assert_eq!(
+            (c.total, c.processed, c.succeeded),
+            (Some(items), Some(items), Some(items))
+        );
+        let set = backup.context["backup_set"]["id"].as_str().unwrap();
+        assert_eq!(store.count_backup_items(set).await.unwrap(), items);
+    }
+);
+
+both_backends!(unreadable_policies_are_failed_units, |store: Store| async move {
+    let ws = store.create_workspace("ws").await.unwrap().id;
+    let t = store
+        .create_tenant(&ws, "northwind", "demo:partial")
+        .await
+        .unwrap()
+        .id;
+    let keys = json!(["deviceConfigurations/nope", "conditionalAccessPolicies/x"]);
+    let mut ids: Vec<String> = store
+        .inventory_refs(&t)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(a, b)| format!("{a}/{b}"))
+        .collect();
+    assert!(ids.is_empty());
+    ids.extend(
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned()),
+    );
+    let backup = run(
+        &store,
+        &ws,
+        &t,
+        RunType::BackupSetAddPolicies,
+        json!({ "policy_ids": ids }),
+    )
+    .await;
+    assert_eq!(backup.outcome, Outcome::Failed);
+    let codes: Vec<&str> = backup.failures.iter().map(|f| f.code.as_str()).collect();
+    assert!(
+        codes.contains(&"provider_not_found") && codes.contains(&"provider_forbidden"),
+        "{codes:?}"
+    );
+    assert_eq!(backup.summary_counts.failed, Some(2));
+});
