@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use opsledger_core::{Failure, Run};
 use opsledger_store::jobs::Fence;
 use opsledger_store::runs::{Completion, RecordSummary, UnitRecord};
-use opsledger_store::{CompleteResult, ContextPatch, Store, StoreError};
+use opsledger_store::{CompleteResult, ContextPatch, RunHead, Store, StoreError};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -42,7 +42,8 @@ impl RunContext {
 /// What a unit handler gets.
 #[derive(Clone)]
 pub struct UnitContext {
-    pub run: Run,
+    /// The run's head only: a unit must not need the run's whole context.
+    pub run: RunHead,
     pub unit_key: String,
     pub store: Store,
     pub fence: Fence,

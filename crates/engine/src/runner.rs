@@ -162,7 +162,7 @@ enum Stop {
 
 impl Execution {
     async fn execute(self, job: ClaimedJob) {
-        let run = match self.store.get_run(&job.run_id).await {
+        let run = match self.store.run_head(&job.run_id).await {
             Ok(Some(run)) => run,
             Ok(None) => return,
             Err(e) => {
@@ -183,6 +183,15 @@ impl Execution {
         let result: Result<(), HandlerError> = match job.kind {
             JobKind::Run => match self.registry.get(run_type) {
                 Some(h) => {
+                    let run = match self.store.get_run(&job.run_id).await {
+                        Ok(Some(run)) => run,
+                        Ok(None) => return,
+                        Err(e) => {
+                            tracing::warn!(job = %job.fence.job_id, error = %e, "loading run failed; releasing job");
+                            let _ = self.store.release_job(&job.fence).await;
+                            return;
+                        }
+                    };
                     let ctx = RunContext {
                         run,
                         store: self.store.clone(),
@@ -353,7 +362,7 @@ impl Execution {
     /// Completes a fan-out parent once all its units are processed. A plain
     /// read first, so the hot parent row is locked only when it may be done.
     async fn complete_parent_if_done(&self, run_id: &str) -> Result<(), StoreError> {
-        let Some(run) = self.store.get_run(run_id).await? else {
+        let Some(run) = self.store.run_head(run_id).await? else {
             return Ok(());
         };
         let c = run.summary_counts;

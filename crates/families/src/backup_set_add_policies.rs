@@ -28,17 +28,15 @@ pub struct AddPolicies {
     pub providers: ProviderSettings,
 }
 
-fn tenant_of(run: &Run) -> Result<&str, HandlerError> {
-    run.tenant_id
-        .as_deref()
-        .ok_or_else(|| HandlerError::permanent("tenant_missing", "this operation needs a tenant"))
+fn tenant_of(tenant_id: Option<&str>) -> Result<&str, HandlerError> {
+    tenant_id.ok_or_else(|| HandlerError::permanent("tenant_missing", "this operation needs a tenant"))
 }
 
 #[async_trait]
 impl Handler for AddPolicies {
     async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
         let run = &ctx.run;
-        let tenant_id = tenant_of(run)?;
+        let tenant_id = tenant_of(run.tenant_id.as_deref())?;
         let keys: Vec<String> = match run
             .context
             .pointer("/params/policy_ids")
@@ -83,12 +81,15 @@ pub struct AddPolicyUnit {
 impl UnitHandler for AddPolicyUnit {
     async fn execute(&self, ctx: UnitContext) -> Result<(), HandlerError> {
         let run = &ctx.run;
-        let tenant_id = tenant_of(run)?;
-        let set_id = run
-            .context
-            .pointer("/backup_set/id")
-            .and_then(Value::as_str)
+        let tenant_id = tenant_of(run.tenant_id.as_deref())?;
+        // The run's own artifact, looked up by its causal link (not the context,
+        // which may hold thousands of requested ids).
+        let set_id = ctx
+            .store
+            .backup_set_of_run(&run.id)
+            .await?
             .ok_or_else(|| HandlerError::permanent("backup_set_missing", "the run has no backup set"))?;
+        let set_id = set_id.as_str();
         let Some((policy_type, policy_id)) = ctx.unit_key.split_once('/') else {
             return Err(HandlerError::permanent(
                 "invalid_unit_key",

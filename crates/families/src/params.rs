@@ -39,8 +39,52 @@ pub fn specs(t: RunType) -> &'static [ParamSpec] {
             default: Some("every policy type the provider exposes"),
             description: "policy types to read, e.g. [\"deviceConfigurations\"]",
         }],
+        RunType::BackupSetAddPolicies => &[ParamSpec {
+            name: "policy_ids",
+            kind: "string[]",
+            required: false,
+            default: Some("every inventoried policy of the tenant"),
+            description: "policies to capture as `TYPE/ID`, e.g. [\"deviceConfigurations/1b2c…\"]",
+        }],
         _ => &[],
     }
+}
+
+fn is_name(s: &str) -> bool {
+    !s.trim().is_empty()
+}
+
+fn is_type_and_id(s: &str) -> bool {
+    s.split_once('/')
+        .is_some_and(|(t, id)| !t.trim().is_empty() && !id.trim().is_empty())
+}
+
+/// A list of distinct strings, in first-seen order, each of the expected shape.
+fn distinct_strings(
+    param: &'static str,
+    shape: &str,
+    v: &Value,
+    valid: fn(&str) -> bool,
+) -> Result<Vec<String>, ParamError> {
+    let list = v.as_array().ok_or_else(|| ParamError::Invalid {
+        param,
+        message: "must be a list of strings".into(),
+    })?;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(list.len());
+    for item in list {
+        let s = item
+            .as_str()
+            .filter(|s| valid(s))
+            .ok_or_else(|| ParamError::Invalid {
+                param,
+                message: format!("every entry must be {shape}, got {item}"),
+            })?;
+        if seen.insert(s) {
+            out.push(s.to_owned());
+        }
+    }
+    Ok(out)
 }
 
 /// Checks `params` against the type's specs; returns them normalized.
@@ -66,29 +110,17 @@ pub fn validate(t: RunType, params: &Value) -> Result<Value, ParamError> {
         }
     }
     let mut out = map.clone();
-    if t == RunType::InventorySync
-        && let Some(v) = map.get("policy_types")
-    {
-        {
-            let list = v.as_array().ok_or(ParamError::Invalid {
-                param: "policy_types",
-                message: "must be a list of policy type names".into(),
-            })?;
-            let mut names: Vec<String> = Vec::new();
-            for item in list {
-                let name = item
-                    .as_str()
-                    .filter(|s| !s.trim().is_empty())
-                    .ok_or(ParamError::Invalid {
-                        param: "policy_types",
-                        message: "every entry must be a non-empty string".into(),
-                    })?;
-                if !names.iter().any(|n| n == name) {
-                    names.push(name.to_owned());
-                }
-            }
-            out.insert("policy_types".into(), names.into());
+    let list_param = match t {
+        RunType::InventorySync => Some(("policy_types", "a policy type name", is_name as fn(&str) -> bool)),
+        RunType::BackupSetAddPolicies => {
+            Some(("policy_ids", "`TYPE/ID`", is_type_and_id as fn(&str) -> bool))
         }
+        _ => None,
+    };
+    if let Some((param, shape, valid)) = list_param
+        && let Some(v) = map.get(param)
+    {
+        out.insert(param.into(), distinct_strings(param, shape, v, valid)?.into());
     }
     Ok(Value::Object(out))
 }
@@ -108,6 +140,18 @@ mod tests {
     fn policy_types_are_deduplicated_in_order() {
         let v = validate(RunType::InventorySync, &json!({"policy_types": ["b", "a", "b"]})).unwrap();
         assert_eq!(v, json!({"policy_types": ["b", "a"]}));
+    }
+
+    #[test]
+    fn policy_ids_need_type_and_id() {
+        let v = validate(
+            RunType::BackupSetAddPolicies,
+            &json!({"policy_ids": ["a/1", "a/1", "b/2"]}),
+        )
+        .unwrap();
+        assert_eq!(v, json!({"policy_ids": ["a/1", "b/2"]}));
+        let e = validate(RunType::BackupSetAddPolicies, &json!({"policy_ids": ["nope"]})).unwrap_err();
+        assert!(e.to_string().contains("`TYPE/ID`"), "{e}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 /// Items per page, as Graph's `$top`.
@@ -219,13 +219,28 @@ impl DemoProvider {
 
     /// Every policy of a type, as the tenant holds it.
     pub fn policies(&self, type_key: &str) -> Option<Vec<Policy>> {
+        self.tenant_policies(type_key).map(|p| p.as_ref().clone())
+    }
+
+    /// The generated tenant, shared by every instance of the process: the
+    /// "service side" of the demo, generated once per tenant, type and scale
+    /// (a unit job reading one policy must not regenerate thousands).
+    fn tenant_policies(&self, type_key: &str) -> Option<Arc<Vec<Policy>>> {
+        static TENANTS: LazyLock<Mutex<HashMap<(String, String, usize), Arc<Vec<Policy>>>>> =
+            LazyLock::new(Default::default);
         let (idx, (key, _, _, base, variants)) = TYPES.iter().enumerate().find(|(_, t)| t.0 == type_key)?;
+        let cache_key = (self.tenant.clone(), type_key.to_owned(), self.scale);
+        if let Some(hit) = TENANTS.lock().expect("lock").get(&cache_key) {
+            return Some(hit.clone());
+        }
         let count = (base + (digest(&[&self.tenant, key])[0] % 3) as usize) * self.scale;
-        Some(
+        let all: Arc<Vec<Policy>> = Arc::new(
             (0..count)
                 .map(|i| generate(&self.tenant, key, variants, idx, i))
                 .collect(),
-        )
+        );
+        TENANTS.lock().expect("lock").insert(cache_key, all.clone());
+        Some(all)
     }
 
     async fn wait(&self) {
@@ -263,7 +278,7 @@ impl Provider for DemoProvider {
     async fn list_page(&self, type_key: &str, page: Option<&str>) -> Result<Page, ProviderError> {
         self.wait().await;
         let all = self
-            .policies(type_key)
+            .tenant_policies(type_key)
             .ok_or_else(|| ProviderError::UnknownType(type_key.to_owned()))?;
         let offset: usize = match page {
             None => 0,
@@ -304,7 +319,7 @@ impl Provider for DemoProvider {
         self.wait().await;
         self.check_type(type_key)?;
         let all = self
-            .policies(type_key)
+            .tenant_policies(type_key)
             .ok_or_else(|| ProviderError::UnknownType(type_key.to_owned()))?;
         if self.profile == Profile::Throttled {
             let idx = TYPES.iter().position(|t| t.0 == type_key).unwrap_or(0);
@@ -312,8 +327,9 @@ impl Provider for DemoProvider {
                 return Err(ProviderError::Throttled(THROTTLE_RETRY_AFTER));
             }
         }
-        all.into_iter()
+        all.iter()
             .find(|p| p.id == id)
+            .cloned()
             .ok_or_else(|| ProviderError::NotFound(format!("{type_key}/{id}")))
     }
 }

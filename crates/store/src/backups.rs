@@ -18,6 +18,9 @@ pub struct BackupItem {
     pub payload: Value,
 }
 
+/// The backup set a run created (unique per run, see migration 0003).
+const SET_OF_RUN: &str = "SELECT id FROM backup_sets WHERE created_by_run_id = $1";
+
 impl Store {
     /// The backup set created by `run_id`, creating it on first call
     /// (idempotent, so a retried parent does not create a second set).
@@ -31,7 +34,7 @@ impl Store {
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let existing: Option<(String,)> =
-                sqlx::query_as("SELECT id FROM backup_sets WHERE created_by_run_id = $1 ORDER BY id LIMIT 1")
+                sqlx::query_as(SET_OF_RUN)
                     .bind(run_id)
                     .fetch_optional(&mut *tx)
                     .await?;
@@ -57,6 +60,17 @@ impl Store {
             tx.commit().await?;
             Ok(id)
         })
+    }
+
+    /// The backup set created by `run_id`, if any (a read).
+    pub async fn backup_set_of_run(&self, run_id: &str) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> = on_pool!(self, pool => {
+            sqlx::query_as(SET_OF_RUN)
+                .bind(run_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(|(id,)| id))
     }
 
     /// Writes `item` into the backup set and finishes the unit job with

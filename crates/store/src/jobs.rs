@@ -452,4 +452,18 @@ impl Store {
         }
         Ok(t)
     }
+
+    /// How many jobs of a run each worker process ended (diagnostics, tests).
+    pub async fn job_workers(&self, run_id: &str) -> Result<BTreeMap<String, u64>, StoreError> {
+        let rows: Vec<(Option<String>, i64)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT worker_id, COUNT(*) FROM jobs WHERE run_id = $1 GROUP BY worker_id")
+                .bind(run_id)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(w, n)| (w.unwrap_or_default(), n as u64))
+            .collect())
+    }
 }

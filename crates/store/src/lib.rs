@@ -31,7 +31,8 @@ pub mod testing;
 
 pub use error::StoreError;
 pub use runs::{
-    CompleteResult, Completion, ContextPatch, CreateResult, NewRun, RecordSummary, RunFilter, UnitRecord,
+    CompleteResult, Completion, ContextPatch, CreateResult, NewRun, RecordSummary, RunFilter, RunHead,
+    UnitRecord,
 };
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

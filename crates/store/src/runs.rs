@@ -176,6 +176,26 @@ impl CompleteResult {
     }
 }
 
+/// A run without its context, phases and failures: what hot paths (one unit
+/// job of a fan-out) need, without reading a context that may hold large
+/// parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunHead {
+    pub id: String,
+    pub workspace_id: String,
+    pub tenant_id: Option<String>,
+    pub run_type: RunType,
+    pub status: RunStatus,
+    pub outcome: Outcome,
+    pub summary_counts: opsledger_core::SummaryCounts,
+}
+
+impl RunHead {
+    pub fn is_completed(&self) -> bool {
+        self.status == RunStatus::Completed
+    }
+}
+
 /// Filters of the operations hub; all optional.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -524,6 +544,67 @@ impl Store {
         id: &str,
     ) -> Result<Option<Run>, StoreError> {
         Ok(self.get_run(id).await?.filter(|r| r.workspace_id == workspace_id))
+    }
+
+    /// The run's head (no context, phases or failures), or `None`.
+    pub async fn run_head(&self, id: &str) -> Result<Option<RunHead>, StoreError> {
+        type Row = (
+            String,
+            String,
+            Option<String>,
+            String,
+            String,
+            String,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let row: Option<Row> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, workspace_id, tenant_id, type, status, outcome, total, processed, succeeded, failed, skipped \
+                 FROM operation_runs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+        });
+        let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("run {id}: {e}"));
+        row.map(
+            |(
+                id,
+                workspace_id,
+                tenant_id,
+                t,
+                status,
+                outcome,
+                total,
+                processed,
+                succeeded,
+                failed,
+                skipped,
+            )| {
+                let n = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
+                Ok(RunHead {
+                    run_type: t.parse().map_err(|e| corrupt(&e))?,
+                    status: status.parse().map_err(|e| corrupt(&e))?,
+                    outcome: outcome.parse().map_err(|e| corrupt(&e))?,
+                    summary_counts: opsledger_core::SummaryCounts {
+                        total: n(total),
+                        processed: n(processed),
+                        succeeded: n(succeeded),
+                        failed: n(failed),
+                        skipped: n(skipped),
+                        ..Default::default()
+                    },
+                    id,
+                    workspace_id,
+                    tenant_id,
+                })
+            },
+        )
+        .transpose()
     }
 
     async fn require_run(&self, id: &str) -> Result<Run, StoreError> {
