@@ -226,8 +226,9 @@ impl DemoProvider {
     /// "service side" of the demo, generated once per tenant, type and scale
     /// (a unit job reading one policy must not regenerate thousands).
     fn tenant_policies(&self, type_key: &str) -> Option<Arc<Vec<Policy>>> {
-        static TENANTS: LazyLock<Mutex<HashMap<(String, String, usize), Arc<Vec<Policy>>>>> =
-            LazyLock::new(Default::default);
+        /// (tenant, policy type, scale) → the generated policies.
+        type Generated = HashMap<(String, String, usize), Arc<Vec<Policy>>>;
+        static TENANTS: LazyLock<Mutex<Generated>> = LazyLock::new(Default::default);
         let (idx, (key, _, _, base, variants)) = TYPES.iter().enumerate().find(|(_, t)| t.0 == type_key)?;
         let cache_key = (self.tenant.clone(), type_key.to_owned(), self.scale);
         if let Some(hit) = TENANTS.lock().expect("lock").get(&cache_key) {
