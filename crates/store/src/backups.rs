@@ -87,25 +87,29 @@ impl Store {
         // An inner block, so that a refusal inside the transaction returns here.
         let result: Result<RecordSummary, StoreError> = on_pool!(self, pool => async {
             let mut tx = pool.begin_write().await?;
+            // The item first, and only for a unit not yet in the ledger, so
+            // the hot run row is locked (by the unit's counter bump) for as
+            // short as possible. A refused fence or run rolls it back.
+            sqlx::query(
+                "INSERT INTO backup_items (id, backup_set_id, policy_type, external_id, display_name, payload, \
+                 payload_sha256, captured_by_run_id, captured_at) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+                 WHERE NOT EXISTS (SELECT 1 FROM run_units WHERE run_id = $8 AND unit_key = $10) \
+                 ON CONFLICT (backup_set_id, policy_type, external_id) DO NOTHING",
+            )
+            .bind(new_id())
+            .bind(backup_set_id)
+            .bind(&item.policy_type)
+            .bind(&item.external_id)
+            .bind(&item.display_name)
+            .bind(&payload)
+            .bind(hex::encode(Sha256::digest(payload.as_bytes())))
+            .bind(run_id)
+            .bind(now_ms())
+            .bind(&unit.key)
+            .execute(&mut *tx)
+            .await?;
             let summary = finish_unit_job_tx!(&mut tx, pool, fence, run_id, unit, JobEnd::Completed);
-            if summary.recorded == 1 {
-                sqlx::query(
-                    "INSERT INTO backup_items (id, backup_set_id, policy_type, external_id, display_name, payload, \
-                     payload_sha256, captured_by_run_id, captured_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                     ON CONFLICT (backup_set_id, policy_type, external_id) DO NOTHING",
-                )
-                .bind(new_id())
-                .bind(backup_set_id)
-                .bind(&item.policy_type)
-                .bind(&item.external_id)
-                .bind(&item.display_name)
-                .bind(&payload)
-                .bind(hex::encode(Sha256::digest(payload.as_bytes())))
-                .bind(run_id)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
-            }
             tx.commit().await?;
             Ok(summary)
         }.await);

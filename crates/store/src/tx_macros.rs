@@ -56,6 +56,15 @@ macro_rules! record_units_tx {
             all_processed: false,
         };
         if !fresh.is_empty() {
+            // Everything but the counter bump first: the bump locks the run's
+            // row (hot under a fan-out) until commit, so it comes last.
+            for u in &fresh {
+                if let Some(f) = &u.failure {
+                    let mut f = f.clone();
+                    f.unit.get_or_insert_with(|| u.key.clone());
+                    insert_failure!(tx, run_id, f, now);
+                }
+            }
             let count =
                 |o: opsledger_core::UnitOutcome| fresh.iter().filter(|u| u.outcome == o).count() as i64;
             let n = fresh.len() as i64;
@@ -102,13 +111,6 @@ macro_rules! record_units_tx {
                         total: total as u64,
                     },
                 });
-            }
-            for u in &fresh {
-                if let Some(f) = &u.failure {
-                    let mut f = f.clone();
-                    f.unit.get_or_insert_with(|| u.key.clone());
-                    insert_failure!(tx, run_id, f, now);
-                }
             }
             let patches: Vec<&$crate::runs::ContextPatch> =
                 fresh.iter().filter_map(|u| u.context_patch.as_ref()).collect();
