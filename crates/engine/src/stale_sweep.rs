@@ -22,7 +22,8 @@ pub struct SweepConfig {
     pub queue_timeout_ms: Option<u64>,
     /// `OPSLEDGER_HEARTBEAT_TIMEOUT_MS`: overrides every type's heartbeat timeout.
     pub heartbeat_timeout_ms: Option<u64>,
-    /// Runs examined per pass.
+    /// Rows read per query (rescue, bulk completion, stale candidates); a
+    /// pass goes on page by page until nothing is left.
     pub batch: u32,
 }
 
@@ -61,8 +62,7 @@ pub async fn sweep_once(
         report.rescued_for_retry += r.retried;
         report.units_failed_by_rescue += r.failed_units.values().sum::<u64>();
         report.run_jobs_exhausted += r.failed_run_jobs;
-        let n = r.retried + r.failed_units.len() as u64 + r.failed_run_jobs;
-        if n < config.batch() as u64 {
+        if r.rescued < config.batch() as u64 {
             break;
         }
     }
@@ -88,15 +88,30 @@ pub async fn sweep_once(
         .map(|t| config.heartbeat_timeout(*t))
         .min()
         .unwrap_or(0);
-    let candidates = store
-        .stale_run_candidates(now - min_queue as i64, now - min_beat as i64, config.batch())
-        .await?;
-    for run in candidates {
-        let t = run.run_type;
-        if is_stale(&run, now, config.queue_timeout(t), config.heartbeat_timeout(t)) {
-            report
-                .decisions
-                .push(reconcile_run(store, registry, &run, Some("system")).await?);
+    // Every candidate, a page at a time (a run the adapters leave open stays
+    // a candidate, so pages continue after the last id rather than restart).
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .stale_run_candidates(
+                now - min_queue as i64,
+                now - min_beat as i64,
+                after.as_deref(),
+                config.batch(),
+            )
+            .await?;
+        let full = page.len() as u64 == config.batch() as u64;
+        after = page.last().map(|r| r.id.clone());
+        for run in page {
+            let t = run.run_type;
+            if is_stale(&run, now, config.queue_timeout(t), config.heartbeat_timeout(t)) {
+                report
+                    .decisions
+                    .push(reconcile_run(store, registry, &run, Some("system")).await?);
+            }
+        }
+        if !full {
+            break;
         }
     }
     Ok(report)

@@ -375,3 +375,61 @@ both_backends!(
         assert_eq!(store.get_run(&id).await.unwrap().unwrap().context, run.context);
     }
 );
+
+/// An adapter that never decides: its runs stay candidates.
+struct Undecided;
+
+#[async_trait]
+impl opsledger_engine::ReconciliationAdapter for Undecided {
+    fn name(&self) -> &'static str {
+        "undecided"
+    }
+    async fn reconcile(
+        &self,
+        _: &Run,
+        _: &opsledger_store::proof::ProofReader,
+    ) -> Result<opsledger_core::reconcile::AdapterResult, opsledger_store::StoreError> {
+        Ok(opsledger_core::reconcile::AdapterResult::new(
+            opsledger_core::reconcile::Verdict::NotReconciled,
+            "undecided",
+            "no decision",
+        ))
+    }
+}
+
+both_backends!(
+    one_sweep_pass_reaches_every_stale_run_page_by_page,
+    |store: Store| async move {
+        let (ws, tenants) = workspace(&store, 7).await;
+        // Seven runs queued past the timeout; the inventory syncs stay open
+        // (their adapter cannot decide), which must not stop the pages.
+        let mut open = start(&store, &ws, &tenants[..2], RunType::InventorySync, 2).await;
+        let closed = start(&store, &ws, &tenants[2..], RunType::PolicySync, 5).await;
+        open.sort();
+        let mut registry = Registry::new();
+        registry.adapter(RunType::InventorySync, Arc::new(Undecided));
+        let config = SweepConfig {
+            heartbeat_timeout_ms: Some(60_000),
+            queue_timeout_ms: Some(1),
+            batch: 2,
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let report = opsledger_engine::sweep_once(&store, &registry, &config)
+            .await
+            .unwrap();
+        assert_eq!(report.decisions.len(), 7, "{report:?}");
+        for id in &closed {
+            let run = store.get_run(id).await.unwrap().unwrap();
+            assert_eq!(run.outcome, Outcome::Failed);
+        }
+        for id in &open {
+            assert!(!store.get_run(id).await.unwrap().unwrap().is_completed());
+        }
+        let again = opsledger_engine::sweep_once(&store, &registry, &config)
+            .await
+            .unwrap();
+        let mut seen: Vec<String> = again.decisions.iter().map(|d| d.run_id.clone()).collect();
+        seen.sort();
+        assert_eq!(seen, open, "only the undecided runs remain candidates");
+    }
+);

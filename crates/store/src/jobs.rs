@@ -77,6 +77,8 @@ pub enum JobEnd {
 /// What a rescue pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RescueReport {
+    /// Expired leases taken back, whatever became of them.
+    pub rescued: u64,
     /// Jobs made available again for another attempt.
     pub retried: u64,
     /// Unit jobs out of attempts, whose units were finished as failed, per run.
@@ -400,7 +402,10 @@ impl Store {
             .bind(limit as i64)
             .fetch_all(&mut *tx)
             .await?;
-            let mut report = RescueReport::default();
+            let mut report = RescueReport {
+                rescued: rows.len() as u64,
+                ..RescueReport::default()
+            };
             let mut failed_units: BTreeMap<String, Vec<UnitRecord>> = BTreeMap::new();
             for (run_id, kind, unit_key, state) in rows {
                 match (kind.as_str(), state.as_str()) {

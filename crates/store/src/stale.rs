@@ -15,17 +15,19 @@ impl Store {
     /// with no job that can still move them (a live lease, or for a running
     /// run a job waiting for its next attempt). Age alone never qualifies a
     /// run that has a live lease. The engine applies per-type timeouts on top.
+    /// Ordered by id; `after` continues from the last id of the previous page.
     pub async fn stale_run_candidates(
         &self,
         queued_before: i64,
         heartbeat_before: i64,
+        after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Run>, StoreError> {
         let now = crate::now_ms();
         on_pool!(self, pool => {
             sqlx::query(AssertSqlSafe(format!(
                 "SELECT {RUN_COLUMNS} FROM operation_runs r \
-                 WHERE r.status <> 'completed' \
+                 WHERE r.status <> 'completed' AND r.id > $5 \
                    AND ((r.status = 'queued' AND r.created_at < $1) \
                      OR (r.status = 'running' AND COALESCE(r.heartbeat_at, r.started_at, r.created_at) < $2)) \
                    AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id \
@@ -37,6 +39,7 @@ impl Store {
             .bind(heartbeat_before)
             .bind(now)
             .bind(limit as i64)
+            .bind(after.unwrap_or(""))
             .fetch_all(pool)
             .await?
             .iter()

@@ -289,7 +289,7 @@ both_backends!(stale_candidates_respect_live_leases, |store: Store| async move {
         .id;
     let far_future = opsledger_store::now_ms() + 1_000_000;
     let c = store
-        .stale_run_candidates(far_future, far_future, 100)
+        .stale_run_candidates(far_future, far_future, None, 100)
         .await
         .unwrap();
     assert_eq!(
@@ -300,7 +300,7 @@ both_backends!(stale_candidates_respect_live_leases, |store: Store| async move {
     let job = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
     assert!(
         store
-            .stale_run_candidates(far_future, far_future, 100)
+            .stale_run_candidates(far_future, far_future, None, 100)
             .await
             .unwrap()
             .is_empty(),
@@ -310,7 +310,7 @@ both_backends!(stale_candidates_respect_live_leases, |store: Store| async move {
     assert!(store.retry_job(&job.fence, "boom", 1_000_000).await.unwrap());
     assert!(
         store
-            .stale_run_candidates(far_future, far_future, 100)
+            .stale_run_candidates(far_future, far_future, None, 100)
             .await
             .unwrap()
             .is_empty(),
