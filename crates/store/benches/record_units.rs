@@ -80,26 +80,6 @@ impl Row {
     }
 }
 
-fn scale() -> f64 {
-    match std::env::var("OPSLEDGER_BENCH_SCALE") {
-        Ok(s) => {
-            let v: f64 = s
-                .trim()
-                .parse()
-                .unwrap_or_else(|e| panic!("OPSLEDGER_BENCH_SCALE={s:?} is not a number: {e}"));
-            assert!(
-                v.is_finite() && v > 0.0,
-                "OPSLEDGER_BENCH_SCALE must be > 0, got {v}"
-            );
-            v
-        }
-        // `cargo bench` passes `--bench`; anything else (e.g. `cargo test
-        // --benches`) only checks that the benchmark still runs.
-        Err(_) if std::env::args().any(|a| a == "--bench") => 1.0,
-        Err(_) => 0.01,
-    }
-}
-
 /// Units per writer: N scaled, split evenly, in whole batches (at least one).
 fn per_writer(n: u64, scale: f64, writers: usize, batch: usize) -> usize {
     let wanted = (n as f64 * scale).round().max(1.0) as usize;
@@ -248,24 +228,12 @@ async fn bench_backend(db: TestStore, scale: f64, rows: &mut Vec<Row>) {
             }
         }
     }
-    if let Store::Postgres(pool) = store {
-        // The test schema is otherwise only swept hours later; its rows are large here.
-        let schema: (String,) = sqlx::query_as("SELECT current_schema()::text")
-            .fetch_one(pool)
-            .await
-            .expect("current schema");
-        if schema.0.starts_with("olt_") {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", schema.0)))
-                .execute(pool)
-                .await;
-        }
-    }
-    store.close().await;
+    db.drop_now().await;
 }
 
 #[tokio::main]
 async fn main() {
-    let scale = scale();
+    let scale = testing::bench_scale();
     eprintln!(
         "record_units benchmark: scale {scale}, {} worker threads",
         std::thread::available_parallelism().map_or(0, |n| n.get())

@@ -142,3 +142,45 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// How much work a benchmark does: `OPSLEDGER_BENCH_SCALE` (float > 0),
+/// default 1.0 under `cargo bench` (which passes `--bench`) and 0.01
+/// otherwise (e.g. `cargo test --benches`, which only checks that the
+/// benchmark still runs).
+pub fn bench_scale() -> f64 {
+    match std::env::var("OPSLEDGER_BENCH_SCALE") {
+        Ok(s) => {
+            let v: f64 = s
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("OPSLEDGER_BENCH_SCALE={s:?} is not a number: {e}"));
+            assert!(
+                v.is_finite() && v > 0.0,
+                "OPSLEDGER_BENCH_SCALE must be > 0, got {v}"
+            );
+            v
+        }
+        Err(_) if std::env::args().any(|a| a == "--bench") => 1.0,
+        Err(_) => 0.01,
+    }
+}
+
+impl TestStore {
+    /// Drops a PostgreSQL test schema now (otherwise later runs sweep it
+    /// after hours; benchmark schemas are large) and closes the pool.
+    pub async fn drop_now(self) {
+        if let Store::Postgres(pool) = &self.store {
+            let schema: Result<(String,), _> = sqlx::query_as("SELECT current_schema()::text")
+                .fetch_one(pool)
+                .await;
+            if let Ok((schema,)) = schema
+                && schema.starts_with("olt_")
+            {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                    .execute(pool)
+                    .await;
+            }
+        }
+        self.store.close().await;
+    }
+}
