@@ -195,11 +195,11 @@ async fn reconcile(db: &str, node: &node::NodeArgs, json: bool) -> Result<()> {
             .map(|a| a.to_string())
             .unwrap_or_else(|| "none".into());
         println!(
-            "{} {} ({}): {:?} via {} — {} [{}] — {}; proof: {}",
+            "{} {} ({}): {} via {} — {} [{}] — {}; proof: {}",
             d.run_id,
             d.run_type,
             d.previous_status,
-            d.result.verdict,
+            d.result.verdict.as_str(),
             d.adapter,
             d.result.reason_code,
             d.applied,

@@ -18,6 +18,16 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Succeeded => "succeeded",
+            Verdict::PartiallySucceeded => "partially_succeeded",
+            Verdict::Blocked => "blocked",
+            Verdict::Failed => "failed",
+            Verdict::NotReconciled => "not_reconciled",
+        }
+    }
+
     pub fn outcome(self) -> Option<Outcome> {
         match self {
             Verdict::Succeeded => Some(Outcome::Succeeded),
@@ -105,6 +115,9 @@ mod tests {
             Some(Outcome::PartiallySucceeded)
         );
         assert_eq!(Verdict::NotReconciled.outcome(), None);
+        for v in [Verdict::PartiallySucceeded, Verdict::NotReconciled] {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str(), "one spelling");
+        }
         assert_eq!(AdapterResult::stale_no_proof("x").reason_code, "stale_no_proof");
         assert_eq!(AdapterResult::stale_no_proof("x").verdict, Verdict::Failed);
     }

@@ -433,3 +433,58 @@ both_backends!(
         assert_eq!(seen, open, "only the undecided runs remain candidates");
     }
 );
+
+both_backends!(
+    cancelling_a_run_stops_its_running_handler,
+    |store: Store| async move {
+        /// Waits for its cancel token and reports that it saw it.
+        struct UntilCancelled(Arc<AtomicU32>);
+        #[async_trait]
+        impl Handler for UntilCancelled {
+            async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
+                ctx.cancel.cancelled().await;
+                self.0.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        }
+        let (ws, t) = workspace(&store, 1).await;
+        let seen = Arc::new(AtomicU32::new(0));
+        let mut registry = Registry::new();
+        registry.handler(RunType::PolicySync, Arc::new(UntilCancelled(seen.clone())));
+        let shutdown = CancellationToken::new();
+        let runner = spawn(&store, &registry, &shutdown);
+        let id = start(&store, &ws, &t, RunType::PolicySync, 1)
+            .await
+            .pop()
+            .unwrap();
+        while store.job_tally(&id).await.unwrap().running == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // An operator cancels through the closing write, as the API does.
+        let cancelled = store
+            .complete_run(&id, Completion::new(Outcome::Cancelled))
+            .await
+            .unwrap();
+        assert!(matches!(cancelled, opsledger_store::CompleteResult::Completed(_)));
+        // The next heartbeat (50 ms here) delivers it to the handler.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while store.job_tally(&id).await.unwrap().cancelled == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the job was not cancelled"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "the handler saw the cancellation");
+        shutdown.cancel();
+        runner.await.unwrap();
+        let run = store.get_run(&id).await.unwrap().unwrap();
+        assert_eq!(
+            run.outcome,
+            Outcome::Cancelled,
+            "nothing overwrote the cancellation"
+        );
+        let tally = store.job_tally(&id).await.unwrap();
+        assert_eq!((tally.running, tally.available, tally.cancelled), (0, 0, 1));
+    }
+);
