@@ -315,6 +315,47 @@ async fn demo_enforces_access_and_input_rules() {
         (409, Some("already_completed"))
     );
 
+    // Force-close: operator 403, outsider 404, a non-terminal outcome 400;
+    // an admin closes with a reason, recorded like a reconciliation.
+    let throttled = json!({"type": "inventory.sync", "tenant_id": demo.tenant("throttled")});
+    let (status, run) = demo.post("operator@demo.test", &ops, throttled).await;
+    assert_eq!(status, 202, "{run}");
+    let close = format!("{ops}/{}/force-close", run["id"].as_str().unwrap());
+    let reason = json!({"outcome": "blocked", "reason": "tenant is being offboarded"});
+    assert_eq!(
+        demo.post("operator@demo.test", &close, reason.clone()).await.0,
+        403
+    );
+    assert_eq!(
+        demo.post("outsider@demo.test", &close, reason.clone()).await.0,
+        404
+    );
+    let (status, body) = demo
+        .post(
+            "admin@demo.test",
+            &close,
+            json!({"outcome": "pending", "reason": "x"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_outcome"))
+    );
+    let (status, closed) = demo.post("admin@demo.test", &close, reason.clone()).await;
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!(
+        (
+            closed["outcome"].as_str(),
+            closed["reconciliation"]["adapter"].as_str()
+        ),
+        (Some("blocked"), Some("admin_force_close"))
+    );
+    assert_eq!(
+        closed["reconciliation"]["explanation"],
+        "tenant is being offboarded"
+    );
+    assert_eq!(demo.post("admin@demo.test", &close, reason).await.0, 409);
+
     // The catalog lists every type.
     let r: Value = demo
         .http
