@@ -162,19 +162,22 @@ enum Stop {
 
 impl Execution {
     async fn execute(self, job: ClaimedJob) {
-        let run = match self.store.run_head(&job.run_id).await {
-            Ok(Some(run)) => run,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(job = %job.fence.job_id, error = %e, "loading run failed; releasing job");
-                let _ = self.store.release_job(&job.fence).await;
-                return;
-            }
+        let Some(run) = self.load(&job, self.store.run_head(&job.run_id)).await else {
+            return;
         };
         if run.is_completed() {
             let _ = self.store.cancel_job(&job.fence).await;
             return;
         }
+        // A run handler gets the whole run; a unit handler only its head (a
+        // fan-out's context may hold thousands of requested ids).
+        let mut full_run = match job.kind {
+            JobKind::Run => match self.load(&job, self.store.get_run(&job.run_id)).await {
+                Some(full) => Some(full),
+                None => return,
+            },
+            JobKind::Unit => None,
+        };
         let cancel = CancellationToken::new();
         let stop = Arc::new(std::sync::Mutex::new(Stop::None));
         let heartbeat = self.spawn_heartbeat(&job, cancel.clone(), stop.clone());
@@ -183,17 +186,8 @@ impl Execution {
         let result: Result<(), HandlerError> = match job.kind {
             JobKind::Run => match self.registry.get(run_type) {
                 Some(h) => {
-                    let run = match self.store.get_run(&job.run_id).await {
-                        Ok(Some(run)) => run,
-                        Ok(None) => return,
-                        Err(e) => {
-                            tracing::warn!(job = %job.fence.job_id, error = %e, "loading run failed; releasing job");
-                            let _ = self.store.release_job(&job.fence).await;
-                            return;
-                        }
-                    };
                     let ctx = RunContext {
-                        run,
+                        run: full_run.take().expect("loaded for run jobs"),
                         store: self.store.clone(),
                         fence: job.fence.clone(),
                         attempt: job.attempt,
@@ -236,6 +230,23 @@ impl Execution {
         let stop = *stop.lock().expect("lock");
         if let Err(e) = self.finish(&job, run_type, result, stop).await {
             tracing::warn!(job = %job.fence.job_id, error = %e, "finishing job failed; the rescuer will take it");
+        }
+    }
+
+    /// A read the job needs before it starts. `None` when the run is gone,
+    /// or when the read failed — then the job is released for another try.
+    async fn load<T>(
+        &self,
+        job: &ClaimedJob,
+        read: impl Future<Output = Result<Option<T>, StoreError>>,
+    ) -> Option<T> {
+        match read.await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(job = %job.fence.job_id, error = %e, "loading run failed; releasing job");
+                let _ = self.store.release_job(&job.fence).await;
+                None
+            }
         }
     }
 
