@@ -3,6 +3,7 @@
 //! core normalizer (invalid values dropped and logged, never fatal).
 
 use crate::StoreError;
+use crate::runs::RunHead;
 use opsledger_core::counts::{CountKey, SummaryCounts};
 use opsledger_core::{Failure, Phase, Run};
 use sqlx::{ColumnIndex, Decode, Row, Type};
@@ -12,8 +13,53 @@ pub const RUN_COLUMNS: &str = "id, workspace_id, tenant_id, parent_id, type, sta
      total, processed, succeeded, failed, skipped, created, updated, \
      phases, context, initiator, created_at, started_at, heartbeat_at, completed_at";
 
+/// The columns [`run_head_from_row`] reads.
+pub const RUN_HEAD_COLUMNS: &str = "id, workspace_id, tenant_id, type, status, outcome, \
+     total, processed, succeeded, failed, skipped, created, updated";
+
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
+}
+
+/// The whitelisted count columns; a negative stored value is dropped and logged.
+fn counts_from_row<R>(row: &R, id: &str) -> Result<SummaryCounts, StoreError>
+where
+    R: Row,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: ColumnIndex<R>,
+{
+    let mut counts = SummaryCounts::default();
+    for key in CountKey::ALL {
+        let v: Option<i64> = row.try_get(key.as_str())?;
+        match v.map(u64::try_from) {
+            None => {}
+            Some(Ok(n)) => counts.set(key, Some(n)),
+            Some(Err(_)) => tracing::warn!(run = %id, key = key.as_str(), "dropping negative stored count"),
+        }
+    }
+    Ok(counts)
+}
+
+pub fn run_head_from_row<R>(row: &R) -> Result<RunHead, StoreError>
+where
+    R: Row,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: ColumnIndex<R>,
+{
+    let id: String = row.try_get("id")?;
+    let run_type: String = row.try_get("type")?;
+    let status: String = row.try_get("status")?;
+    let outcome: String = row.try_get("outcome")?;
+    Ok(RunHead {
+        summary_counts: counts_from_row(row, &id)?,
+        workspace_id: row.try_get("workspace_id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        run_type: run_type.parse().map_err(corrupt)?,
+        status: status.parse().map_err(corrupt)?,
+        outcome: outcome.parse().map_err(corrupt)?,
+        id,
+    })
 }
 
 pub fn run_from_row<R>(row: &R) -> Result<Run, StoreError>
@@ -24,15 +70,7 @@ where
     for<'r> &'r str: ColumnIndex<R>,
 {
     let id: String = row.try_get("id")?;
-    let mut counts = SummaryCounts::default();
-    for key in CountKey::ALL {
-        let v: Option<i64> = row.try_get(key.as_str())?;
-        match v.map(u64::try_from) {
-            None => {}
-            Some(Ok(n)) => counts.set(key, Some(n)),
-            Some(Err(_)) => tracing::warn!(run = %id, key = key.as_str(), "dropping negative stored count"),
-        }
-    }
+    let counts = counts_from_row(row, &id)?;
     let phases: Option<String> = row.try_get("phases")?;
     let phases: Option<Vec<Phase>> = match phases {
         Some(p) => Some(serde_json::from_str(&p).map_err(|e| corrupt(format!("run {id} phases: {e}")))?),

@@ -13,7 +13,7 @@
 //!   start returns the active run ([`CreateResult::AlreadyActive`]).
 
 use crate::backend::{WritePool, for_update};
-use crate::row::{RUN_COLUMNS, failure_from_row, run_from_row};
+use crate::row::{RUN_COLUMNS, RUN_HEAD_COLUMNS, failure_from_row, run_from_row, run_head_from_row};
 use crate::{Store, StoreError, new_id, now_ms, on_pool};
 use opsledger_core::outcome::derive_bulk_outcome;
 use opsledger_core::{Failure, Outcome, Run, RunStatus, RunType, Scope, UnitOutcome};
@@ -548,63 +548,15 @@ impl Store {
 
     /// The run's head (no context, phases or failures), or `None`.
     pub async fn run_head(&self, id: &str) -> Result<Option<RunHead>, StoreError> {
-        type Row = (
-            String,
-            String,
-            Option<String>,
-            String,
-            String,
-            String,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-        );
-        let row: Option<Row> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT id, workspace_id, tenant_id, type, status, outcome, total, processed, succeeded, failed, skipped \
-                 FROM operation_runs WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(pool)
-            .await?
-        });
-        let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("run {id}: {e}"));
-        row.map(
-            |(
-                id,
-                workspace_id,
-                tenant_id,
-                t,
-                status,
-                outcome,
-                total,
-                processed,
-                succeeded,
-                failed,
-                skipped,
-            )| {
-                let n = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
-                Ok(RunHead {
-                    run_type: t.parse().map_err(|e| corrupt(&e))?,
-                    status: status.parse().map_err(|e| corrupt(&e))?,
-                    outcome: outcome.parse().map_err(|e| corrupt(&e))?,
-                    summary_counts: opsledger_core::SummaryCounts {
-                        total: n(total),
-                        processed: n(processed),
-                        succeeded: n(succeeded),
-                        failed: n(failed),
-                        skipped: n(skipped),
-                        ..Default::default()
-                    },
-                    id,
-                    workspace_id,
-                    tenant_id,
-                })
-            },
-        )
-        .transpose()
+        on_pool!(self, pool => {
+            sqlx::query(AssertSqlSafe(format!("SELECT {RUN_HEAD_COLUMNS} FROM operation_runs WHERE id = $1")))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+                .as_ref()
+                .map(run_head_from_row)
+                .transpose()
+        })
     }
 
     async fn require_run(&self, id: &str) -> Result<Run, StoreError> {

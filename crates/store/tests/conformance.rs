@@ -535,3 +535,25 @@ both_backends!(tokens_and_memberships, |store: Store| async move {
     assert_eq!(store.revoke_tokens(&user, "demo").await.unwrap(), 1);
     assert_eq!(store.user_for_token(&token).await.unwrap(), None);
 });
+
+both_backends!(run_head_agrees_with_the_run, |store: Store| async move {
+    let s = scope(&store).await;
+    let id = running_run(&store, &s, 3).await;
+    let units = [
+        UnitRecord::new("a", UnitOutcome::Succeeded),
+        UnitRecord::new("b", UnitOutcome::Skipped),
+    ];
+    store.record_units(&id, &units).await.unwrap();
+    let run = store.get_run(&id).await.unwrap().unwrap();
+    let head = store.run_head(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (&head.id, &head.workspace_id, &head.tenant_id),
+        (&run.id, &run.workspace_id, &run.tenant_id)
+    );
+    assert_eq!(
+        (head.run_type, head.status, head.outcome, head.summary_counts),
+        (run.run_type, run.status, run.outcome, run.summary_counts)
+    );
+    assert_eq!(head.summary_counts.processed, Some(2));
+    assert!(store.run_head("no-such-run").await.unwrap().is_none());
+});
