@@ -3,7 +3,8 @@
 //!
 //! - **Parent** (run job): resolves the deduplicated unit list — the
 //!   `policy_ids` parameter (`TYPE/ID` keys) or every inventory item of the
-//!   tenant — creates the run's backup set (once, even when retried), and
+//!   tenant (a tenant with no inventory ends `blocked`, `no_inventory`, before
+//!   any work: its policies are unknown, not zero) — creates the run's backup set (once, even when retried), and
 //!   enqueues one unit job per policy while setting `total`, in one
 //!   transaction. Zero units complete the run at once.
 //! - **Unit** (unit job): reads the policy from the provider as it is now and
@@ -15,12 +16,12 @@
 
 use async_trait::async_trait;
 use opsledger_core::reconcile::{AdapterResult, Verdict};
-use opsledger_core::{Outcome, Run, RunType, UnitOutcome};
+use opsledger_core::{Failure, Outcome, Run, RunType, UnitOutcome};
 use opsledger_engine::{Handler, HandlerError, RunContext, UnitContext, UnitHandler};
 use opsledger_providers::{ProviderError, ProviderSettings};
 use opsledger_store::backups::BackupItem;
 use opsledger_store::proof::ProofReader;
-use opsledger_store::{ContextPatch, StoreError, UnitRecord};
+use opsledger_store::{Completion, ContextPatch, StoreError, UnitRecord};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -43,15 +44,22 @@ impl Handler for AddPolicies {
             .and_then(Value::as_array)
         {
             Some(ids) => ids.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-            None => ctx
-                .store
-                .inventory_refs(tenant_id)
-                .await?
-                .into_iter()
-                .map(|(t, id)| format!("{t}/{id}"))
-                .collect(),
+            None => {
+                let refs = ctx.store.inventory_refs(tenant_id).await?;
+                if refs.is_empty() {
+                    // "Every policy" of a tenant never inventoried is unknown,
+                    // not zero: an empty backup must not pass for a success.
+                    ctx.complete(Completion::new(Outcome::Blocked).with_failure(Failure::new(
+                        "no_inventory",
+                        "this tenant has no inventory yet: run inventory.sync first, or name the policies in `policy_ids`",
+                    )))
+                    .await?;
+                    return Ok(());
+                }
+                refs.into_iter().map(|(t, id)| format!("{t}/{id}")).collect()
+            }
         };
-        let name = format!("Backup {}", chrono_like_now());
+        let name = format!("Backup {}", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"));
         let set_id = ctx
             .store
             .backup_set_for_run(&run.id, &run.workspace_id, tenant_id, &name)
@@ -66,11 +74,6 @@ impl Handler for AddPolicies {
         // Zero units: the runner's bulk completion closes the run at once.
         Ok(())
     }
-}
-
-fn chrono_like_now() -> String {
-    let ms = opsledger_store::now_ms();
-    format!("at {}", ms / 1000)
 }
 
 pub struct AddPolicyUnit {

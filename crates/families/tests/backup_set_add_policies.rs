@@ -105,3 +105,36 @@ both_backends!(unreadable_policies_are_failed_units, |store: Store| async move {
     );
     assert_eq!(backup.summary_counts.failed, Some(2));
 });
+
+both_backends!(
+    a_tenant_without_inventory_is_blocked_not_backed_up_empty,
+    |store: Store| async move {
+        let ws = store.create_workspace("ws").await.unwrap().id;
+        let t = store
+            .create_tenant(&ws, "contoso", "demo:healthy")
+            .await
+            .unwrap()
+            .id;
+        let backup = run(&store, &ws, &t, RunType::BackupSetAddPolicies, json!({})).await;
+        assert_eq!(backup.outcome, Outcome::Blocked);
+        assert_eq!(backup.failures[0].code, "no_inventory");
+        assert_eq!(backup.summary_counts.total, None, "no plan, no percentage");
+        assert!(
+            backup.context.get("backup_set").is_none(),
+            "no empty set was created"
+        );
+        // Naming nothing on purpose is a truthful zero-unit run.
+        let none = run(
+            &store,
+            &ws,
+            &t,
+            RunType::BackupSetAddPolicies,
+            json!({"policy_ids": []}),
+        )
+        .await;
+        assert_eq!(
+            (none.outcome, none.summary_counts.total),
+            (Outcome::Succeeded, Some(0))
+        );
+    }
+);
