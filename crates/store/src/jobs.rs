@@ -100,7 +100,9 @@ pub struct JobTally {
 type ClaimRow = (String, String, String, String, i64, i64);
 
 impl Store {
-    /// Claims up to `limit` available jobs for `worker_id` with a lease of `lease_ms`.
+    /// Claims up to `limit` available jobs for `worker_id` with a lease of
+    /// `lease_ms`: run jobs first (`'run' < 'unit'`), so a new run is picked
+    /// up even behind a large fan-out; then oldest first.
     pub async fn claim_jobs(
         &self,
         worker_id: &str,
@@ -115,7 +117,7 @@ impl Store {
                 "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_token = $1, \
                  lease_expires_at = $2, heartbeat_at = $3, worker_id = $4 \
                  WHERE id IN (SELECT id FROM jobs WHERE state = 'available' AND run_after <= $3 \
-                              ORDER BY run_after, id LIMIT $5{}) \
+                              ORDER BY kind, run_after, id LIMIT $5{}) \
                  RETURNING id, run_id, kind, unit_key, attempt, max_attempts",
                 skip_locked(pool)
             )))

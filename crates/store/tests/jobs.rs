@@ -85,6 +85,35 @@ both_backends!(concurrent_claims_never_share_a_job, |store: Store| async move {
 });
 
 both_backends!(
+    a_new_run_is_picked_up_before_a_backlog_of_units,
+    |store: Store| async move {
+        let backlog = fan_out(&store, 50).await;
+        let s = common::scope(&store).await;
+        let later = store
+            .create_run(new_run(&s, RunType::InventorySync))
+            .await
+            .unwrap()
+            .into_run()
+            .id;
+        let first = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
+        assert_eq!(
+            (first.kind, first.run_id.as_str()),
+            (JobKind::Run, later.as_str()),
+            "the new run waits behind no unit"
+        );
+        let next = store.claim_jobs("w", 3, 60_000).await.unwrap();
+        let mut keys: Vec<&str> = next.iter().map(|j| j.unit_key.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["u0000", "u0001", "u0002"],
+            "units stay first-in, first-out"
+        );
+        assert!(next.iter().all(|j| j.run_id == backlog));
+    }
+);
+
+both_backends!(
     unit_finish_is_fenced_and_counted_once,
     |store: Store| async move {
         let id = fan_out(&store, 2).await;
