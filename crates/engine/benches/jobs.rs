@@ -72,9 +72,7 @@ struct RecordUnit;
 impl UnitHandler for RecordUnit {
     async fn execute(&self, ctx: UnitContext) -> Result<(), HandlerError> {
         let unit = UnitRecord::new(ctx.unit_key.clone(), UnitOutcome::Succeeded);
-        ctx.store
-            .finish_unit_job(&ctx.fence, &ctx.run.id, unit, JobEnd::Completed)
-            .await?;
+        ctx.finish(unit, JobEnd::Completed).await?;
         Ok(())
     }
 }

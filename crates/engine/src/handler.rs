@@ -3,9 +3,10 @@
 
 use async_trait::async_trait;
 use opsledger_core::{Failure, Run};
-use opsledger_store::jobs::Fence;
+use opsledger_store::jobs::{Fence, JobEnd};
 use opsledger_store::runs::{Completion, RecordSummary, UnitRecord};
 use opsledger_store::{CompleteResult, ContextPatch, RunHead, Store, StoreError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +50,27 @@ pub struct UnitContext {
     pub fence: Fence,
     pub attempt: u32,
     pub cancel: CancellationToken,
+    /// What the unit's finishing write reported, when the handler said so
+    /// (lets the runner skip re-reading the job and the run).
+    pub(crate) finished: Arc<Mutex<Option<RecordSummary>>>,
+}
+
+impl UnitContext {
+    /// Finishes the job and records its unit (no artifact), fenced by the lease.
+    pub async fn finish(&self, unit: UnitRecord, end: JobEnd) -> Result<RecordSummary, StoreError> {
+        let summary = self
+            .store
+            .finish_unit_job(&self.fence, &self.run.id, unit, end)
+            .await?;
+        self.note_finished(summary);
+        Ok(summary)
+    }
+
+    /// Tells the runner that an artifact writer (e.g.
+    /// `Store::finish_backup_unit`) finished this job with this result.
+    pub fn note_finished(&self, summary: RecordSummary) {
+        *self.finished.lock().expect("lock") = Some(summary);
+    }
 }
 
 /// A handler failure. `retry_after` marks it transient: the job is retried
@@ -106,10 +128,10 @@ pub trait Handler: Send + Sync {
 }
 
 /// Executes one unit of a fan-out. On success it must finish its job through
-/// a fenced store call that records the unit (e.g.
-/// `Store::finish_unit_job`, or an artifact writer that does the same) —
-/// then the unit and its artifact land together. On error, the runner
-/// retries or finishes the unit as failed.
+/// a fenced store call that records the unit ([`UnitContext::finish`], or an
+/// artifact writer that does the same, followed by
+/// [`UnitContext::note_finished`]) — then the unit and its artifact land
+/// together. On error, the runner retries or finishes the unit as failed.
 #[async_trait]
 pub trait UnitHandler: Send + Sync {
     async fn execute(&self, ctx: UnitContext) -> Result<(), HandlerError>;

@@ -16,7 +16,7 @@ use crate::handler::{RunContext, UnitContext};
 use crate::{HandlerError, Registry, reconciler};
 use opsledger_core::{Failure, Outcome, UnitOutcome};
 use opsledger_store::jobs::{ClaimedJob, Heartbeat, JobEnd, JobKind};
-use opsledger_store::runs::UnitRecord;
+use opsledger_store::runs::{RecordSummary, UnitRecord};
 use opsledger_store::{CompleteResult, Completion, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -183,6 +183,7 @@ impl Execution {
         let heartbeat = self.spawn_heartbeat(&job, cancel.clone(), stop.clone());
         let span = tracing::info_span!("job", run = %run.id, r#type = %run.run_type, unit = %job.unit_key, attempt = job.attempt);
         let run_type = run.run_type;
+        let finished = Arc::new(std::sync::Mutex::new(None));
         let result: Result<(), HandlerError> = match job.kind {
             JobKind::Run => match self.registry.get(run_type) {
                 Some(h) => {
@@ -213,6 +214,7 @@ impl Execution {
                         fence: job.fence.clone(),
                         attempt: job.attempt,
                         cancel: cancel.clone(),
+                        finished: finished.clone(),
                     };
                     contain(tracing::Instrument::instrument(
                         async move { h.execute(ctx).await },
@@ -228,7 +230,8 @@ impl Execution {
         };
         heartbeat.abort();
         let stop = *stop.lock().expect("lock");
-        if let Err(e) = self.finish(&job, run_type, result, stop).await {
+        let finished = *finished.lock().expect("lock");
+        if let Err(e) = self.finish(&job, run_type, result, stop, finished).await {
             tracing::warn!(job = %job.fence.job_id, error = %e, "finishing job failed; the rescuer will take it");
         }
     }
@@ -296,6 +299,7 @@ impl Execution {
         run_type: opsledger_core::RunType,
         result: Result<(), HandlerError>,
         stop: Stop,
+        finished: Option<RecordSummary>,
     ) -> Result<(), StoreError> {
         let store = &self.store;
         let fence = &job.fence;
@@ -329,18 +333,26 @@ impl Execution {
                     store.complete_job(fence).await?;
                 }
             }
-            (JobKind::Unit, Ok(())) => {
-                // The handler finished its job with its unit; if it did not,
-                // the unit is finished as failed so the parent can complete.
-                if store.job_is_held(fence).await? {
-                    let failure = Failure::new(
-                        "handler_left_unit_open",
-                        "the unit handler returned without recording",
-                    );
-                    self.finish_unit_failed(job, failure).await?;
+            (JobKind::Unit, Ok(())) => match finished {
+                // The common path: the finishing write said whether this was the last unit.
+                Some(summary) => {
+                    if summary.all_processed {
+                        store.maybe_complete_bulk_run(&job.run_id).await?;
+                    }
                 }
-                self.complete_parent_if_done(&job.run_id).await?;
-            }
+                // Otherwise look: a handler that did not finish its job has its
+                // unit finished as failed, so the parent can complete.
+                None => {
+                    if store.job_is_held(fence).await? {
+                        let failure = Failure::new(
+                            "handler_left_unit_open",
+                            "the unit handler returned without recording",
+                        );
+                        self.finish_unit_failed(job, failure).await?;
+                    }
+                    self.complete_parent_if_done(&job.run_id).await?;
+                }
+            },
             (_, Err(HandlerError::Store(StoreError::LeaseLost { .. }))) => {}
             (_, Err(HandlerError::Store(StoreError::RunNotRunning { .. }))) => {
                 store.cancel_job(fence).await?;

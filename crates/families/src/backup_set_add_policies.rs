@@ -133,9 +133,11 @@ impl UnitHandler for AddPolicyUnit {
             payload: policy.payload,
         };
         let unit = UnitRecord::new(ctx.unit_key.clone(), UnitOutcome::Succeeded);
-        ctx.store
+        let summary = ctx
+            .store
             .finish_backup_unit(&ctx.fence, &run.id, set_id, &item, unit)
             .await?;
+        ctx.note_finished(summary);
         Ok(())
     }
 }
