@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 /// What a run handler gets: the run, the store, the job's lease, and a token
 /// cancelled when the run is cancelled, the lease is lost, or the process
-/// shuts down. Unit recordings go through [`RunContext::record_units`], which
-/// is fenced by the lease.
+/// shuts down. Its writes to the run go through [`RunContext::record_units`],
+/// [`RunContext::patch_context`] and [`RunContext::complete`], all fenced by
+/// the lease.
 #[derive(Clone)]
 pub struct RunContext {
     pub run: Run,
@@ -31,12 +32,19 @@ impl RunContext {
             .await
     }
 
+    /// Patches the run's context, refused if this worker lost the job's lease.
     pub async fn patch_context(&self, patches: &[ContextPatch]) -> Result<bool, StoreError> {
-        self.store.patch_context(&self.run.id, patches).await
+        self.store
+            .patch_context_fenced(Some(&self.fence), &self.run.id, patches)
+            .await
     }
 
+    /// Completes the run, refused if this worker lost the job's lease (a
+    /// stalled attempt cannot close a run another worker now holds).
     pub async fn complete(&self, completion: Completion) -> Result<CompleteResult, StoreError> {
-        self.store.complete_run(&self.run.id, completion).await
+        self.store
+            .complete_run_fenced(&self.fence, &self.run.id, completion)
+            .await
     }
 }
 

@@ -237,7 +237,8 @@ impl Execution {
     }
 
     /// A read the job needs before it starts. `None` when the run is gone,
-    /// or when the read failed — then the job is released for another try.
+    /// or when the read failed — then the job is released for another try
+    /// (database errors) or failed (anything else).
     async fn load<T>(
         &self,
         job: &ClaimedJob,
@@ -245,9 +246,18 @@ impl Execution {
     ) -> Option<T> {
         match read.await {
             Ok(found) => found,
-            Err(e) => {
+            // The database may be back soon: give the job back, no attempt spent.
+            Err(e @ StoreError::Database(_)) => {
                 tracing::warn!(job = %job.fence.job_id, error = %e, "loading run failed; releasing job");
                 let _ = self.store.release_job(&job.fence).await;
+                None
+            }
+            // A run this node cannot read (corrupt, or a type it does not
+            // know) would fail the same way forever: end the job, so the
+            // run is left to the sweep instead of looping.
+            Err(e) => {
+                tracing::error!(job = %job.fence.job_id, error = %e, "cannot load the job's run; failing the job");
+                let _ = self.store.fail_job(&job.fence, &e.to_string()).await;
                 None
             }
         }
@@ -327,8 +337,10 @@ impl Execution {
                         "handler_left_run_open",
                         "the handler returned without completing the run",
                     );
-                    store.fail_job(fence, &failure.message).await?;
-                    self.close_failed(&job.run_id, failure).await?;
+                    // Only the holder of the lease may close the run.
+                    if store.fail_job(fence, &failure.message).await? {
+                        self.close_failed(&job.run_id, failure).await?;
+                    }
                 } else {
                     store.complete_job(fence).await?;
                 }
@@ -373,8 +385,11 @@ impl Execution {
                         self.complete_parent_if_done(&job.run_id).await?;
                     }
                     JobKind::Run => {
-                        store.fail_job(fence, &failure.message).await?;
-                        self.close_exhausted(&job.run_id, failure).await?;
+                        // A stalled attempt whose lease was rescued (and maybe
+                        // re-claimed) must not close the run under the new one.
+                        if store.fail_job(fence, &failure.message).await? {
+                            self.close_exhausted(&job.run_id, failure).await?;
+                        }
                     }
                 }
             }
@@ -433,9 +448,11 @@ impl Execution {
         self.close_failed(run_id, failure).await
     }
 
+    /// Closes the run as failed — unless a job can still move it (a fan-out
+    /// parent's units finish it; the sweep closes it if they cannot).
     async fn close_failed(&self, run_id: &str, failure: Failure) -> Result<(), StoreError> {
         let completion = Completion::new(Outcome::Failed).with_failure(failure.clone());
-        if let CompleteResult::Completed(_) = self.store.complete_run(run_id, completion).await? {
+        if let CompleteResult::Completed(_) = self.store.complete_run_if_idle(run_id, completion).await? {
             tracing::warn!(run = %run_id, code = %failure.code, "{}", failure.message);
         }
         Ok(())

@@ -437,11 +437,13 @@ both_backends!(
 both_backends!(
     cancelling_a_run_stops_its_running_handler,
     |store: Store| async move {
-        /// Waits for its cancel token and reports that it saw it.
+        /// Counts its start (0 → 1), waits for its cancel token, and counts
+        /// that it saw it (1 → 2).
         struct UntilCancelled(Arc<AtomicU32>);
         #[async_trait]
         impl Handler for UntilCancelled {
             async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
+                self.0.fetch_add(1, Ordering::SeqCst);
                 ctx.cancel.cancelled().await;
                 self.0.fetch_add(1, Ordering::SeqCst);
                 Ok(())
@@ -457,10 +459,11 @@ both_backends!(
             .await
             .pop()
             .unwrap();
-        while store.job_tally(&id).await.unwrap().running == 0 {
+        while seen.load(Ordering::SeqCst) == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        // An operator cancels through the closing write, as the API does.
+        // The handler is running. An operator cancels through the closing
+        // write, as the API does.
         let cancelled = store
             .complete_run(&id, Completion::new(Outcome::Cancelled))
             .await
@@ -475,7 +478,7 @@ both_backends!(
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(seen.load(Ordering::SeqCst), 1, "the handler saw the cancellation");
+        assert_eq!(seen.load(Ordering::SeqCst), 2, "the handler saw the cancellation");
         shutdown.cancel();
         runner.await.unwrap();
         let run = store.get_run(&id).await.unwrap().unwrap();
@@ -486,5 +489,65 @@ both_backends!(
         );
         let tally = store.job_tally(&id).await.unwrap();
         assert_eq!((tally.running, tally.available, tally.cancelled), (0, 0, 1));
+    }
+);
+
+both_backends!(
+    a_stalled_attempt_cannot_close_a_run_another_worker_holds,
+    |store: Store| async move {
+        /// Attempt 1 stalls past its lease; meanwhile its job is rescued and
+        /// claimed by worker B; then attempt 1 fails permanently.
+        struct StallsThenFails(Arc<Mutex<Option<opsledger_store::jobs::Fence>>>);
+        #[async_trait]
+        impl Handler for StallsThenFails {
+            async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
+                tokio::time::sleep(Duration::from_millis(300)).await; // lease is 100 ms
+                assert_eq!(ctx.store.rescue_expired_jobs(10).await.unwrap().retried, 1);
+                let b = ctx.store.claim_jobs("B", 1, 60_000).await.unwrap().pop().unwrap();
+                *self.0.lock().unwrap() = Some(b.fence);
+                Err(HandlerError::permanent(
+                    "provider_gone",
+                    "the tenant answered 404",
+                ))
+            }
+        }
+        let (ws, t) = workspace(&store, 1).await;
+        let b = Arc::new(Mutex::new(None));
+        let mut registry = Registry::new();
+        registry.handler(RunType::PolicySync, Arc::new(StallsThenFails(b.clone())));
+        let config = RunnerConfig {
+            concurrency: 1,
+            poll_interval: Duration::from_millis(10),
+            heartbeat_interval: Duration::from_secs(10),
+            lease: Duration::from_millis(100),
+            ..RunnerConfig::default()
+        };
+        let shutdown = CancellationToken::new();
+        let runner = tokio::spawn(Runner::new(store.clone(), registry, config).run(shutdown.clone()));
+        let id = start(&store, &ws, &t, RunType::PolicySync, 1)
+            .await
+            .pop()
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let fence = loop {
+            if let Some(f) = b.lock().unwrap().clone() {
+                break f;
+            }
+            assert!(tokio::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        // Give attempt 1's failure time to be handled.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        shutdown.cancel();
+        runner.await.unwrap();
+        let run = store.get_run(&id).await.unwrap().unwrap();
+        assert!(!run.is_completed(), "closed under B's live lease: {run:?}");
+        assert!(store.job_is_held(&fence).await.unwrap(), "B still holds the job");
+        // B's outcome is the one that counts.
+        let done = store
+            .complete_run_fenced(&fence, &id, Completion::new(Outcome::Succeeded))
+            .await
+            .unwrap();
+        assert_eq!(done.run().outcome, Outcome::Succeeded);
     }
 );

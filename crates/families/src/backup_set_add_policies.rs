@@ -38,6 +38,12 @@ impl Handler for AddPolicies {
     async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
         let run = &ctx.run;
         let tenant_id = tenant_of(run.tenant_id.as_deref())?;
+        if let Some(total) = run.summary_counts.total {
+            // A retried parent: the units were planned (and enqueued with
+            // `total`, in one transaction) by an earlier attempt; the plan stands.
+            tracing::info!(run = %run.id, total, "backup units already planned");
+            return Ok(());
+        }
         let keys: Vec<String> = match run
             .context
             .pointer("/params/policy_ids")

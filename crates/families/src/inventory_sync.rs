@@ -82,19 +82,27 @@ impl Handler for InventorySync {
             Err(Err(Stopped)) => return Ok(()),
         }
 
-        let attempted = match attempted_types(&ctx, provider.as_ref()).await {
-            Ok(t) => t,
-            Err(Ok(e)) => {
-                return Err(provider_error(e));
+        // A retried attempt keeps the first attempt's plan: the proof already
+        // names what was attempted, and units may already be counted against it.
+        let attempted = match planned_types(run) {
+            Some(types) => types,
+            None => {
+                let attempted = match attempted_types(&ctx, provider.as_ref()).await {
+                    Ok(t) => t,
+                    Err(Ok(e)) => {
+                        return Err(provider_error(e));
+                    }
+                    Err(Err(Stopped)) => return Ok(()),
+                };
+                ctx.patch_context(&[ContextPatch::new(
+                    ["inventory", "attempted_types"],
+                    json!(attempted),
+                )])
+                .await?;
+                store.init_total(&run.id, attempted.len() as u64).await?;
+                attempted
             }
-            Err(Err(Stopped)) => return Ok(()),
         };
-        ctx.patch_context(&[ContextPatch::new(
-            ["inventory", "attempted_types"],
-            json!(attempted),
-        )])
-        .await?;
-        store.init_total(&run.id, attempted.len() as u64).await?;
 
         let already = store.recorded_units(&run.id).await?;
         for policy_type in attempted.iter().filter(|t| !already.contains_key(*t)) {
@@ -145,15 +153,11 @@ impl Handler for InventorySync {
         } else {
             decide(&attempted, &coverage)
         };
-        store
-            .complete_run(
-                &run.id,
-                Completion::new(decision.outcome).with_patch(ContextPatch::new(
-                    ["inventory", "reason_code"],
-                    json!(decision.reason_code),
-                )),
-            )
-            .await?;
+        ctx.complete(Completion::new(decision.outcome).with_patch(ContextPatch::new(
+            ["inventory", "reason_code"],
+            json!(decision.reason_code),
+        )))
+        .await?;
         Ok(())
     }
 }
@@ -206,8 +210,16 @@ async fn blocked(ctx: &RunContext, failure: Failure) -> Result<(), HandlerError>
             json!(failure.code),
         ))
         .with_failure(failure);
-    ctx.store.complete_run(&ctx.run.id, completion).await?;
+    ctx.complete(completion).await?;
     Ok(())
+}
+
+/// The types an earlier attempt planned (`total` set and recorded as
+/// `inventory.attempted_types`), if any.
+fn planned_types(run: &opsledger_core::Run) -> Option<Vec<String>> {
+    run.summary_counts.total?;
+    let list = run.context.pointer("/inventory/attempted_types")?.as_array()?;
+    Some(list.iter().filter_map(Value::as_str).map(str::to_owned).collect())
 }
 
 /// The requested types (already deduplicated by parameter validation), or

@@ -33,30 +33,21 @@ impl Store {
     ) -> Result<String, StoreError> {
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let existing: Option<(String,)> =
-                sqlx::query_as(SET_OF_RUN)
-                    .bind(run_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let id = match existing {
-                Some((id,)) => id,
-                None => {
-                    let id = new_id();
-                    sqlx::query(
-                        "INSERT INTO backup_sets (id, workspace_id, tenant_id, name, created_by_run_id, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(&id)
-                    .bind(workspace_id)
-                    .bind(tenant_id)
-                    .bind(name)
-                    .bind(run_id)
-                    .bind(now_ms())
-                    .execute(&mut *tx)
-                    .await?;
-                    id
-                }
-            };
+            // Insert-if-absent, then read: two executions of one parent (a
+            // rescued lease) race on the unique index, not on a read.
+            sqlx::query(
+                "INSERT INTO backup_sets (id, workspace_id, tenant_id, name, created_by_run_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (created_by_run_id) DO NOTHING",
+            )
+            .bind(new_id())
+            .bind(workspace_id)
+            .bind(tenant_id)
+            .bind(name)
+            .bind(run_id)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            let (id,): (String,) = sqlx::query_as(SET_OF_RUN).bind(run_id).fetch_one(&mut *tx).await?;
             tx.commit().await?;
             Ok(id)
         })

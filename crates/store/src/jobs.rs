@@ -16,7 +16,7 @@
 //!   transaction — rescue, cancel, reconcile and normal finish share one
 //!   "unit finished" path.
 
-use crate::backend::{WritePool, skip_locked};
+use crate::backend::{WritePool, for_update, skip_locked};
 use crate::runs::{RecordSummary, UnitRecord};
 use crate::{Store, StoreError, new_id, now_ms, on_pool};
 use opsledger_core::{Failure, UnitOutcome};
@@ -310,7 +310,8 @@ impl Store {
 
     /// Plans a fan-out: sets the run's `total` to the number of distinct
     /// keys (once) and enqueues one unit job per key, in one transaction.
-    /// Idempotent: a retried parent enqueues nothing twice.
+    /// A run already planned keeps its first plan: nothing is enqueued again
+    /// and its `total` is returned.
     pub async fn enqueue_units(
         &self,
         run_id: &str,
@@ -341,13 +342,14 @@ impl Store {
                         .await?;
                 match row {
                     None => return Err(StoreError::RunNotFound(run_id.to_owned())),
-                    Some((_, Some(t))) if t == total => {}
+                    // Already planned: its jobs were enqueued in the transaction
+                    // that set `total`. The first plan stands, even if a retried
+                    // parent now sees another unit set.
                     Some((_, Some(t))) => {
-                        return Err(StoreError::TotalAlreadySet {
-                            id: run_id.to_owned(),
-                            existing: t as u64,
-                            requested: total as u64,
-                        });
+                        if t != total {
+                            tracing::warn!(run = %run_id, planned = t, requested = total, "a fan-out was planned again with another unit set; keeping the first plan");
+                        }
+                        return Ok(t as u64);
                     }
                     Some((status, None)) => {
                         return Err(StoreError::RunNotRunning {
@@ -423,10 +425,15 @@ impl Store {
                 }
             }
             for (run_id, units) in failed_units {
-                let status: Option<(String,)> = sqlx::query_as("SELECT status FROM operation_runs WHERE id = $1")
-                    .bind(&run_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                // Locked, so the run cannot close between this read and the
+                // recording (which would refuse, and roll back the whole batch).
+                let status: Option<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
+                    "SELECT status FROM operation_runs WHERE id = $1{}",
+                    for_update(pool)
+                )))
+                .bind(&run_id)
+                .fetch_optional(&mut *tx)
+                .await?;
                 // A closed run's units are no longer counted.
                 if status.is_some_and(|(s,)| s == "running") {
                     let summary = record_units_tx!(&mut tx, pool, &run_id, &units);

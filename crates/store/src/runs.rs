@@ -12,7 +12,7 @@
 //! - at most one active run per type and scope (unique `active_key`): a second
 //!   start returns the active run ([`CreateResult::AlreadyActive`]).
 
-use crate::backend::{WritePool, for_update};
+use crate::backend::{WritePool, for_update, skip_locked};
 use crate::row::{RUN_COLUMNS, RUN_HEAD_COLUMNS, failure_from_row, run_from_row, run_head_from_row};
 use crate::{Store, StoreError, new_id, now_ms, on_pool};
 use opsledger_core::outcome::derive_bulk_outcome;
@@ -424,8 +424,53 @@ impl Store {
     where
         F: FnOnce(&Run) -> Option<Completion>,
     {
+        self.close_run(id, CloseGuard::None, decide).await
+    }
+
+    /// Completes the run only while `fence` still holds its job's lease: a
+    /// handler whose lease was rescued cannot close a run another worker now
+    /// holds ([`StoreError::LeaseLost`]).
+    pub async fn complete_run_fenced(
+        &self,
+        fence: &crate::jobs::Fence,
+        id: &str,
+        completion: Completion,
+    ) -> Result<CompleteResult, StoreError> {
+        self.close_run(id, CloseGuard::Fence(fence), |_| Some(completion))
+            .await
+    }
+
+    /// Completes the run unless a job can still move it (a live lease, an
+    /// expired one with attempts left, or one waiting to be claimed): for
+    /// closing a run whose own attempt has ended, without closing it under
+    /// work that is still going on.
+    pub async fn complete_run_if_idle(
+        &self,
+        id: &str,
+        completion: Completion,
+    ) -> Result<CompleteResult, StoreError> {
+        self.close_run(id, CloseGuard::NoLiveJobs, |_| Some(completion))
+            .await
+    }
+
+    /// The closing write with a guard checked inside its transaction.
+    pub(crate) async fn close_run<F>(
+        &self,
+        id: &str,
+        guard: CloseGuard<'_>,
+        decide: F,
+    ) -> Result<CompleteResult, StoreError>
+    where
+        F: FnOnce(&Run) -> Option<Completion>,
+    {
+        let fence = match guard {
+            CloseGuard::Fence(f) => Some(f),
+            _ => None,
+        };
         let result = on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
+            // The job row before the run row: the order every job writer uses.
+            check_fence!(&mut tx, pool, fence);
             let row = sqlx::query(AssertSqlSafe(format!(
                 "SELECT {RUN_COLUMNS} FROM operation_runs WHERE id = $1{}", for_update(pool)
             )))
@@ -434,9 +479,27 @@ impl Store {
             .await?;
             let Some(row) = row else { return Err(StoreError::RunNotFound(id.to_owned())) };
             let run = run_from_row(&row)?;
+            let busy = if matches!(guard, CloseGuard::NoLiveJobs) && run.status == RunStatus::Running {
+                // A job that holds a live lease, will be retried, or waits to
+                // be claimed can still move this run: it is not stale.
+                let live: Option<(String,)> = sqlx::query_as(
+                    "SELECT id FROM jobs WHERE run_id = $1 AND (state = 'available' OR (state = 'running' \
+                     AND (lease_expires_at >= $2 OR attempt < max_attempts))) LIMIT 1",
+                )
+                .bind(id)
+                .bind(now_ms())
+                .fetch_optional(&mut *tx)
+                .await?;
+                live.is_some()
+            } else {
+                false
+            };
             if run.is_completed() {
                 tx.commit().await?;
                 ClosingStep::AlreadyCompleted
+            } else if busy {
+                tx.commit().await?;
+                ClosingStep::NotReady
             } else if let Some(completion) = decide(&run) {
                 let mut context = run.context.clone();
                 for patch in &completion.context_patches {
@@ -462,9 +525,14 @@ impl Store {
                 }
                 // Work not started yet will never be needed; running jobs are
                 // fenced out by the run's status.
-                sqlx::query(
-                    "UPDATE jobs SET state = 'cancelled', finalized_at = $2 WHERE run_id = $1 AND state = 'available'",
-                )
+                // Jobs a claimer is taking right now are skipped, not waited
+                // for (a claim locks its job, then the run: waiting here would
+                // deadlock); the runner cancels them when it sees the run closed.
+                sqlx::query(AssertSqlSafe(format!(
+                    "UPDATE jobs SET state = 'cancelled', finalized_at = $2 \
+                     WHERE id IN (SELECT id FROM jobs WHERE run_id = $1 AND state = 'available'{})",
+                    skip_locked(pool)
+                )))
                 .bind(id)
                 .bind(now)
                 .execute(&mut *tx)
@@ -487,8 +555,20 @@ impl Store {
     /// Applies context patches to a run that is not completed. `false` when
     /// the run is completed (its proof is frozen).
     pub async fn patch_context(&self, id: &str, patches: &[ContextPatch]) -> Result<bool, StoreError> {
+        self.patch_context_fenced(None, id, patches).await
+    }
+
+    /// [`Store::patch_context`], refused with [`StoreError::LeaseLost`] when
+    /// `fence` no longer holds its job.
+    pub async fn patch_context_fenced(
+        &self,
+        fence: Option<&crate::jobs::Fence>,
+        id: &str,
+        patches: &[ContextPatch],
+    ) -> Result<bool, StoreError> {
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
+            check_fence!(&mut tx, pool, fence);
             let row = sqlx::query(AssertSqlSafe(format!(
                 "SELECT status, context FROM operation_runs WHERE id = $1{}", for_update(pool)
             )))
@@ -664,6 +744,16 @@ impl Store {
             .map(|(k, o)| Ok((k, o.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?)))
             .collect()
     }
+}
+
+/// What the closing write checks inside its transaction besides "not completed".
+#[derive(Clone, Copy)]
+pub(crate) enum CloseGuard<'a> {
+    None,
+    /// The caller must still hold this job's lease.
+    Fence(&'a crate::jobs::Fence),
+    /// A running run must have no job that can still move it (reconciliation).
+    NoLiveJobs,
 }
 
 enum ClosingStep {

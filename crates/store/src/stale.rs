@@ -2,7 +2,7 @@
 //! reconciliation or an admin force-close through the single closing write.
 
 use crate::row::{RUN_COLUMNS, run_from_row};
-use crate::runs::{CompleteResult, Completion, ContextPatch};
+use crate::runs::{CloseGuard, CompleteResult, Completion, ContextPatch};
 use crate::{Store, StoreError, on_pool};
 use chrono::{SecondsFormat, Utc};
 use opsledger_core::reconcile::{AdapterResult, ReconciliationRecord};
@@ -12,9 +12,10 @@ use sqlx::AssertSqlSafe;
 impl Store {
     /// Runs that may be stale: queued since before `queued_before`, or
     /// running with no heartbeat since `heartbeat_before` — and in both cases
-    /// with no job that can still move them (a live lease, or for a running
-    /// run a job waiting for its next attempt). Age alone never qualifies a
-    /// run that has a live lease. The engine applies per-type timeouts on top.
+    /// with no job that can still move them: a live lease, an expired lease
+    /// with attempts left (the rescuer will retry it), or for a running run a
+    /// job waiting to be claimed. Age alone never qualifies a run that has a
+    /// live lease. The engine applies per-type timeouts on top.
     /// Ordered by id; `after` continues from the last id of the previous page.
     pub async fn stale_run_candidates(
         &self,
@@ -31,7 +32,7 @@ impl Store {
                    AND ((r.status = 'queued' AND r.created_at < $1) \
                      OR (r.status = 'running' AND COALESCE(r.heartbeat_at, r.started_at, r.created_at) < $2)) \
                    AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id \
-                         AND ((j.state = 'running' AND j.lease_expires_at >= $3) \
+                         AND ((j.state = 'running' AND (j.lease_expires_at >= $3 OR j.attempt < j.max_attempts)) \
                            OR (j.state = 'available' AND r.status = 'running'))) \
                  ORDER BY r.id LIMIT $4"
             )))
@@ -113,7 +114,11 @@ impl Store {
                 unit: None,
             });
         }
-        self.complete_when(&seen.id, |now| {
+        // Inside the closing transaction: the run is as the sweep saw it, and
+        // (if running) no job can still move it — a rescue and a new claim
+        // since the sweep looked would touch neither the run's status nor its
+        // heartbeat.
+        self.close_run(&seen.id, CloseGuard::NoLiveJobs, |now| {
             let unchanged = now.status == seen.status
                 && now.heartbeat_at == seen.heartbeat_at
                 && now.summary_counts.processed == seen.summary_counts.processed;

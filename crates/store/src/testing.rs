@@ -232,3 +232,22 @@ pub async fn seed_runs(store: &Store, seed: SeedRuns<'_>) -> Result<(), crate::S
     });
     Ok(())
 }
+
+/// Puts a run's jobs in the state they reach when every attempt's worker
+/// died and the rescuer gave up: `failed`, no lease, no attempts left. For
+/// tests that start from that state (reconciliation); the path that gets
+/// there — leases expiring, rescue, retries — has tests of its own.
+pub async fn exhaust_jobs(store: &Store, run_id: &str) -> Result<u64, crate::StoreError> {
+    Ok(crate::on_pool!(store, pool => {
+        sqlx::query(
+            "UPDATE jobs SET state = 'failed', lease_token = NULL, lease_expires_at = NULL, \
+             attempt = max_attempts, finalized_at = $2, last_error = 'worker died (test)' \
+             WHERE run_id = $1 AND state IN ('available', 'running')",
+        )
+        .bind(run_id)
+        .bind(crate::now_ms())
+        .execute(pool)
+        .await?
+        .rows_affected()
+    }))
+}

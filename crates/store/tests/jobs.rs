@@ -274,11 +274,12 @@ both_backends!(
             5,
             "a retried parent plans the same units"
         );
+        // A retried parent that now sees another unit set (more units, or as
+        // many but other keys) keeps the first plan: no job is added.
         let more: Vec<String> = (0..6).map(|i| format!("u{i:04}")).collect();
-        assert!(matches!(
-            store.enqueue_units(&id, &more, 3).await,
-            Err(StoreError::TotalAlreadySet { .. })
-        ));
+        assert_eq!(store.enqueue_units(&id, &more, 3).await.unwrap(), 5);
+        let other: Vec<String> = (1..6).map(|i| format!("u{i:04}")).collect();
+        assert_eq!(store.enqueue_units(&id, &other, 3).await.unwrap(), 5);
         assert_eq!(store.job_tally(&id).await.unwrap().available, 5);
         let held = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
         store
@@ -360,13 +361,21 @@ both_backends!(
         let seen = store.get_run(&id).await.unwrap().unwrap();
         let result = AdapterResult::stale_no_proof("x");
         // The run moved (claimed) since it was seen: nothing is applied.
-        store.claim_jobs("w", 1, 60_000).await.unwrap();
+        let job = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
         let r = store
             .apply_reconciliation(&seen, "generic_fail_closed", &result, Some("system"))
             .await
             .unwrap();
         assert!(matches!(r, CompleteResult::NotReady(_)));
+        // Seen anew, but its job still holds a live lease: still nothing.
         let seen = store.get_run(&id).await.unwrap().unwrap();
+        let r = store
+            .apply_reconciliation(&seen, "generic_fail_closed", &result, Some("system"))
+            .await
+            .unwrap();
+        assert!(matches!(r, CompleteResult::NotReady(_)), "not under a live lease");
+        // The job ended for good: now the proof (none) decides.
+        assert!(store.fail_job(&job.fence, "worker gave up").await.unwrap());
         let r = store
             .apply_reconciliation(&seen, "generic_fail_closed", &result, Some("system"))
             .await
@@ -431,3 +440,135 @@ both_backends!(force_close_records_who_and_why, |store: Store| async move {
         CompleteResult::AlreadyCompleted(_)
     ));
 });
+
+both_backends!(
+    a_rescued_and_reclaimed_run_is_not_reconciled_on_what_the_sweep_saw,
+    |store: Store| async move {
+        let s = scope(&store).await;
+        let id = store
+            .create_run(new_run(&s, RunType::InventorySync))
+            .await
+            .unwrap()
+            .into_run()
+            .id;
+        // Worker A's lease expires with attempts left: not stale, the rescuer retries it.
+        store.claim_jobs("A", 1, 1).await.unwrap().pop().unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = opsledger_store::now_ms();
+        assert!(
+            store
+                .stale_run_candidates(now, now, None, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "an expired lease with attempts left is not stale"
+        );
+        // Even a decision taken on such a read is not applied once B holds the job.
+        let seen = store.get_run(&id).await.unwrap().unwrap();
+        assert_eq!(store.rescue_expired_jobs(100).await.unwrap().retried, 1);
+        let b = store.claim_jobs("B", 1, 60_000).await.unwrap().pop().unwrap();
+        let result = store
+            .apply_reconciliation(
+                &seen,
+                "generic_fail_closed",
+                &AdapterResult::stale_no_proof("x"),
+                Some("system"),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(result, CompleteResult::NotReady(_)), "{result:?}");
+        assert!(store.job_is_held(&b.fence).await.unwrap());
+        assert_eq!(
+            store.get_run(&id).await.unwrap().unwrap().status,
+            RunStatus::Running
+        );
+    }
+);
+
+both_backends!(
+    a_lost_lease_can_neither_close_nor_patch_the_run,
+    |store: Store| async move {
+        let s = scope(&store).await;
+        let id = store
+            .create_run(new_run(&s, RunType::InventorySync))
+            .await
+            .unwrap()
+            .into_run()
+            .id;
+        let a = store.claim_jobs("A", 1, 1).await.unwrap().pop().unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        store.rescue_expired_jobs(10).await.unwrap();
+        let b = store.claim_jobs("B", 1, 60_000).await.unwrap().pop().unwrap();
+        let patch = [opsledger_store::ContextPatch::new(["x"], serde_json::json!(1))];
+        assert!(matches!(
+            store.patch_context_fenced(Some(&a.fence), &id, &patch).await,
+            Err(StoreError::LeaseLost { .. })
+        ));
+        assert!(matches!(
+            store
+                .complete_run_fenced(&a.fence, &id, Completion::new(Outcome::Failed))
+                .await,
+            Err(StoreError::LeaseLost { .. })
+        ));
+        assert!(!store.get_run(&id).await.unwrap().unwrap().is_completed());
+        assert!(
+            store
+                .patch_context_fenced(Some(&b.fence), &id, &patch)
+                .await
+                .unwrap()
+        );
+        let done = store
+            .complete_run_fenced(&b.fence, &id, Completion::new(Outcome::Succeeded))
+            .await
+            .unwrap();
+        assert_eq!(done.run().outcome, Outcome::Succeeded);
+    }
+);
+
+/// A close and a claim of the same queued run at once: the claim locks the
+/// job then waits for the run; the close holds the run and must not then wait
+/// for the job (PostgreSQL would abort one as a deadlock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn closing_a_run_while_its_job_is_claimed_does_not_deadlock() {
+    let Some(db) = opsledger_store::testing::postgres().await else {
+        return;
+    };
+    let store = db.store.clone();
+    let Store::Postgres(pool) = &store else {
+        unreachable!()
+    };
+    let s = scope(&store).await;
+    let id = store
+        .create_run(new_run(&s, RunType::InventorySync))
+        .await
+        .unwrap()
+        .into_run()
+        .id;
+    // Hold the run row so that the close, then the claim, queue behind it.
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM operation_runs WHERE id = $1 FOR UPDATE")
+        .bind(&id)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let (st, rid) = (store.clone(), id.clone());
+    let closer =
+        tokio::spawn(async move { st.complete_run(&rid, Completion::new(Outcome::Cancelled)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let st = store.clone();
+    let claimer = tokio::spawn(async move { st.claim_jobs("w", 1, 60_000).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    holder.commit().await.unwrap();
+    let closed = closer.await.unwrap().expect("the close is not a deadlock victim");
+    assert_eq!(closed.run().outcome, Outcome::Cancelled);
+    let claimed = claimer
+        .await
+        .unwrap()
+        .expect("the claim is not a deadlock victim");
+    // The claimer got the job of a closed run: its runner cancels it on sight.
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        store.get_run(&id).await.unwrap().unwrap().outcome,
+        Outcome::Cancelled
+    );
+}
