@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 /// What a run handler gets: the run, the store, the job's lease, and a token
 /// cancelled when the run is cancelled, the lease is lost, or the process
-/// shuts down. Its writes to the run go through [`RunContext::record_units`],
-/// [`RunContext::patch_context`] and [`RunContext::complete`], all fenced by
-/// the lease.
+/// shuts down. Its writes to the run go through [`RunContext::init_total`],
+/// [`RunContext::record_units`], [`RunContext::patch_context`] and
+/// [`RunContext::complete`], all fenced by the lease.
 #[derive(Clone)]
 pub struct RunContext {
     pub run: Run,
@@ -29,6 +29,13 @@ impl RunContext {
     pub async fn record_units(&self, units: &[UnitRecord]) -> Result<RecordSummary, StoreError> {
         self.store
             .record_units_fenced(Some(&self.fence), &self.run.id, units)
+            .await
+    }
+
+    /// Sets the run's `total` once, refused if this worker lost the job's lease.
+    pub async fn init_total(&self, total: u64) -> Result<(), StoreError> {
+        self.store
+            .init_total_fenced(Some(&self.fence), &self.run.id, total)
             .await
     }
 

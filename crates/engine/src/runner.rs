@@ -43,6 +43,9 @@ pub struct RunnerConfig {
 
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
+/// How long a job whose run this node cannot read waits before it is claimable again.
+pub const UNREADABLE_RUN_DELAY: Duration = Duration::from_secs(60);
+
 impl Default for RunnerConfig {
     fn default() -> Self {
         RunnerConfig {
@@ -237,8 +240,7 @@ impl Execution {
     }
 
     /// A read the job needs before it starts. `None` when the run is gone,
-    /// or when the read failed — then the job is released for another try
-    /// (database errors) or failed (anything else).
+    /// or when the read failed — then the job is released for another try.
     async fn load<T>(
         &self,
         job: &ClaimedJob,
@@ -246,18 +248,23 @@ impl Execution {
     ) -> Option<T> {
         match read.await {
             Ok(found) => found,
-            // The database may be back soon: give the job back, no attempt spent.
-            Err(e @ StoreError::Database(_)) => {
-                tracing::warn!(job = %job.fence.job_id, error = %e, "loading run failed; releasing job");
-                let _ = self.store.release_job(&job.fence).await;
-                None
-            }
-            // A run this node cannot read (corrupt, or a type it does not
-            // know) would fail the same way forever: end the job, so the
-            // run is left to the sweep instead of looping.
             Err(e) => {
-                tracing::error!(job = %job.fence.job_id, error = %e, "cannot load the job's run; failing the job");
-                let _ = self.store.fail_job(&job.fence, &e.to_string()).await;
+                // Give the job back without spending an attempt: the database
+                // may be back soon; a run this node cannot decode (e.g. a type
+                // a newer node added during a rolling deploy) may be readable
+                // by another node. A failed job here would skip the unit's
+                // "finished" path, and leave the run to a sweep that cannot
+                // read it either.
+                let delay = if e.is_transient() {
+                    self.config.retry_base
+                } else {
+                    UNREADABLE_RUN_DELAY
+                };
+                tracing::error!(job = %job.fence.job_id, run = %job.run_id, error = %e, ?delay, "cannot load the job's run; releasing the job");
+                let _ = self
+                    .store
+                    .release_job_after(&job.fence, delay.as_millis() as u64)
+                    .await;
                 None
             }
         }
@@ -313,6 +320,12 @@ impl Execution {
     ) -> Result<(), StoreError> {
         let store = &self.store;
         let fence = &job.fence;
+        // The unit's finishing write counted the last unit: complete the
+        // parent whatever else happened since (a heartbeat that then found
+        // the job ended, a shutdown).
+        if finished.is_some_and(|s| s.all_processed) {
+            store.maybe_complete_bulk_run(&job.run_id).await?;
+        }
         match stop {
             Stop::LeaseLost => return Ok(()), // someone else owns the job now
             Stop::Shutdown => {
@@ -346,12 +359,9 @@ impl Execution {
                 }
             }
             (JobKind::Unit, Ok(())) => match finished {
-                // The common path: the finishing write said whether this was the last unit.
-                Some(summary) => {
-                    if summary.all_processed {
-                        store.maybe_complete_bulk_run(&job.run_id).await?;
-                    }
-                }
+                // The common path: the finishing write said whether this was
+                // the last unit, and the parent was completed above if so.
+                Some(_) => {}
                 // Otherwise look: a handler that did not finish its job has its
                 // unit finished as failed, so the parent can complete.
                 None => {

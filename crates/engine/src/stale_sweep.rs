@@ -100,9 +100,7 @@ pub async fn sweep_once(
                 config.batch(),
             )
             .await?;
-        let full = page.len() as u64 == config.batch() as u64;
-        after = page.last().map(|r| r.id.clone());
-        for run in page {
+        for run in page.runs {
             let t = run.run_type;
             if is_stale(&run, now, config.queue_timeout(t), config.heartbeat_timeout(t)) {
                 report
@@ -110,7 +108,8 @@ pub async fn sweep_once(
                     .push(reconcile_run(store, registry, &run, Some("system")).await?);
             }
         }
-        if !full {
+        after = page.next_after;
+        if after.is_none() {
             break;
         }
     }

@@ -99,7 +99,7 @@ impl Handler for InventorySync {
                     json!(attempted),
                 )])
                 .await?;
-                store.init_total(&run.id, attempted.len() as u64).await?;
+                ctx.init_total(attempted.len() as u64).await?;
                 attempted
             }
         };

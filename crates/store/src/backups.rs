@@ -78,7 +78,11 @@ impl Store {
         // An inner block, so that a refusal inside the transaction returns here.
         let result: Result<RecordSummary, StoreError> = on_pool!(self, pool => async {
             let mut tx = pool.begin_write().await?;
-            // The item first, and only for a unit not yet in the ledger, so
+            // The job row first (share-locked: a rescue skips it), as every
+            // job writer does before touching the run — the item's foreign
+            // key already locks the run row.
+            check_fence!(&mut tx, pool, Some(fence));
+            // The item next, and only for a unit not yet in the ledger, so
             // the hot run row is locked (by the unit's counter bump) for as
             // short as possible. A refused fence or run rolls it back.
             sqlx::query(

@@ -41,3 +41,23 @@ pub enum StoreError {
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
+
+impl StoreError {
+    /// Whether trying again soon may succeed (the connection, the pool or the
+    /// server had a problem), as opposed to an answer that will not change
+    /// (a refusal, or data this node cannot decode).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Database(_)
+            )
+        )
+    }
+}

@@ -268,6 +268,13 @@ impl Store {
 
     /// Gives a job back on graceful shutdown without spending an attempt.
     pub async fn release_job(&self, fence: &Fence) -> Result<bool, StoreError> {
+        self.release_job_after(fence, 0).await
+    }
+
+    /// Gives a job back without spending an attempt, claimable again after
+    /// `delay_ms` (e.g. for a node that cannot read the job's run: another
+    /// node, or this one later, may).
+    pub async fn release_job_after(&self, fence: &Fence, delay_ms: u64) -> Result<bool, StoreError> {
         let n = on_pool!(self, pool => {
             sqlx::query(
                 "UPDATE jobs SET state = 'available', attempt = attempt - 1, lease_token = NULL, \
@@ -276,7 +283,7 @@ impl Store {
             )
             .bind(&fence.job_id)
             .bind(&fence.lease_token)
-            .bind(now_ms())
+            .bind(now_ms() + delay_ms as i64)
             .execute(pool)
             .await?
             .rows_affected()

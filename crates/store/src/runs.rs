@@ -330,10 +330,24 @@ impl Store {
     /// outcome counters at 0. Setting the same total again is a no-op; a
     /// different one is [`StoreError::TotalAlreadySet`].
     pub async fn init_total(&self, id: &str, total: u64) -> Result<(), StoreError> {
+        self.init_total_fenced(None, id, total).await
+    }
+
+    /// [`Store::init_total`] by a job's worker: refused with
+    /// [`StoreError::LeaseLost`] unless `fence` still holds the job's lease
+    /// (a stalled attempt cannot set a plan over its successor's).
+    pub async fn init_total_fenced(
+        &self,
+        fence: Option<&crate::jobs::Fence>,
+        id: &str,
+        total: u64,
+    ) -> Result<(), StoreError> {
         let total_i =
             i64::try_from(total).map_err(|_| StoreError::Corrupt(format!("total {total} too large")))?;
         let n = on_pool!(self, pool => {
-            sqlx::query(
+            let mut tx = pool.begin_write().await?;
+            check_fence!(&mut tx, pool, fence);
+            let n = sqlx::query(
                 "UPDATE operation_runs SET total = $2, processed = 0, succeeded = 0, failed = 0, skipped = 0, \
                  heartbeat_at = CASE WHEN status = 'running' THEN $3 ELSE heartbeat_at END \
                  WHERE id = $1 AND status <> 'completed' AND total IS NULL",
@@ -341,9 +355,11 @@ impl Store {
             .bind(id)
             .bind(total_i)
             .bind(now_ms())
-            .execute(pool)
+            .execute(&mut *tx)
             .await?
-            .rows_affected()
+            .rows_affected();
+            tx.commit().await?;
+            n
         });
         if n == 1 {
             return Ok(());

@@ -9,6 +9,15 @@ use opsledger_core::reconcile::{AdapterResult, ReconciliationRecord};
 use opsledger_core::{Failure, Outcome, Run, RunStatus};
 use sqlx::AssertSqlSafe;
 
+/// One page of stale candidates.
+#[derive(Debug)]
+pub struct CandidatePage {
+    /// The candidates this node could read (others are logged and skipped).
+    pub runs: Vec<Run>,
+    /// Where the next page starts; `None` when this was the last.
+    pub next_after: Option<String>,
+}
+
 impl Store {
     /// Runs that may be stale: queued since before `queued_before`, or
     /// running with no heartbeat since `heartbeat_before` — and in both cases
@@ -16,16 +25,16 @@ impl Store {
     /// with attempts left (the rescuer will retry it), or for a running run a
     /// job waiting to be claimed. Age alone never qualifies a run that has a
     /// live lease. The engine applies per-type timeouts on top.
-    /// Ordered by id; `after` continues from the last id of the previous page.
+    /// Ordered by id; `after` continues from the previous page's `next_after`.
     pub async fn stale_run_candidates(
         &self,
         queued_before: i64,
         heartbeat_before: i64,
         after: Option<&str>,
         limit: u32,
-    ) -> Result<Vec<Run>, StoreError> {
+    ) -> Result<CandidatePage, StoreError> {
         let now = crate::now_ms();
-        on_pool!(self, pool => {
+        let rows = on_pool!(self, pool => {
             sqlx::query(AssertSqlSafe(format!(
                 "SELECT {RUN_COLUMNS} FROM operation_runs r \
                  WHERE r.status <> 'completed' AND r.id > $5 \
@@ -44,9 +53,28 @@ impl Store {
             .fetch_all(pool)
             .await?
             .iter()
-            .map(run_from_row)
-            .collect()
-        })
+            .map(|row| {
+                let id: String = sqlx::Row::try_get(row, "id")?;
+                Ok((id, run_from_row(row)))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?
+        });
+        let next_after = (rows.len() as u64 == limit as u64)
+            .then(|| rows.last().map(|(id, _)| id.clone()))
+            .flatten();
+        let runs = rows
+            .into_iter()
+            .filter_map(|(id, run)| match run {
+                Ok(run) => Some(run),
+                // One row this node cannot read (e.g. a type a newer node
+                // added) must not stop the sweep for every other run.
+                Err(e) => {
+                    tracing::error!(run = %id, error = %e, "skipping a stale candidate this node cannot read");
+                    None
+                }
+            })
+            .collect();
+        Ok(CandidatePage { runs, next_after })
     }
 
     /// Running fan-out parents whose units are all processed but which are

@@ -321,7 +321,8 @@ both_backends!(stale_candidates_respect_live_leases, |store: Store| async move {
     let c = store
         .stale_run_candidates(far_future, far_future, None, 100)
         .await
-        .unwrap();
+        .unwrap()
+        .runs;
     assert_eq!(
         c.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
         vec![queued.clone()],
@@ -333,6 +334,7 @@ both_backends!(stale_candidates_respect_live_leases, |store: Store| async move {
             .stale_run_candidates(far_future, far_future, None, 100)
             .await
             .unwrap()
+            .runs
             .is_empty(),
         "a live lease is never stale"
     );
@@ -343,6 +345,7 @@ both_backends!(stale_candidates_respect_live_leases, |store: Store| async move {
             .stale_run_candidates(far_future, far_future, None, 100)
             .await
             .unwrap()
+            .runs
             .is_empty(),
         "a pending retry is not stale"
     );
@@ -460,6 +463,7 @@ both_backends!(
                 .stale_run_candidates(now, now, None, 10)
                 .await
                 .unwrap()
+                .runs
                 .is_empty(),
             "an expired lease with attempts left is not stale"
         );
@@ -572,3 +576,50 @@ async fn closing_a_run_while_its_job_is_claimed_does_not_deadlock() {
         Outcome::Cancelled
     );
 }
+
+both_backends!(
+    a_run_this_node_cannot_read_does_not_stop_the_sweep,
+    |store: Store| async move {
+        let a = scope(&store).await;
+        let b = scope(&store).await;
+        let mut ids = Vec::new();
+        for s in [&a, &b] {
+            ids.push(
+                store
+                    .create_run(new_run(s, RunType::PolicySync))
+                    .await
+                    .unwrap()
+                    .into_run()
+                    .id,
+            );
+        }
+        ids.sort();
+        // A newer node's type, unknown here, on the first run by id.
+        opsledger_store::on_pool!(&store, pool => {
+            sqlx::query("UPDATE operation_runs SET type = 'future.type' WHERE id = $1")
+                .bind(&ids[0])
+                .execute(pool)
+                .await
+                .unwrap();
+        });
+        let far_future = opsledger_store::now_ms() + 3_600_000;
+        let first = store
+            .stale_run_candidates(far_future, far_future, None, 1)
+            .await
+            .unwrap();
+        assert!(first.runs.is_empty(), "the unreadable run is skipped");
+        let second = store
+            .stale_run_candidates(far_future, far_future, first.next_after.as_deref(), 1)
+            .await
+            .unwrap();
+        assert_eq!(second.runs.len(), 1, "the next page is still reached");
+        assert_eq!(second.runs[0].id, ids[1]);
+        // A job given back after a delay is not claimable before it, and no attempt was spent.
+        let job = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
+        assert!(store.release_job_after(&job.fence, 60_000).await.unwrap());
+        let other = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
+        assert_ne!(other.fence.job_id, job.fence.job_id);
+        assert_eq!(other.attempt, 1);
+        assert!(store.claim_jobs("w", 1, 60_000).await.unwrap().is_empty());
+    }
+);
