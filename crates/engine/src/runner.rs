@@ -328,10 +328,17 @@ impl Execution {
         }
         match stop {
             Stop::LeaseLost => return Ok(()), // someone else owns the job now
-            Stop::Shutdown => {
+            // Work the shutdown interrupted is given back; work that was
+            // already done when it arrived is finished as usual below.
+            Stop::Shutdown
+                if !self
+                    .done_despite_shutdown(job, run_type, &result, finished)
+                    .await? =>
+            {
                 store.release_job(fence).await?;
                 return Ok(());
             }
+            Stop::Shutdown => {}
             Stop::RunClosed => {
                 store.cancel_job(fence).await?;
                 return Ok(());
@@ -405,6 +412,30 @@ impl Execution {
             }
         }
         Ok(())
+    }
+
+    /// Whether a job whose handler saw the shutdown had in fact finished its
+    /// work: a unit that recorded itself, a run the handler completed, or a
+    /// fan-out parent that planned its units.
+    async fn done_despite_shutdown(
+        &self,
+        job: &ClaimedJob,
+        run_type: opsledger_core::RunType,
+        result: &Result<(), HandlerError>,
+        finished: Option<RecordSummary>,
+    ) -> Result<bool, StoreError> {
+        if result.is_err() {
+            return Ok(false);
+        }
+        Ok(match job.kind {
+            JobKind::Unit => finished.is_some(),
+            JobKind::Run => match self.store.run_head(&job.run_id).await? {
+                None => true,
+                Some(run) => {
+                    run.is_completed() || (run_type.is_fan_out() && run.summary_counts.total.is_some())
+                }
+            },
+        })
     }
 
     /// Completes a fan-out parent once all its units are processed. A plain

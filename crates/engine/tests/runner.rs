@@ -551,3 +551,45 @@ both_backends!(
         assert_eq!(done.run().outcome, Outcome::Succeeded);
     }
 );
+
+both_backends!(
+    work_done_before_a_shutdown_is_finished_not_given_back,
+    |store: Store| async move {
+        /// Completes its run, then is still around when the shutdown comes.
+        struct CompletesThenLingers(Arc<AtomicU32>);
+        #[async_trait]
+        impl Handler for CompletesThenLingers {
+            async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
+                ctx.complete(Completion::new(Outcome::Succeeded)).await?;
+                self.0.fetch_add(1, Ordering::SeqCst);
+                ctx.cancel.cancelled().await;
+                Ok(())
+            }
+        }
+        let (ws, t) = workspace(&store, 1).await;
+        let done = Arc::new(AtomicU32::new(0));
+        let mut registry = Registry::new();
+        registry.handler(RunType::PolicySync, Arc::new(CompletesThenLingers(done.clone())));
+        let config = RunnerConfig {
+            heartbeat_interval: Duration::from_secs(10),
+            ..config()
+        };
+        let shutdown = CancellationToken::new();
+        let runner = tokio::spawn(Runner::new(store.clone(), registry, config).run(shutdown.clone()));
+        let id = start(&store, &ws, &t, RunType::PolicySync, 1)
+            .await
+            .pop()
+            .unwrap();
+        while done.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        shutdown.cancel();
+        runner.await.unwrap();
+        let tally = store.job_tally(&id).await.unwrap();
+        assert_eq!(
+            (tally.completed, tally.available),
+            (1, 0),
+            "a finished job is completed, not released: {tally:?}"
+        );
+    }
+);
