@@ -6,6 +6,7 @@ use opsledger_core::{Failure, Run};
 use opsledger_store::jobs::{Fence, JobEnd};
 use opsledger_store::runs::{Completion, RecordSummary, UnitRecord};
 use opsledger_store::{CompleteResult, ContextPatch, RunHead, Store, StoreError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -22,9 +23,23 @@ pub struct RunContext {
     pub fence: Fence,
     pub attempt: u32,
     pub cancel: CancellationToken,
+    /// Set when [`RunContext::complete`] closed the run: the runner then
+    /// knows the work was done even if a stop signal raced with it.
+    pub(crate) closed_run: Arc<AtomicBool>,
 }
 
 impl RunContext {
+    pub fn new(run: Run, store: Store, fence: Fence, attempt: u32, cancel: CancellationToken) -> RunContext {
+        RunContext {
+            run,
+            store,
+            fence,
+            attempt,
+            cancel,
+            closed_run: Arc::default(),
+        }
+    }
+
     /// Records units, refused if this worker lost the job's lease.
     pub async fn record_units(&self, units: &[UnitRecord]) -> Result<RecordSummary, StoreError> {
         self.store
@@ -49,9 +64,14 @@ impl RunContext {
     /// Completes the run, refused if this worker lost the job's lease (a
     /// stalled attempt cannot close a run another worker now holds).
     pub async fn complete(&self, completion: Completion) -> Result<CompleteResult, StoreError> {
-        self.store
+        let result = self
+            .store
             .complete_run_fenced(&self.fence, &self.run.id, completion)
-            .await
+            .await?;
+        if let CompleteResult::Completed(_) = &result {
+            self.closed_run.store(true, Ordering::SeqCst);
+        }
+        Ok(result)
     }
 }
 

@@ -154,6 +154,15 @@ struct Execution {
     shutdown: CancellationToken,
 }
 
+/// What the handler reported doing, whatever stopped it.
+#[derive(Clone, Copy, Debug)]
+struct Done {
+    /// The unit's finishing write, for unit jobs.
+    unit: Option<RecordSummary>,
+    /// The handler closed its run through `RunContext::complete`.
+    closed_run: bool,
+}
+
 /// Why a handler's cancel token fired.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Stop {
@@ -187,15 +196,19 @@ impl Execution {
         let span = tracing::info_span!("job", run = %run.id, r#type = %run.run_type, unit = %job.unit_key, attempt = job.attempt);
         let run_type = run.run_type;
         let finished = Arc::new(std::sync::Mutex::new(None));
+        let closed_run = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let result: Result<(), HandlerError> = match job.kind {
             JobKind::Run => match self.registry.get(run_type) {
                 Some(h) => {
                     let ctx = RunContext {
-                        run: full_run.take().expect("loaded for run jobs"),
-                        store: self.store.clone(),
-                        fence: job.fence.clone(),
-                        attempt: job.attempt,
-                        cancel: cancel.clone(),
+                        closed_run: closed_run.clone(),
+                        ..RunContext::new(
+                            full_run.take().expect("loaded for run jobs"),
+                            self.store.clone(),
+                            job.fence.clone(),
+                            job.attempt,
+                            cancel.clone(),
+                        )
                     };
                     contain(tracing::Instrument::instrument(
                         async move { h.execute(ctx).await },
@@ -233,8 +246,11 @@ impl Execution {
         };
         heartbeat.abort();
         let stop = *stop.lock().expect("lock");
-        let finished = *finished.lock().expect("lock");
-        if let Err(e) = self.finish(&job, run_type, result, stop, finished).await {
+        let done = Done {
+            unit: *finished.lock().expect("lock"),
+            closed_run: closed_run.load(std::sync::atomic::Ordering::SeqCst),
+        };
+        if let Err(e) = self.finish(&job, run_type, result, stop, done).await {
             tracing::warn!(job = %job.fence.job_id, error = %e, "finishing job failed; the rescuer will take it");
         }
     }
@@ -316,34 +332,35 @@ impl Execution {
         run_type: opsledger_core::RunType,
         result: Result<(), HandlerError>,
         stop: Stop,
-        finished: Option<RecordSummary>,
+        done: Done,
     ) -> Result<(), StoreError> {
         let store = &self.store;
         let fence = &job.fence;
+        let finished = done.unit;
         // The unit's finishing write counted the last unit: complete the
         // parent whatever else happened since (a heartbeat that then found
         // the job ended, a shutdown).
         if finished.is_some_and(|s| s.all_processed) {
             store.maybe_complete_bulk_run(&job.run_id).await?;
         }
+        // A stop signal that raced with work already done (the handler closed
+        // its run, planned its units, recorded its unit) does not undo it:
+        // the job is finished as usual below.
+        let work_done = match stop {
+            Stop::Shutdown | Stop::RunClosed => self.work_done(job, run_type, &result, done).await?,
+            Stop::None | Stop::LeaseLost => false,
+        };
         match stop {
             Stop::LeaseLost => return Ok(()), // someone else owns the job now
-            // Work the shutdown interrupted is given back; work that was
-            // already done when it arrived is finished as usual below.
-            Stop::Shutdown
-                if !self
-                    .done_despite_shutdown(job, run_type, &result, finished)
-                    .await? =>
-            {
+            Stop::Shutdown if !work_done => {
                 store.release_job(fence).await?;
                 return Ok(());
             }
-            Stop::Shutdown => {}
-            Stop::RunClosed => {
+            Stop::RunClosed if !work_done => {
                 store.cancel_job(fence).await?;
                 return Ok(());
             }
-            Stop::None => {}
+            Stop::Shutdown | Stop::RunClosed | Stop::None => {}
         }
         match (job.kind, result) {
             (JobKind::Run, Ok(())) => {
@@ -414,27 +431,28 @@ impl Execution {
         Ok(())
     }
 
-    /// Whether a job whose handler saw the shutdown had in fact finished its
-    /// work: a unit that recorded itself, a run the handler completed, or a
-    /// fan-out parent that planned its units.
-    async fn done_despite_shutdown(
+    /// Whether a job whose handler was stopped had in fact finished its work:
+    /// a unit that recorded itself, a run its handler closed, or a fan-out
+    /// parent that planned its units while its run is still open.
+    async fn work_done(
         &self,
         job: &ClaimedJob,
         run_type: opsledger_core::RunType,
         result: &Result<(), HandlerError>,
-        finished: Option<RecordSummary>,
+        done: Done,
     ) -> Result<bool, StoreError> {
         if result.is_err() {
             return Ok(false);
         }
         Ok(match job.kind {
-            JobKind::Unit => finished.is_some(),
-            JobKind::Run => match self.store.run_head(&job.run_id).await? {
-                None => true,
-                Some(run) => {
-                    run.is_completed() || (run_type.is_fan_out() && run.summary_counts.total.is_some())
-                }
-            },
+            JobKind::Unit => done.unit.is_some(),
+            JobKind::Run if done.closed_run => true,
+            JobKind::Run if run_type.is_fan_out() => self
+                .store
+                .run_head(&job.run_id)
+                .await?
+                .is_some_and(|run| !run.is_completed() && run.summary_counts.total.is_some()),
+            JobKind::Run => false,
         })
     }
 

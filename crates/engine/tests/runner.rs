@@ -593,3 +593,48 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    a_heartbeat_that_finds_the_run_closed_by_its_own_handler_does_not_cancel_the_job,
+    |store: Store| async move {
+        /// Completes its run, then lingers past several heartbeats.
+        struct CompletesThenLingers;
+        #[async_trait]
+        impl Handler for CompletesThenLingers {
+            async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
+                ctx.complete(Completion::new(Outcome::Succeeded)).await?;
+                ctx.cancel.cancelled().await; // the next heartbeat finds the run closed
+                Ok(())
+            }
+        }
+        let (ws, t) = workspace(&store, 1).await;
+        let mut registry = Registry::new();
+        registry.handler(RunType::PolicySync, Arc::new(CompletesThenLingers));
+        let config = RunnerConfig {
+            heartbeat_interval: Duration::from_millis(20),
+            ..config()
+        };
+        let shutdown = CancellationToken::new();
+        let runner = tokio::spawn(Runner::new(store.clone(), registry, config).run(shutdown.clone()));
+        let id = start(&store, &ws, &t, RunType::PolicySync, 1)
+            .await
+            .pop()
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let tally = loop {
+            let tally = store.job_tally(&id).await.unwrap();
+            if tally.running + tally.available == 0 && tally.completed + tally.cancelled > 0 {
+                break tally;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{tally:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        shutdown.cancel();
+        runner.await.unwrap();
+        assert_eq!((tally.completed, tally.cancelled), (1, 0), "{tally:?}");
+        assert_eq!(
+            store.get_run(&id).await.unwrap().unwrap().outcome,
+            Outcome::Succeeded
+        );
+    }
+);

@@ -182,13 +182,7 @@ both_backends!(
             demo_latency: Duration::from_millis(15),
         });
         let cancel = CancellationToken::new();
-        let ctx = RunContext {
-            run: run.clone(),
-            store: store.clone(),
-            fence: job.fence.clone(),
-            attempt: 1,
-            cancel: cancel.clone(),
-        };
+        let ctx = RunContext::new(run.clone(), store.clone(), job.fence.clone(), 1, cancel.clone());
         let first = tokio::spawn(async move { slow.execute(ctx).await });
         // Stop the first attempt part way through (as a shutdown would).
         loop {
@@ -205,13 +199,13 @@ both_backends!(
         let done_before = mid.summary_counts.processed.unwrap();
         assert!(mid.status == RunStatus::Running && done_before < 14, "{mid:?}");
         // The first worker's lease is gone: its writes are refused.
-        let stale = RunContext {
-            run: run.clone(),
-            store: store.clone(),
-            fence: job.fence.clone(),
-            attempt: 1,
-            cancel: CancellationToken::new(),
-        };
+        let stale = RunContext::new(
+            run.clone(),
+            store.clone(),
+            job.fence.clone(),
+            1,
+            CancellationToken::new(),
+        );
         assert!(
             InventorySync::new(ProviderSettings::default())
                 .execute(stale)
@@ -225,13 +219,7 @@ both_backends!(
             .unwrap()
             .pop()
             .unwrap();
-        let ctx = RunContext {
-            run,
-            store: store.clone(),
-            fence: job.fence,
-            attempt: 1,
-            cancel: CancellationToken::new(),
-        };
+        let ctx = RunContext::new(run, store.clone(), job.fence, 1, CancellationToken::new());
         InventorySync::new(ProviderSettings::default())
             .execute(ctx)
             .await
