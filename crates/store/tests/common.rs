@@ -33,14 +33,14 @@ pub fn new_run(scope: &Scope, t: RunType) -> NewRun {
     }
 }
 
+/// A new (queued) run of type `t` on `scope`; its id.
+pub async fn queued_run(store: &Store, scope: &Scope, t: RunType) -> String {
+    store.create_run(new_run(scope, t)).await.unwrap().into_run().id
+}
+
 /// A run that is running with `total` set.
 pub async fn running_run(store: &Store, scope: &Scope, total: u64) -> String {
-    let id = store
-        .create_run(new_run(scope, RunType::BackupSetAddPolicies))
-        .await
-        .unwrap()
-        .into_run()
-        .id;
+    let id = queued_run(store, scope, RunType::BackupSetAddPolicies).await;
     store.claim_run(&id).await.unwrap().expect("claim");
     store.init_total(&id, total).await.unwrap();
     id

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{new_run, running_run, scope};
+use common::{new_run, queued_run, running_run, scope};
 use opsledger_core::{Failure, Outcome, RunStatus, RunType, UnitOutcome};
 use opsledger_store::inventory::{ItemScope, ItemSnapshot};
 use opsledger_store::{
@@ -85,12 +85,7 @@ both_backends!(scope_must_match_the_catalog, |store: Store| async move {
 
 both_backends!(claim_is_compare_and_set, |store: Store| async move {
     let s = scope(&store).await;
-    let id = store
-        .create_run(new_run(&s, RunType::InventorySync))
-        .await
-        .unwrap()
-        .into_run()
-        .id;
+    let id = queued_run(&store, &s, RunType::InventorySync).await;
     let fresh = store.get_run(&id).await.unwrap().unwrap();
     assert_eq!(
         (fresh.status, fresh.outcome, fresh.started_at),
@@ -224,12 +219,7 @@ both_backends!(units_beyond_total_are_refused_whole, |store: Store| async move {
 
 both_backends!(units_need_a_running_run_with_a_total, |store: Store| async move {
     let s = scope(&store).await;
-    let id = store
-        .create_run(new_run(&s, RunType::InventorySync))
-        .await
-        .unwrap()
-        .into_run()
-        .id;
+    let id = queued_run(&store, &s, RunType::InventorySync).await;
     let unit = || UnitRecord::new("a", UnitOutcome::Succeeded);
     assert!(matches!(
         store.record_unit(&id, unit()).await,
@@ -472,12 +462,7 @@ both_backends!(
 
 both_backends!(inventory_items_land_with_their_unit, |store: Store| async move {
     let s = scope(&store).await;
-    let id = store
-        .create_run(new_run(&s, RunType::InventorySync))
-        .await
-        .unwrap()
-        .into_run()
-        .id;
+    let id = queued_run(&store, &s, RunType::InventorySync).await;
     store.claim_run(&id).await.unwrap();
     store.init_total(&id, 2).await.unwrap();
     let item = |n: u32| ItemSnapshot {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{new_run, scope};
+use common::{queued_run, scope};
 use opsledger_core::reconcile::{AdapterResult, Verdict};
 use opsledger_core::{Outcome, RunStatus, RunType, UnitOutcome};
 use opsledger_store::jobs::{Heartbeat, JobEnd, JobKind};
@@ -14,12 +14,7 @@ use std::time::Duration;
 
 async fn fan_out(store: &Store, n: usize) -> String {
     let s = scope(store).await;
-    let id = store
-        .create_run(new_run(&s, RunType::BackupSetAddPolicies))
-        .await
-        .unwrap()
-        .into_run()
-        .id;
+    let id = queued_run(store, &s, RunType::BackupSetAddPolicies).await;
     let run_job = store
         .claim_jobs("w", 1, 60_000)
         .await
@@ -40,12 +35,7 @@ both_backends!(
     a_start_enqueues_its_job_and_claim_starts_the_run,
     |store: Store| async move {
         let s = scope(&store).await;
-        let id = store
-            .create_run(new_run(&s, RunType::InventorySync))
-            .await
-            .unwrap()
-            .into_run()
-            .id;
+        let id = queued_run(&store, &s, RunType::InventorySync).await;
         assert_eq!(store.job_tally(&id).await.unwrap().available, 1);
         let jobs = store.claim_jobs("w1", 10, 60_000).await.unwrap();
         assert_eq!(jobs.len(), 1);
@@ -89,12 +79,7 @@ both_backends!(
     |store: Store| async move {
         let backlog = fan_out(&store, 50).await;
         let s = common::scope(&store).await;
-        let later = store
-            .create_run(new_run(&s, RunType::InventorySync))
-            .await
-            .unwrap()
-            .into_run()
-            .id;
+        let later = queued_run(&store, &s, RunType::InventorySync).await;
         let first = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
         assert_eq!(
             (first.kind, first.run_id.as_str()),
@@ -218,12 +203,7 @@ both_backends!(
     rescue_without_attempts_left_finishes_the_unit_as_failed,
     |store: Store| async move {
         let s = scope(&store).await;
-        let id = store
-            .create_run(new_run(&s, RunType::BackupSetAddPolicies))
-            .await
-            .unwrap()
-            .into_run()
-            .id;
+        let id = queued_run(&store, &s, RunType::BackupSetAddPolicies).await;
         let run_job = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
         store.enqueue_units(&id, &["only".to_owned()], 1).await.unwrap();
         store.complete_job(&run_job.fence).await.unwrap();
@@ -311,12 +291,7 @@ both_backends!(
 
 both_backends!(stale_candidates_respect_live_leases, |store: Store| async move {
     let s = scope(&store).await;
-    let queued = store
-        .create_run(new_run(&s, RunType::InventorySync))
-        .await
-        .unwrap()
-        .into_run()
-        .id;
+    let queued = queued_run(&store, &s, RunType::InventorySync).await;
     let far_future = opsledger_store::now_ms() + 1_000_000;
     let c = store
         .stale_run_candidates(far_future, far_future, None, 100)
@@ -355,12 +330,7 @@ both_backends!(
     reconciliation_applies_once_and_only_to_the_state_it_saw,
     |store: Store| async move {
         let s = scope(&store).await;
-        let id = store
-            .create_run(new_run(&s, RunType::PolicySync))
-            .await
-            .unwrap()
-            .into_run()
-            .id;
+        let id = queued_run(&store, &s, RunType::PolicySync).await;
         let seen = store.get_run(&id).await.unwrap().unwrap();
         let result = AdapterResult::stale_no_proof("x");
         // The run moved (claimed) since it was seen: nothing is applied.
@@ -400,12 +370,7 @@ both_backends!(
             "rerun changes nothing"
         );
         let not = AdapterResult::new(Verdict::NotReconciled, "waiting", "x");
-        let id2 = store
-            .create_run(new_run(&s, RunType::InventorySync))
-            .await
-            .unwrap()
-            .into_run()
-            .id;
+        let id2 = queued_run(&store, &s, RunType::InventorySync).await;
         let seen2 = store.get_run(&id2).await.unwrap().unwrap();
         assert!(matches!(
             store.apply_reconciliation(&seen2, "a", &not, None).await.unwrap(),
@@ -416,12 +381,7 @@ both_backends!(
 
 both_backends!(force_close_records_who_and_why, |store: Store| async move {
     let s = scope(&store).await;
-    let id = store
-        .create_run(new_run(&s, RunType::InventorySync))
-        .await
-        .unwrap()
-        .into_run()
-        .id;
+    let id = queued_run(&store, &s, RunType::InventorySync).await;
     let r = store
         .force_close(&id, Outcome::Failed, "tenant offboarded", "user:admin")
         .await
@@ -448,12 +408,7 @@ both_backends!(
     a_rescued_and_reclaimed_run_is_not_reconciled_on_what_the_sweep_saw,
     |store: Store| async move {
         let s = scope(&store).await;
-        let id = store
-            .create_run(new_run(&s, RunType::InventorySync))
-            .await
-            .unwrap()
-            .into_run()
-            .id;
+        let id = queued_run(&store, &s, RunType::InventorySync).await;
         // Worker A's lease expires with attempts left: not stale, the rescuer retries it.
         store.claim_jobs("A", 1, 1).await.unwrap().pop().unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -493,12 +448,7 @@ both_backends!(
     a_lost_lease_can_neither_close_nor_patch_the_run,
     |store: Store| async move {
         let s = scope(&store).await;
-        let id = store
-            .create_run(new_run(&s, RunType::InventorySync))
-            .await
-            .unwrap()
-            .into_run()
-            .id;
+        let id = queued_run(&store, &s, RunType::InventorySync).await;
         let a = store.claim_jobs("A", 1, 1).await.unwrap().pop().unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
         store.rescue_expired_jobs(10).await.unwrap();
@@ -542,12 +492,7 @@ async fn closing_a_run_while_its_job_is_claimed_does_not_deadlock() {
         unreachable!()
     };
     let s = scope(&store).await;
-    let id = store
-        .create_run(new_run(&s, RunType::InventorySync))
-        .await
-        .unwrap()
-        .into_run()
-        .id;
+    let id = queued_run(&store, &s, RunType::InventorySync).await;
     // Hold the run row so that the close, then the claim, queue behind it.
     let mut holder = pool.begin().await.unwrap();
     sqlx::query("SELECT id FROM operation_runs WHERE id = $1 FOR UPDATE")
@@ -584,14 +529,7 @@ both_backends!(
         let b = scope(&store).await;
         let mut ids = Vec::new();
         for s in [&a, &b] {
-            ids.push(
-                store
-                    .create_run(new_run(s, RunType::PolicySync))
-                    .await
-                    .unwrap()
-                    .into_run()
-                    .id,
-            );
+            ids.push(queued_run(&store, s, RunType::PolicySync).await);
         }
         ids.sort();
         // A newer node's type, unknown here, on the first run by id.
