@@ -13,14 +13,7 @@ use std::process::Output;
 use std::time::Duration;
 
 async fn start(store: &Store, ws: &str, tenant: &str, t: RunType) -> String {
-    let new = NewRun {
-        workspace_id: ws.into(),
-        tenant_id: Some(tenant.into()),
-        parent_id: None,
-        run_type: t,
-        initiator: "test".into(),
-        context: json!({"params": {}}),
-    };
+    let new = NewRun::on_tenant(ws, tenant, t, "test", json!({}));
     store.create_run(new).await.unwrap().into_run().id
 }
 

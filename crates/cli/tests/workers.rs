@@ -60,14 +60,8 @@ async fn fan_out(store: &Store, scale: usize, n: usize) -> (String, String, Stri
         .await
         .unwrap()
         .id;
-    let new = NewRun {
-        workspace_id: ws.clone(),
-        tenant_id: Some(tenant.clone()),
-        parent_id: None,
-        run_type: RunType::BackupSetAddPolicies,
-        initiator: "test".into(),
-        context: json!({"params": {"policy_ids": policy_keys("contoso", scale, n)}}),
-    };
+    let params = json!({"policy_ids": policy_keys("contoso", scale, n)});
+    let new = NewRun::on_tenant(&ws, &tenant, RunType::BackupSetAddPolicies, "test", params);
     let id = store.create_run(new).await.unwrap().into_run().id;
     (ws, tenant, id)
 }

@@ -79,14 +79,7 @@ impl UnitHandler for RecordUnit {
 
 async fn new_run(store: &Store, ws: &str, tenant: &str, t: RunType) -> String {
     store
-        .create_run(NewRun {
-            workspace_id: ws.into(),
-            tenant_id: Some(tenant.into()),
-            parent_id: None,
-            run_type: t,
-            initiator: "bench".into(),
-            context: json!({}),
-        })
+        .create_run(NewRun::on_tenant(ws, tenant, t, "bench", json!({})))
         .await
         .expect("create run")
         .into_run()

@@ -111,14 +111,7 @@ impl UnitHandler for Units {
 async fn start(store: &Store, ws: &str, tenants: &[String], t: RunType, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..n {
-        let new = NewRun {
-            workspace_id: ws.into(),
-            tenant_id: Some(tenants[i % tenants.len()].clone()),
-            parent_id: None,
-            run_type: t,
-            initiator: "test".into(),
-            context: json!({}),
-        };
+        let new = NewRun::on_tenant(ws, &tenants[i % tenants.len()], t, "test", json!({}));
         ids.push(store.create_run(new).await.unwrap().into_run().id);
     }
     ids

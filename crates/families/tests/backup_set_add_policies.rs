@@ -10,14 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 async fn run(store: &Store, ws: &str, tenant: &str, t: RunType, params: Value) -> Run {
-    let new = NewRun {
-        workspace_id: ws.into(),
-        tenant_id: Some(tenant.into()),
-        parent_id: None,
-        run_type: t,
-        initiator: "test".into(),
-        context: json!({ "params": params }),
-    };
+    let new = NewRun::on_tenant(ws, tenant, t, "test", params);
     let id = store.create_run(new).await.unwrap().into_run().id;
     let registry = opsledger_families::registry(ProviderSettings::default());
     let config = RunnerConfig {

@@ -21,14 +21,7 @@ async fn tenant(store: &Store, profile: &str) -> (String, String) {
 }
 
 async fn start(store: &Store, ws: &str, tenant: &str, params: serde_json::Value) -> String {
-    let new = NewRun {
-        workspace_id: ws.into(),
-        tenant_id: Some(tenant.into()),
-        parent_id: None,
-        run_type: RunType::InventorySync,
-        initiator: "test".into(),
-        context: json!({ "params": params }),
-    };
+    let new = NewRun::on_tenant(ws, tenant, RunType::InventorySync, "test", params);
     store.create_run(new).await.unwrap().into_run().id
 }
 

@@ -41,14 +41,7 @@ async fn fixture(store: &Store) -> Fixture {
 }
 
 async fn start(store: &Store, f: &Fixture, t: RunType) -> String {
-    let new = NewRun {
-        workspace_id: f.ws.clone(),
-        tenant_id: Some(f.tenant.clone()),
-        parent_id: None,
-        run_type: t,
-        initiator: "test".into(),
-        context: json!({"params": {}}),
-    };
+    let new = NewRun::on_tenant(&f.ws, &f.tenant, t, "test", json!({}));
     store.create_run(new).await.unwrap().into_run().id
 }
 

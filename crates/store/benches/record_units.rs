@@ -99,14 +99,13 @@ async fn running_run(store: &Store, label: &str, total: u64) -> String {
         .await
         .expect("tenant");
     let id = store
-        .create_run(NewRun {
-            workspace_id: ws.id,
-            tenant_id: Some(tenant.id),
-            parent_id: None,
-            run_type: RunType::BackupSetAddPolicies,
-            initiator: "system".into(),
-            context: json!({}),
-        })
+        .create_run(NewRun::on_tenant(
+            ws.id,
+            tenant.id,
+            RunType::BackupSetAddPolicies,
+            "system",
+            json!({}),
+        ))
         .await
         .expect("create run")
         .into_run()

@@ -39,6 +39,27 @@ pub struct NewRun {
     pub context: Value,
 }
 
+impl NewRun {
+    /// A top-level run on one tenant, started by `initiator` with `params`
+    /// (stored as `context.params`).
+    pub fn on_tenant(
+        workspace_id: impl Into<String>,
+        tenant_id: impl Into<String>,
+        run_type: RunType,
+        initiator: impl Into<String>,
+        params: Value,
+    ) -> NewRun {
+        NewRun {
+            workspace_id: workspace_id.into(),
+            tenant_id: Some(tenant_id.into()),
+            parent_id: None,
+            run_type,
+            initiator: initiator.into(),
+            context: serde_json::json!({ "params": params }),
+        }
+    }
+}
+
 /// Result of a start: a new run, or the run already active on that scope.
 #[derive(Debug, Clone)]
 pub enum CreateResult {
