@@ -519,10 +519,10 @@ impl Store {
             let busy = if matches!(guard, CloseGuard::NoLiveJobs) && run.status == RunStatus::Running {
                 // A job that holds a live lease, will be retried, or waits to
                 // be claimed can still move this run: it is not stale.
-                let live: Option<(String,)> = sqlx::query_as(
-                    "SELECT id FROM jobs WHERE run_id = $1 AND (state = 'available' OR (state = 'running' \
-                     AND (lease_expires_at >= $2 OR attempt < max_attempts))) LIMIT 1",
-                )
+                let live: Option<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
+                    "SELECT j.id FROM jobs j WHERE j.run_id = $1 AND {} LIMIT 1",
+                    crate::stale::job_can_move_run("j", "$2")
+                )))
                 .bind(id)
                 .bind(now_ms())
                 .fetch_optional(&mut *tx)

@@ -18,6 +18,20 @@ pub struct CandidatePage {
     pub next_after: Option<String>,
 }
 
+/// The SQL condition "job `alias` can still move its running run"
+/// (OPERATIONS.md §7), with `now` the parameter holding the current time: a
+/// live lease, an expired lease with attempts left (the rescuer will retry
+/// it), or a job waiting to be claimed. A running run with such a job is
+/// never stale; the sweep's candidate query and the closing write's recheck
+/// both use this one definition. (A queued run's only job is its waiting run
+/// job, so for queued runs the queue timeout alone decides.)
+pub(crate) fn job_can_move_run(alias: &str, now: &str) -> String {
+    format!(
+        "({alias}.state = 'available' OR ({alias}.state = 'running' \
+         AND ({alias}.lease_expires_at >= {now} OR {alias}.attempt < {alias}.max_attempts)))"
+    )
+}
+
 impl Store {
     /// Runs that may be stale: queued since before `queued_before`, or
     /// running with no heartbeat since `heartbeat_before` — and in both cases
@@ -40,10 +54,9 @@ impl Store {
                  WHERE r.status <> 'completed' AND r.id > $5 \
                    AND ((r.status = 'queued' AND r.created_at < $1) \
                      OR (r.status = 'running' AND COALESCE(r.heartbeat_at, r.started_at, r.created_at) < $2)) \
-                   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id \
-                         AND ((j.state = 'running' AND (j.lease_expires_at >= $3 OR j.attempt < j.max_attempts)) \
-                           OR (j.state = 'available' AND r.status = 'running'))) \
-                 ORDER BY r.id LIMIT $4"
+                   AND NOT (r.status = 'running' AND EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id AND {live})) \
+                 ORDER BY r.id LIMIT $4",
+                live = job_can_move_run("j", "$3")
             )))
             .bind(queued_before)
             .bind(heartbeat_before)
