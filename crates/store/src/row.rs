@@ -69,8 +69,16 @@ where
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> &'r str: ColumnIndex<R>,
 {
-    let id: String = row.try_get("id")?;
-    let counts = counts_from_row(row, &id)?;
+    // A run is its head plus the rest.
+    let RunHead {
+        id,
+        workspace_id,
+        tenant_id,
+        run_type,
+        status,
+        outcome,
+        summary_counts,
+    } = run_head_from_row(row)?;
     let phases: Option<String> = row.try_get("phases")?;
     let phases: Option<Vec<Phase>> = match phases {
         Some(p) => Some(serde_json::from_str(&p).map_err(|e| corrupt(format!("run {id} phases: {e}")))?),
@@ -78,17 +86,14 @@ where
     };
     let context: String = row.try_get("context")?;
     let context = serde_json::from_str(&context).map_err(|e| corrupt(format!("run {id} context: {e}")))?;
-    let run_type: String = row.try_get("type")?;
-    let status: String = row.try_get("status")?;
-    let outcome: String = row.try_get("outcome")?;
     Ok(Run {
-        workspace_id: row.try_get("workspace_id")?,
-        tenant_id: row.try_get("tenant_id")?,
+        workspace_id,
+        tenant_id,
         parent_id: row.try_get("parent_id")?,
-        run_type: run_type.parse().map_err(corrupt)?,
-        status: status.parse().map_err(corrupt)?,
-        outcome: outcome.parse().map_err(corrupt)?,
-        summary_counts: counts,
+        run_type,
+        status,
+        outcome,
+        summary_counts,
         phases,
         context,
         failures: Vec::new(),
