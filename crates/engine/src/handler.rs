@@ -6,7 +6,6 @@ use opsledger_core::{Failure, Run};
 use opsledger_store::jobs::{Fence, JobEnd};
 use opsledger_store::runs::{Completion, RecordSummary, UnitRecord};
 use opsledger_store::{CompleteResult, ContextPatch, RunHead, Store, StoreError};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -23,10 +22,23 @@ pub struct RunContext {
     pub fence: Fence,
     pub attempt: u32,
     pub cancel: CancellationToken,
-    /// Set when [`RunContext::complete`] closed the run: the runner then
-    /// knows the work was done even if a stop signal raced with it.
-    pub(crate) closed_run: Arc<AtomicBool>,
+    /// What the handler reported doing (see [`WorkDone`]).
+    pub(crate) done: DoneSlot,
 }
+
+/// What a handler's own writes reported, read by the runner after it
+/// returns: the work was done even if a stop signal raced with it, and a
+/// unit's finish says whether it was the fan-out's last.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct WorkDone {
+    /// The handler closed its run through [`RunContext::complete`].
+    pub closed_run: bool,
+    /// The unit's finishing write, for unit jobs.
+    pub unit: Option<RecordSummary>,
+}
+
+/// Shared between a handler's context and the runner.
+pub(crate) type DoneSlot = Arc<Mutex<WorkDone>>;
 
 impl RunContext {
     pub fn new(run: Run, store: Store, fence: Fence, attempt: u32, cancel: CancellationToken) -> RunContext {
@@ -36,7 +48,7 @@ impl RunContext {
             fence,
             attempt,
             cancel,
-            closed_run: Arc::default(),
+            done: DoneSlot::default(),
         }
     }
 
@@ -69,7 +81,7 @@ impl RunContext {
             .complete_run_fenced(&self.fence, &self.run.id, completion)
             .await?;
         if let CompleteResult::Completed(_) = &result {
-            self.closed_run.store(true, Ordering::SeqCst);
+            self.done.lock().expect("lock").closed_run = true;
         }
         Ok(result)
     }
@@ -85,9 +97,8 @@ pub struct UnitContext {
     pub fence: Fence,
     pub attempt: u32,
     pub cancel: CancellationToken,
-    /// What the unit's finishing write reported, when the handler said so
-    /// (lets the runner skip re-reading the job and the run).
-    pub(crate) finished: Arc<Mutex<Option<RecordSummary>>>,
+    /// What the handler reported doing (see [`WorkDone`]).
+    pub(crate) done: DoneSlot,
 }
 
 impl UnitContext {
@@ -104,7 +115,7 @@ impl UnitContext {
     /// Tells the runner that an artifact writer (e.g.
     /// `Store::finish_backup_unit`) finished this job with this result.
     pub fn note_finished(&self, summary: RecordSummary) {
-        *self.finished.lock().expect("lock") = Some(summary);
+        self.done.lock().expect("lock").unit = Some(summary);
     }
 }
 

@@ -12,11 +12,11 @@
 //! Pickup is woken at once by [`Runner::notifier`] for work started in this
 //! process, and by polling for work started elsewhere.
 
-use crate::handler::{RunContext, UnitContext};
+use crate::handler::{DoneSlot, RunContext, UnitContext, WorkDone};
 use crate::{HandlerError, Registry, reconciler};
 use opsledger_core::{Failure, Outcome, UnitOutcome};
 use opsledger_store::jobs::{ClaimedJob, Heartbeat, JobEnd, JobKind};
-use opsledger_store::runs::{RecordSummary, UnitRecord};
+use opsledger_store::runs::UnitRecord;
 use opsledger_store::{CompleteResult, Completion, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,15 +154,6 @@ struct Execution {
     shutdown: CancellationToken,
 }
 
-/// What the handler reported doing, whatever stopped it.
-#[derive(Clone, Copy, Debug)]
-struct Done {
-    /// The unit's finishing write, for unit jobs.
-    unit: Option<RecordSummary>,
-    /// The handler closed its run through `RunContext::complete`.
-    closed_run: bool,
-}
-
 /// Why a handler's cancel token fired.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Stop {
@@ -195,13 +186,12 @@ impl Execution {
         let heartbeat = self.spawn_heartbeat(&job, cancel.clone(), stop.clone());
         let span = tracing::info_span!("job", run = %run.id, r#type = %run.run_type, unit = %job.unit_key, attempt = job.attempt);
         let run_type = run.run_type;
-        let finished = Arc::new(std::sync::Mutex::new(None));
-        let closed_run = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = DoneSlot::default();
         let result: Result<(), HandlerError> = match job.kind {
             JobKind::Run => match self.registry.get(run_type) {
                 Some(h) => {
                     let ctx = RunContext {
-                        closed_run: closed_run.clone(),
+                        done: done.clone(),
                         ..RunContext::new(
                             full_run.take().expect("loaded for run jobs"),
                             self.store.clone(),
@@ -230,7 +220,7 @@ impl Execution {
                         fence: job.fence.clone(),
                         attempt: job.attempt,
                         cancel: cancel.clone(),
-                        finished: finished.clone(),
+                        done: done.clone(),
                     };
                     contain(tracing::Instrument::instrument(
                         async move { h.execute(ctx).await },
@@ -246,10 +236,7 @@ impl Execution {
         };
         heartbeat.abort();
         let stop = *stop.lock().expect("lock");
-        let done = Done {
-            unit: *finished.lock().expect("lock"),
-            closed_run: closed_run.load(std::sync::atomic::Ordering::SeqCst),
-        };
+        let done = *done.lock().expect("lock");
         if let Err(e) = self.finish(&job, run_type, result, stop, done).await {
             tracing::warn!(job = %job.fence.job_id, error = %e, "finishing job failed; the rescuer will take it");
         }
@@ -332,7 +319,7 @@ impl Execution {
         run_type: opsledger_core::RunType,
         result: Result<(), HandlerError>,
         stop: Stop,
-        done: Done,
+        done: WorkDone,
     ) -> Result<(), StoreError> {
         let store = &self.store;
         let fence = &job.fence;
@@ -364,7 +351,7 @@ impl Execution {
         }
         match (job.kind, result) {
             (JobKind::Run, Ok(())) => {
-                let run = store.get_run(&job.run_id).await?;
+                let run = store.run_head(&job.run_id).await?;
                 let open = run.as_ref().is_some_and(|r| !r.is_completed());
                 if open && run_type.is_fan_out() {
                     store.complete_job(fence).await?;
@@ -439,7 +426,7 @@ impl Execution {
         job: &ClaimedJob,
         run_type: opsledger_core::RunType,
         result: &Result<(), HandlerError>,
-        done: Done,
+        done: WorkDone,
     ) -> Result<bool, StoreError> {
         if result.is_err() {
             return Ok(false);
