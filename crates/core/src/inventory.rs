@@ -182,7 +182,9 @@ pub fn reconcile(
     } else {
         d.reason_code
     };
-    AdapterResult::new(Verdict::from_outcome(d.outcome), reason, explanation).with_artifact(artifact(items))
+    AdapterResult::new(Verdict::from_outcome(d.outcome), reason, explanation)
+        .with_artifact(artifact(items))
+        .with_units_succeeded(covered as u64)
 }
 
 #[cfg(test)]

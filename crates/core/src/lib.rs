@@ -7,9 +7,11 @@
 //! |-------------------------------------|---------------|
 //! | §2 run record, statuses, outcomes   | [`run`], [`status`] |
 //! | §3 summary counts whitelist         | [`counts`]    |
+//! | §3 counts of a run closed early, §8 force-close | [`closing`] |
 //! | §4 progress contract                | [`progress`]  |
 //! | §5 bulk outcome derivation          | [`outcome`]   |
 //! | §6 catalog of run families          | [`catalog`]   |
+//! | policy types opsledger knows        | [`policy_types`] |
 //! | §7 stale timeouts, retries          | [`catalog`]   |
 //! | §8 adapter results, reconciliation record | [`reconcile`] |
 //! | §8 inventory coverage decision      | [`inventory`] |
@@ -20,10 +22,12 @@
 
 pub mod access;
 pub mod catalog;
+pub mod closing;
 pub mod counts;
 pub mod failure;
 pub mod inventory;
 pub mod outcome;
+pub mod policy_types;
 pub mod progress;
 pub mod reconcile;
 pub mod run;

@@ -58,6 +58,12 @@ pub struct AdapterResult {
     pub explanation: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub related_artifact: Option<Value>,
+    /// How many of the run's units the proof shows done, in all (recorded
+    /// ones included), when the proof can tell: the closing write counts the
+    /// unrecorded ones it covers as `succeeded`, the rest as `failed`
+    /// (OPERATIONS.md §3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units_succeeded: Option<u64>,
 }
 
 impl AdapterResult {
@@ -71,11 +77,18 @@ impl AdapterResult {
             reason_code: reason_code.to_owned(),
             explanation: explanation.into(),
             related_artifact: None,
+            units_succeeded: None,
         }
     }
 
     pub fn with_artifact(mut self, artifact: Value) -> AdapterResult {
         self.related_artifact = Some(artifact);
+        self
+    }
+
+    /// The proof shows `n` of the run's units done, in all.
+    pub fn with_units_succeeded(mut self, n: u64) -> AdapterResult {
+        self.units_succeeded = Some(n);
         self
     }
 

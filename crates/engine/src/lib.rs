@@ -9,7 +9,7 @@
 //! | type → handler / unit handler / adapter | [`registry`] |
 //! | claim, heartbeat, retry, release, finish | [`runner`] |
 //! | stale sweep (rescue, bulk completion, reconciliation) | [`stale_sweep`] |
-//! | adapter trait, decide + apply | [`reconciler`] |
+//! | adapter trait, decide + apply; admin force-close | [`reconciler`] |
 
 pub mod handler;
 pub mod reconciler;
@@ -18,7 +18,7 @@ pub mod runner;
 pub mod stale_sweep;
 
 pub use handler::{Handler, HandlerError, RunContext, UnitContext, UnitHandler};
-pub use reconciler::ReconciliationAdapter;
+pub use reconciler::{ForceCloseError, ReconciliationAdapter, force_close};
 pub use registry::Registry;
 pub use runner::{Runner, RunnerConfig};
 pub use stale_sweep::{SweepConfig, SweepReport, sweep_once};

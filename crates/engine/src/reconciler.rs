@@ -87,3 +87,67 @@ pub async fn reconcile_run(
         outcome,
     })
 }
+
+/// Why [`force_close`] did not close the run.
+#[derive(Debug, thiserror::Error)]
+pub enum ForceCloseError {
+    #[error("run {0} not found")]
+    NotFound(String),
+    #[error("run {} already completed as {}", .0.id, .0.outcome)]
+    AlreadyCompleted(Box<Run>),
+    #[error(transparent)]
+    Refused(#[from] opsledger_core::closing::ForceCloseRefusal),
+    #[error("run {0} moved while its proof was being read; look at it again and retry")]
+    Moved(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An admin's force-close (OPERATIONS.md §8): `failed` or `cancelled` with
+/// the reason; `blocked` only if no unit was recorded; `succeeded` or
+/// `partially_succeeded` only when the run's adapter, asked now, finds proof
+/// for exactly that outcome. Units never recorded are counted by the closing
+/// write (proven ones as succeeded). `run` is the run as the caller read it
+/// (already checked to be visible to the caller).
+pub async fn force_close(
+    store: &Store,
+    registry: &Registry,
+    run: &Run,
+    outcome: Outcome,
+    reason: &str,
+    by: &str,
+) -> Result<Run, ForceCloseError> {
+    use opsledger_store::stale::{ForceClose, ForceCloseResult};
+    let reason = opsledger_core::closing::check_reason(reason)?;
+    if run.is_completed() {
+        return Err(ForceCloseError::AlreadyCompleted(Box::new(run.clone())));
+    }
+    // Ask the adapter only for a success outcome: a failure needs no proof,
+    // and a type without an adapter has none to give.
+    let proof = match outcome {
+        Outcome::Succeeded | Outcome::PartiallySucceeded => {
+            match (run.run_type.reconciliation(), registry.get_adapter(run.run_type)) {
+                (Reconciliation::Adapter, Some(a)) => Some(a.reconcile(run, &ProofReader::new(store)).await?),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    // Refused up front with the same rule the closing write checks again.
+    opsledger_core::closing::decide_force_close(outcome, &run.summary_counts, proof.as_ref())?;
+    let request = ForceClose {
+        outcome,
+        reason,
+        by,
+        proof: proof.as_ref(),
+    };
+    match store.apply_force_close(run, request).await? {
+        ForceCloseResult::Closed(run) => {
+            tracing::info!(run = %run.id, %by, outcome = %run.outcome, "force-closed: {reason}");
+            Ok(run)
+        }
+        ForceCloseResult::AlreadyCompleted(run) => Err(ForceCloseError::AlreadyCompleted(Box::new(run))),
+        ForceCloseResult::Refused(refusal, _) => Err(ForceCloseError::Refused(refusal)),
+        ForceCloseResult::Moved(run) => Err(ForceCloseError::Moved(run.id)),
+    }
+}

@@ -195,7 +195,9 @@ impl opsledger_engine::ReconciliationAdapter for AddPoliciesAdapter {
                         "the backup set holds no items".to_owned(),
                     ),
                 };
-                AdapterResult::new(verdict, code, line).with_artifact(artifact)
+                AdapterResult::new(verdict, code, line)
+                    .with_artifact(artifact)
+                    .with_units_succeeded(*items)
             }
             _ => AdapterResult::new(
                 Verdict::Failed,

@@ -16,6 +16,14 @@ pub struct ParamSpec {
     pub description: &'static str,
 }
 
+/// Most policy types one start may name (the catalog has fewer; a longer
+/// list can only repeat itself).
+pub const MAX_POLICY_TYPES: usize = 64;
+/// Most policies one backup may name; a whole tenant is the default, no list.
+pub const MAX_POLICY_IDS: usize = 10_000;
+/// Longest id inside a parameter (INTERFACE.md: `[A-Za-z0-9_.-]{1,128}`).
+pub const MAX_ID_LEN: usize = 128;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParamError {
     #[error("params must be a JSON object")]
@@ -27,7 +35,32 @@ pub enum ParamError {
         accepted: String,
     },
     #[error("parameter `{param}`: {message}")]
-    Invalid { param: &'static str, message: String },
+    Invalid { param: String, message: String },
+    #[error(
+        "parameter `{param}` is an empty list: name at least one, or leave it out for the default ({default})"
+    )]
+    EmptySelection {
+        param: &'static str,
+        default: &'static str,
+    },
+    #[error("parameter `{param}` has {got} entries; the limit is {limit}")]
+    TooMany {
+        param: &'static str,
+        got: usize,
+        limit: usize,
+    },
+}
+
+impl ParamError {
+    /// The stable API error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ParamError::NotAnObject | ParamError::Invalid { .. } => "invalid_params",
+            ParamError::Unknown { .. } => "unknown_param",
+            ParamError::EmptySelection { .. } => "empty_selection",
+            ParamError::TooMany { .. } => "param_limit_exceeded",
+        }
+    }
 }
 
 pub fn specs(t: RunType) -> &'static [ParamSpec] {
@@ -50,38 +83,105 @@ pub fn specs(t: RunType) -> &'static [ParamSpec] {
     }
 }
 
-fn is_name(s: &str) -> bool {
-    !s.trim().is_empty()
+/// An id as INTERFACE.md allows it inside parameters: `[A-Za-z0-9_.-]{1,128}`.
+/// Nothing invisible, no whitespace, no direction overrides, no separators.
+pub fn is_valid_id(s: &str) -> bool {
+    (1..=MAX_ID_LEN).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-fn is_type_and_id(s: &str) -> bool {
-    s.split_once('/')
-        .is_some_and(|(t, id)| !t.trim().is_empty() && !id.trim().is_empty())
+/// A value quoted for an error message: escaped, and cut short.
+fn shown(v: &Value) -> String {
+    match v {
+        Value::String(s) if s.chars().count() > 40 => {
+            format!("{:?}…", s.chars().take(40).collect::<String>())
+        }
+        Value::String(s) => format!("{s:?}"),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "an object".into(),
+        other => other.to_string(),
+    }
 }
 
-/// A list of distinct strings, in first-seen order, each of the expected shape.
+/// A policy type key of the catalog, or why not.
+fn check_policy_type(s: &str) -> Result<(), String> {
+    if opsledger_core::policy_types::lookup(s).is_some() {
+        return Ok(());
+    }
+    let hint = opsledger_core::policy_types::POLICY_TYPES
+        .iter()
+        .find(|t| t.key.eq_ignore_ascii_case(s))
+        .map(|t| format!(" (did you mean `{}`? type keys are case-sensitive)", t.key))
+        .unwrap_or_else(|| " (GET /api/v1/operation-types lists them under `policy_types`)".into());
+    Err(format!("is not a policy type opsledger knows{hint}"))
+}
+
+/// `TYPE/ID` with a known type and a valid id, or why not.
+fn check_policy_ref(s: &str) -> Result<(), String> {
+    let (t, id) = s
+        .split_once('/')
+        .ok_or_else(|| "must be `TYPE/ID`, e.g. `deviceConfigurations/0a1b…`".to_owned())?;
+    check_policy_type(t).map_err(|e| format!("its type {e}"))?;
+    if !is_valid_id(id) {
+        return Err(format!(
+            "its id must be 1 to {MAX_ID_LEN} of A-Z a-z 0-9 _ . - (no spaces or invisible characters)"
+        ));
+    }
+    Ok(())
+}
+
+/// A non-empty list of at most `limit` distinct strings, each passing
+/// `check`, in first-seen order (exact repeats dropped). Two entries that
+/// differ only in letter case are refused: ids are compared without case by
+/// Microsoft Graph, so they would name one object twice.
 fn distinct_strings(
     param: &'static str,
-    shape: &str,
     v: &Value,
-    valid: fn(&str) -> bool,
+    limit: usize,
+    default: &'static str,
+    check: fn(&str) -> Result<(), String>,
 ) -> Result<Vec<String>, ParamError> {
-    let list = v.as_array().ok_or_else(|| ParamError::Invalid {
-        param,
-        message: "must be a list of strings".into(),
-    })?;
-    let mut seen = std::collections::HashSet::new();
+    let invalid = |message: String| ParamError::Invalid {
+        param: param.to_owned(),
+        message,
+    };
+    let list = v
+        .as_array()
+        .ok_or_else(|| invalid(format!("must be a list of strings, got {}", shown(v))))?;
+    if list.is_empty() {
+        return Err(ParamError::EmptySelection { param, default });
+    }
+    if list.len() > limit {
+        return Err(ParamError::TooMany {
+            param,
+            got: list.len(),
+            limit,
+        });
+    }
+    let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
     let mut out = Vec::with_capacity(list.len());
-    for item in list {
+    for (i, item) in list.iter().enumerate() {
+        let at = |message: String| ParamError::Invalid {
+            param: format!("{param}[{i}]"),
+            message,
+        };
         let s = item
             .as_str()
-            .filter(|s| valid(s))
-            .ok_or_else(|| ParamError::Invalid {
-                param,
-                message: format!("every entry must be {shape}, got {item}"),
-            })?;
-        if seen.insert(s) {
-            out.push(s.to_owned());
+            .ok_or_else(|| at(format!("must be a string, got {}", shown(item))))?;
+        check(s).map_err(|e| at(format!("{} {e}", shown(item))))?;
+        match seen.get(&s.to_ascii_lowercase()) {
+            Some(first) if *first == s => {}
+            Some(first) => {
+                return Err(at(format!(
+                    "{} names the same object as {first:?} (ids are compared without letter case)",
+                    shown(item)
+                )));
+            }
+            None => {
+                seen.insert(s.to_ascii_lowercase(), s);
+                out.push(s.to_owned());
+            }
         }
     }
     Ok(out)
@@ -109,18 +209,25 @@ pub fn validate(t: RunType, params: &Value) -> Result<Value, ParamError> {
             });
         }
     }
+    type Check = fn(&str) -> Result<(), String>;
     let mut out = map.clone();
-    let list_param = match t {
-        RunType::InventorySync => Some(("policy_types", "a policy type name", is_name as fn(&str) -> bool)),
-        RunType::BackupSetAddPolicies => {
-            Some(("policy_ids", "`TYPE/ID`", is_type_and_id as fn(&str) -> bool))
-        }
+    let list_param: Option<(&'static str, usize, Check)> = match t {
+        RunType::InventorySync => Some(("policy_types", MAX_POLICY_TYPES, check_policy_type)),
+        RunType::BackupSetAddPolicies => Some(("policy_ids", MAX_POLICY_IDS, check_policy_ref)),
         _ => None,
     };
-    if let Some((param, shape, valid)) = list_param
+    if let Some((param, limit, check)) = list_param
         && let Some(v) = map.get(param)
     {
-        out.insert(param.into(), distinct_strings(param, shape, v, valid)?.into());
+        let default = specs
+            .iter()
+            .find(|s| s.name == param)
+            .and_then(|s| s.default)
+            .unwrap_or("none");
+        out.insert(
+            param.into(),
+            distinct_strings(param, v, limit, default, check)?.into(),
+        );
     }
     Ok(Value::Object(out))
 }
@@ -130,6 +237,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn err(t: RunType, params: Value) -> ParamError {
+        validate(t, &params).unwrap_err()
+    }
+
     #[test]
     fn empty_params_are_fine() {
         assert_eq!(validate(RunType::InventorySync, &Value::Null).unwrap(), json!({}));
@@ -138,31 +249,101 @@ mod tests {
 
     #[test]
     fn policy_types_are_deduplicated_in_order() {
-        let v = validate(RunType::InventorySync, &json!({"policy_types": ["b", "a", "b"]})).unwrap();
-        assert_eq!(v, json!({"policy_types": ["b", "a"]}));
+        let v = validate(
+            RunType::InventorySync,
+            &json!({"policy_types": ["namedLocations", "deviceConfigurations", "namedLocations"]}),
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"policy_types": ["namedLocations", "deviceConfigurations"]})
+        );
     }
 
     #[test]
-    fn policy_ids_need_type_and_id() {
+    fn policy_types_must_be_known_exactly() {
+        let e = err(RunType::InventorySync, json!({"policy_types": ["nope"]}));
+        assert_eq!(e.code(), "invalid_params");
+        assert!(e.to_string().contains("`policy_types[0]`"), "{e}");
+        let e = err(
+            RunType::InventorySync,
+            json!({"policy_types": ["DeviceConfigurations"]}),
+        );
+        assert!(
+            e.to_string().contains("did you mean `deviceConfigurations`"),
+            "{e}"
+        );
+        let e = err(RunType::InventorySync, json!({"policy_types": []}));
+        assert_eq!(e.code(), "empty_selection");
+        let many: Vec<_> = (0..=MAX_POLICY_TYPES).map(|_| "namedLocations").collect();
+        let e = err(RunType::InventorySync, json!({ "policy_types": many }));
+        assert_eq!(e.code(), "param_limit_exceeded");
+        assert!(e.to_string().contains("64"), "{e}");
+    }
+
+    #[test]
+    fn policy_ids_need_known_type_and_strict_id() {
         let v = validate(
             RunType::BackupSetAddPolicies,
-            &json!({"policy_ids": ["a/1", "a/1", "b/2"]}),
+            &json!({"policy_ids": ["namedLocations/1", "namedLocations/1", "deviceConfigurations/a-b_c.d"]}),
         )
         .unwrap();
-        assert_eq!(v, json!({"policy_ids": ["a/1", "b/2"]}));
-        let e = validate(RunType::BackupSetAddPolicies, &json!({"policy_ids": ["nope"]})).unwrap_err();
-        assert!(e.to_string().contains("`TYPE/ID`"), "{e}");
+        assert_eq!(
+            v,
+            json!({"policy_ids": ["namedLocations/1", "deviceConfigurations/a-b_c.d"]})
+        );
+        for bad in [
+            "nope",
+            "nope/1",
+            "namedLocations/",
+            "namedLocations/a b",
+            "namedLocations/a\u{0}b",
+            "namedLocations/ab\u{202e}",
+            " namedLocations/1",
+            "namedLocations/1/2",
+            "namedLocations/é",
+        ] {
+            let e = err(RunType::BackupSetAddPolicies, json!({ "policy_ids": [bad] }));
+            assert_eq!(e.code(), "invalid_params", "{bad:?}");
+            assert!(e.to_string().contains("`policy_ids[0]`"), "{e}");
+            assert!(
+                !e.to_string().contains('\u{202e}'),
+                "control characters are escaped: {e}"
+            );
+        }
+        let long = format!("namedLocations/{}", "a".repeat(MAX_ID_LEN + 1));
+        assert_eq!(
+            err(RunType::BackupSetAddPolicies, json!({ "policy_ids": [long] })).code(),
+            "invalid_params"
+        );
+        let ok = format!("namedLocations/{}", "a".repeat(MAX_ID_LEN));
+        assert!(validate(RunType::BackupSetAddPolicies, &json!({ "policy_ids": [ok] })).is_ok());
+    }
+
+    #[test]
+    fn case_variant_ids_are_refused() {
+        let e = err(
+            RunType::BackupSetAddPolicies,
+            json!({"policy_ids": ["namedLocations/abc", "namedLocations/ABC"]}),
+        );
+        assert!(e.to_string().contains("`policy_ids[1]`"), "{e}");
+        assert!(e.to_string().contains("letter case"), "{e}");
     }
 
     #[test]
     fn bad_params_are_named() {
-        let e = validate(RunType::InventorySync, &json!({"total": 3})).unwrap_err();
+        let e = err(RunType::InventorySync, json!({"total": 3}));
+        assert_eq!(e.code(), "unknown_param");
         assert!(e.to_string().contains("`total`"), "{e}");
         assert!(validate(RunType::InventorySync, &json!({"policy_types": "x"})).is_err());
         assert!(validate(RunType::InventorySync, &json!({"policy_types": [""]})).is_err());
+        assert!(validate(RunType::InventorySync, &json!({"policy_types": [1]})).is_err());
         assert_eq!(
             validate(RunType::InventorySync, &json!([1])),
             Err(ParamError::NotAnObject)
         );
+        let huge = "x".repeat(2_000_000);
+        let e = err(RunType::InventorySync, json!({ "policy_types": [huge] }));
+        assert!(e.to_string().len() < 400, "errors never echo a whole input");
     }
 }

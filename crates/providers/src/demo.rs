@@ -17,6 +17,7 @@
 
 use crate::{Page, Policy, PolicyType, Provider, ProviderError};
 use async_trait::async_trait;
+use opsledger_core::policy_types;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -66,12 +67,10 @@ impl FromStr for Profile {
     }
 }
 
-/// (key, Graph path, label, base count, @odata.type variants)
-const TYPES: &[(&str, &str, &str, usize, &[&str])] = &[
+/// (key in the policy type catalog, base count, @odata.type variants)
+const TYPES: &[(&str, usize, &[&str])] = &[
     (
         "deviceConfigurations",
-        "deviceManagement/deviceConfigurations",
-        "Device configuration profiles",
         18,
         &[
             "windows10GeneralConfiguration",
@@ -82,8 +81,6 @@ const TYPES: &[(&str, &str, &str, usize, &[&str])] = &[
     ),
     (
         "deviceCompliancePolicies",
-        "deviceManagement/deviceCompliancePolicies",
-        "Compliance policies",
         14,
         &[
             "windows10CompliancePolicy",
@@ -94,36 +91,14 @@ const TYPES: &[(&str, &str, &str, usize, &[&str])] = &[
     ),
     (
         "configurationPolicies",
-        "deviceManagement/configurationPolicies",
-        "Settings catalog policies",
         16,
         &["deviceManagementConfigurationPolicy"],
     ),
-    (
-        "groupPolicyConfigurations",
-        "deviceManagement/groupPolicyConfigurations",
-        "Administrative templates",
-        8,
-        &["groupPolicyConfiguration"],
-    ),
-    (
-        "deviceManagementScripts",
-        "deviceManagement/deviceManagementScripts",
-        "PowerShell scripts",
-        12,
-        &["deviceManagementScript"],
-    ),
-    (
-        "deviceHealthScripts",
-        "deviceManagement/deviceHealthScripts",
-        "Remediations",
-        6,
-        &["deviceHealthScript"],
-    ),
+    ("groupPolicyConfigurations", 8, &["groupPolicyConfiguration"]),
+    ("deviceManagementScripts", 12, &["deviceManagementScript"]),
+    ("deviceHealthScripts", 6, &["deviceHealthScript"]),
     (
         "windowsAutopilotDeploymentProfiles",
-        "deviceManagement/windowsAutopilotDeploymentProfiles",
-        "Autopilot profiles",
         5,
         &[
             "azureADWindowsAutopilotDeploymentProfile",
@@ -132,8 +107,6 @@ const TYPES: &[(&str, &str, &str, usize, &[&str])] = &[
     ),
     (
         "deviceEnrollmentConfigurations",
-        "deviceManagement/deviceEnrollmentConfigurations",
-        "Enrollment configurations",
         7,
         &[
             "windows10EnrollmentCompletionPageConfiguration",
@@ -143,15 +116,11 @@ const TYPES: &[(&str, &str, &str, usize, &[&str])] = &[
     ),
     (
         "windowsFeatureUpdateProfiles",
-        "deviceManagement/windowsFeatureUpdateProfiles",
-        "Feature update profiles",
         4,
         &["windowsFeatureUpdateProfile"],
     ),
     (
         "managedAppPolicies",
-        "deviceAppManagement/managedAppPolicies",
-        "App protection policies",
         10,
         &[
             "androidManagedAppProtection",
@@ -161,29 +130,13 @@ const TYPES: &[(&str, &str, &str, usize, &[&str])] = &[
     ),
     (
         "mobileAppConfigurations",
-        "deviceAppManagement/mobileAppConfigurations",
-        "App configuration policies",
         6,
         &["iosMobileAppConfiguration", "androidManagedStoreAppConfiguration"],
     ),
-    (
-        "conditionalAccessPolicies",
-        "identity/conditionalAccess/policies",
-        "Conditional Access policies",
-        12,
-        &["conditionalAccessPolicy"],
-    ),
-    (
-        "namedLocations",
-        "identity/conditionalAccess/namedLocations",
-        "Named locations",
-        3,
-        &["ipNamedLocation", "countryNamedLocation"],
-    ),
+    ("conditionalAccessPolicies", 12, &["conditionalAccessPolicy"]),
+    ("namedLocations", 3, &["ipNamedLocation", "countryNamedLocation"]),
     (
         "assignmentFilters",
-        "deviceManagement/assignmentFilters",
-        "Assignment filters",
         6,
         &["deviceAndAppManagementAssignmentFilter"],
     ),
@@ -229,7 +182,7 @@ impl DemoProvider {
         /// (tenant, policy type, scale) → the generated policies.
         type Generated = HashMap<(String, String, usize), Arc<Vec<Policy>>>;
         static TENANTS: LazyLock<Mutex<Generated>> = LazyLock::new(Default::default);
-        let (idx, (key, _, _, base, variants)) = TYPES.iter().enumerate().find(|(_, t)| t.0 == type_key)?;
+        let (idx, (key, base, variants)) = TYPES.iter().enumerate().find(|(_, t)| t.0 == type_key)?;
         let cache_key = (self.tenant.clone(), type_key.to_owned(), self.scale);
         if let Some(hit) = TENANTS.lock().expect("lock").get(&cache_key) {
             return Some(hit.clone());
@@ -268,10 +221,13 @@ impl Provider for DemoProvider {
         self.wait().await;
         Ok(TYPES
             .iter()
-            .map(|(key, path, label, _, _)| PolicyType {
-                key: (*key).to_owned(),
-                graph_path: (*path).to_owned(),
-                label: (*label).to_owned(),
+            .map(|(key, _, _)| {
+                let info = policy_types::lookup(key).expect("every demo type is in the catalog");
+                PolicyType {
+                    key: info.key.to_owned(),
+                    graph_path: info.graph_path.to_owned(),
+                    label: info.label.to_owned(),
+                }
             })
             .collect())
     }

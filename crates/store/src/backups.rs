@@ -48,7 +48,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             let (id,): (String,) = sqlx::query_as(SET_OF_RUN).bind(run_id).fetch_one(&mut *tx).await?;
-            tx.commit().await?;
+            crate::error::commit(tx).await?;
             Ok(id)
         })
     }
@@ -105,7 +105,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             let summary = finish_unit_job_tx!(&mut tx, pool, fence, run_id, unit, JobEnd::Completed);
-            tx.commit().await?;
+            crate::error::commit(tx).await?;
             Ok(summary)
         }.await);
         if let Err(StoreError::RunNotRunning { .. }) = &result {

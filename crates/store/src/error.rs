@@ -8,6 +8,13 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database failed while committing: the transaction may or may not
+    /// have been applied. Never retried blindly.
+    #[error("database error while committing (the write may or may not have been applied): {0}")]
+    CommitOutcomeUnknown(sqlx::Error),
+    /// The write committed; reading its result back failed.
+    #[error("the write was applied, but reading its result failed: {0}")]
+    AfterCommit(Box<StoreError>),
     #[error("unsupported database url `{0}` (use sqlite://PATH or postgres://…)")]
     UnsupportedUrl(String),
     #[error("run {0} not found")]
@@ -40,24 +47,86 @@ pub enum StoreError {
     LeaseLost { job_id: String },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A named thing (workspace, user, tenant, run…) does not exist.
+    #[error("{what} `{id}` not found")]
+    NotFound { what: &'static str, id: String },
+    /// The write would duplicate something unique (a user's email, a
+    /// tenant's name in its workspace); the message says what.
+    #[error("{0}")]
+    Conflict(String),
+    /// A tenant named for a membership restriction belongs to another workspace.
+    #[error("tenant `{tenant_id}` does not belong to workspace `{workspace_id}`")]
+    TenantOutsideWorkspace { tenant_id: String, workspace_id: String },
 }
 
 impl StoreError {
-    /// Whether trying again soon may succeed (the connection, the pool or the
-    /// server had a problem), as opposed to an answer that will not change
-    /// (a refusal, or data this node cannot decode).
+    /// Whether trying again soon may succeed: the connection, the pool or the
+    /// server had a problem (connection lost, pool exhausted, SQLite busy or
+    /// locked, PostgreSQL serialization failure, deadlock, shutdown, too many
+    /// connections). A refusal — a constraint violation, data this node
+    /// cannot decode, a typed writer-path error — will not change and is
+    /// never transient.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Database(
-                sqlx::Error::Io(_)
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::Protocol(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-                    | sqlx::Error::Database(_)
-            )
-        )
+        match self {
+            StoreError::Database(e) | StoreError::CommitOutcomeUnknown(e) => sqlx_is_transient(e),
+            StoreError::AfterCommit(inner) => inner.is_transient(),
+            _ => false,
+        }
     }
+
+    /// Whether a write that failed with this error may be run again: only
+    /// when the error is transient and its transaction provably never
+    /// reached commit (a failure of the commit itself, or after it, leaves
+    /// the write possibly applied).
+    pub fn write_may_be_retried(&self) -> bool {
+        matches!(self, StoreError::Database(e) if sqlx_is_transient(e))
+    }
+
+    /// Marks an error that happened after a write committed.
+    pub fn after_commit(self) -> StoreError {
+        StoreError::AfterCommit(Box::new(self))
+    }
+}
+
+/// SQLSTATE classes and codes of PostgreSQL that a retry can get past.
+const PG_TRANSIENT: &[&str] = &[
+    "40001", // serialization_failure
+    "40P01", // deadlock_detected
+    "57P01", // admin_shutdown (e.g. pg_terminate_backend)
+    "57P02", // crash_shutdown
+    "57P03", // cannot_connect_now
+    "53300", // too_many_connections
+];
+
+fn sqlx_is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                let code = pg.code();
+                code.starts_with("08") || PG_TRANSIENT.contains(&code)
+            } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // Extended result codes keep the primary code in the low byte:
+                // SQLITE_BUSY (5) and SQLITE_LOCKED (6) and their variants.
+                db.code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+            } else {
+                false
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Commits `tx`, telling a failure of the commit itself apart
+/// ([`StoreError::CommitOutcomeUnknown`]): the transaction may have been
+/// applied, so the caller must not run it again blindly.
+pub(crate) async fn commit<DB: sqlx::Database>(tx: sqlx::Transaction<'_, DB>) -> Result<(), StoreError> {
+    tx.commit().await.map_err(StoreError::CommitOutcomeUnknown)
 }

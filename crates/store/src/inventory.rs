@@ -82,7 +82,7 @@ impl Store {
                 qb.build().execute(&mut *tx).await?;
             }
             let summary = record_units_tx!(&mut tx, pool, run_id, std::slice::from_ref(&unit));
-            tx.commit().await?;
+            crate::error::commit(tx).await?;
             Ok(summary)
         })
     }

@@ -140,7 +140,7 @@ impl Store {
                     .await?;
                 }
             }
-            tx.commit().await?;
+            crate::error::commit(tx).await?;
             rows
         });
         Ok(rows
@@ -195,7 +195,7 @@ impl Store {
             } else {
                 Heartbeat::LeaseLost
             };
-            tx.commit().await?;
+            crate::error::commit(tx).await?;
             Ok(beat)
         })
     }
@@ -306,7 +306,7 @@ impl Store {
         let result: Result<RecordSummary, StoreError> = on_pool!(self, pool => async {
             let mut tx = pool.begin_write().await?;
             let summary = finish_unit_job_tx!(&mut tx, pool, fence, run_id, unit, end);
-            tx.commit().await?;
+            crate::error::commit(tx).await?;
             Ok(summary)
         }.await);
         if let Err(StoreError::RunNotRunning { .. }) = &result {
@@ -384,7 +384,7 @@ impl Store {
                 qb.push(" ON CONFLICT (run_id, kind, unit_key) DO NOTHING");
                 qb.build().execute(&mut *tx).await?;
             }
-            tx.commit().await?;
+            crate::error::commit(tx).await?;
             total
         });
         Ok(n as u64)
@@ -447,7 +447,7 @@ impl Store {
                     report.failed_units.insert(run_id, summary.recorded);
                 }
             }
-            tx.commit().await?;
+            crate::error::commit(tx).await?;
             Ok(report)
         })
     }

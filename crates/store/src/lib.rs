@@ -32,7 +32,7 @@ pub mod testing;
 pub use error::StoreError;
 pub use runs::{
     CompleteResult, Completion, ContextPatch, CreateResult, NewRun, RecordSummary, RunFilter, RunHead,
-    UnitRecord,
+    UnitRecord, Visibility,
 };
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -93,6 +93,7 @@ impl Store {
         opts: SqliteConnectOptions,
         settings: PoolSettings,
     ) -> Result<Store, StoreError> {
+        create_private_file(opts.get_filename())?;
         let opts = opts
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -136,6 +137,24 @@ impl Store {
 
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// Creates the database file readable by its owner only (0600) unless it
+/// exists: it holds password hashes and tenants' policies. SQLite gives its
+/// `-wal` and `-shm` files the database file's permissions.
+fn create_private_file(path: &std::path::Path) -> Result<(), StoreError> {
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" || path.exists() {
+        return Ok(());
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    match open.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Database(sqlx::Error::Io(e))),
     }
 }
 

@@ -14,7 +14,8 @@
 
 use crate::backend::{WritePool, for_update, skip_locked};
 use crate::row::{RUN_COLUMNS, RUN_HEAD_COLUMNS, failure_from_row, run_from_row, run_head_from_row};
-use crate::{Store, StoreError, new_id, now_ms, on_pool};
+use crate::{Store, StoreError, now_ms, on_pool};
+use opsledger_core::closing::{counts_at_close, not_attempted_failure, remainder_at_close};
 use opsledger_core::outcome::derive_bulk_outcome;
 use opsledger_core::{Failure, Outcome, Run, RunStatus, RunType, Scope, UnitOutcome};
 use serde_json::{Map, Value};
@@ -155,6 +156,10 @@ pub struct Completion {
     pub outcome: Outcome,
     pub failure: Option<Failure>,
     pub context_patches: Vec<ContextPatch>,
+    /// How many of the run's units a proof read for this completion shows
+    /// done, in all: the closing write counts unrecorded units it covers as
+    /// `succeeded` (OPERATIONS.md §3, [`opsledger_core::closing`]).
+    pub proven_succeeded: Option<u64>,
 }
 
 impl Completion {
@@ -164,7 +169,13 @@ impl Completion {
             outcome,
             failure: None,
             context_patches: Vec::new(),
+            proven_succeeded: None,
         }
+    }
+    /// The proof read for this completion shows `n` units done, in all.
+    pub fn with_proven_succeeded(mut self, n: Option<u64>) -> Completion {
+        self.proven_succeeded = n;
+        self
     }
     pub fn with_failure(mut self, failure: Failure) -> Completion {
         self.failure = Some(failure);
@@ -230,7 +241,230 @@ pub struct RunFilter {
     pub created_before: Option<i64>,
     /// Return runs older than this id (the previous page's `next_cursor`).
     pub cursor: Option<String>,
+    /// Runs per page, 1 to 500 (clamped).
     pub limit: u32,
+}
+
+/// What a caller may see: one workspace, and within it every tenant (`tenants: None`)
+/// or only these tenants (workspace-level runs, tenant_id NULL, are then hidden).
+#[derive(Debug, Clone)]
+pub struct Visibility {
+    pub workspace_id: String,
+    pub tenants: Option<Vec<String>>,
+}
+
+/// The most index entries one page of [`Store::list_runs`] examines when a
+/// filter is not served by the index it walks; such a page may come back
+/// short, with a cursor where the walk stopped.
+pub const LIST_SCAN_BUDGET: i64 = 1000;
+
+/// Up to this many tenants are listed as one index range each, merged; a
+/// larger set is checked on the rows of another index.
+const TENANT_RANGES_MAX: usize = 4;
+
+/// How one page of [`Store::list_runs`] reads: the index ranges it walks,
+/// newest first (merged when several), and the filters checked on their rows.
+struct ListPlan<'a> {
+    workspace_id: &'a str,
+    /// One range per value of the walked column, on its `(workspace_id,
+    /// column, id)` index; `None`: the whole workspace, `(workspace_id, id)`.
+    ranges: Vec<Option<(&'static str, &'a str)>>,
+    /// Filters the walked index does not serve: `column IN (values)`.
+    residual: Vec<(&'static str, Vec<&'a str>)>,
+    /// `id >= from`: `created_after` as an id.
+    from: Option<String>,
+    /// `id < below`: the cursor, or `created_before` as an id if lower.
+    below: Option<String>,
+    /// Checked exactly as well: an id and its run's `created_at` agree for
+    /// ids made by [`new_run_id`], which only runs from before it may not.
+    created_after: Option<i64>,
+    created_before: Option<i64>,
+}
+
+impl<'a> ListPlan<'a> {
+    /// `None` when nothing can match: a tenant the caller may not see, or a
+    /// status and an outcome that exclude each other.
+    fn new(vis: &'a Visibility, filter: &'a RunFilter) -> Option<ListPlan<'a>> {
+        let mut tenants: Option<Vec<&'a str>> = match (&filter.tenant_id, &vis.tenants) {
+            (Some(t), Some(visible)) => {
+                Some(visible.iter().filter(|v| *v == t).map(String::as_str).collect())
+            }
+            (Some(t), None) => Some(vec![t.as_str()]),
+            (None, visible) => visible.as_ref().map(|v| v.iter().map(String::as_str).collect()),
+        };
+        if let Some(t) = &mut tenants {
+            t.sort_unstable();
+            t.dedup();
+            if t.is_empty() {
+                return None;
+            }
+        }
+        let (mut status, mut outcome) = (filter.status, filter.outcome);
+        if let (Some(s), Some(o)) = (status, outcome) {
+            if (s == RunStatus::Completed) != o.is_terminal() {
+                return None;
+            }
+            // One implies the other: keep the one that says more.
+            if o.is_terminal() {
+                status = None;
+            } else {
+                outcome = None;
+            }
+        }
+        // The filters, most selective first in a typical history: few runs
+        // are not completed, few completed runs did not succeed, and each
+        // tenant or type holds a share of the rest. The first one walkable is
+        // walked; the others are checked on its rows.
+        const UNWALKABLE: u8 = u8::MAX;
+        let mut terms: Vec<(u8, &'static str, Vec<&'a str>)> = Vec::new();
+        if let Some(s) = status {
+            let rank = if s == RunStatus::Completed { 4 } else { 0 };
+            terms.push((rank, "status", vec![s.as_str()]));
+        }
+        if let Some(o) = outcome {
+            let rank = if o == Outcome::Succeeded { 5 } else { 1 };
+            terms.push((rank, "outcome", vec![o.as_str()]));
+        }
+        if let Some(t) = tenants {
+            let rank = if t.len() <= TENANT_RANGES_MAX {
+                2
+            } else {
+                UNWALKABLE
+            };
+            terms.push((rank, "tenant_id", t));
+        }
+        if let Some(t) = filter.run_type {
+            terms.push((3, "type", vec![t.as_str()]));
+        }
+        terms.sort_by_key(|t| t.0);
+        let walked = terms.first().is_some_and(|t| t.0 != UNWALKABLE);
+        let mut residual: Vec<_> = terms
+            .into_iter()
+            .map(|(_, column, values)| (column, values))
+            .collect();
+        let ranges = if walked {
+            let (column, values) = residual.remove(0);
+            values.into_iter().map(|v| Some((column, v))).collect()
+        } else {
+            vec![None]
+        };
+        let before = filter.created_before.filter(|t| *t < 1 << 48).map(first_id_at);
+        Some(ListPlan {
+            workspace_id: &vis.workspace_id,
+            ranges,
+            residual,
+            from: filter.created_after.map(first_id_at),
+            below: [filter.cursor.clone(), before].into_iter().flatten().min(),
+            created_after: filter.created_after,
+            created_before: filter.created_before,
+        })
+    }
+
+    /// `SELECT columns` of the walk's first `limit` rows, newest first, not
+    /// below `floor`; with `checks`, only rows that pass the time window and
+    /// the residual filters.
+    fn push_walk<DB: sqlx::Database>(
+        &self,
+        qb: &mut QueryBuilder<DB>,
+        columns: &str,
+        floor: Option<&str>,
+        checks: bool,
+        limit: i64,
+    ) where
+        for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        let merged = self.ranges.len() > 1;
+        for (i, range) in self.ranges.iter().enumerate() {
+            if merged {
+                qb.push(if i == 0 {
+                    "SELECT * FROM ("
+                } else {
+                    " UNION ALL SELECT * FROM ("
+                });
+            }
+            qb.push(format!(
+                "SELECT {columns} FROM operation_runs WHERE workspace_id = "
+            ))
+            .push_bind(self.workspace_id);
+            if let Some((column, value)) = range {
+                qb.push(format!(" AND {column} = ")).push_bind(*value);
+            }
+            if let Some(below) = &self.below {
+                qb.push(" AND id < ").push_bind(below.as_str());
+            }
+            if let Some(from) = self.from.as_deref().max(floor) {
+                qb.push(" AND id >= ").push_bind(from);
+            }
+            if checks {
+                if let Some(t) = self.created_after {
+                    qb.push(" AND created_at >= ").push_bind(t);
+                }
+                if let Some(t) = self.created_before {
+                    qb.push(" AND created_at < ").push_bind(t);
+                }
+                for (column, values) in &self.residual {
+                    // `|| ''` keeps the column's own index out of the plan:
+                    // the walk must stay on its range, which the floor bounds.
+                    push_in(qb, &format!("({column} || '')"), values.iter().copied());
+                }
+            }
+            qb.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+            if merged {
+                qb.push(format!(") AS r{i}"));
+            }
+        }
+        if merged {
+            qb.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+        }
+    }
+}
+
+/// ` AND expr IN (values…)`; `values` must not be empty.
+fn push_in<'v, DB: sqlx::Database>(
+    qb: &mut QueryBuilder<DB>,
+    expr: &str,
+    values: impl IntoIterator<Item = &'v str>,
+) where
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    qb.push(format!(" AND {expr} IN ("));
+    let mut list = qb.separated(", ");
+    for v in values {
+        list.push_bind(v);
+    }
+    list.push_unseparated(")");
+}
+
+/// `(run_id, failure)` of each row.
+fn failures_by_run<R>(rows: Vec<R>) -> Result<Vec<(String, Failure)>, StoreError>
+where
+    R: Row,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+{
+    rows.iter()
+        .map(|r| Ok((r.try_get("run_id")?, failure_from_row(r)?)))
+        .collect()
+}
+
+/// A new run's id and creation time (ms), from one instant: the id is a
+/// UUIDv7 whose first 48 bits are `created_at`, so that id order is creation
+/// order and a time window is an id range ([`Store::list_runs`]).
+fn new_run_id() -> (String, i64) {
+    // Monotonic within the process (the crate's shared v7 context); the time
+    // is read back from the id, so the two cannot differ.
+    let id = uuid::Uuid::now_v7();
+    let (secs, nanos) = id.get_timestamp().expect("a v7 id has a time").to_unix();
+    (id.to_string(), secs as i64 * 1000 + i64::from(nanos / 1_000_000))
+}
+
+/// The smallest run id created at `ms` or later (the time clamped to what
+/// an id can hold): `created_at >= ms` is `id >= first_id_at(ms)` for ids
+/// made by [`new_run_id`].
+fn first_id_at(ms: i64) -> String {
+    let ms = ms.clamp(0, (1 << 48) - 1);
+    format!("{:08x}-{:04x}-0000-0000-000000000000", ms >> 16, ms & 0xffff)
 }
 
 fn active_key(t: RunType, workspace_id: &str, tenant_id: Option<&str>) -> String {
@@ -264,7 +498,7 @@ impl Store {
         // The active run may complete between a refused insert and the read
         // of it; then the insert is simply tried again.
         for _ in 0..5 {
-            let id = new_id();
+            let (id, created_at) = new_run_id();
             let inserted = on_pool!(self, pool => {
                 // The run and the job that will execute it commit together:
                 // a queued run always has its job (queue truth).
@@ -283,18 +517,20 @@ impl Store {
                 .bind(&key)
                 .bind(&context)
                 .bind(&new.initiator)
-                .bind(now_ms())
+                .bind(created_at)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
                 if n == 1 {
                     insert_job!(&mut tx, &id, "run", "", new.run_type.max_attempts());
                 }
-                tx.commit().await?;
+                crate::error::commit(tx).await?;
                 n
             });
             if inserted == 1 {
-                return Ok(CreateResult::Created(self.require_run(&id).await?));
+                return Ok(CreateResult::Created(
+                    self.require_run(&id).await.map_err(StoreError::after_commit)?,
+                ));
             }
             let Some(key) = &key else { continue };
             let active = on_pool!(self, pool => {
@@ -379,7 +615,7 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            tx.commit().await?;
+            crate::error::commit(tx).await?;
             n
         });
         if n == 1 {
@@ -424,7 +660,7 @@ impl Store {
             let mut tx = pool.begin_write().await?;
             check_fence!(&mut tx, pool, fence);
             let summary = record_units_tx!(&mut tx, pool, run_id, units);
-            tx.commit().await?;
+            crate::error::commit(tx).await?;
             Ok(summary)
         })
     }
@@ -532,10 +768,10 @@ impl Store {
                 false
             };
             if run.is_completed() {
-                tx.commit().await?;
+                crate::error::commit(tx).await?;
                 ClosingStep::AlreadyCompleted
             } else if busy {
-                tx.commit().await?;
+                crate::error::commit(tx).await?;
                 ClosingStep::NotReady
             } else if let Some(completion) = decide(&run) {
                 let mut context = run.context.clone();
@@ -543,14 +779,57 @@ impl Store {
                     patch.apply(&mut context);
                 }
                 let now = now_ms();
+                // Units never recorded are counted now, in this transaction,
+                // so the closed run's counts explain its outcome (§3).
+                let remainder = remainder_at_close(
+                    &run.summary_counts,
+                    completion.outcome,
+                    completion.proven_succeeded,
+                );
+                let closed = counts_at_close(&run.summary_counts, remainder);
+                // A run that wrote a backup set states it as closed
+                // (INTERFACE.md `context.backup_set`): id, items, failures.
+                let set: Option<(String, i64)> = sqlx::query_as(
+                    "SELECT s.id, (SELECT COUNT(*) FROM backup_items i WHERE i.backup_set_id = s.id) \
+                     FROM backup_sets s WHERE s.created_by_run_id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((set_id, items)) = set {
+                    let failed_items: Vec<(String,)> = sqlx::query_as(
+                        "SELECT unit_key FROM run_units WHERE run_id = $1 AND outcome = 'failed' \
+                         ORDER BY unit_key LIMIT $2",
+                    )
+                    .bind(id)
+                    .bind(FAILURES_PER_RUN)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    ContextPatch::new(
+                        ["backup_set"],
+                        serde_json::json!({
+                            "id": set_id,
+                            "items": items,
+                            "failed": closed.failed.unwrap_or(0),
+                            "failed_items": failed_items.into_iter().map(|(k,)| k).collect::<Vec<_>>(),
+                        }),
+                    )
+                    .apply(&mut context);
+                }
+                let count = |c: Option<u64>| c.map(|n| n as i64);
                 let n = sqlx::query(
                     "UPDATE operation_runs SET status = 'completed', outcome = $2, completed_at = $3, \
-                     active_key = NULL, context = $4 WHERE id = $1 AND status <> 'completed'",
+                     active_key = NULL, context = $4, processed = $5, succeeded = $6, failed = $7, skipped = $8 \
+                     WHERE id = $1 AND status <> 'completed'",
                 )
                 .bind(id)
                 .bind(completion.outcome.as_str())
                 .bind(now)
                 .bind(serde_json::to_string(&context).expect("json"))
+                .bind(count(closed.processed))
+                .bind(count(closed.succeeded))
+                .bind(count(closed.failed))
+                .bind(count(closed.skipped))
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -558,6 +837,11 @@ impl Store {
                     return Err(StoreError::Corrupt(format!("run {id} changed under its row lock")));
                 }
                 if let Some(f) = &completion.failure {
+                    insert_failure!(&mut tx, id, f, now);
+                }
+                if let (Some(r), Some(total)) = (remainder, run.summary_counts.total)
+                    && let Some(f) = not_attempted_failure(&r, total, run.run_type.unit_noun())
+                {
                     insert_failure!(&mut tx, id, f, now);
                 }
                 // Work not started yet will never be needed; running jobs are
@@ -574,14 +858,17 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-                tx.commit().await?;
+                crate::error::commit(tx).await?;
                 ClosingStep::Completed
             } else {
-                tx.commit().await?;
+                crate::error::commit(tx).await?;
                 ClosingStep::NotReady
             }
         });
-        let run = self.require_run(id).await?;
+        let run = self.require_run(id).await.map_err(|e| match result {
+            ClosingStep::Completed => e.after_commit(),
+            _ => e,
+        })?;
         Ok(match result {
             ClosingStep::Completed => CompleteResult::Completed(run),
             ClosingStep::AlreadyCompleted => CompleteResult::AlreadyCompleted(run),
@@ -628,7 +915,7 @@ impl Store {
                 .bind(serde_json::to_string(&context).expect("json"))
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
+            crate::error::commit(tx).await?;
             Ok(true)
         })
     }
@@ -654,13 +941,31 @@ impl Store {
         }
     }
 
-    /// A run only if it belongs to `workspace_id` (so a foreign id reads as absent).
-    pub async fn get_run_in_workspace(
-        &self,
-        workspace_id: &str,
-        id: &str,
-    ) -> Result<Option<Run>, StoreError> {
-        Ok(self.get_run(id).await?.filter(|r| r.workspace_id == workspace_id))
+    /// The run `id` with its first failures if `vis` may see it, else `None`.
+    ///
+    /// One statement keyed by the id *and* the visibility (workspace, and
+    /// tenants when restricted) decides, and failures are read only for a run
+    /// it returned. So a run of another workspace (or of a hidden tenant) and
+    /// an id that does not exist take the same path: the same statements,
+    /// returning the same rows (none). Neither the answer nor the work done
+    /// tells a caller that the id exists elsewhere.
+    pub async fn visible_run(&self, vis: &Visibility, id: &str) -> Result<Option<Run>, StoreError> {
+        if vis.tenants.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(None);
+        }
+        let run = on_pool!(self, pool => {
+            let mut qb = QueryBuilder::new(format!("SELECT {RUN_COLUMNS} FROM operation_runs WHERE id = "));
+            qb.push_bind(id).push(" AND workspace_id = ").push_bind(vis.workspace_id.as_str());
+            if let Some(tenants) = &vis.tenants {
+                push_in(&mut qb, "tenant_id", tenants.iter().map(String::as_str));
+            }
+            qb.build().fetch_optional(pool).await?.map(|r| run_from_row(&r)).transpose()?
+        });
+        let Some(mut run) = run else {
+            return Ok(None);
+        };
+        run.failures = self.failures_of(&run.id).await?;
+        Ok(Some(run))
     }
 
     /// The run's head (no context, phases or failures), or `None`.
@@ -695,48 +1000,112 @@ impl Store {
         })
     }
 
-    /// The workspace's runs, newest first, filtered; with the cursor of the next page.
+    /// The first [`FAILURES_PER_RUN`] failures of each run, in one statement
+    /// that reads at most that many failures per run (a window over the runs'
+    /// failures would read every failure of a run that has thousands).
+    async fn failures_of_runs(
+        &self,
+        run_ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, Vec<Failure>>, StoreError> {
+        let mut by_run = std::collections::HashMap::<String, Vec<Failure>>::new();
+        if run_ids.is_empty() {
+            return Ok(by_run);
+        }
+        // "Each run's first N" is spelled differently by the two databases: a
+        // LATERAL join on PostgreSQL, a correlated list of rowids on SQLite.
+        // Both walk the (run_id, id) index N entries per run, no further.
+        let rows = match self {
+            Store::Postgres(pool) => failures_by_run(
+                sqlx::query(
+                    "SELECT f.run_id, f.code, f.message, f.unit_key FROM unnest($1::text[]) AS r(id) \
+                     CROSS JOIN LATERAL (SELECT id, run_id, code, message, unit_key FROM run_failures \
+                       WHERE run_id = r.id ORDER BY id LIMIT $2) AS f \
+                     ORDER BY f.id",
+                )
+                .bind(run_ids)
+                .bind(FAILURES_PER_RUN)
+                .fetch_all(pool)
+                .await?,
+            )?,
+            Store::Sqlite(pool) => failures_by_run(
+                sqlx::query(
+                    "SELECT f.run_id, f.code, f.message, f.unit_key FROM json_each($1) AS r \
+                     JOIN run_failures f ON f.id IN (SELECT g.id FROM run_failures g \
+                       WHERE g.run_id = r.value ORDER BY g.id LIMIT $2) \
+                     ORDER BY f.id",
+                )
+                .bind(serde_json::to_string(run_ids).expect("json"))
+                .bind(FAILURES_PER_RUN)
+                .fetch_all(pool)
+                .await?,
+            )?,
+        };
+        for (run_id, failure) in rows {
+            by_run.entry(run_id).or_default().push(failure);
+        }
+        Ok(by_run)
+    }
+
+    /// The runs `vis` may see, newest first, filtered; with the cursor of the
+    /// next page (`None` on the last).
+    ///
+    /// Every page reads a bounded number of rows, whatever the filters and
+    /// the size of the history:
+    /// - one filter (`status`, `outcome`, `type`, `tenant_id`, or up to four
+    ///   visible tenants, merged) walks its index newest first and stops
+    ///   after `limit + 1` rows: a full page. Ids are UUIDv7, so the time
+    ///   window and the cursor are bounds of that walk, with any index;
+    /// - several filters walk the index of the most selective one (in a
+    ///   typical history: a status before completion, an outcome other than
+    ///   success, tenants, type, then the rest) and check the others on at
+    ///   most [`LIST_SCAN_BUDGET`] of its entries. The page may then be short
+    ///   (even empty) with `next_cursor` where the walk stopped, so a client
+    ///   paging on always makes progress and visits every match exactly once.
+    ///
+    /// Failures of the listed runs are read in one statement for the page.
     pub async fn list_runs(
         &self,
-        workspace_id: &str,
+        vis: &Visibility,
         filter: &RunFilter,
     ) -> Result<(Vec<Run>, Option<String>), StoreError> {
-        let limit = filter.limit.clamp(1, 500) as i64;
+        let limit = i64::from(filter.limit.clamp(1, 500));
+        let Some(plan) = ListPlan::new(vis, filter) else {
+            return Ok((Vec::new(), None));
+        };
+        // Both statements are planned anew with their values (not kept
+        // prepared): a generic plan of a cached statement cannot see how wide
+        // the id range is, and PostgreSQL's may then walk the primary key
+        // across the history instead of the filter's index (250 ms, not 1).
+        //
+        // Where a bounded walk stops: its LIST_SCAN_BUDGET-th entry, if it has
+        // that many. Found first, so the page below reads exactly that range.
+        let floor = if plan.residual.is_empty() {
+            None
+        } else {
+            let (floor, walked): (Option<String>, i64) = on_pool!(self, pool => {
+                let mut qb = QueryBuilder::new("SELECT MIN(id), COUNT(*) FROM (");
+                plan.push_walk(&mut qb, "id", None, false, LIST_SCAN_BUDGET);
+                qb.push(") AS walked");
+                qb.build_query_as().persistent(false).fetch_one(pool).await?
+            });
+            floor.filter(|_| walked >= LIST_SCAN_BUDGET)
+        };
         let mut runs = on_pool!(self, pool => {
-            let mut qb = QueryBuilder::new(format!("SELECT {RUN_COLUMNS} FROM operation_runs WHERE workspace_id = "));
-            qb.push_bind(workspace_id);
-            if let Some(t) = &filter.tenant_id {
-                qb.push(" AND tenant_id = ").push_bind(t.clone());
-            }
-            if let Some(t) = filter.run_type {
-                qb.push(" AND type = ").push_bind(t.as_str());
-            }
-            if let Some(s) = filter.status {
-                qb.push(" AND status = ").push_bind(s.as_str());
-            }
-            if let Some(o) = filter.outcome {
-                qb.push(" AND outcome = ").push_bind(o.as_str());
-            }
-            if let Some(t) = filter.created_after {
-                qb.push(" AND created_at >= ").push_bind(t);
-            }
-            if let Some(t) = filter.created_before {
-                qb.push(" AND created_at < ").push_bind(t);
-            }
-            if let Some(c) = &filter.cursor {
-                qb.push(" AND id < ").push_bind(c.clone());
-            }
-            qb.push(" ORDER BY id DESC LIMIT ").push_bind(limit + 1);
-            qb.build().fetch_all(pool).await?.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?
+            let mut qb = QueryBuilder::new("");
+            plan.push_walk(&mut qb, RUN_COLUMNS, floor.as_deref(), true, limit + 1);
+            let rows = qb.build().persistent(false).fetch_all(pool).await?;
+            rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?
         });
         let next = if runs.len() as i64 > limit {
             runs.truncate(limit as usize);
             runs.last().map(|r| r.id.clone())
         } else {
-            None
+            floor
         };
+        let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+        let mut failures = self.failures_of_runs(&ids).await?;
         for run in &mut runs {
-            run.failures = self.failures_of(&run.id).await?;
+            run.failures = failures.remove(&run.id).unwrap_or_default();
         }
         Ok((runs, next))
     }

@@ -5,6 +5,7 @@ use crate::row::{RUN_COLUMNS, run_from_row};
 use crate::runs::{CloseGuard, CompleteResult, Completion, ContextPatch};
 use crate::{Store, StoreError, on_pool};
 use chrono::{SecondsFormat, Utc};
+use opsledger_core::closing::{ForceCloseRefusal, decide_force_close};
 use opsledger_core::reconcile::{AdapterResult, ReconciliationRecord};
 use opsledger_core::{Failure, Outcome, Run, RunStatus};
 use sqlx::AssertSqlSafe;
@@ -144,10 +145,12 @@ impl Store {
             reconciled_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
             by: by.map(str::to_owned),
         };
-        let mut completion = Completion::new(outcome).with_patch(ContextPatch::new(
-            ["reconciliation"],
-            serde_json::to_value(&record).expect("json"),
-        ));
+        let mut completion = Completion::new(outcome)
+            .with_proven_succeeded(result.units_succeeded)
+            .with_patch(ContextPatch::new(
+                ["reconciliation"],
+                serde_json::to_value(&record).expect("json"),
+            ));
         if outcome != Outcome::Succeeded {
             completion = completion.with_failure(Failure {
                 code: result.reason_code.clone(),
@@ -168,39 +171,96 @@ impl Store {
         .await
     }
 
-    /// An admin closes a non-terminal run with `outcome` and a reason,
-    /// recorded like a reconciliation (`adapter = "admin_force_close"`).
-    pub async fn force_close(
+    /// An admin's force-close of `seen` (the run as the caller read it),
+    /// applied by the single closing write and recorded like a
+    /// reconciliation (`adapter = "admin_force_close"`). The rule of
+    /// [`decide_force_close`] is checked again on the locked row: `blocked`
+    /// only while no unit is recorded; a success outcome only with `proof`
+    /// (the adapter's result, read just before) for exactly that outcome,
+    /// and only if the run has not moved since the proof was read.
+    pub async fn apply_force_close(
         &self,
-        run_id: &str,
-        outcome: Outcome,
-        reason: &str,
-        by: &str,
-    ) -> Result<CompleteResult, StoreError> {
-        assert!(outcome.is_terminal());
+        seen: &Run,
+        request: ForceClose<'_>,
+    ) -> Result<ForceCloseResult, StoreError> {
         let now_s = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-        self.complete_when(run_id, |run| {
-            let record = ReconciliationRecord {
-                adapter: "admin_force_close".into(),
-                reason_code: "force_closed".into(),
-                explanation: reason.to_owned(),
-                previous_status: run.status,
-                previous_outcome: run.outcome,
-                related_artifact: None,
-                reconciled_at: now_s,
-                by: Some(by.to_owned()),
-            };
-            let mut c = Completion::new(outcome).with_patch(ContextPatch::new(
-                ["reconciliation"],
-                serde_json::to_value(&record).expect("json"),
-            ));
-            if outcome != Outcome::Succeeded {
-                c = c.with_failure(Failure::new("force_closed", reason));
-            }
-            Some(c)
+        let mut refused = None;
+        let mut moved = false;
+        let result = self
+            .close_run(&seen.id, CloseGuard::None, |now| {
+                let proven = match decide_force_close(request.outcome, &now.summary_counts, request.proof) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        refused = Some(e);
+                        return None;
+                    }
+                };
+                if request.proof.is_some()
+                    && (now.status != seen.status
+                        || now.heartbeat_at != seen.heartbeat_at
+                        || now.summary_counts.processed != seen.summary_counts.processed)
+                {
+                    // The proof was read against another state of the run.
+                    moved = true;
+                    return None;
+                }
+                let record = ReconciliationRecord {
+                    adapter: "admin_force_close".into(),
+                    reason_code: "force_closed".into(),
+                    explanation: request.reason.to_owned(),
+                    previous_status: now.status,
+                    previous_outcome: now.outcome,
+                    related_artifact: request.proof.and_then(|p| p.related_artifact.clone()),
+                    reconciled_at: now_s,
+                    by: Some(request.by.to_owned()),
+                };
+                let mut c = Completion::new(request.outcome)
+                    .with_proven_succeeded(proven)
+                    .with_patch(ContextPatch::new(
+                        ["reconciliation"],
+                        serde_json::to_value(&record).expect("json"),
+                    ));
+                if request.outcome != Outcome::Succeeded {
+                    c = c.with_failure(Failure::new("force_closed", request.reason));
+                }
+                Some(c)
+            })
+            .await?;
+        Ok(match result {
+            CompleteResult::Completed(run) => ForceCloseResult::Closed(run),
+            CompleteResult::AlreadyCompleted(run) => ForceCloseResult::AlreadyCompleted(run),
+            CompleteResult::NotReady(run) => match refused {
+                Some(refusal) => ForceCloseResult::Refused(refusal, run),
+                None => {
+                    debug_assert!(moved);
+                    ForceCloseResult::Moved(run)
+                }
+            },
         })
-        .await
     }
+}
+
+/// What an admin asks of a force-close.
+#[derive(Debug, Clone, Copy)]
+pub struct ForceClose<'a> {
+    pub outcome: Outcome,
+    /// The admin's reason, recorded as the explanation.
+    pub reason: &'a str,
+    /// Who asked (`user:ID`, `cli:NAME`).
+    pub by: &'a str,
+    /// The run's adapter result, read just now (needed for a success outcome).
+    pub proof: Option<&'a AdapterResult>,
+}
+
+/// What a force-close did.
+#[derive(Debug, Clone)]
+pub enum ForceCloseResult {
+    Closed(Run),
+    AlreadyCompleted(Run),
+    /// The rule refused the outcome asked for; nothing changed.
+    Refused(ForceCloseRefusal, Run),
+    /// The run moved after its proof was read; nothing changed (ask again).
+    Moved(Run),
 }
 
 /// Whether a run counts as stale under per-type timeouts, given `now`.

@@ -380,13 +380,17 @@ both_backends!(
 );
 
 both_backends!(force_close_records_who_and_why, |store: Store| async move {
+    use opsledger_store::stale::{ForceClose, ForceCloseResult};
     let s = scope(&store).await;
     let id = queued_run(&store, &s, RunType::InventorySync).await;
-    let r = store
-        .force_close(&id, Outcome::Failed, "tenant offboarded", "user:admin")
-        .await
-        .unwrap();
-    let CompleteResult::Completed(run) = r else {
+    let seen = store.get_run(&id).await.unwrap().unwrap();
+    let request = ForceClose {
+        outcome: Outcome::Failed,
+        reason: "tenant offboarded",
+        by: "user:admin",
+        proof: None,
+    };
+    let ForceCloseResult::Closed(run) = store.apply_force_close(&seen, request).await.unwrap() else {
         panic!()
     };
     let rec = run.reconciliation().unwrap();
@@ -396,11 +400,8 @@ both_backends!(force_close_records_who_and_why, |store: Store| async move {
     );
     assert_eq!(rec["explanation"], "tenant offboarded");
     assert!(matches!(
-        store
-            .force_close(&id, Outcome::Succeeded, "x", "y")
-            .await
-            .unwrap(),
-        CompleteResult::AlreadyCompleted(_)
+        store.apply_force_close(&seen, request).await.unwrap(),
+        ForceCloseResult::AlreadyCompleted(_)
     ));
 });
 
