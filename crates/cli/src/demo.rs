@@ -51,7 +51,7 @@ struct UserJson {
 }
 
 pub async fn run(listen: &str, data: &Path, args: NodeArgs) -> Result<()> {
-    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    create_private_dir(data)?;
     let db_url = format!("sqlite://{}", data.join("opsledger.db").display());
     let store = crate::open(&db_url).await?;
     let (ws, other) = seed(&store).await?;
@@ -66,7 +66,9 @@ pub async fn run(listen: &str, data: &Path, args: NodeArgs) -> Result<()> {
         let user_id = store.upsert_user(email, &hash_password(&password)?).await?;
         store.set_membership(workspace, &user_id, role).await?;
         store.revoke_tokens(&user_id, TOKEN_LABEL).await?;
-        let token = store.issue_token(&user_id, TOKEN_LABEL).await?;
+        let token = store
+            .issue_workspace_token(&user_id, TOKEN_LABEL, workspace, None)
+            .await?;
         let role = if workspace == &ws {
             role.as_str().to_owned()
         } else {
@@ -103,16 +105,14 @@ pub async fn run(listen: &str, data: &Path, args: NodeArgs) -> Result<()> {
     node::run(store, Some(listen), args, move |addr| {
         demo.url = format!("http://{addr}");
         let json = serde_json::to_string_pretty(&demo).expect("json");
-        // Written whole then renamed, so a reader never sees half a file.
-        let tmp = demo_path.with_extension("json.tmp");
-        if let Err(e) = std::fs::write(&tmp, json).and_then(|_| std::fs::rename(&tmp, &demo_path)) {
+        if let Err(e) = write_private_file(&demo_path, json.as_bytes()) {
             tracing::error!(error = %e, "could not write {}", demo_path.display());
             return;
         }
-        let admin = &demo.users[0].token;
+        // The tokens stay in demo.json (owner-only): never in a log or terminal.
         let tenant = &demo.tenants[0].id;
         eprintln!(
-            "\nopsledger demo is up: {url}\n  credentials: {path}\n  try: curl -s -X POST -H 'Authorization: Bearer {admin}' \\\n        -d '{{\"type\":\"inventory.sync\",\"tenant_id\":\"{tenant}\"}}' {url}/api/v1/workspaces/{ws}/operations\n",
+            "\nopsledger demo is up: {url}\n  credentials (passwords, tokens): {path}\n  try: curl -s -X POST -H \"Authorization: Bearer $(jq -r '.users[1].token' {path})\" \\\n        -d '{{\"type\":\"inventory.sync\",\"tenant_id\":\"{tenant}\"}}' {url}/api/v1/workspaces/{ws}/operations\n",
             url = demo.url,
             path = demo_path.display(),
             ws = demo.workspace_id,
@@ -149,13 +149,41 @@ async fn seed(store: &Store) -> Result<(String, String)> {
     Ok((ws.id, other.id))
 }
 
+/// The data directory, owner-only (0700) when this creates it.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Writes `bytes` to `path` readable by its owner only (0600): written whole
+/// under a temporary name, then renamed, so a reader never sees half a file.
+fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    let mut file = open.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)
+}
+
 fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut b);
     hex::encode(b)
 }
 
-fn hash_password(password: &str) -> Result<String> {
+pub(crate) fn hash_password(password: &str) -> Result<String> {
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
     let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;

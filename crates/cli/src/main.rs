@@ -2,6 +2,7 @@
 //! parse their flags (each also read from an `OPSLEDGER_*` variable), open
 //! the store, and call the engine, server or store.
 
+mod admin;
 mod demo;
 mod node;
 
@@ -9,7 +10,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use opsledger_core::RunStatus;
 use opsledger_store::{RunFilter, Store};
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +71,11 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Set up an installation: workspaces, users, memberships, tokens.
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -80,7 +88,7 @@ enum RunsCommand {
         workspace: String,
         #[arg(long)]
         status: Option<String>,
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=500))]
         limit: u32,
         #[arg(long)]
         json: bool,
@@ -121,15 +129,28 @@ enum TenantCommand {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OPSLEDGER_LOG")
                 .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, never into a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match Cli::parse().command {
+    match run(Cli::parse().command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole chain on one line: "what we were doing: why it failed".
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
         Command::Demo { listen, data, node } => demo::run(&listen, &data, node).await,
         Command::Serve { db, listen, node } => {
             let store = open(&db).await?;
@@ -141,6 +162,7 @@ async fn main() -> Result<()> {
         }
         Command::Reconcile { db, node, json } => reconcile(&db, &node, json).await,
         Command::Runs { command } => runs(command).await,
+        Command::Admin { command } => admin::run(command).await,
         Command::Tenant {
             command:
                 TenantCommand::Add {
@@ -154,23 +176,100 @@ async fn main() -> Result<()> {
             let settings = opsledger_providers::ProviderSettings::default();
             opsledger_providers::open(&provider, &name, &settings)
                 .with_context(|| format!("provider `{provider}` cannot be used"))?;
-            let t = store
-                .create_tenant(&workspace, &name, &provider)
-                .await
-                .context("adding tenant")?;
+            // Unknown workspace, duplicate name: the store's typed errors say so.
+            let t = store.create_tenant(&workspace, &name, &provider).await?;
             println!("{}", t.id);
             Ok(())
         }
     }
 }
 
-/// Opens and migrates the database named by `url`.
+/// Opens and migrates the database named by `url`. No message shows the
+/// URL's password.
 pub async fn open(url: &str) -> Result<Store> {
+    let shown = redact_url(url);
     let store = Store::connect(url)
         .await
-        .with_context(|| format!("opening database {url}"))?;
-    store.migrate().await.context("migrating database")?;
+        .map_err(|e| anyhow::anyhow!("opening database {shown}: {}", scrub(&said(&e), url, &shown)))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| anyhow::anyhow!("migrating database {shown}: {}", scrub(&said(&e), url, &shown)))?;
     Ok(store)
+}
+
+/// What the database server said (e.g. `role "app" does not exist`), without
+/// the driver's wrapping; any other error as it displays.
+fn said(e: &opsledger_store::StoreError) -> String {
+    match e {
+        opsledger_store::StoreError::Database(sqlx::Error::Database(d)) => d.message().to_owned(),
+        e => e.to_string(),
+    }
+}
+
+/// `url` with its password (in the user info or a `password=` parameter) replaced by `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(i) = url.find("://") else {
+        return url.to_owned();
+    };
+    let (scheme, rest) = url.split_at(i + 3);
+    // Everything up to the last `@` is taken for user info, so a password
+    // with an unescaped `/`, `?` or `@` is hidden whole (at worst, more than
+    // the password is hidden).
+    let mut out = match rest.rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!("{scheme}{}:***{}", &rest[..colon], &rest[at..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    };
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect();
+        out = format!("{head}{}", query.join("&"));
+    }
+    out
+}
+
+/// `message` with every appearance of `url`, or of its password, replaced.
+fn scrub(message: &str, url: &str, shown: &str) -> String {
+    let mut out = message.replace(url, shown);
+    for secret in url_secrets(url) {
+        if secret.len() >= 3 {
+            out = out.replace(&secret, "***");
+        }
+    }
+    out
+}
+
+/// The password parts of `url` as written (user info and `password=`).
+fn url_secrets(url: &str) -> Vec<String> {
+    let mut secrets = Vec::new();
+    let Some(i) = url.find("://") else {
+        return secrets;
+    };
+    let rest = &url[i + 3..];
+    if let Some(at) = rest.rfind('@')
+        && let Some(colon) = rest[..at].find(':')
+    {
+        secrets.push(rest[colon + 1..at].to_owned());
+    }
+    if let Some(q) = rest.find('?') {
+        for kv in rest[q + 1..].split('&') {
+            if let Some((k, v)) = kv.split_once('=')
+                && k.eq_ignore_ascii_case("password")
+            {
+                secrets.push(v.to_owned());
+            }
+        }
+    }
+    secrets
 }
 
 async fn reconcile(db: &str, node: &node::NodeArgs, json: bool) -> Result<()> {
@@ -194,8 +293,17 @@ async fn reconcile(db: &str, node: &node::NodeArgs, json: bool) -> Result<()> {
             .as_ref()
             .map(|a| a.to_string())
             .unwrap_or_else(|| "none".into());
+        let outcome = d
+            .outcome
+            .map(|o| o.to_string())
+            .unwrap_or_else(|| "unchanged".into());
+        let proven = d
+            .result
+            .units_succeeded
+            .map(|n| format!("; units proven done: {n}"))
+            .unwrap_or_default();
         println!(
-            "{} {} ({}): {} via {} — {} [{}] — {}; proof: {}",
+            "{} {} ({}): {} via {} — {} [{}] — {}; proof: {}; outcome: {}{}",
             d.run_id,
             d.run_type,
             d.previous_status,
@@ -204,7 +312,9 @@ async fn reconcile(db: &str, node: &node::NodeArgs, json: bool) -> Result<()> {
             d.result.reason_code,
             d.applied,
             d.result.explanation,
-            proof
+            proof,
+            outcome,
+            proven
         );
     }
     Ok(())
@@ -220,13 +330,22 @@ async fn runs(command: RunsCommand) -> Result<()> {
             json,
         } => {
             let store = open(&db).await?;
+            admin::workspace_named(&store, &workspace).await?;
             let status = status.map(|s| s.parse::<RunStatus>()).transpose()?;
             let filter = RunFilter {
                 status,
                 limit,
                 ..Default::default()
             };
-            let (runs, _) = store.list_runs(&workspace, &filter).await?;
+            let (runs, _) = store
+                .list_runs(
+                    &opsledger_store::Visibility {
+                        workspace_id: workspace.clone(),
+                        tenants: None,
+                    },
+                    &filter,
+                )
+                .await?;
             if json {
                 let items: Vec<_> = runs
                     .iter()
@@ -252,11 +371,14 @@ async fn runs(command: RunsCommand) -> Result<()> {
             let store = open(&db).await?;
             let outcome: opsledger_core::Outcome = outcome.parse()?;
             anyhow::ensure!(outcome.is_terminal(), "`{outcome}` is not a terminal outcome");
+            let run = store
+                .get_run(&id)
+                .await?
+                .with_context(|| format!("run {id} not found"))?;
             let by = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "admin".into()));
-            match store.force_close(&id, outcome, &reason, &by).await? {
-                opsledger_store::CompleteResult::Completed(r) => println!("{} closed as {}", r.id, r.outcome),
-                other => anyhow::bail!("run {} was already completed as {}", id, other.run().outcome),
-            }
+            let registry = opsledger_families::registry(Default::default());
+            let r = opsledger_engine::force_close(&store, &registry, &run, outcome, &reason, &by).await?;
+            println!("{} closed as {}", r.id, r.outcome);
         }
         RunsCommand::Show { db, id, json } => {
             let store = open(&db).await?;
@@ -284,4 +406,33 @@ async fn runs(command: RunsCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_shown() {
+        for (url, shown) in [
+            (
+                "postgres://app:s3cret@db:5432/ops",
+                "postgres://app:***@db:5432/ops",
+            ),
+            ("postgres://app@db/ops", "postgres://app@db/ops"),
+            ("postgres://app:p@ss/w?rd@db/ops", "postgres://app:***@db/ops"),
+            (
+                "postgres://db/ops?user=app&password=s3cret&sslmode=require",
+                "postgres://db/ops?user=app&password=***&sslmode=require",
+            ),
+            ("sqlite:///tmp/x.db", "sqlite:///tmp/x.db"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let url = "mysql://app:s3cret@db/ops";
+        let msg = format!("unsupported database url `{url}`; s3cret");
+        let out = scrub(&msg, url, &redact_url(url));
+        assert!(!out.contains("s3cret"), "{out}");
+        assert!(out.contains("mysql://app:***@db/ops"), "{out}");
+    }
 }

@@ -129,6 +129,8 @@ async fn reconcile_prints_decision_reason_and_proof_per_run() {
         "inventory_fully_covered",
         "[applied]",
         "\"count\":3",
+        "outcome: succeeded",
+        "units proven done: 2",
     ] {
         assert!(s.contains(part), "`{part}` missing from: {s}");
     }
@@ -137,6 +139,7 @@ async fn reconcile_prints_decision_reason_and_proof_per_run() {
         "policy.sync (queued): failed via generic_fail_closed",
         "stale_no_proof",
         "proof: none",
+        "outcome: failed",
     ] {
         assert!(p.contains(part), "`{part}` missing from: {p}");
     }
@@ -182,6 +185,23 @@ async fn force_close_records_the_reason_and_refuses_a_closed_run() {
     let bad = close("pending");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a terminal outcome"));
+    let no_reason = opsledger(&[
+        "runs",
+        "force-close",
+        "--db",
+        &db.url,
+        &id,
+        "--outcome",
+        "failed",
+        "--reason",
+        "  ",
+    ]);
+    assert!(!no_reason.status.success());
+    assert!(String::from_utf8_lossy(&no_reason.stderr).contains("needs a reason"));
+    let unproven = close("succeeded");
+    assert!(!unproven.status.success(), "no proof, no success");
+    let err = String::from_utf8_lossy(&unproven.stderr);
+    assert!(err.contains("no proof for `succeeded`"), "{err}");
     assert!(stdout(&close("blocked")).contains("closed as blocked"));
     let run = store.get_run(&id).await.unwrap().unwrap();
     let rec = run.reconciliation().unwrap();
