@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use opsledger_engine::stale_sweep::run_periodically;
 use opsledger_engine::{Registry, Runner, RunnerConfig, SweepConfig};
 use opsledger_providers::ProviderSettings;
-use opsledger_server::AppState;
+use opsledger_server::{AppState, HttpLimits, http};
 use opsledger_store::Store;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -43,6 +43,39 @@ pub struct NodeArgs {
     /// Added to every demo provider call, so progress can be watched.
     #[arg(long, env = "OPSLEDGER_DEMO_LATENCY_MS", default_value_t = 0)]
     pub demo_latency_ms: u64,
+    /// Time a client has to send a complete request head (from connecting,
+    /// or from the first byte of a next request on a kept-alive connection).
+    #[arg(
+        long,
+        env = "OPSLEDGER_HTTP_HEADER_TIMEOUT_MS",
+        default_value_t = http::DEFAULT_HEADER_READ_TIMEOUT_MS,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub http_header_timeout_ms: u64,
+    /// A kept-alive connection with no request in progress is closed after this.
+    #[arg(
+        long,
+        env = "OPSLEDGER_HTTP_IDLE_TIMEOUT_MS",
+        default_value_t = http::DEFAULT_IDLE_TIMEOUT_MS,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub http_idle_timeout_ms: u64,
+    /// Time from a complete request head to the response, body included (408 past it).
+    #[arg(
+        long,
+        env = "OPSLEDGER_HTTP_REQUEST_TIMEOUT_MS",
+        default_value_t = http::DEFAULT_REQUEST_TIMEOUT_MS,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub http_request_timeout_ms: u64,
+    /// Open HTTP connections on this node; at the cap, new ones wait to be accepted.
+    #[arg(
+        long,
+        env = "OPSLEDGER_HTTP_MAX_CONNECTIONS",
+        default_value_t = http::DEFAULT_MAX_CONNECTIONS as u32,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub http_max_connections: u32,
 }
 
 impl NodeArgs {
@@ -57,6 +90,15 @@ impl NodeArgs {
             queue_timeout_ms: self.queue_timeout_ms,
             heartbeat_timeout_ms: self.heartbeat_timeout_ms,
             batch: 1000,
+        }
+    }
+
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            header_read_timeout: Duration::from_millis(self.http_header_timeout_ms),
+            idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),
+            request_timeout: Duration::from_millis(self.http_request_timeout_ms),
+            max_connections: self.http_max_connections as usize,
         }
     }
 
@@ -121,6 +163,7 @@ pub async fn run(
             Some(tokio::spawn(opsledger_server::serve(
                 listener,
                 state,
+                args.http_limits(),
                 shutdown.clone(),
             )))
         }

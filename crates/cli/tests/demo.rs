@@ -272,7 +272,7 @@ async fn demo_enforces_access_and_input_rules() {
     let (status, body) = demo.post("operator@demo.test", &ops, bad_param).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (400, Some("invalid_params"))
+        (400, Some("unknown_param"))
     );
     assert!(
         body["error"]["message"].as_str().unwrap().contains("`processed`"),
@@ -321,7 +321,7 @@ async fn demo_enforces_access_and_input_rules() {
     let (status, run) = demo.post("operator@demo.test", &ops, throttled).await;
     assert_eq!(status, 202, "{run}");
     let close = format!("{ops}/{}/force-close", run["id"].as_str().unwrap());
-    let reason = json!({"outcome": "blocked", "reason": "tenant is being offboarded"});
+    let reason = json!({"outcome": "failed", "reason": "tenant is being offboarded"});
     assert_eq!(
         demo.post("operator@demo.test", &close, reason.clone()).await.0,
         403
@@ -348,7 +348,7 @@ async fn demo_enforces_access_and_input_rules() {
             closed["outcome"].as_str(),
             closed["reconciliation"]["adapter"].as_str()
         ),
-        (Some("blocked"), Some("admin_force_close"))
+        (Some("failed"), Some("admin_force_close"))
     );
     assert_eq!(
         closed["reconciliation"]["explanation"],
@@ -367,4 +367,53 @@ async fn demo_enforces_access_and_input_rules() {
         .await
         .unwrap();
     assert_eq!(r["items"].as_array().unwrap().len(), 12);
+}
+
+/// Secrets stay in files only their owner can read: demo.json and the
+/// database are 0600, the data directory 0700, and neither the terminal
+/// nor the log (not a terminal here: no colour codes) shows a token.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_keeps_its_secrets_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log_path = dir.path().join("demo.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsledger"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let info = wait_for_json(&data.join("demo.json")).await;
+    // The banner is printed right after demo.json is written.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log_path)
+        .unwrap()
+        .contains("opsledger demo is up")
+    {
+        assert!(Instant::now() < deadline, "no banner");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data.join("demo.json")), 0o600);
+    assert_eq!(mode(&data.join("opsledger.db")), 0o600);
+    assert_eq!(mode(&data), 0o700);
+    for side in ["opsledger.db-wal", "opsledger.db-shm"] {
+        let p = data.join(side);
+        if p.exists() {
+            assert_eq!(mode(&p), 0o600, "{side}");
+        }
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    for u in info["users"].as_array().unwrap() {
+        let token = u["token"].as_str().unwrap();
+        assert!(!log.contains(token), "a token reached the log:\n{log}");
+        assert!(!log.contains(u["password"].as_str().unwrap()));
+    }
+    assert!(!log.contains('\u{1b}'), "colour codes in a log file:\n{log}");
+    child.kill().await.unwrap();
 }

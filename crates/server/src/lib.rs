@@ -5,10 +5,15 @@
 
 pub mod auth;
 pub mod error;
+pub mod http;
 mod operations;
 pub mod render;
+pub mod retry;
+
+pub use http::HttpLimits;
 
 use axum::Router;
+use axum::http::{Method, Uri};
 use axum::routing::{get, post};
 use opsledger_engine::Registry;
 use opsledger_store::Store;
@@ -25,7 +30,20 @@ pub struct AppState {
     pub wake: Arc<Notify>,
 }
 
+/// Largest request body accepted, on every route (`413 body_too_large` past it).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The API with its edge layers ([`http::with_edge`]) at the default limits.
 pub fn router(state: AppState) -> Router {
+    app(state, &HttpLimits::default())
+}
+
+/// The API with its edge layers, its request timeout from `limits`.
+pub fn app(state: AppState, limits: &HttpLimits) -> Router {
+    http::with_edge(routes(state), limits)
+}
+
+fn routes(state: AppState) -> Router {
     Router::new()
         .route(
             "/api/v1/health",
@@ -45,18 +63,24 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/workspaces/{ws}/operations/{id}/force-close",
             post(operations::force_close),
         )
-        .fallback(|| async { error::ApiError::not_found("no such route") })
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .fallback(
+            |uri: Uri| async move { error::ApiError::not_found(format!("no such route: {}", uri.path())) },
+        )
+        // Last: it applies to the routes registered before it.
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            error::ApiError::method_not_allowed(&method, uri.path())
+        })
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` is cancelled.
+/// Serves the API on `listener` under `limits` until `shutdown` is
+/// cancelled, then lets the requests in progress finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    limits: HttpLimits,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let service = app(state, &limits);
+    http::serve_app(listener, service, limits, shutdown, Default::default()).await
 }

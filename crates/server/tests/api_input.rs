@@ -1,0 +1,426 @@
+//! The API as a hostile caller tries it, on both databases: every bad input
+//! on every route is a 4xx JSON error with a precise code and leaves the
+//! database exactly as it was; a tenant-restricted member sees and acts only
+//! on their tenants; a foreign run id answers exactly like one that exists
+//! nowhere.
+
+use axum::body::Body;
+use axum::http::{Request, header};
+use opsledger_core::RunType;
+use opsledger_core::access::Role;
+use opsledger_server::AppState;
+use opsledger_store::{NewRun, Store, both_backends, on_pool};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+struct World {
+    state: AppState,
+    ws: String,
+    tenant_a: String,
+    tenant_b: String,
+    run_a: String,
+    run_b: String,
+    foreign_run: String,
+    admin: String,
+    operator: String,
+    viewer: String,
+    restricted: String,
+    outsider: String,
+}
+
+async fn user(store: &Store, ws: &str, email: &str, role: Role) -> String {
+    let id = store.upsert_user(email, "unused").await.unwrap();
+    store.set_membership(ws, &id, role).await.unwrap();
+    store.issue_token(&id, "test").await.unwrap()
+}
+
+async fn world(store: Store) -> World {
+    let ws = store.create_workspace("msp").await.unwrap().id;
+    let other = store.create_workspace("other").await.unwrap().id;
+    let tenant_a = store
+        .create_tenant(&ws, "contoso", "demo:healthy")
+        .await
+        .unwrap()
+        .id;
+    let tenant_b = store
+        .create_tenant(&ws, "fabrikam", "demo:healthy")
+        .await
+        .unwrap()
+        .id;
+    let tenant_o = store
+        .create_tenant(&other, "woodgrove", "demo:healthy")
+        .await
+        .unwrap()
+        .id;
+    let run = |ws: &str, t: &str| NewRun::on_tenant(ws, t, RunType::InventorySync, "test", json!({}));
+    let run_a = store.create_run(run(&ws, &tenant_a)).await.unwrap().into_run().id;
+    let run_b = store.create_run(run(&ws, &tenant_b)).await.unwrap().into_run().id;
+    let foreign_run = store
+        .create_run(run(&other, &tenant_o))
+        .await
+        .unwrap()
+        .into_run()
+        .id;
+    let admin = user(&store, &ws, "admin@t", Role::Admin).await;
+    let operator = user(&store, &ws, "operator@t", Role::Operator).await;
+    let viewer = user(&store, &ws, "viewer@t", Role::Viewer).await;
+    let outsider = user(&store, &other, "outsider@t", Role::Admin).await;
+    let restricted_id = store.upsert_user("restricted@t", "unused").await.unwrap();
+    store
+        .add_member(
+            &ws,
+            &restricted_id,
+            Role::Operator,
+            std::slice::from_ref(&tenant_a),
+        )
+        .await
+        .unwrap();
+    let restricted = store.issue_token(&restricted_id, "test").await.unwrap();
+    World {
+        state: AppState {
+            store,
+            registry: opsledger_families::registry(Default::default()),
+            wake: Arc::new(tokio::sync::Notify::new()),
+        },
+        ws,
+        tenant_a,
+        tenant_b,
+        run_a,
+        run_b,
+        foreign_run,
+        admin,
+        operator,
+        viewer,
+        restricted,
+        outsider,
+    }
+}
+
+/// One request through the real router (edge layers included).
+async fn call(
+    w: &World,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> (u16, Value, String) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"));
+    if body.is_some() {
+        req = req.header(header::CONTENT_TYPE, "application/json");
+    }
+    let req = req.body(Body::from(body.unwrap_or_default())).unwrap();
+    let res = opsledger_server::router(w.state.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let ctype = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+    let raw = String::from_utf8_lossy(&bytes).into_owned();
+    if status >= 400 {
+        assert!(ctype.starts_with("application/json"), "{status} {ctype}: {raw}");
+    }
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), raw)
+}
+
+/// Every row of every table, as text, so "unchanged" means unchanged.
+async fn snapshot(store: &Store) -> Vec<String> {
+    let tables = [
+        "workspaces",
+        "tenants",
+        "users",
+        "memberships",
+        "membership_tenants",
+        "api_tokens",
+        "operation_runs",
+        "run_units",
+        "run_failures",
+        "jobs",
+        "inventory_items",
+        "backup_sets",
+        "backup_items",
+    ];
+    let mut out = Vec::new();
+    for t in tables {
+        let rows: Vec<String> = on_pool!(store, pool => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {t}")))
+                .fetch_all(pool)
+                .await
+                .unwrap();
+            rows.iter()
+                .map(|r| {
+                    use sqlx::Row;
+                    (0..r.len())
+                        .map(|i| {
+                            r.try_get::<Option<String>, _>(i)
+                                .map(|v| format!("{v:?}"))
+                                .or_else(|_| r.try_get::<Option<i64>, _>(i).map(|v| format!("{v:?}")))
+                                .unwrap_or_else(|_| "?".into())
+                        })
+                        .collect::<Vec<_>>()
+                        .join("|")
+                })
+                .collect()
+        });
+        let mut rows = rows;
+        rows.sort();
+        out.push(format!("{t}: {}", rows.join("\n")));
+    }
+    out
+}
+
+both_backends!(
+    bad_input_is_refused_precisely_and_changes_nothing,
+    |store: Store| async move {
+        let w = world(store.clone()).await;
+        let ops = format!("/api/v1/workspaces/{}/operations", w.ws);
+        let run_a = format!("{ops}/{}", w.run_a);
+        let start = |body: Value| Some(serde_json::to_vec(&body).unwrap());
+        let sync = |params: Value| {
+            start(json!({"type": "inventory.sync", "tenant_id": w.tenant_a, "params": params}))
+        };
+        let backup = |params: Value| {
+            start(json!({"type": "backup_set.add_policies", "tenant_id": w.tenant_a, "params": params}))
+        };
+        let ids: Vec<String> = (0..10_001)
+            .map(|i| format!("deviceConfigurations/p{i}"))
+            .collect();
+        let random = "01900000-0000-7000-8000-000000000000";
+        let before = snapshot(&store).await;
+        assert!(
+            before.iter().all(|t| !t.contains('?')),
+            "every column read: {before:?}"
+        );
+        assert!(
+            before
+                .iter()
+                .any(|t| t.starts_with("operation_runs: ") && t.len() > 100)
+        );
+
+        /// (name, method, path, body, expected status, expected code)
+        type Case<'a> = (&'a str, &'a str, String, Option<Vec<u8>>, u16, &'a str);
+        #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        // Start: the body.
+        ("malformed json", "POST", ops.clone(), Some(b"{".to_vec()), 400, "invalid_body"),
+        ("not an object", "POST", ops.clone(), Some(b"[1]".to_vec()), 400, "invalid_body"),
+        ("unknown field", "POST", ops.clone(), start(json!({"type": "inventory.sync", "tenant_id": w.tenant_a, "summary_counts": {"total": 1}})), 400, "invalid_body"),
+        ("wrong type of type", "POST", ops.clone(), start(json!({"type": 5, "tenant_id": w.tenant_a})), 400, "invalid_body"),
+        ("unknown operation type", "POST", ops.clone(), start(json!({"type": "inventory.synk", "tenant_id": w.tenant_a})), 400, "unknown_operation_type"),
+        ("tenant missing", "POST", ops.clone(), start(json!({"type": "inventory.sync"})), 400, "tenant_required"),
+        ("tenant not a uuid", "POST", ops.clone(), start(json!({"type": "inventory.sync", "tenant_id": "x' OR 1=1"})), 400, "invalid_id"),
+        ("tenant unknown", "POST", ops.clone(), start(json!({"type": "inventory.sync", "tenant_id": random})), 404, "not_found"),
+        ("params not an object", "POST", ops.clone(), sync(json!("all")), 400, "invalid_params"),
+        ("unknown param", "POST", ops.clone(), sync(json!({"processed": 3})), 400, "unknown_param"),
+        ("empty selection", "POST", ops.clone(), sync(json!({"policy_types": []})), 400, "empty_selection"),
+        ("unknown policy type", "POST", ops.clone(), sync(json!({"policy_types": ["deviceConfigurationz"]})), 400, "invalid_params"),
+        ("case-variant policy type", "POST", ops.clone(), sync(json!({"policy_types": ["DeviceConfigurations"]})), 400, "invalid_params"),
+        ("policy type not a string", "POST", ops.clone(), sync(json!({"policy_types": [7]})), 400, "invalid_params"),
+        ("NUL in an id", "POST", ops.clone(), backup(json!({"policy_ids": ["deviceConfigurations/a\u{0}b"]})), 400, "invalid_params"),
+        ("whitespace id", "POST", ops.clone(), backup(json!({"policy_ids": ["deviceConfigurations/ "]})), 400, "invalid_params"),
+        ("RTL override in an id", "POST", ops.clone(), backup(json!({"policy_ids": ["deviceConfigurations/abc\u{202e}"]})), 400, "invalid_params"),
+        ("case-variant ids", "POST", ops.clone(), backup(json!({"policy_ids": ["namedLocations/ab", "namedLocations/AB"]})), 400, "invalid_params"),
+        ("id too long", "POST", ops.clone(), backup(json!({"policy_ids": [format!("namedLocations/{}", "a".repeat(129))]})), 400, "invalid_params"),
+        ("too many ids", "POST", ops.clone(), backup(json!({ "policy_ids": ids })), 400, "param_limit_exceeded"),
+        ("empty id list", "POST", ops.clone(), backup(json!({"policy_ids": []})), 400, "empty_selection"),
+        ("body over 1 MiB", "POST", ops.clone(), sync(json!({"policy_types": ["x".repeat(2 << 20)]})), 413, "body_too_large"),
+        ("workspace not a uuid", "POST", "/api/v1/workspaces/nope/operations".into(), sync(json!({})), 400, "invalid_id"),
+        ("workspace-level start by a tenant route", "POST", ops.clone(), start(json!({"type": "workspace.inventory.sync_all", "tenant_id": w.tenant_a})), 400, "tenant_not_allowed"),
+        // List: the query.
+        ("garbage cursor", "GET", format!("{ops}?cursor=zzz"), None, 400, "invalid_cursor"),
+        ("repeated key", "GET", format!("{ops}?limit=5&limit=6"), None, 400, "duplicate_query_param"),
+        ("limit zero", "GET", format!("{ops}?limit=0"), None, 400, "invalid_query"),
+        ("limit huge", "GET", format!("{ops}?limit=99999999999"), None, 400, "invalid_query"),
+        ("unknown status", "GET", format!("{ops}?status=done"), None, 400, "invalid_query"),
+        ("unknown key", "GET", format!("{ops}?sort=asc"), None, 400, "invalid_query"),
+        ("tenant filter not a uuid", "GET", format!("{ops}?tenant_id=x"), None, 400, "invalid_query"),
+        ("time not rfc 3339", "GET", format!("{ops}?created_after=yesterday"), None, 400, "invalid_query"),
+        // A run: its id.
+        ("run id not a uuid", "GET", format!("{ops}/123"), None, 400, "invalid_id"),
+        ("run id unknown", "GET", format!("{ops}/{random}"), None, 404, "not_found"),
+        ("run of another workspace", "GET", format!("{ops}/{}", w.foreign_run), None, 404, "not_found"),
+        ("cancel, id not a uuid", "POST", format!("{ops}/x/cancel"), Some(b"{}".to_vec()), 400, "invalid_id"),
+        ("cancel, unknown", "POST", format!("{ops}/{random}/cancel"), Some(b"{}".to_vec()), 404, "not_found"),
+        // Force-close: the body and the rule.
+        ("force-close malformed", "POST", format!("{run_a}/force-close"), Some(b"{\"outcome\":".to_vec()), 400, "invalid_body"),
+        ("force-close unknown field", "POST", format!("{run_a}/force-close"), start(json!({"outcome": "failed", "reason": "x", "by": "me"})), 400, "invalid_body"),
+        ("force-close pending", "POST", format!("{run_a}/force-close"), start(json!({"outcome": "pending", "reason": "x"})), 400, "invalid_outcome"),
+        ("force-close no reason", "POST", format!("{run_a}/force-close"), start(json!({"outcome": "failed", "reason": "  "})), 400, "reason_required"),
+        ("force-close long reason", "POST", format!("{run_a}/force-close"), start(json!({"outcome": "failed", "reason": "r".repeat(1001)})), 400, "reason_too_long"),
+        ("force-close success without proof", "POST", format!("{run_a}/force-close"), start(json!({"outcome": "succeeded", "reason": "trust me"})), 409, "no_proof_for_outcome"),
+        // Routing.
+        ("method not allowed", "DELETE", ops.clone(), None, 405, "method_not_allowed"),
+        ("no such route", "GET", "/api/v1/nothing".into(), None, 404, "not_found"),
+    ];
+        for (name, method, path, body, status, code) in cases {
+            let (got, body, raw) = call(&w, &w.admin, method, &path, body).await;
+            assert_eq!(
+                (got, body["error"]["code"].as_str()),
+                (status, Some(code)),
+                "{name}: {raw}"
+            );
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty() && m.len() < 2000),
+                "{name}: {raw}"
+            );
+        }
+        assert_eq!(snapshot(&store).await, before, "bad input changed the database");
+    }
+);
+
+both_backends!(
+    a_foreign_run_id_answers_like_a_missing_one,
+    |store: Store| async move {
+        let w = world(store).await;
+        let ops = format!("/api/v1/workspaces/{}/operations", w.ws);
+        let foreign = call(&w, &w.viewer, "GET", &format!("{ops}/{}", w.foreign_run), None).await;
+        let missing = call(
+            &w,
+            &w.viewer,
+            "GET",
+            &format!("{ops}/01900000-0000-7000-8000-000000000001"),
+            None,
+        )
+        .await;
+        assert_eq!(foreign.0, 404);
+        assert_eq!(foreign.2, missing.2, "same answer, byte for byte");
+        // The outsider's own run, through their workspace, is theirs; ours is not.
+        let other_ops = format!(
+            "/api/v1/workspaces/{}/operations",
+            w.state
+                .store
+                .get_run(&w.foreign_run)
+                .await
+                .unwrap()
+                .unwrap()
+                .workspace_id
+        );
+        assert_eq!(
+            call(
+                &w,
+                &w.outsider,
+                "GET",
+                &format!("{other_ops}/{}", w.foreign_run),
+                None
+            )
+            .await
+            .0,
+            200
+        );
+        assert_eq!(
+            call(&w, &w.outsider, "GET", &format!("{ops}/{}", w.run_a), None)
+                .await
+                .0,
+            404
+        );
+    }
+);
+
+both_backends!(
+    a_restricted_member_sees_and_acts_only_on_their_tenants,
+    |store: Store| async move {
+        let w = world(store.clone()).await;
+        let ops = format!("/api/v1/workspaces/{}/operations", w.ws);
+        let r = &w.restricted;
+        // Lists hold only tenant A's runs, even when asked for tenant B.
+        let (status, list, _) = call(&w, r, "GET", &ops, None).await;
+        assert_eq!(status, 200);
+        let ids: Vec<&str> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, [w.run_a.as_str()]);
+        let (_, list, _) = call(&w, r, "GET", &format!("{ops}?tenant_id={}", w.tenant_b), None).await;
+        assert_eq!(list["items"], json!([]));
+        // Details, cancels and starts on tenant B are 404; on A they work.
+        assert_eq!(
+            call(&w, r, "GET", &format!("{ops}/{}", w.run_b), None).await.0,
+            404
+        );
+        assert_eq!(
+            call(
+                &w,
+                r,
+                "POST",
+                &format!("{ops}/{}/cancel", w.run_b),
+                Some(b"{}".to_vec())
+            )
+            .await
+            .0,
+            404
+        );
+        let start_b =
+            serde_json::to_vec(&json!({"type": "backup_set.add_policies", "tenant_id": w.tenant_b})).unwrap();
+        assert_eq!(call(&w, r, "POST", &ops, Some(start_b)).await.0, 404);
+        assert_eq!(
+            call(&w, r, "GET", &format!("{ops}/{}", w.run_a), None).await.0,
+            200
+        );
+        let start_a =
+            serde_json::to_vec(&json!({"type": "backup_set.add_policies", "tenant_id": w.tenant_a})).unwrap();
+        assert_eq!(call(&w, r, "POST", &ops, Some(start_a)).await.0, 202);
+        // Workspace-level runs are not theirs to start.
+        let all = serde_json::to_vec(&json!({"type": "workspace.inventory.sync_all"})).unwrap();
+        let (status, body, _) = call(&w, r, "POST", &ops, Some(all)).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
+        // Run B is untouched; an unrestricted operator still sees both.
+        let b = store.get_run(&w.run_b).await.unwrap().unwrap();
+        assert!(!b.is_completed());
+        let (_, list, _) = call(&w, &w.operator, "GET", &ops, None).await;
+        assert_eq!(list["items"].as_array().unwrap().len(), 3);
+    }
+);
+
+both_backends!(the_bearer_scheme_is_case_insensitive, |store: Store| async move {
+    let w = world(store).await;
+    let ops = format!("/api/v1/workspaces/{}/operations", w.ws);
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let req = Request::builder()
+            .uri(&ops)
+            .header(header::AUTHORIZATION, format!("{scheme} {}", w.viewer))
+            .body(Body::empty())
+            .unwrap();
+        let res = opsledger_server::router(w.state.clone())
+            .oneshot(req)
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200, "{scheme}");
+    }
+});
+
+both_backends!(
+    force_close_through_the_api_never_fabricates_success,
+    |store: Store| async move {
+        let w = world(store).await;
+        let close = format!("/api/v1/workspaces/{}/operations/{}/force-close", w.ws, w.run_a);
+        let body =
+            |o: &str| Some(serde_json::to_vec(&json!({"outcome": o, "reason": "offboarding"})).unwrap());
+        assert_eq!(call(&w, &w.operator, "POST", &close, body("failed")).await.0, 403);
+        let (status, err, _) = call(&w, &w.admin, "POST", &close, body("partially_succeeded")).await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (409, Some("no_proof_for_outcome"))
+        );
+        let (status, run, raw) = call(&w, &w.admin, "POST", &close, body("blocked")).await;
+        assert_eq!(status, 200, "{raw}");
+        assert_eq!(run["outcome"], "blocked");
+        assert_eq!(run["reconciliation"]["adapter"], "admin_force_close");
+        let (status, err, _) = call(&w, &w.admin, "POST", &close, body("failed")).await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (409, Some("already_completed"))
+        );
+    }
+);
