@@ -19,7 +19,7 @@
 //!
 //! Without `--bench` (e.g. `cargo test --benches`) the default scale is 0.01.
 
-use opsledger_core::{Outcome, RunType};
+use opsledger_core::{Outcome, RunStatus, RunType};
 use opsledger_engine::{SweepConfig, sweep_once};
 use opsledger_providers::ProviderSettings;
 use opsledger_store::testing::{self, SeedRuns, TestStore};
@@ -31,8 +31,13 @@ const HISTORY: u64 = 1_000_000;
 const STALE: u64 = 10_000;
 const LIVE: u64 = 1_000;
 const HOUR: i64 = 3_600_000;
+/// Seed blocks (they tell the seeded ids apart).
+const COMPLETED: u16 = 1;
+const LIVE_BLOCK: u16 = 2;
+const STALE_INVENTORY: u16 = 3;
+const STALE_POLICY: u16 = 4;
 
-async fn seed(store: &Store, scale: f64) -> (u64, u64) {
+async fn seed(store: &Store, scale: f64) -> (u64, u64, [String; 3]) {
     let n = |v: u64| ((v as f64 * scale).round() as u64).max(2);
     let (history, stale, live) = (n(HISTORY), n(STALE), n(LIVE));
     let ws = store.create_workspace("bench").await.expect("workspace").id;
@@ -42,30 +47,40 @@ async fn seed(store: &Store, scale: f64) -> (u64, u64) {
         .expect("tenant")
         .id;
     let now = now_ms();
-    let block = |prefix, count, run_type, completed, at, context| SeedRuns {
-        prefix,
+    let block = |block, count, run_type, completed, at, context| SeedRuns {
+        block,
         count,
         workspace_id: &ws,
-        tenant_id: &t,
+        tenant_id: Some(&t),
         run_type,
-        completed,
+        status: if completed {
+            RunStatus::Completed
+        } else {
+            RunStatus::Running
+        },
+        outcome: if completed {
+            Outcome::Succeeded
+        } else {
+            Outcome::Pending
+        },
         at,
+        every_ms: 0,
         context,
     };
     let started = Instant::now();
     let attempted = json!({"inventory": {"attempted_types": ["deviceConfigurations", "namedLocations"]}});
-    for b in [
+    let blocks = [
         block(
-            "c",
+            COMPLETED,
             history - stale - live,
             RunType::InventorySync,
             true,
             now - 2 * HOUR,
             json!({}),
         ),
-        block("l", live, RunType::PolicySync, false, now, json!({})),
+        block(LIVE_BLOCK, live, RunType::PolicySync, false, now, json!({})),
         block(
-            "s",
+            STALE_INVENTORY,
             stale / 2,
             RunType::InventorySync,
             false,
@@ -73,22 +88,22 @@ async fn seed(store: &Store, scale: f64) -> (u64, u64) {
             attempted,
         ),
         block(
-            "t",
+            STALE_POLICY,
             stale - stale / 2,
             RunType::PolicySync,
             false,
             now - HOUR,
             json!({}),
         ),
-    ] {
-        testing::seed_runs(store, b).await.expect("seed");
-    }
+    ];
+    testing::seed_runs(store, &blocks).await.expect("seed");
+    let ids = [blocks[1].id(0), blocks[2].id(0), blocks[3].id(0)];
     eprintln!(
         "{}: seeded {history} runs in {:.1}s",
         store.backend_name(),
         started.elapsed().as_secs_f64()
     );
-    (history, stale)
+    (history, stale, ids)
 }
 
 async fn pass(store: &Store, timeout_ms: u64) -> (usize, Duration) {
@@ -106,7 +121,7 @@ async fn pass(store: &Store, timeout_ms: u64) -> (usize, Duration) {
 async fn bench_backend(db: TestStore, scale: f64, rows: &mut Vec<String>) {
     let store = db.store.clone();
     let backend = store.backend_name();
-    let (history, stale) = seed(&store, scale).await;
+    let (history, stale, [live_id, stale_inventory_id, stale_policy_id]) = seed(&store, scale).await;
     let ten_minutes = 600_000;
     let (found, quiet) = pass(&store, 100 * HOUR as u64).await;
     assert_eq!(found, 0, "{backend}: nothing is stale under a 100 h timeout");
@@ -116,14 +131,14 @@ async fn bench_backend(db: TestStore, scale: f64, rows: &mut Vec<String>) {
     assert_eq!(again, 0, "{backend}: a second pass finds nothing");
     // Stale runs closed as their proof says; live runs untouched.
     for (id, outcome, reason) in [
-        ("s1000000001", Outcome::Failed, "inventory_no_coverage"),
-        ("t1000000001", Outcome::Failed, "stale_no_proof"),
+        (&stale_inventory_id, Outcome::Failed, "inventory_no_coverage"),
+        (&stale_policy_id, Outcome::Failed, "stale_no_proof"),
     ] {
         let run = store.get_run(id).await.expect("run").expect("exists");
         assert_eq!(run.outcome, outcome, "{backend} {id}");
         assert_eq!(run.reconciliation().expect("recorded")["reason_code"], reason);
     }
-    let live = store.get_run("l1000000001").await.expect("run").expect("exists");
+    let live = store.get_run(&live_id).await.expect("run").expect("exists");
     assert!(!live.is_completed(), "{backend}: a live run was closed");
     for (what, n, d) in [
         ("nothing stale", 0, quiet),

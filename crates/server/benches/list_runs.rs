@@ -8,10 +8,10 @@
 //! succeeded, 5 000 failed and 3 000 blocked spread over the whole history,
 //! 2 000 running (last 2 hours) and 1 000 queued (last 30 minutes). Each
 //! case is asked ~200 times (after 5 unmeasured requests), one at a time;
-//! "paging on" cases follow `next_cursor` from request to request. Cases
-//! marked "(store)" call `Store::list_runs` and serialize the page without
-//! HTTP: a visibility restricted to tenants, which the API does not pass
-//! yet.
+//! "paging on" cases follow `next_cursor` from request to request; "member
+//! restricted to 2 tenants" cases are asked by a viewer who sees 2 of the 8
+//! tenants. The last `limit=500` cases split a big page's time: the store's
+//! `list_runs` alone, and with the page's JSON but no HTTP.
 //!
 //! ```text
 //! cargo bench -p opsledger-server --bench list_runs
@@ -48,6 +48,8 @@ const TYPES: [RunType; 4] = [
     RunType::ReviewPackGenerate,
 ];
 const GOAL_MS: f64 = 5.0;
+/// The tenants (by index) the restricted member sees.
+const RESTRICTED_TO: [usize; 2] = [1, 5];
 
 struct Seeded {
     ws: String,
@@ -250,9 +252,13 @@ enum Ask {
     /// paging through the history, never asking for the same page twice in
     /// a row.
     Paging(String),
-    /// [`Store::list_runs`] directly, for a visibility the API cannot
-    /// express yet (it lists with the whole workspace visible).
+    /// `GET` through the router by a member restricted to two tenants
+    /// ([`RESTRICTED_TO`]); every item is checked to be theirs.
+    Restricted(String),
+    /// [`Store::list_runs`] and the page's JSON, without HTTP.
     Store(Visibility, RunFilter),
+    /// [`Store::list_runs`] alone: the store's share of a page.
+    StoreOnly(Visibility, RunFilter),
 }
 
 struct Row {
@@ -348,35 +354,33 @@ fn cases(s: &Seeded) -> Vec<(String, Ask)> {
         get("limit=500", "limit=500".into()),
         get("limit=500&tenant_id=T3", format!("limit=500&tenant_id={t3}")),
         (
-            "visible: 2 tenants (store)".into(),
-            Ask::Store(
-                Visibility {
-                    workspace_id: s.ws.clone(),
-                    tenants: Some(vec![s.tenants[1].clone(), s.tenants[5].clone()]),
-                },
-                RunFilter {
-                    limit: 50,
-                    ..Default::default()
-                },
-            ),
+            "member restricted to 2 tenants".into(),
+            Ask::Restricted(ops.clone()),
         ),
         (
-            "visible: 2 tenants&type=policy.sync (store)".into(),
-            Ask::Store(
-                Visibility {
-                    workspace_id: s.ws.clone(),
-                    tenants: Some(vec![s.tenants[1].clone(), s.tenants[5].clone()]),
-                },
-                RunFilter {
-                    run_type: Some(RunType::PolicySync),
-                    limit: 50,
-                    ..Default::default()
-                },
-            ),
+            "member restricted to 2 tenants&type=policy.sync".into(),
+            Ask::Restricted(format!("{ops}?type=policy.sync")),
+        ),
+        (
+            "member restricted to 2 tenants&status=running".into(),
+            Ask::Restricted(format!("{ops}?status=running")),
         ),
         (
             "limit=500 (store + JSON, no HTTP)".into(),
             Ask::Store(
+                Visibility {
+                    workspace_id: s.ws.clone(),
+                    tenants: None,
+                },
+                RunFilter {
+                    limit: 500,
+                    ..Default::default()
+                },
+            ),
+        ),
+        (
+            "limit=500 (Store::list_runs only)".into(),
+            Ask::StoreOnly(
                 Visibility {
                     workspace_id: s.ws.clone(),
                     tenants: None,
@@ -403,17 +407,30 @@ fn uuid_like(ms: i64) -> String {
     testing::seed_run_id(4095, ms, 0xabcdef)
 }
 
+/// The bearer tokens of the two members asking.
+struct Callers {
+    /// A viewer who sees the whole workspace.
+    member: String,
+    /// A viewer restricted to the tenants `visible`.
+    restricted: String,
+    visible: Vec<String>,
+}
+
 /// One request (after `cursor`, for a paging case); its time, and the
 /// items and cursor of its answer.
 async fn ask(
     app: &Router,
     store: &Store,
-    token: &str,
+    callers: &Callers,
     ask: &Ask,
     cursor: Option<&str>,
 ) -> (Duration, usize, Option<String>) {
     match ask {
-        Ask::Get(path) | Ask::Paging(path) => {
+        Ask::Get(path) | Ask::Paging(path) | Ask::Restricted(path) => {
+            let token = match ask {
+                Ask::Restricted(_) => &callers.restricted,
+                _ => &callers.member,
+            };
             let path = match cursor {
                 Some(c) => format!("{path}&cursor={c}"),
                 None => path.clone(),
@@ -439,8 +456,17 @@ async fn ask(
                 String::from_utf8_lossy(&body)
             );
             let v: Value = serde_json::from_slice(&body).expect("json");
-            let items = v["items"].as_array().map_or(0, Vec::len);
-            (took, items, v["next_cursor"].as_str().map(str::to_owned))
+            let items = v["items"].as_array().expect("items");
+            if matches!(ask, Ask::Restricted(_)) {
+                assert!(
+                    items
+                        .iter()
+                        .all(|r| callers.visible.iter().any(|t| r["tenant_id"] == *t)),
+                    "{path}: a run outside the member's tenants"
+                );
+            }
+            let next = v["next_cursor"].as_str().map(str::to_owned);
+            (took, items.len(), next)
         }
         Ask::Store(vis, filter) => {
             let started = Instant::now();
@@ -455,6 +481,11 @@ async fn ask(
             let took = started.elapsed();
             assert!(!body.is_empty());
             (took, runs.len(), next)
+        }
+        Ask::StoreOnly(vis, filter) => {
+            let started = Instant::now();
+            let (runs, next) = store.list_runs(vis, filter).await.expect("list");
+            (started.elapsed(), runs.len(), next)
         }
     }
 }
@@ -471,7 +502,20 @@ async fn bench_backend(db: TestStore, scale: f64) -> (u64, Vec<Row>) {
         .set_membership(&seeded.ws, &user, Role::Viewer)
         .await
         .expect("membership");
-    let token = store.issue_token(&user, "bench").await.expect("token");
+    let visible: Vec<String> = RESTRICTED_TO.iter().map(|i| seeded.tenants[*i].clone()).collect();
+    let restricted = store
+        .upsert_user("restricted@bench.test", "x")
+        .await
+        .expect("user");
+    store
+        .add_member(&seeded.ws, &restricted, Role::Viewer, &visible)
+        .await
+        .expect("restricted membership");
+    let callers = Callers {
+        member: store.issue_token(&user, "bench").await.expect("token"),
+        restricted: store.issue_token(&restricted, "bench").await.expect("token"),
+        visible,
+    };
     let app = opsledger_server::router(AppState {
         store: store.clone(),
         registry: opsledger_families::registry(Default::default()),
@@ -490,7 +534,7 @@ async fn bench_backend(db: TestStore, scale: f64) -> (u64, Vec<Row>) {
         let (mut items, mut next) = (0, false);
         // 5 unmeasured requests first.
         for i in 0..reps + 5 {
-            let (took, n, more) = ask(&app, &store, &token, &what, cursor.as_deref()).await;
+            let (took, n, more) = ask(&app, &store, &callers, &what, cursor.as_deref()).await;
             if paging {
                 cursor = more.clone();
             }
@@ -515,7 +559,10 @@ async fn bench_backend(db: TestStore, scale: f64) -> (u64, Vec<Row>) {
     (total, rows)
 }
 
-#[tokio::main]
+// One request at a time on one thread: the time measured is the request's
+// own work, not thread handoffs of a multi-thread runtime on a 2-core
+// machine that also runs PostgreSQL.
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let scale = testing::bench_scale();
     eprintln!("list runs benchmark: scale {scale}");

@@ -354,7 +354,11 @@ impl<'a> ListPlan<'a> {
             ranges,
             residual,
             from: filter.created_after.map(first_id_at),
-            below: [filter.cursor.clone(), before].into_iter().flatten().min(),
+            // Ids are lowercase; a cursor in capitals must not compare below them.
+            below: [filter.cursor.as_ref().map(|c| c.to_ascii_lowercase()), before]
+                .into_iter()
+                .flatten()
+                .min(),
             created_after: filter.created_after,
             created_before: filter.created_before,
         })

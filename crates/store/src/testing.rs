@@ -185,50 +185,111 @@ impl TestStore {
     }
 }
 
-/// A block of identical runs for benchmarks, ids `{prefix}{1000000000 + i}`.
+/// A block of runs for benchmarks, inserted by [`seed_runs`]: run `i`
+/// (0-based) is created at `at + i * every_ms`, and its id is a UUIDv7
+/// carrying that time, as [`Store::create_run`]'s ids do (so id order is
+/// creation order and time filters work on it). Blocks spread over the same
+/// span with different `block` numbers interleave without colliding.
 pub struct SeedRuns<'a> {
-    pub prefix: &'a str,
+    /// Tells this block's ids from other blocks' (0 to 4095; see [`seed_run_id`]).
+    pub block: u16,
     pub count: u64,
     pub workspace_id: &'a str,
-    pub tenant_id: &'a str,
+    /// `None` for workspace-level runs.
+    pub tenant_id: Option<&'a str>,
     pub run_type: opsledger_core::RunType,
-    /// `completed` (as `succeeded`) or `running`.
-    pub completed: bool,
-    /// When the run was created, started and last heartbeaten (ms).
+    pub status: opsledger_core::RunStatus,
+    /// `Pending` unless `status` is `Completed`.
+    pub outcome: opsledger_core::Outcome,
+    /// When the block's first run was created (ms). A run is started (unless
+    /// queued), last heartbeaten and completed (if completed) when it was created.
     pub at: i64,
+    /// Time between two consecutive runs of the block (ms); 0 = all at `at`.
+    pub every_ms: i64,
     pub context: serde_json::Value,
 }
 
-/// Inserts a block of runs in one statement. For benchmark fixtures only:
-/// it writes rows directly, bypassing the writer path, because building a
-/// million-run history through it would take longer than the measurement.
-/// The rows satisfy every CHECK constraint of the schema.
-pub async fn seed_runs(store: &Store, seed: SeedRuns<'_>) -> Result<(), crate::StoreError> {
-    let (status, outcome, completed_at) = if seed.completed {
-        ("completed", "succeeded", Some(seed.at))
-    } else {
-        ("running", "pending", None)
+impl SeedRuns<'_> {
+    /// The id of the block's run `i` (0-based).
+    pub fn id(&self, i: u64) -> String {
+        seed_run_id(self.block, self.at + i as i64 * self.every_ms, i)
+    }
+}
+
+/// The id [`seed_runs`] gives run `i` of block `block`, created at `at_ms`:
+/// a UUIDv7 whose 48-bit time is `at_ms`, `block` in its 12 `rand_a` bits and
+/// `i` in its `rand_b` bits.
+pub fn seed_run_id(block: u16, at_ms: i64, i: u64) -> String {
+    assert!(block < 4096 && i < 1 << 48 && (0..1 << 48).contains(&at_ms));
+    format!(
+        "{:08x}-{:04x}-7{block:03x}-8000-{i:012x}",
+        at_ms >> 16,
+        at_ms & 0xffff
+    )
+}
+
+/// Inserts blocks of runs, one statement per block, then refreshes the
+/// planner's statistics (and vacuums, on PostgreSQL). For benchmark
+/// fixtures only: it writes rows directly, bypassing the writer path,
+/// because building a million-run history through it would take longer
+/// than the measurement. The rows satisfy every CHECK constraint of the
+/// schema; they have no jobs.
+pub async fn seed_runs(store: &Store, blocks: &[SeedRuns<'_>]) -> Result<(), crate::StoreError> {
+    // The id's hex digits: the one expression the two databases spell differently.
+    let hex = |v: &str, digits: u8| match store {
+        Store::Sqlite(_) => format!("printf('%0{digits}x', {v})"),
+        Store::Postgres(_) => format!("lpad(to_hex({v}), {digits}, '0')"),
+    };
+    let sql = format!(
+        "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < $1), \
+         r(i, ms) AS (SELECT i, CAST($8 AS BIGINT) + i * CAST($9 AS BIGINT) FROM s) \
+         INSERT INTO operation_runs (id, workspace_id, tenant_id, type, status, outcome, context, \
+           initiator, created_at, started_at, heartbeat_at, completed_at) \
+         SELECT {} || '-' || {} || '-7' || {} || '-8000-' || {}, $2, $3, $4, $5, $6, $7, 'bench', ms, \
+           CASE WHEN $5 = 'queued' THEN NULL ELSE ms END, CASE WHEN $5 = 'queued' THEN NULL ELSE ms END, \
+           CASE WHEN $5 = 'completed' THEN ms END \
+         FROM r",
+        hex("ms >> 16", 8),
+        hex("ms & 65535", 4),
+        hex("CAST($10 AS BIGINT)", 3),
+        hex("i", 12)
+    );
+    for seed in blocks {
+        assert_eq!(
+            seed.status == opsledger_core::RunStatus::Completed,
+            seed.outcome.is_terminal(),
+            "a completed run has a terminal outcome, any other is pending"
+        );
+        if seed.count == 0 {
+            continue;
+        }
+        // Checks that the last run's time and number fit the id.
+        seed.id(seed.count - 1);
+        crate::on_pool!(store, pool => {
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(seed.count as i64)
+                .bind(seed.workspace_id)
+                .bind(seed.tenant_id)
+                .bind(seed.run_type.as_str())
+                .bind(seed.status.as_str())
+                .bind(seed.outcome.as_str())
+                .bind(seed.context.to_string())
+                .bind(seed.at)
+                .bind(seed.every_ms)
+                .bind(i64::from(seed.block))
+                .execute(pool)
+                .await?;
+        });
+    }
+    // What a long-lived table looks like: statistics current and, on
+    // PostgreSQL, old pages vacuumed (so index-only scans skip the heap);
+    // it also keeps autovacuum from doing it in the middle of a measurement.
+    let analyze = match store {
+        Store::Sqlite(_) => "ANALYZE operation_runs",
+        Store::Postgres(_) => "VACUUM (ANALYZE) operation_runs",
     };
     crate::on_pool!(store, pool => {
-        sqlx::query(
-            "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $1) \
-             INSERT INTO operation_runs (id, workspace_id, tenant_id, type, status, outcome, context, \
-               initiator, created_at, started_at, heartbeat_at, completed_at) \
-             SELECT $2 || CAST(1000000000 + i AS TEXT), $3, $4, $5, $6, $7, $8, 'bench', $9, $9, $9, $10 FROM s",
-        )
-        .bind(seed.count as i64)
-        .bind(seed.prefix)
-        .bind(seed.workspace_id)
-        .bind(seed.tenant_id)
-        .bind(seed.run_type.as_str())
-        .bind(status)
-        .bind(outcome)
-        .bind(seed.context.to_string())
-        .bind(seed.at)
-        .bind(completed_at)
-        .execute(pool)
-        .await?;
-        sqlx::query("ANALYZE operation_runs").execute(pool).await?;
+        sqlx::query(analyze).execute(pool).await?;
     });
     Ok(())
 }
