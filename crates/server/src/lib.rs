@@ -11,6 +11,7 @@ pub mod render;
 pub mod retry;
 
 pub use http::HttpLimits;
+pub use operations::MAX_LIST_BYTES;
 
 use axum::Router;
 use axum::http::{Method, Uri};

@@ -424,3 +424,69 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    a_list_never_returns_an_unbounded_body,
+    |store: Store| async move {
+        use opsledger_store::testing::{SeedRuns, seed_runs};
+        let w = world(store.clone()).await;
+        // 400 runs whose contexts are just under the size a list item carries
+        // whole: 500 of them would make a 6 MB page.
+        let ids: Vec<String> = (0..500)
+            .map(|i| format!("deviceConfigurations/p{i:05}"))
+            .collect();
+        let context = json!({"params": {"policy_ids": ids}});
+        let chars = context.to_string().len();
+        assert!(
+            chars < opsledger_store::LIST_CONTEXT_MAX_CHARS && chars > 12_000,
+            "{chars}"
+        );
+        seed_runs(
+            &store,
+            &[SeedRuns {
+                block: 7,
+                count: 400,
+                workspace_id: &w.ws,
+                tenant_id: Some(&w.tenant_a),
+                run_type: RunType::BackupSetAddPolicies,
+                status: opsledger_core::RunStatus::Completed,
+                outcome: opsledger_core::Outcome::Failed,
+                at: opsledger_store::now_ms() - 3_600_000,
+                every_ms: 1,
+                context,
+            }],
+        )
+        .await
+        .unwrap();
+        let ops = format!("/api/v1/workspaces/{}/operations", w.ws);
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("{ops}?limit=500&cursor={c}"),
+                None => format!("{ops}?limit=500"),
+            };
+            let (status, page, raw) = call(&w, &w.viewer, "GET", &path, None).await;
+            assert_eq!(status, 200, "{raw}");
+            assert!(
+                raw.len() <= opsledger_server::MAX_LIST_BYTES + 64,
+                "page of {} bytes",
+                raw.len()
+            );
+            for item in page["items"].as_array().unwrap() {
+                assert!(
+                    seen.insert(item["id"].as_str().unwrap().to_owned()),
+                    "listed twice"
+                );
+            }
+            pages += 1;
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 402, "every run of the workspace listed once");
+        assert!(pages >= 2, "the 6 MB page was cut");
+    }
+);

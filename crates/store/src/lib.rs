@@ -30,6 +30,7 @@ pub mod stale;
 pub mod testing;
 
 pub use error::StoreError;
+pub use row::LIST_CONTEXT_MAX_CHARS;
 pub use runs::{
     CompleteResult, Completion, ContextPatch, CreateResult, NewRun, RecordSummary, RunFilter, RunHead,
     UnitRecord, Visibility,

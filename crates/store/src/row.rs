@@ -13,6 +13,22 @@ pub const RUN_COLUMNS: &str = "id, workspace_id, tenant_id, parent_id, type, sta
      total, processed, succeeded, failed, skipped, created, updated, \
      phases, context, initiator, created_at, started_at, heartbeat_at, completed_at";
 
+/// Longest context (in characters) a listed run carries whole: a list reads
+/// up to 501 runs, and a start may hold thousands of policy ids, so a larger
+/// context is replaced in list items by `{"omitted": {…}}` saying so (the
+/// run itself, `GET …/operations/{id}`, has it whole). Bounds a list's memory.
+pub const LIST_CONTEXT_MAX_CHARS: usize = 16 * 1024;
+
+/// [`RUN_COLUMNS`] for lists: the same, with a context over
+/// [`LIST_CONTEXT_MAX_CHARS`] replaced by a note naming its size (written
+/// once for both databases: `CASE`, `LENGTH` and `||` mean the same on both).
+pub const LIST_RUN_COLUMNS: &str = "id, workspace_id, tenant_id, parent_id, type, status, outcome, \
+     total, processed, succeeded, failed, skipped, created, updated, phases, \
+     CASE WHEN LENGTH(context) <= 16384 THEN context ELSE \
+       '{\"omitted\":{\"reason\":\"context too large for a list item; read the run for all of it\",\"characters\":' \
+       || LENGTH(context) || '}}' END AS context, \
+     initiator, created_at, started_at, heartbeat_at, completed_at";
+
 /// The columns [`run_head_from_row`] reads.
 pub const RUN_HEAD_COLUMNS: &str = "id, workspace_id, tenant_id, type, status, outcome, \
      total, processed, succeeded, failed, skipped, created, updated";

@@ -13,7 +13,9 @@
 //!   start returns the active run ([`CreateResult::AlreadyActive`]).
 
 use crate::backend::{WritePool, for_update, skip_locked};
-use crate::row::{RUN_COLUMNS, RUN_HEAD_COLUMNS, failure_from_row, run_from_row, run_head_from_row};
+use crate::row::{
+    LIST_RUN_COLUMNS, RUN_COLUMNS, RUN_HEAD_COLUMNS, failure_from_row, run_from_row, run_head_from_row,
+};
 use crate::{Store, StoreError, now_ms, on_pool};
 use opsledger_core::closing::{counts_at_close, not_attempted_failure, remainder_at_close};
 use opsledger_core::outcome::derive_bulk_outcome;
@@ -1096,7 +1098,7 @@ impl Store {
         };
         let mut runs = on_pool!(self, pool => {
             let mut qb = QueryBuilder::new("");
-            plan.push_walk(&mut qb, RUN_COLUMNS, floor.as_deref(), true, limit + 1);
+            plan.push_walk(&mut qb, LIST_RUN_COLUMNS, floor.as_deref(), true, limit + 1);
             let rows = qb.build().persistent(false).fetch_all(pool).await?;
             rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?
         });

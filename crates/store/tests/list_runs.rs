@@ -496,3 +496,43 @@ both_backends!(
         assert!(store.visible_run(&ws, &mine).await.is_err());
     }
 );
+
+both_backends!(
+    a_huge_context_is_omitted_from_list_items_not_from_the_run,
+    |store: Store| async move {
+        let s = scope(&store).await;
+        let ids: Vec<String> = (0..2000)
+            .map(|i| format!("deviceConfigurations/p{i:06}"))
+            .collect();
+        let mut big = new_run(&s, RunType::BackupSetAddPolicies);
+        big.context = json!({"params": {"policy_ids": ids}});
+        let big = store.create_run(big).await.unwrap().into_run();
+        let small = store
+            .create_run(new_run(&s, RunType::InventorySync))
+            .await
+            .unwrap()
+            .into_run();
+        let filter = RunFilter {
+            limit: 50,
+            ..Default::default()
+        };
+        let (listed, _) = store.list_runs(&all(&s.workspace_id), &filter).await.unwrap();
+        let of = |id: &str| listed.iter().find(|r| r.id == id).unwrap();
+        let size = big.context.to_string().chars().count();
+        assert!(size > opsledger_store::LIST_CONTEXT_MAX_CHARS);
+        let omitted = &of(&big.id).context["omitted"];
+        assert_eq!(omitted["characters"], json!(size), "{omitted}");
+        assert!(of(&big.id).context.get("params").is_none());
+        assert_eq!(
+            of(&small.id).context,
+            small.context,
+            "a small context is listed whole"
+        );
+        let whole = store
+            .visible_run(&all(&s.workspace_id), &big.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(whole.context, big.context, "the run itself has it whole");
+    }
+);
