@@ -159,6 +159,9 @@ impl From<opsledger_store::StoreError> for ApiError {
     /// `503 database_unavailable` with `Retry-After`; anything else is a
     /// fault of ours, `500`, with the detail in the log only.
     fn from(e: opsledger_store::StoreError) -> ApiError {
+        if let opsledger_store::StoreError::ContextTooLarge { .. } = &e {
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "context_too_large", e.to_string());
+        }
         if e.is_transient() {
             tracing::warn!(error = %e, "database unavailable");
             return ApiError::new(

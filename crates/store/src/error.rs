@@ -57,6 +57,9 @@ pub enum StoreError {
     /// A tenant named for a membership restriction belongs to another workspace.
     #[error("tenant `{tenant_id}` does not belong to workspace `{workspace_id}`")]
     TenantOutsideWorkspace { tenant_id: String, workspace_id: String },
+    /// A run's context would grow past [`crate::runs::MAX_CONTEXT_BYTES`].
+    #[error("run context of {bytes} bytes exceeds the limit of {limit} bytes")]
+    ContextTooLarge { bytes: usize, limit: usize },
 }
 
 impl StoreError {

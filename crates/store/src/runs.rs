@@ -24,6 +24,24 @@ use serde_json::{Map, Value};
 use sqlx::{AssertSqlSafe, QueryBuilder, Row};
 use std::collections::BTreeMap;
 
+/// The largest context a run may hold (serialized JSON): starts are bounded
+/// by their parameter limits far below it, and proof written by families
+/// (coverage per type, a backup set's first failures) is small; this is the
+/// writer path's own guard against a context that grows without bound.
+pub const MAX_CONTEXT_BYTES: usize = 4 * 1024 * 1024;
+
+/// `context` serialized, refused past [`MAX_CONTEXT_BYTES`].
+fn context_text(context: &Value) -> Result<String, StoreError> {
+    let text = serde_json::to_string(context).expect("json");
+    if text.len() > MAX_CONTEXT_BYTES {
+        return Err(StoreError::ContextTooLarge {
+            bytes: text.len(),
+            limit: MAX_CONTEXT_BYTES,
+        });
+    }
+    Ok(text)
+}
+
 /// Failures returned with a run; the `failed` count says how many there are in all.
 pub const FAILURES_PER_RUN: i64 = 100;
 
@@ -500,7 +518,7 @@ impl Store {
             .parent_id
             .is_none()
             .then(|| active_key(new.run_type, &new.workspace_id, new.tenant_id.as_deref()));
-        let context = serde_json::to_string(&new.context).expect("json");
+        let context = context_text(&new.context)?;
         // The active run may complete between a refused insert and the read
         // of it; then the insert is simply tried again.
         for _ in 0..5 {
@@ -831,6 +849,7 @@ impl Store {
                 .bind(id)
                 .bind(completion.outcome.as_str())
                 .bind(now)
+                // Never refused for its size: a run must always be able to close.
                 .bind(serde_json::to_string(&context).expect("json"))
                 .bind(count(closed.processed))
                 .bind(count(closed.succeeded))
@@ -918,7 +937,7 @@ impl Store {
             }
             sqlx::query("UPDATE operation_runs SET context = $2 WHERE id = $1")
                 .bind(id)
-                .bind(serde_json::to_string(&context).expect("json"))
+                .bind(context_text(&context)?)
                 .execute(&mut *tx)
                 .await?;
             crate::error::commit(tx).await?;

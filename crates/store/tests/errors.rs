@@ -87,3 +87,32 @@ fn a_failed_commit_is_never_retried_blindly() {
     assert!(StoreError::Database(sqlx::Error::PoolTimedOut).write_may_be_retried());
     assert!(!StoreError::RunNotFound("x".into()).is_transient());
 }
+
+opsledger_store::both_backends!(
+    a_context_cannot_grow_without_bound,
+    |store: opsledger_store::Store| async move {
+        use opsledger_core::RunType;
+        use opsledger_store::runs::MAX_CONTEXT_BYTES;
+        use opsledger_store::{ContextPatch, NewRun};
+        use serde_json::json;
+        let ws = store.create_workspace("w").await.unwrap().id;
+        let t = store.create_tenant(&ws, "t", "demo:healthy").await.unwrap().id;
+        let huge = "x".repeat(MAX_CONTEXT_BYTES);
+        let new = NewRun::on_tenant(&ws, &t, RunType::InventorySync, "test", json!({ "x": huge }));
+        match store.create_run(new).await {
+            Err(StoreError::ContextTooLarge { limit, .. }) => assert_eq!(limit, MAX_CONTEXT_BYTES),
+            other => panic!("{other:?}"),
+        }
+        let new = NewRun::on_tenant(&ws, &t, RunType::InventorySync, "test", json!({}));
+        let id = store.create_run(new).await.unwrap().into_run().id;
+        let patch = ContextPatch::new(["x"], json!(huge));
+        assert!(matches!(
+            store.patch_context(&id, &[patch]).await,
+            Err(StoreError::ContextTooLarge { .. })
+        ));
+        assert_eq!(
+            store.get_run(&id).await.unwrap().unwrap().context,
+            json!({"params": {}})
+        );
+    }
+);
