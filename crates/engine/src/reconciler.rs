@@ -133,8 +133,8 @@ pub async fn force_close(
         }
         _ => None,
     };
-    // Refused up front with the same rule the closing write checks again.
-    opsledger_core::closing::decide_force_close(outcome, &run.summary_counts, proof.as_ref())?;
+    // The rule (`decide_force_close`) is applied once, by the closing write,
+    // on the locked row: a refusal there changes nothing.
     let request = ForceClose {
         outcome,
         reason,

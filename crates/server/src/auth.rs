@@ -103,18 +103,19 @@ impl Access {
 /// `400 invalid_id` unless `id` is a UUID (every id opsledger issues is one):
 /// a malformed id is refused before any lookup.
 pub fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
-    let shape_ok = id.len() == 36
-        && id.bytes().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        });
+    // Only the form opsledger writes, lower-case and hyphenated: the uuid
+    // crate also takes capitals, braces, URNs and bare hex, none of which
+    // would match a stored id, so they are refused alike rather than 404.
+    let shape_ok = uuid::Uuid::try_parse(id).is_ok_and(|u| u.hyphenated().to_string() == id);
     if shape_ok {
         Ok(())
     } else {
         let shown: String = id.chars().take(40).collect();
         Err(ApiError::bad_request(
             "invalid_id",
-            format!("{what} {shown:?} is not a valid id (a UUID)"),
+            format!(
+                "{what} {shown:?} is not a valid id (a lower-case hyphenated UUID, as opsledger issues them)"
+            ),
         ))
     }
 }

@@ -7,6 +7,7 @@ use opsledger_core::access::Role;
 use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use sqlx::AssertSqlSafe;
 use sqlx::error::ErrorKind;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -108,19 +109,22 @@ impl Store {
     }
 
     pub async fn get_workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError> {
-        let row: Option<(String, String)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT id, name FROM workspaces WHERE id = $1")
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
-        });
-        Ok(row.map(|(id, name)| Workspace { id, name }))
+        self.workspace_where("id = $1", id).await
     }
 
     pub async fn find_workspace_by_name(&self, name: &str) -> Result<Option<Workspace>, StoreError> {
+        self.workspace_where("name = $1 ORDER BY id LIMIT 1", name).await
+    }
+
+    /// The first workspace matching `condition` on the one parameter `value`.
+    async fn workspace_where(
+        &self,
+        condition: &'static str,
+        value: &str,
+    ) -> Result<Option<Workspace>, StoreError> {
         let row: Option<(String, String)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT id, name FROM workspaces WHERE name = $1 ORDER BY id LIMIT 1")
-                .bind(name)
+            sqlx::query_as(AssertSqlSafe(format!("SELECT id, name FROM workspaces WHERE {condition}")))
+                .bind(value)
                 .fetch_optional(pool)
                 .await?
         });
