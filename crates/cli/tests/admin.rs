@@ -145,7 +145,7 @@ async fn postgresql_set_up_from_nothing() {
     // A schema with nothing in it, not even migrations: the first command
     // creates the tables. (Named like the test schemas so later runs sweep it.)
     let schema = format!("olt_{}_empty{}", opsledger_store::now_ms(), rand::random::<u32>());
-    opsledger_store::on_pool!(&db.store, pool => {
+    opsledger_store::raw_on_pool!(&db.store, pool => {
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
             .execute(pool)
             .await
@@ -213,7 +213,7 @@ async fn postgresql_set_up_from_nothing() {
     ]);
 
     // Only the token's hash is stored.
-    let stored: Vec<(String,)> = opsledger_store::on_pool!(&db.store, pool => {
+    let stored: Vec<(String,)> = opsledger_store::raw_on_pool!(&db.store, pool => {
         sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT token_sha256 FROM {schema}.api_tokens")))
             .fetch_all(pool)
             .await
@@ -310,7 +310,7 @@ async fn postgresql_set_up_from_nothing() {
     let log = server.log.lock().unwrap().join("\n");
     assert!(!log.contains("\x1b["), "ANSI codes in a piped log: {log}");
     drop(server);
-    opsledger_store::on_pool!(&db.store, pool => {
+    opsledger_store::raw_on_pool!(&db.store, pool => {
         let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
             .execute(pool)
             .await;

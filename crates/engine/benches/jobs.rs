@@ -183,9 +183,9 @@ async fn measure(store: &Store, kind: Kind, workers: usize, n: u64) -> (u64, Dur
 async fn bench_backend(db: TestStore, scale: f64, rows: &mut Vec<String>) {
     let store = db.store.clone();
     for (kind, sqlite_n, postgres_n) in SIZES {
-        let base = match store {
-            Store::Sqlite(_) => sqlite_n,
-            Store::Postgres(_) => postgres_n,
+        let base = match store.backend_name() {
+            "sqlite" => sqlite_n,
+            _ => postgres_n,
         };
         let n = ((base as f64 * scale).round() as u64).max(1);
         for workers in WORKERS {

@@ -12,7 +12,7 @@ use opsledger_engine::{ForceCloseError, Registry, force_close};
 use opsledger_providers::ProviderSettings;
 use opsledger_store::backups::BackupItem;
 use opsledger_store::inventory::{ItemScope, ItemSnapshot};
-use opsledger_store::{Completion, ContextPatch, NewRun, Store, UnitRecord, both_backends, on_pool};
+use opsledger_store::{Completion, ContextPatch, NewRun, Store, UnitRecord, both_backends, raw_on_pool};
 use serde_json::json;
 
 fn registry() -> Registry {
@@ -303,7 +303,7 @@ both_backends!(
         store.init_total(&id, 5).await.unwrap();
         // A hand-written close that forgets the remainder is refused by the
         // database itself, not only by the writer path.
-        let refused = on_pool!(&store, pool => {
+        let refused = raw_on_pool!(&store, pool => {
             sqlx::query(
                 "UPDATE operation_runs SET status = 'completed', outcome = 'failed', completed_at = 1, \
                  active_key = NULL WHERE id = $1",
@@ -316,7 +316,7 @@ both_backends!(
         let e = refused.unwrap_err().to_string();
         assert!(e.contains("completed_counts_explain_outcome"), "{e}");
         // The same close with counts that add up is accepted.
-        on_pool!(&store, pool => {
+        raw_on_pool!(&store, pool => {
             sqlx::query(
                 "UPDATE operation_runs SET status = 'completed', outcome = 'failed', completed_at = 1, \
                  active_key = NULL, processed = 5, failed = 5 WHERE id = $1",

@@ -9,7 +9,7 @@ use axum::http::{Request, header};
 use opsledger_core::RunType;
 use opsledger_core::access::Role;
 use opsledger_server::AppState;
-use opsledger_store::{NewRun, Store, both_backends, on_pool};
+use opsledger_store::{NewRun, Store, both_backends, raw_on_pool};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -150,7 +150,7 @@ async fn snapshot(store: &Store) -> Vec<String> {
     ];
     let mut out = Vec::new();
     for t in tables {
-        let rows: Vec<String> = on_pool!(store, pool => {
+        let rows: Vec<String> = raw_on_pool!(store, pool => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {t}")))
                 .fetch_all(pool)
                 .await

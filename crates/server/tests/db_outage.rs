@@ -49,15 +49,15 @@ async fn terminated_connections_never_answer_500() {
         tokio::spawn(async move {
             let mut killed = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let n: Vec<(bool,)> = match &admin {
-                    Store::Postgres(pool) => sqlx::query_as(
+                let n: Vec<(bool,)> = match opsledger_store::testing::raw_pool(&admin) {
+                    opsledger_store::testing::RawPool::Postgres(pool) => sqlx::query_as(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
                     )
                     .bind(&app_name)
                     .fetch_all(pool)
                     .await
                     .unwrap(),
-                    Store::Sqlite(_) => unreachable!(),
+                    opsledger_store::testing::RawPool::Sqlite(_) => unreachable!(),
                 };
                 killed += n.len() as u64;
                 tokio::time::sleep(Duration::from_millis(15)).await;

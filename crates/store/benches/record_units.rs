@@ -188,9 +188,9 @@ async fn bench_backend(db: TestStore, scale: f64, rows: &mut Vec<Row>) {
     let store = &db.store;
     let backend = store.backend_name();
     for (batch, sqlite_n, postgres_n) in BATCHES {
-        let base_n = match store {
-            Store::Sqlite(_) => sqlite_n,
-            Store::Postgres(_) => postgres_n,
+        let base_n = match backend {
+            "sqlite" => sqlite_n,
+            _ => postgres_n,
         };
         for writers in WRITERS {
             let per = per_writer(base_n, scale, writers, batch);

@@ -2,10 +2,10 @@
 //! is written in the same transaction as its unit job's finish, so a unit is
 //! counted if and only if its item landed.
 
-use crate::backend::WritePool;
-use crate::jobs::{Fence, JobEnd};
+use crate::db::sql;
+use crate::jobs::{Fence, JobEnd, check_fence, finish_unit_job_in};
 use crate::runs::{RecordSummary, UnitRecord};
-use crate::{Store, StoreError, new_id, now_ms, on_pool};
+use crate::{Store, StoreError, new_id, now_ms};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -31,11 +31,11 @@ impl Store {
         tenant_id: &str,
         name: &str,
     ) -> Result<String, StoreError> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            // Insert-if-absent, then read: two executions of one parent (a
-            // rescued lease) race on the unique index, not on a read.
-            sqlx::query(
+        let mut tx = self.pool.begin_write().await?;
+        // Insert-if-absent, then read: two executions of one parent (a
+        // rescued lease) race on the unique index, not on a read.
+        tx.execute(
+            sql(
                 "INSERT INTO backup_sets (id, workspace_id, tenant_id, name, created_by_run_id, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (created_by_run_id) DO NOTHING",
             )
@@ -44,23 +44,17 @@ impl Store {
             .bind(tenant_id)
             .bind(name)
             .bind(run_id)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-            let (id,): (String,) = sqlx::query_as(SET_OF_RUN).bind(run_id).fetch_one(&mut *tx).await?;
-            crate::error::commit(tx).await?;
-            Ok(id)
-        })
+            .bind(now_ms()),
+        )
+        .await?;
+        let (id,): (String,) = tx.fetch_one(sql(SET_OF_RUN).bind(run_id)).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     /// The backup set created by `run_id`, if any (a read).
     pub async fn backup_set_of_run(&self, run_id: &str) -> Result<Option<String>, StoreError> {
-        let row: Option<(String,)> = on_pool!(self, pool => {
-            sqlx::query_as(SET_OF_RUN)
-                .bind(run_id)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<(String,)> = self.pool.fetch_optional(sql(SET_OF_RUN).bind(run_id)).await?;
         Ok(row.map(|(id,)| id))
     }
 
@@ -75,39 +69,38 @@ impl Store {
         unit: UnitRecord,
     ) -> Result<RecordSummary, StoreError> {
         let payload = serde_json::to_string(&item.payload).expect("json");
-        // An inner block, so that a refusal inside the transaction returns here.
-        let result: Result<RecordSummary, StoreError> = on_pool!(self, pool => async {
-            let mut tx = pool.begin_write().await?;
+        let result = async {
+            let mut tx = self.pool.begin_write().await?;
             // The job row first (share-locked: a rescue skips it), as every
             // job writer does before touching the run — the item's foreign
             // key already locks the run row.
-            check_fence!(&mut tx, pool, Some(fence));
+            check_fence(&mut tx, fence).await?;
             // The item next, and only for a unit not yet in the ledger, so
             // the hot run row is locked (by the unit's counter bump) for as
             // short as possible. A refused fence or run rolls it back.
-            sqlx::query(
-                "INSERT INTO backup_items (id, backup_set_id, policy_type, external_id, display_name, payload, \
-                 payload_sha256, captured_by_run_id, captured_at) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
-                 WHERE NOT EXISTS (SELECT 1 FROM run_units WHERE run_id = $8 AND unit_key = $10) \
-                 ON CONFLICT (backup_set_id, policy_type, external_id) DO NOTHING",
+            tx.execute(
+                sql("INSERT INTO backup_items (id, backup_set_id, policy_type, external_id, display_name, payload, \
+                     payload_sha256, captured_by_run_id, captured_at) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+                     WHERE NOT EXISTS (SELECT 1 FROM run_units WHERE run_id = $8 AND unit_key = $10) \
+                     ON CONFLICT (backup_set_id, policy_type, external_id) DO NOTHING")
+                .bind(new_id())
+                .bind(backup_set_id)
+                .bind(&item.policy_type)
+                .bind(&item.external_id)
+                .bind(&item.display_name)
+                .bind(&payload)
+                .bind(hex::encode(Sha256::digest(payload.as_bytes())))
+                .bind(run_id)
+                .bind(now_ms())
+                .bind(&unit.key),
             )
-            .bind(new_id())
-            .bind(backup_set_id)
-            .bind(&item.policy_type)
-            .bind(&item.external_id)
-            .bind(&item.display_name)
-            .bind(&payload)
-            .bind(hex::encode(Sha256::digest(payload.as_bytes())))
-            .bind(run_id)
-            .bind(now_ms())
-            .bind(&unit.key)
-            .execute(&mut *tx)
             .await?;
-            let summary = finish_unit_job_tx!(&mut tx, pool, fence, run_id, unit, JobEnd::Completed);
-            crate::error::commit(tx).await?;
+            let summary = finish_unit_job_in(&mut tx, fence, run_id, &unit, JobEnd::Completed).await?;
+            tx.commit().await?;
             Ok(summary)
-        }.await);
+        }
+        .await;
         if let Err(StoreError::RunNotRunning { .. }) = &result {
             self.cancel_job(fence).await?;
         }
@@ -116,25 +109,24 @@ impl Store {
 
     /// Number of items in a backup set.
     pub async fn count_backup_items(&self, backup_set_id: &str) -> Result<u64, StoreError> {
-        let (n,): (i64,) = on_pool!(self, pool => {
-            sqlx::query_as("SELECT COUNT(*) FROM backup_items WHERE backup_set_id = $1")
-                .bind(backup_set_id)
-                .fetch_one(pool)
-                .await?
-        });
+        let (n,): (i64,) = self
+            .pool
+            .fetch_one(sql("SELECT COUNT(*) FROM backup_items WHERE backup_set_id = $1").bind(backup_set_id))
+            .await?;
         Ok(n as u64)
     }
 
     /// `(policy_type, external_id)` of every inventory item of a tenant, ordered.
     pub async fn inventory_refs(&self, tenant_id: &str) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT policy_type, external_id FROM inventory_items WHERE tenant_id = $1 \
-                 ORDER BY policy_type, external_id",
+        Ok(self
+            .pool
+            .fetch_all(
+                sql(
+                    "SELECT policy_type, external_id FROM inventory_items WHERE tenant_id = $1 \
+                     ORDER BY policy_type, external_id",
+                )
+                .bind(tenant_id),
             )
-            .bind(tenant_id)
-            .fetch_all(pool)
-            .await?
-        }))
+            .await?)
     }
 }

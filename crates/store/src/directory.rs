@@ -1,13 +1,12 @@
 //! Workspaces, tenants, users, memberships and API tokens: who exists and who
 //! belongs where. Tokens are stored only as SHA-256 digests.
 
-use crate::backend::WritePool;
-use crate::{Store, StoreError, new_id, now_ms, on_pool};
+use crate::db::{sql, sql_owned};
+use crate::{Store, StoreError, new_id, now_ms};
 use opsledger_core::access::Role;
 use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::AssertSqlSafe;
 use sqlx::error::ErrorKind;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -96,15 +95,14 @@ impl Store {
             id: new_id(),
             name: name.to_owned(),
         };
-        on_pool!(self, pool => {
-            sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)")
-                .bind(&ws.id)
-                .bind(&ws.name)
-                .bind(now_ms())
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
+        self.pool
+            .execute(
+                sql("INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)")
+                    .bind(&ws.id)
+                    .bind(&ws.name)
+                    .bind(now_ms()),
+            )
+            .await?;
         Ok(ws)
     }
 
@@ -122,12 +120,12 @@ impl Store {
         condition: &'static str,
         value: &str,
     ) -> Result<Option<Workspace>, StoreError> {
-        let row: Option<(String, String)> = on_pool!(self, pool => {
-            sqlx::query_as(AssertSqlSafe(format!("SELECT id, name FROM workspaces WHERE {condition}")))
-                .bind(value)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<(String, String)> = self
+            .pool
+            .fetch_optional(
+                sql_owned(format!("SELECT id, name FROM workspaces WHERE {condition}")).bind(value),
+            )
+            .await?;
         Ok(row.map(|(id, name)| Workspace { id, name }))
     }
 
@@ -143,47 +141,52 @@ impl Store {
             name: name.to_owned(),
             provider: provider.to_owned(),
         };
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            let ws: Option<(String,)> = sqlx::query_as("SELECT id FROM workspaces WHERE id = $1")
-                .bind(workspace_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if ws.is_none() {
-                return Err(not_found("workspace", workspace_id));
-            }
-            let taken: Option<(String,)> =
-                sqlx::query_as("SELECT id FROM tenants WHERE workspace_id = $1 AND name = $2")
+        let mut tx = self.pool.begin_write().await?;
+        let ws: Option<(String,)> = tx
+            .fetch_optional(sql("SELECT id FROM workspaces WHERE id = $1").bind(workspace_id))
+            .await?;
+        if ws.is_none() {
+            return Err(not_found("workspace", workspace_id));
+        }
+        let taken: Option<(String,)> = tx
+            .fetch_optional(
+                sql("SELECT id FROM tenants WHERE workspace_id = $1 AND name = $2")
                     .bind(workspace_id)
-                    .bind(name)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if taken.is_some() {
-                return Err(duplicate_tenant(workspace_id, name));
-            }
-            // The checks above answer the common case in words; a concurrent
-            // insert of the same name still meets the UNIQUE constraint.
-            sqlx::query("INSERT INTO tenants (id, workspace_id, name, provider, created_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(name),
+            )
+            .await?;
+        if taken.is_some() {
+            return Err(duplicate_tenant(workspace_id, name));
+        }
+        // The checks above answer the common case in words; a concurrent
+        // insert of the same name still meets the UNIQUE constraint.
+        tx.execute(
+            sql("INSERT INTO tenants (id, workspace_id, name, provider, created_at) VALUES ($1, $2, $3, $4, $5)")
                 .bind(&t.id)
                 .bind(&t.workspace_id)
                 .bind(&t.name)
                 .bind(&t.provider)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| refused(e, || duplicate_tenant(workspace_id, name), || not_found("workspace", workspace_id)))?;
-            crate::error::commit(tx).await?;
-        });
+                .bind(now_ms()),
+        )
+        .await
+        .map_err(|e| {
+            refused(
+                e,
+                || duplicate_tenant(workspace_id, name),
+                || not_found("workspace", workspace_id),
+            )
+        })?;
+        tx.commit().await?;
         Ok(t)
     }
 
     pub async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
-        let row: Option<(String, String, String, String)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT id, workspace_id, name, provider FROM tenants WHERE id = $1")
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<(String, String, String, String)> = self
+            .pool
+            .fetch_optional(
+                sql("SELECT id, workspace_id, name, provider FROM tenants WHERE id = $1").bind(id),
+            )
+            .await?;
         Ok(row.map(|(id, workspace_id, name, provider)| Tenant {
             id,
             workspace_id,
@@ -193,12 +196,13 @@ impl Store {
     }
 
     pub async fn list_tenants(&self, workspace_id: &str) -> Result<Vec<Tenant>, StoreError> {
-        let rows: Vec<(String, String, String, String)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT id, workspace_id, name, provider FROM tenants WHERE workspace_id = $1 ORDER BY name")
-                .bind(workspace_id)
-                .fetch_all(pool)
-                .await?
-        });
+        let rows: Vec<(String, String, String, String)> = self
+            .pool
+            .fetch_all(
+                sql("SELECT id, workspace_id, name, provider FROM tenants WHERE workspace_id = $1 ORDER BY name")
+                    .bind(workspace_id),
+            )
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(id, workspace_id, name, provider)| Tenant {
@@ -216,55 +220,52 @@ impl Store {
             id: new_id(),
             email: email.to_owned(),
         };
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            let taken: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE email = $1")
-                .bind(email)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if taken.is_some() {
-                return Err(duplicate_email(email));
-            }
-            sqlx::query("INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)")
+        let mut tx = self.pool.begin_write().await?;
+        let taken: Option<(String,)> = tx
+            .fetch_optional(sql("SELECT id FROM users WHERE email = $1").bind(email))
+            .await?;
+        if taken.is_some() {
+            return Err(duplicate_email(email));
+        }
+        tx.execute(
+            sql("INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)")
                 .bind(&user.id)
                 .bind(email)
                 .bind(password_hash)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| match violation(&e) {
-                    Some(ErrorKind::UniqueViolation) => duplicate_email(email),
-                    _ => e.into(),
-                })?;
-            crate::error::commit(tx).await?;
-        });
+                .bind(now_ms()),
+        )
+        .await
+        .map_err(|e| match violation(&e) {
+            Some(ErrorKind::UniqueViolation) => duplicate_email(email),
+            _ => e.into(),
+        })?;
+        tx.commit().await?;
         Ok(user)
     }
 
     pub async fn find_user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        let row: Option<(String, String)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT id, email FROM users WHERE email = $1")
-                .bind(email)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<(String, String)> = self
+            .pool
+            .fetch_optional(sql("SELECT id, email FROM users WHERE email = $1").bind(email))
+            .await?;
         Ok(row.map(|(id, email)| User { id, email }))
     }
 
     /// Creates the user, or updates the password hash of an existing email. Returns the user id.
     pub async fn upsert_user(&self, email: &str, password_hash: &str) -> Result<String, StoreError> {
-        let (id,): (String,) = on_pool!(self, pool => {
-            sqlx::query_as(
-                "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash RETURNING id",
+        let (id,): (String,) = self
+            .pool
+            .fetch_one(
+                sql(
+                    "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash RETURNING id",
+                )
+                .bind(new_id())
+                .bind(email)
+                .bind(password_hash)
+                .bind(now_ms()),
             )
-            .bind(new_id())
-            .bind(email)
-            .bind(password_hash)
-            .bind(now_ms())
-            .fetch_one(pool)
-            .await?
-        });
+            .await?;
         Ok(id)
     }
 
@@ -274,18 +275,17 @@ impl Store {
         user_id: &str,
         role: Role,
     ) -> Result<(), StoreError> {
-        on_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO memberships (workspace_id, user_id, role) VALUES ($1, $2, $3) \
-                 ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
+        self.pool
+            .execute(
+                sql(
+                    "INSERT INTO memberships (workspace_id, user_id, role) VALUES ($1, $2, $3) \
+                     ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
+                )
+                .bind(workspace_id)
+                .bind(user_id)
+                .bind(role.as_str()),
             )
-            .bind(workspace_id)
-            .bind(user_id)
-            .bind(role.as_str())
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+            .await?;
         Ok(())
     }
 
@@ -305,62 +305,60 @@ impl Store {
         let mut wanted = tenants.to_vec();
         wanted.sort();
         wanted.dedup();
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            let ws: Option<(String,)> = sqlx::query_as("SELECT id FROM workspaces WHERE id = $1")
-                .bind(workspace_id)
-                .fetch_optional(&mut *tx)
+        let mut tx = self.pool.begin_write().await?;
+        let ws: Option<(String,)> = tx
+            .fetch_optional(sql("SELECT id FROM workspaces WHERE id = $1").bind(workspace_id))
+            .await?;
+        if ws.is_none() {
+            return Err(not_found("workspace", workspace_id));
+        }
+        let user: Option<(String,)> = tx
+            .fetch_optional(sql("SELECT id FROM users WHERE id = $1").bind(user_id))
+            .await?;
+        if user.is_none() {
+            return Err(not_found("user", user_id));
+        }
+        for t in &wanted {
+            let of: Option<(String,)> = tx
+                .fetch_optional(sql("SELECT workspace_id FROM tenants WHERE id = $1").bind(t))
                 .await?;
-            if ws.is_none() {
-                return Err(not_found("workspace", workspace_id));
-            }
-            let user: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE id = $1")
-                .bind(user_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if user.is_none() {
-                return Err(not_found("user", user_id));
-            }
-            for t in &wanted {
-                let of: Option<(String,)> = sqlx::query_as("SELECT workspace_id FROM tenants WHERE id = $1")
-                    .bind(t)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                match of {
-                    None => return Err(not_found("tenant", t)),
-                    Some((w,)) if w != workspace_id => {
-                        return Err(StoreError::TenantOutsideWorkspace {
-                            tenant_id: t.clone(),
-                            workspace_id: workspace_id.to_owned(),
-                        });
-                    }
-                    Some(_) => {}
+            match of {
+                None => return Err(not_found("tenant", t)),
+                Some((w,)) if w != workspace_id => {
+                    return Err(StoreError::TenantOutsideWorkspace {
+                        tenant_id: t.clone(),
+                        workspace_id: workspace_id.to_owned(),
+                    });
                 }
+                Some(_) => {}
             }
-            sqlx::query(
+        }
+        tx.execute(
+            sql(
                 "INSERT INTO memberships (workspace_id, user_id, role) VALUES ($1, $2, $3) \
                  ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
             )
             .bind(workspace_id)
             .bind(user_id)
-            .bind(role.as_str())
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM membership_tenants WHERE workspace_id = $1 AND user_id = $2")
+            .bind(role.as_str()),
+        )
+        .await?;
+        tx.execute(
+            sql("DELETE FROM membership_tenants WHERE workspace_id = $1 AND user_id = $2")
                 .bind(workspace_id)
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
-            for t in &wanted {
-                sqlx::query("INSERT INTO membership_tenants (workspace_id, user_id, tenant_id) VALUES ($1, $2, $3)")
+                .bind(user_id),
+        )
+        .await?;
+        for t in &wanted {
+            tx.execute(
+                sql("INSERT INTO membership_tenants (workspace_id, user_id, tenant_id) VALUES ($1, $2, $3)")
                     .bind(workspace_id)
                     .bind(user_id)
-                    .bind(t)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            crate::error::commit(tx).await?;
-        });
+                    .bind(t),
+            )
+            .await?;
+        }
+        tx.commit().await?;
         Ok(Membership {
             role,
             tenants: (!wanted.is_empty()).then_some(wanted),
@@ -374,17 +372,16 @@ impl Store {
         workspace_id: &str,
         user_id: &str,
     ) -> Result<Option<Membership>, StoreError> {
-        let rows: Vec<(String, Option<String>)> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT m.role, mt.tenant_id FROM memberships m \
-                 LEFT JOIN membership_tenants mt ON mt.workspace_id = m.workspace_id AND mt.user_id = m.user_id \
-                 WHERE m.workspace_id = $1 AND m.user_id = $2 ORDER BY mt.tenant_id",
+        let rows: Vec<(String, Option<String>)> = self
+            .pool
+            .fetch_all(
+                sql("SELECT m.role, mt.tenant_id FROM memberships m \
+                     LEFT JOIN membership_tenants mt ON mt.workspace_id = m.workspace_id AND mt.user_id = m.user_id \
+                     WHERE m.workspace_id = $1 AND m.user_id = $2 ORDER BY mt.tenant_id")
+                .bind(workspace_id)
+                .bind(user_id),
             )
-            .bind(workspace_id)
-            .bind(user_id)
-            .fetch_all(pool)
-            .await?
-        });
+            .await?;
         let Some((r, _)) = rows.first() else {
             return Ok(None);
         };
@@ -436,35 +433,38 @@ impl Store {
         let mut bytes = [0u8; 24];
         rand::rng().fill_bytes(&mut bytes);
         let token = format!("olt_{}", hex::encode(bytes));
-        on_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO api_tokens (token_sha256, user_id, label, created_at, expires_at, workspace_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+        self.pool
+            .execute(
+                sql("INSERT INTO api_tokens (token_sha256, user_id, label, created_at, expires_at, workspace_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(token_digest(&token))
+                .bind(user_id)
+                .bind(label)
+                .bind(now_ms())
+                .bind(expires_at)
+                .bind(workspace_id),
             )
-            .bind(token_digest(&token))
-            .bind(user_id)
-            .bind(label)
-            .bind(now_ms())
-            .bind(expires_at)
-            .bind(workspace_id)
-            .execute(pool)
             .await
-            .map_err(|e| refused(e, || StoreError::Conflict("token collision".into()), || not_found("user", user_id)))?
-            .rows_affected()
-        });
+            .map_err(|e| {
+                refused(
+                    e,
+                    || StoreError::Conflict("token collision".into()),
+                    || not_found("user", user_id),
+                )
+            })?;
         Ok(token)
     }
 
     /// Revokes every token of the user carrying `label`.
     pub async fn revoke_tokens(&self, user_id: &str, label: &str) -> Result<u64, StoreError> {
-        Ok(on_pool!(self, pool => {
-            sqlx::query("DELETE FROM api_tokens WHERE user_id = $1 AND label = $2")
-                .bind(user_id)
-                .bind(label)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        }))
+        Ok(self
+            .pool
+            .execute(
+                sql("DELETE FROM api_tokens WHERE user_id = $1 AND label = $2")
+                    .bind(user_id)
+                    .bind(label),
+            )
+            .await?)
     }
 
     /// The user a bearer token belongs to; `None` for an unknown, revoked or expired token.
@@ -475,16 +475,15 @@ impl Store {
     /// Whose a bearer token is and where it may act; `None` for an unknown,
     /// revoked or expired token.
     pub async fn token_owner(&self, token: &str) -> Result<Option<TokenOwner>, StoreError> {
-        let row: Option<(String, Option<String>)> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT user_id, workspace_id FROM api_tokens \
-                 WHERE token_sha256 = $1 AND (expires_at IS NULL OR expires_at > $2)",
+        let row: Option<(String, Option<String>)> = self
+            .pool
+            .fetch_optional(
+                sql("SELECT user_id, workspace_id FROM api_tokens \
+                     WHERE token_sha256 = $1 AND (expires_at IS NULL OR expires_at > $2)")
+                .bind(token_digest(token))
+                .bind(now_ms()),
             )
-            .bind(token_digest(token))
-            .bind(now_ms())
-            .fetch_optional(pool)
-            .await?
-        });
+            .await?;
         Ok(row.map(|(user_id, workspace_id)| TokenOwner {
             user_id,
             workspace_id,

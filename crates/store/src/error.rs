@@ -126,10 +126,3 @@ fn sqlx_is_transient(e: &sqlx::Error) -> bool {
         _ => false,
     }
 }
-
-/// Commits `tx`, telling a failure of the commit itself apart
-/// ([`StoreError::CommitOutcomeUnknown`]): the transaction may have been
-/// applied, so the caller must not run it again blindly.
-pub(crate) async fn commit<DB: sqlx::Database>(tx: sqlx::Transaction<'_, DB>) -> Result<(), StoreError> {
-    tx.commit().await.map_err(StoreError::CommitOutcomeUnknown)
-}

@@ -2,9 +2,11 @@
 //! type are written in the same transaction as that type's unit, so a type is
 //! counted as covered if and only if its items landed.
 
-use crate::backend::WritePool;
+use crate::db::{sql, sql_owned};
+use crate::jobs::check_fence;
+use crate::ledger::record_units_in;
 use crate::runs::{RecordSummary, UnitRecord};
-use crate::{Store, StoreError, new_id, now_ms, on_pool};
+use crate::{Store, StoreError, new_id, now_ms};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -44,71 +46,83 @@ impl Store {
         for item in items {
             by_id.entry(item.external_id.as_str()).or_insert(item);
         }
-        let rows: Vec<(&ItemSnapshot, String)> = by_id
+        let rows: Vec<(&ItemSnapshot, String, String)> = by_id
             .into_values()
             .map(|i| {
                 let payload = serde_json::to_string(&i.payload).expect("json");
-                (i, payload)
+                let digest = hex::encode(Sha256::digest(payload.as_bytes()));
+                (i, payload, digest)
             })
             .collect();
         let now = now_ms();
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            check_fence!(&mut tx, pool, fence);
-            for chunk in rows.chunks(ITEM_UPSERT_CHUNK) {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO inventory_items (id, workspace_id, tenant_id, policy_type, external_id, display_name, \
-                     payload, payload_sha256, first_seen_at, last_seen_at, last_seen_operation_run_id) ",
-                );
-                qb.push_values(chunk.iter(), |mut b, (item, payload)| {
-                    b.push_bind(new_id())
-                        .push_bind(scope.workspace_id)
-                        .push_bind(scope.tenant_id)
-                        .push_bind(scope.policy_type)
-                        .push_bind(item.external_id.as_str())
-                        .push_bind(item.display_name.as_str())
-                        .push_bind(payload.as_str())
-                        .push_bind(hex::encode(Sha256::digest(payload.as_bytes())))
-                        .push_bind(now)
-                        .push_bind(now)
-                        .push_bind(run_id);
-                });
-                qb.push(
-                    " ON CONFLICT (tenant_id, policy_type, external_id) DO UPDATE SET \
-                     display_name = excluded.display_name, payload = excluded.payload, \
-                     payload_sha256 = excluded.payload_sha256, last_seen_at = excluded.last_seen_at, \
-                     last_seen_operation_run_id = excluded.last_seen_operation_run_id",
-                );
-                qb.build().execute(&mut *tx).await?;
+        let mut tx = self.pool.begin_write().await?;
+        if let Some(fence) = fence {
+            check_fence(&mut tx, fence).await?;
+        }
+        for chunk in rows.chunks(ITEM_UPSERT_CHUNK) {
+            let mut stmt = sql_owned(String::from(
+                "INSERT INTO inventory_items (id, workspace_id, tenant_id, policy_type, external_id, display_name, \
+                 payload, payload_sha256, first_seen_at, last_seen_at, last_seen_operation_run_id) VALUES ",
+            ));
+            for (i, (item, payload, digest)) in chunk.iter().enumerate() {
+                stmt.push(if i == 0 { "(" } else { ", (" });
+                stmt.push_bind(new_id())
+                    .push(", ")
+                    .push_bind(scope.workspace_id)
+                    .push(", ")
+                    .push_bind(scope.tenant_id)
+                    .push(", ")
+                    .push_bind(scope.policy_type)
+                    .push(", ")
+                    .push_bind(item.external_id.as_str())
+                    .push(", ")
+                    .push_bind(item.display_name.as_str())
+                    .push(", ")
+                    .push_bind(payload.as_str())
+                    .push(", ")
+                    .push_bind(digest.as_str())
+                    .push(", ")
+                    .push_bind(now)
+                    .push(", ")
+                    .push_bind(now)
+                    .push(", ")
+                    .push_bind(run_id)
+                    .push(")");
             }
-            let summary = record_units_tx!(&mut tx, pool, run_id, std::slice::from_ref(&unit));
-            crate::error::commit(tx).await?;
-            Ok(summary)
-        })
+            stmt.push(
+                " ON CONFLICT (tenant_id, policy_type, external_id) DO UPDATE SET \
+                 display_name = excluded.display_name, payload = excluded.payload, \
+                 payload_sha256 = excluded.payload_sha256, last_seen_at = excluded.last_seen_at, \
+                 last_seen_operation_run_id = excluded.last_seen_operation_run_id",
+            );
+            tx.execute(stmt).await?;
+        }
+        let summary = record_units_in(&mut tx, run_id, std::slice::from_ref(&unit)).await?;
+        tx.commit().await?;
+        Ok(summary)
     }
 
     /// How many items of each policy type were last seen by `run_id`.
     pub async fn items_last_seen_by(&self, run_id: &str) -> Result<BTreeMap<String, u64>, StoreError> {
-        let rows: Vec<(String, i64)> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT policy_type, COUNT(*) FROM inventory_items WHERE last_seen_operation_run_id = $1 \
-                 GROUP BY policy_type",
+        let rows: Vec<(String, i64)> = self
+            .pool
+            .fetch_all(
+                sql(
+                    "SELECT policy_type, COUNT(*) FROM inventory_items WHERE last_seen_operation_run_id = $1 \
+                     GROUP BY policy_type",
+                )
+                .bind(run_id),
             )
-            .bind(run_id)
-            .fetch_all(pool)
-            .await?
-        });
+            .await?;
         Ok(rows.into_iter().map(|(t, n)| (t, n as u64)).collect())
     }
 
     /// Number of inventory items of a tenant.
     pub async fn count_inventory_items(&self, tenant_id: &str) -> Result<u64, StoreError> {
-        let (n,): (i64,) = on_pool!(self, pool => {
-            sqlx::query_as("SELECT COUNT(*) FROM inventory_items WHERE tenant_id = $1")
-                .bind(tenant_id)
-                .fetch_one(pool)
-                .await?
-        });
+        let (n,): (i64,) = self
+            .pool
+            .fetch_one(sql("SELECT COUNT(*) FROM inventory_items WHERE tenant_id = $1").bind(tenant_id))
+            .await?;
         Ok(n as u64)
     }
 }

@@ -16,11 +16,11 @@
 //!   transaction — rescue, cancel, reconcile and normal finish share one
 //!   "unit finished" path.
 
-use crate::backend::{WritePool, for_update, skip_locked};
+use crate::db::{Tx, sql, sql_owned};
+use crate::ledger::record_units_in;
 use crate::runs::{RecordSummary, UnitRecord};
-use crate::{Store, StoreError, new_id, now_ms, on_pool};
+use crate::{Store, StoreError, new_id, now_ms};
 use opsledger_core::{Failure, UnitOutcome};
-use sqlx::AssertSqlSafe;
 use std::collections::BTreeMap;
 
 /// Proof that a worker holds a job's lease.
@@ -99,6 +99,87 @@ pub struct JobTally {
 
 type ClaimRow = (String, String, String, String, i64, i64);
 
+/// Inside an open transaction: proceed only while `fence` still holds its
+/// job's lease. The row stays share-locked until commit on PostgreSQL (SQLite
+/// holds the write lock already), so a rescue cannot slip in between this
+/// check and the commit.
+pub(crate) async fn check_fence(tx: &mut Tx, fence: &Fence) -> Result<(), StoreError> {
+    let held: Option<(String,)> = tx
+        .fetch_optional(
+            sql_owned(format!(
+                "SELECT id FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'running'{}",
+                tx.dialect().for_share()
+            ))
+            .bind(&fence.job_id)
+            .bind(&fence.lease_token),
+        )
+        .await?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(StoreError::LeaseLost {
+            job_id: fence.job_id.clone(),
+        }),
+    }
+}
+
+/// Inside an open transaction: enqueue a job (`kind` run or unit) unless the
+/// same `(run_id, kind, unit_key)` exists. Returns the rows inserted.
+pub(crate) async fn insert_job(
+    tx: &mut Tx,
+    run_id: &str,
+    kind: &str,
+    unit_key: &str,
+    max_attempts: u32,
+) -> Result<u64, StoreError> {
+    Ok(tx
+        .execute(
+            sql("INSERT INTO jobs (id, run_id, kind, unit_key, state, attempt, max_attempts, run_after, created_at) \
+                 VALUES ($1, $2, $3, $4, 'available', 0, $5, $6, $6) ON CONFLICT (run_id, kind, unit_key) DO NOTHING")
+            .bind(new_id())
+            .bind(run_id)
+            .bind(kind)
+            .bind(unit_key)
+            .bind(i64::from(max_attempts))
+            .bind(now_ms()),
+        )
+        .await?)
+}
+
+/// Inside an open transaction: end a leased unit job as completed or failed
+/// and record its unit — the one "unit finished" step. Fails with
+/// [`StoreError::LeaseLost`] when the fence no longer holds (nothing is
+/// written: the caller drops the transaction).
+pub(crate) async fn finish_unit_job_in(
+    tx: &mut Tx,
+    fence: &Fence,
+    run_id: &str,
+    unit: &UnitRecord,
+    end: JobEnd,
+) -> Result<RecordSummary, StoreError> {
+    let state = match end {
+        JobEnd::Completed => "completed",
+        JobEnd::Failed => "failed",
+    };
+    let ended = tx
+        .execute(
+            sql(
+                "UPDATE jobs SET state = $3, lease_token = NULL, lease_expires_at = NULL, finalized_at = $4 \
+                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+            )
+            .bind(&fence.job_id)
+            .bind(&fence.lease_token)
+            .bind(state)
+            .bind(now_ms()),
+        )
+        .await?;
+    if ended != 1 {
+        return Err(StoreError::LeaseLost {
+            job_id: fence.job_id.clone(),
+        });
+    }
+    record_units_in(tx, run_id, std::slice::from_ref(unit)).await
+}
+
 impl Store {
     /// Claims up to `limit` available jobs for `worker_id` with a lease of
     /// `lease_ms`: run jobs first (`'run' < 'unit'`), so a new run is picked
@@ -111,38 +192,38 @@ impl Store {
     ) -> Result<Vec<ClaimedJob>, StoreError> {
         let now = now_ms();
         let token = new_id();
-        let rows: Vec<ClaimRow> = on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            let rows: Vec<ClaimRow> = sqlx::query_as(AssertSqlSafe(format!(
-                "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_token = $1, \
-                 lease_expires_at = $2, heartbeat_at = $3, worker_id = $4 \
-                 WHERE id IN (SELECT id FROM jobs WHERE state = 'available' AND run_after <= $3 \
-                              ORDER BY kind, run_after, id LIMIT $5{}) \
-                 RETURNING id, run_id, kind, unit_key, attempt, max_attempts",
-                skip_locked(pool)
-            )))
-            .bind(&token)
-            .bind(now + lease_ms as i64)
-            .bind(now)
-            .bind(worker_id)
-            .bind(limit as i64)
-            .fetch_all(&mut *tx)
+        let mut tx = self.pool.begin_write().await?;
+        let rows: Vec<ClaimRow> = tx
+            .fetch_all(
+                sql_owned(format!(
+                    "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_token = $1, \
+                     lease_expires_at = $2, heartbeat_at = $3, worker_id = $4 \
+                     WHERE id IN (SELECT id FROM jobs WHERE state = 'available' AND run_after <= $3 \
+                                  ORDER BY kind, run_after, id LIMIT $5{}) \
+                     RETURNING id, run_id, kind, unit_key, attempt, max_attempts",
+                    tx.dialect().skip_locked()
+                ))
+                .bind(&token)
+                .bind(now + lease_ms as i64)
+                .bind(now)
+                .bind(worker_id)
+                .bind(i64::from(limit)),
+            )
             .await?;
-            for (_, run_id, kind, ..) in &rows {
-                if kind == "run" {
-                    sqlx::query(
+        for (_, run_id, kind, ..) in &rows {
+            if kind == "run" {
+                tx.execute(
+                    sql(
                         "UPDATE operation_runs SET status = 'running', started_at = $2, heartbeat_at = $2 \
                          WHERE id = $1 AND status = 'queued'",
                     )
                     .bind(run_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                    .bind(now),
+                )
+                .await?;
             }
-            crate::error::commit(tx).await?;
-            rows
-        });
+        }
+        tx.commit().await?;
         Ok(rows
             .into_iter()
             .map(|(id, run_id, kind, unit_key, attempt, max_attempts)| ClaimedJob {
@@ -171,44 +252,47 @@ impl Store {
         lease_ms: u64,
     ) -> Result<Heartbeat, StoreError> {
         let now = now_ms();
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            let n = sqlx::query(
-                "UPDATE jobs SET heartbeat_at = $3, lease_expires_at = $4 \
-                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+        let mut tx = self.pool.begin_write().await?;
+        let n = tx
+            .execute(
+                sql("UPDATE jobs SET heartbeat_at = $3, lease_expires_at = $4 \
+                     WHERE id = $1 AND lease_token = $2 AND state = 'running'")
+                .bind(&fence.job_id)
+                .bind(&fence.lease_token)
+                .bind(now)
+                .bind(now + lease_ms as i64),
             )
-            .bind(&fence.job_id)
-            .bind(&fence.lease_token)
-            .bind(now)
-            .bind(now + lease_ms as i64)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            let beat = if n == 1 {
-                let r = sqlx::query("UPDATE operation_runs SET heartbeat_at = $2 WHERE id = $1 AND status = 'running'")
-                    .bind(run_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if r == 1 { Heartbeat::Alive } else { Heartbeat::RunClosed }
+            .await?;
+        let beat = if n == 1 {
+            let r = tx
+                .execute(
+                    sql("UPDATE operation_runs SET heartbeat_at = $2 WHERE id = $1 AND status = 'running'")
+                        .bind(run_id)
+                        .bind(now),
+                )
+                .await?;
+            if r == 1 {
+                Heartbeat::Alive
             } else {
-                Heartbeat::LeaseLost
-            };
-            crate::error::commit(tx).await?;
-            Ok(beat)
-        })
+                Heartbeat::RunClosed
+            }
+        } else {
+            Heartbeat::LeaseLost
+        };
+        tx.commit().await?;
+        Ok(beat)
     }
 
     /// Whether `fence` still holds its job (a read; no lock).
     pub async fn job_is_held(&self, fence: &Fence) -> Result<bool, StoreError> {
-        let row: Option<(String,)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT id FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'running'")
-                .bind(&fence.job_id)
-                .bind(&fence.lease_token)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<(String,)> = self
+            .pool
+            .fetch_optional(
+                sql("SELECT id FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'running'")
+                    .bind(&fence.job_id)
+                    .bind(&fence.lease_token),
+            )
+            .await?;
         Ok(row.is_some())
     }
 
@@ -219,20 +303,18 @@ impl Store {
 
     /// Ends a job as `state` (`completed`, `failed` or `cancelled`), fenced.
     async fn end_job(&self, fence: &Fence, state: &str, error: Option<&str>) -> Result<bool, StoreError> {
-        let n = on_pool!(self, pool => {
-            sqlx::query(
-                "UPDATE jobs SET state = $3, lease_token = NULL, lease_expires_at = NULL, finalized_at = $4, \
-                 last_error = COALESCE($5, last_error) WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+        let n = self
+            .pool
+            .execute(
+                sql("UPDATE jobs SET state = $3, lease_token = NULL, lease_expires_at = NULL, finalized_at = $4, \
+                     last_error = COALESCE($5, last_error) WHERE id = $1 AND lease_token = $2 AND state = 'running'")
+                .bind(&fence.job_id)
+                .bind(&fence.lease_token)
+                .bind(state)
+                .bind(now_ms())
+                .bind(error),
             )
-            .bind(&fence.job_id)
-            .bind(&fence.lease_token)
-            .bind(state)
-            .bind(now_ms())
-            .bind(error)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+            .await?;
         Ok(n == 1)
     }
 
@@ -249,20 +331,18 @@ impl Store {
     /// Schedules another attempt after `delay_ms`. `false` when the lease was lost.
     /// The caller checks [`ClaimedJob::is_last_attempt`] first.
     pub async fn retry_job(&self, fence: &Fence, error: &str, delay_ms: u64) -> Result<bool, StoreError> {
-        let n = on_pool!(self, pool => {
-            sqlx::query(
-                "UPDATE jobs SET state = 'available', lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, \
-                 run_after = $3, last_error = $4 \
-                 WHERE id = $1 AND lease_token = $2 AND state = 'running' AND attempt < max_attempts",
+        let n = self
+            .pool
+            .execute(
+                sql("UPDATE jobs SET state = 'available', lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, \
+                     run_after = $3, last_error = $4 \
+                     WHERE id = $1 AND lease_token = $2 AND state = 'running' AND attempt < max_attempts")
+                .bind(&fence.job_id)
+                .bind(&fence.lease_token)
+                .bind(now_ms() + delay_ms as i64)
+                .bind(error),
             )
-            .bind(&fence.job_id)
-            .bind(&fence.lease_token)
-            .bind(now_ms() + delay_ms as i64)
-            .bind(error)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+            .await?;
         Ok(n == 1)
     }
 
@@ -275,19 +355,19 @@ impl Store {
     /// `delay_ms` (e.g. for a node that cannot read the job's run: another
     /// node, or this one later, may).
     pub async fn release_job_after(&self, fence: &Fence, delay_ms: u64) -> Result<bool, StoreError> {
-        let n = on_pool!(self, pool => {
-            sqlx::query(
-                "UPDATE jobs SET state = 'available', attempt = attempt - 1, lease_token = NULL, \
-                 lease_expires_at = NULL, worker_id = NULL, run_after = $3 \
-                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+        let n = self
+            .pool
+            .execute(
+                sql(
+                    "UPDATE jobs SET state = 'available', attempt = attempt - 1, lease_token = NULL, \
+                     lease_expires_at = NULL, worker_id = NULL, run_after = $3 \
+                     WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+                )
+                .bind(&fence.job_id)
+                .bind(&fence.lease_token)
+                .bind(now_ms() + delay_ms as i64),
             )
-            .bind(&fence.job_id)
-            .bind(&fence.lease_token)
-            .bind(now_ms() + delay_ms as i64)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+            .await?;
         Ok(n == 1)
     }
 
@@ -302,13 +382,13 @@ impl Store {
         unit: UnitRecord,
         end: JobEnd,
     ) -> Result<RecordSummary, StoreError> {
-        // An inner block, so that a refusal inside the transaction returns here.
-        let result: Result<RecordSummary, StoreError> = on_pool!(self, pool => async {
-            let mut tx = pool.begin_write().await?;
-            let summary = finish_unit_job_tx!(&mut tx, pool, fence, run_id, unit, end);
-            crate::error::commit(tx).await?;
+        let result = async {
+            let mut tx = self.pool.begin_write().await?;
+            let summary = finish_unit_job_in(&mut tx, fence, run_id, &unit, end).await?;
+            tx.commit().await?;
             Ok(summary)
-        }.await);
+        }
+        .await;
         if let Err(StoreError::RunNotRunning { .. }) = &result {
             self.cancel_job(fence).await?;
         }
@@ -330,64 +410,60 @@ impl Store {
         keys.dedup();
         let total = keys.len() as i64;
         let now = now_ms();
-        let n = on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            let n = sqlx::query(
-                "UPDATE operation_runs SET total = $2, processed = 0, succeeded = 0, failed = 0, skipped = 0 \
-                 WHERE id = $1 AND status = 'running' AND total IS NULL",
+        let mut tx = self.pool.begin_write().await?;
+        let n = tx
+            .execute(
+                sql("UPDATE operation_runs SET total = $2, processed = 0, succeeded = 0, failed = 0, skipped = 0 \
+                     WHERE id = $1 AND status = 'running' AND total IS NULL")
+                .bind(run_id)
+                .bind(total),
             )
-            .bind(run_id)
-            .bind(total)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 0 {
-                let row: Option<(String, Option<i64>)> =
-                    sqlx::query_as("SELECT status, total FROM operation_runs WHERE id = $1")
-                        .bind(run_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                match row {
-                    None => return Err(StoreError::RunNotFound(run_id.to_owned())),
-                    // Already planned: its jobs were enqueued in the transaction
-                    // that set `total`. The first plan stands, even if a retried
-                    // parent now sees another unit set.
-                    Some((_, Some(t))) => {
-                        if t != total {
-                            tracing::warn!(run = %run_id, planned = t, requested = total, "a fan-out was planned again with another unit set; keeping the first plan");
-                        }
-                        return Ok(t as u64);
+            .await?;
+        if n == 0 {
+            let row: Option<(String, Option<i64>)> = tx
+                .fetch_optional(sql("SELECT status, total FROM operation_runs WHERE id = $1").bind(run_id))
+                .await?;
+            return match row {
+                None => Err(StoreError::RunNotFound(run_id.to_owned())),
+                // Already planned: its jobs were enqueued in the transaction
+                // that set `total`. The first plan stands, even if a retried
+                // parent now sees another unit set.
+                Some((_, Some(t))) => {
+                    if t != total {
+                        tracing::warn!(run = %run_id, planned = t, requested = total, "a fan-out was planned again with another unit set; keeping the first plan");
                     }
-                    Some((status, None)) => {
-                        return Err(StoreError::RunNotRunning {
-                            id: run_id.to_owned(),
-                            status: status.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?,
-                        });
-                    }
+                    Ok(t as u64)
                 }
+                Some((status, None)) => Err(StoreError::RunNotRunning {
+                    id: run_id.to_owned(),
+                    status: status.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?,
+                }),
+            };
+        }
+        for chunk in keys.chunks(1000) {
+            let mut stmt = sql_owned(String::from(
+                "INSERT INTO jobs (id, run_id, kind, unit_key, state, attempt, max_attempts, run_after, created_at) VALUES ",
+            ));
+            for (i, k) in chunk.iter().enumerate() {
+                stmt.push(if i == 0 { "(" } else { ", (" });
+                stmt.push_bind(new_id())
+                    .push(", ")
+                    .push_bind(run_id)
+                    .push(", 'unit', ")
+                    .push_bind(*k)
+                    .push(", 'available', 0, ")
+                    .push_bind(i64::from(max_attempts))
+                    .push(", ")
+                    .push_bind(now)
+                    .push(", ")
+                    .push_bind(now)
+                    .push(")");
             }
-            for chunk in keys.chunks(1000) {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO jobs (id, run_id, kind, unit_key, state, attempt, max_attempts, run_after, created_at) ",
-                );
-                qb.push_values(chunk.iter(), |mut b, k| {
-                    b.push_bind(new_id())
-                        .push_bind(run_id)
-                        .push_bind("unit")
-                        .push_bind(*k)
-                        .push_bind("available")
-                        .push_bind(0i64)
-                        .push_bind(max_attempts as i64)
-                        .push_bind(now)
-                        .push_bind(now);
-                });
-                qb.push(" ON CONFLICT (run_id, kind, unit_key) DO NOTHING");
-                qb.build().execute(&mut *tx).await?;
-            }
-            crate::error::commit(tx).await?;
-            total
-        });
-        Ok(n as u64)
+            stmt.push(" ON CONFLICT (run_id, kind, unit_key) DO NOTHING");
+            tx.execute(stmt).await?;
+        }
+        tx.commit().await?;
+        Ok(total as u64)
     }
 
     /// Rescues jobs whose lease expired: back to `available` while attempts
@@ -395,71 +471,74 @@ impl Store {
     /// failed in the same transaction. Idempotent; safe on every node at once.
     pub async fn rescue_expired_jobs(&self, limit: u32) -> Result<RescueReport, StoreError> {
         let now = now_ms();
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            let rows: Vec<(String, String, String, String)> = sqlx::query_as(AssertSqlSafe(format!(
-                "UPDATE jobs SET \
-                   state = CASE WHEN attempt < max_attempts THEN 'available' ELSE 'failed' END, \
-                   finalized_at = CASE WHEN attempt < max_attempts THEN NULL ELSE $1 END, \
-                   run_after = $1, lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, \
-                   last_error = 'lease expired without a heartbeat' \
-                 WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < $1 \
-                              ORDER BY lease_expires_at LIMIT $2{}) \
-                   AND state = 'running' AND lease_expires_at < $1 \
-                 RETURNING run_id, kind, unit_key, state",
-                skip_locked(pool)
-            )))
-            .bind(now)
-            .bind(limit as i64)
-            .fetch_all(&mut *tx)
+        let mut tx = self.pool.begin_write().await?;
+        let rows: Vec<(String, String, String, String)> = tx
+            .fetch_all(
+                sql_owned(format!(
+                    "UPDATE jobs SET \
+                       state = CASE WHEN attempt < max_attempts THEN 'available' ELSE 'failed' END, \
+                       finalized_at = CASE WHEN attempt < max_attempts THEN NULL ELSE $1 END, \
+                       run_after = $1, lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, \
+                       last_error = 'lease expired without a heartbeat' \
+                     WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < $1 \
+                                  ORDER BY lease_expires_at LIMIT $2{}) \
+                       AND state = 'running' AND lease_expires_at < $1 \
+                     RETURNING run_id, kind, unit_key, state",
+                    tx.dialect().skip_locked()
+                ))
+                .bind(now)
+                .bind(i64::from(limit)),
+            )
             .await?;
-            let mut report = RescueReport {
-                rescued: rows.len() as u64,
-                ..RescueReport::default()
-            };
-            let mut failed_units: BTreeMap<String, Vec<UnitRecord>> = BTreeMap::new();
-            for (run_id, kind, unit_key, state) in rows {
-                match (kind.as_str(), state.as_str()) {
-                    (_, "available") => report.retried += 1,
-                    ("unit", _) => failed_units.entry(run_id).or_default().push(UnitRecord {
-                        failure: Some(
-                            Failure::new("unit_lease_expired", "the worker stopped heartbeating and no attempts remain")
-                                .for_unit(unit_key.clone()),
-                        ),
-                        ..UnitRecord::new(unit_key, UnitOutcome::Failed)
-                    }),
-                    _ => report.failed_run_jobs += 1,
-                }
+        let mut report = RescueReport {
+            rescued: rows.len() as u64,
+            ..RescueReport::default()
+        };
+        let mut failed_units: BTreeMap<String, Vec<UnitRecord>> = BTreeMap::new();
+        for (run_id, kind, unit_key, state) in rows {
+            match (kind.as_str(), state.as_str()) {
+                (_, "available") => report.retried += 1,
+                ("unit", _) => failed_units.entry(run_id).or_default().push(UnitRecord {
+                    failure: Some(
+                        Failure::new(
+                            "unit_lease_expired",
+                            "the worker stopped heartbeating and no attempts remain",
+                        )
+                        .for_unit(unit_key.clone()),
+                    ),
+                    ..UnitRecord::new(unit_key, UnitOutcome::Failed)
+                }),
+                _ => report.failed_run_jobs += 1,
             }
-            for (run_id, units) in failed_units {
-                // Locked, so the run cannot close between this read and the
-                // recording (which would refuse, and roll back the whole batch).
-                let status: Option<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
-                    "SELECT status FROM operation_runs WHERE id = $1{}",
-                    for_update(pool)
-                )))
-                .bind(&run_id)
-                .fetch_optional(&mut *tx)
+        }
+        for (run_id, units) in failed_units {
+            // Locked, so the run cannot close between this read and the
+            // recording (which would refuse, and roll back the whole batch).
+            let status: Option<(String,)> = tx
+                .fetch_optional(
+                    sql_owned(format!(
+                        "SELECT status FROM operation_runs WHERE id = $1{}",
+                        tx.dialect().for_update()
+                    ))
+                    .bind(&run_id),
+                )
                 .await?;
-                // A closed run's units are no longer counted.
-                if status.is_some_and(|(s,)| s == "running") {
-                    let summary = record_units_tx!(&mut tx, pool, &run_id, &units);
-                    report.failed_units.insert(run_id, summary.recorded);
-                }
+            // A closed run's units are no longer counted.
+            if status.is_some_and(|(s,)| s == "running") {
+                let summary = record_units_in(&mut tx, &run_id, &units).await?;
+                report.failed_units.insert(run_id, summary.recorded);
             }
-            crate::error::commit(tx).await?;
-            Ok(report)
-        })
+        }
+        tx.commit().await?;
+        Ok(report)
     }
 
     /// Counts a run's jobs by state.
     pub async fn job_tally(&self, run_id: &str) -> Result<JobTally, StoreError> {
-        let rows: Vec<(String, i64)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT state, COUNT(*) FROM jobs WHERE run_id = $1 GROUP BY state")
-                .bind(run_id)
-                .fetch_all(pool)
-                .await?
-        });
+        let rows: Vec<(String, i64)> = self
+            .pool
+            .fetch_all(sql("SELECT state, COUNT(*) FROM jobs WHERE run_id = $1 GROUP BY state").bind(run_id))
+            .await?;
         let mut t = JobTally::default();
         for (state, n) in rows {
             let n = n as u64;
@@ -476,12 +555,12 @@ impl Store {
 
     /// How many jobs of a run each worker process ended (diagnostics, tests).
     pub async fn job_workers(&self, run_id: &str) -> Result<BTreeMap<String, u64>, StoreError> {
-        let rows: Vec<(Option<String>, i64)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT worker_id, COUNT(*) FROM jobs WHERE run_id = $1 GROUP BY worker_id")
-                .bind(run_id)
-                .fetch_all(pool)
-                .await?
-        });
+        let rows: Vec<(Option<String>, i64)> = self
+            .pool
+            .fetch_all(
+                sql("SELECT worker_id, COUNT(*) FROM jobs WHERE run_id = $1 GROUP BY worker_id").bind(run_id),
+            )
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(w, n)| (w.unwrap_or_default(), n as u64))

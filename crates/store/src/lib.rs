@@ -8,25 +8,26 @@
 //! the schema, so that no bug or hand-written `UPDATE` can store
 //! `processed > total`, count a unit twice, or complete a run twice.
 //!
-//! Both backends run the same SQL: each method body is written once and
-//! expanded for each pool type by [`on_pool!`], so a query cannot silently
-//! differ between the two. Only the transaction opening differs
-//! ([`backend::WritePool`]): SQLite takes its write lock up front
-//! (`BEGIN IMMEDIATE`) so that two writers never deadlock upgrading a read
-//! lock.
+//! Both backends run the same SQL: each statement is written once and run
+//! through the crate-private `db` module, which dispatches it to the
+//! concrete driver, so a query cannot silently differ between the two.
+//! Transaction bodies are plain functions over that module's transaction
+//! type. Only the transaction opening and the row-locking clauses differ:
+//! SQLite takes its write lock up front (`BEGIN IMMEDIATE`) so that two
+//! writers never deadlock upgrading a read lock.
 
-pub mod backend;
-#[macro_use]
-mod tx_macros;
 pub mod backups;
+mod db;
 pub mod directory;
 mod error;
 pub mod inventory;
 pub mod jobs;
+mod ledger;
 pub mod proof;
 mod row;
 pub mod runs;
 pub mod stale;
+#[cfg(feature = "test-support")]
 pub mod testing;
 
 pub use error::StoreError;
@@ -36,29 +37,18 @@ pub use runs::{
     UnitRecord, Visibility,
 };
 
+use db::Pool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// A connection pool on one of the two supported databases.
+/// The ledger's database: SQLite or PostgreSQL. Its connections are private
+/// to this crate — no other crate can run SQL on them — and every write goes
+/// through the domain verbs of its modules.
 #[derive(Clone, Debug)]
-pub enum Store {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-}
-
-/// Expands `$body` once per backend with `$pool` bound to the concrete pool.
-#[macro_export]
-#[doc(hidden)]
-macro_rules! on_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            $crate::Store::Sqlite($pool) => $body,
-            $crate::Store::Postgres($pool) => $body,
-        }
-    };
+pub struct Store {
+    pool: Pool,
 }
 
 /// How a pool is sized; the defaults suit a server with embedded workers.
@@ -108,7 +98,9 @@ impl Store {
             .max_connections(settings.max_connections.min(8))
             .connect_with(opts)
             .await?;
-        Ok(Store::Sqlite(pool))
+        Ok(Store {
+            pool: Pool::Sqlite(pool),
+        })
     }
 
     pub async fn connect_postgres(
@@ -120,27 +112,29 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts)
             .await?;
-        Ok(Store::Postgres(pool))
+        Ok(Store {
+            pool: Pool::Postgres(pool),
+        })
     }
 
     /// Applies the backend's migrations (idempotent).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
-            Store::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+        match &self.pool {
+            Pool::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+            Pool::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
         }
         Ok(())
     }
 
     pub fn backend_name(&self) -> &'static str {
-        match self {
-            Store::Sqlite(_) => "sqlite",
-            Store::Postgres(_) => "postgres",
+        match self.pool.dialect() {
+            db::Dialect::Sqlite => "sqlite",
+            db::Dialect::Postgres => "postgres",
         }
     }
 
     pub async fn close(&self) {
-        on_pool!(self, pool => pool.close().await)
+        self.pool.close().await
     }
 }
 

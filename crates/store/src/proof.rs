@@ -16,7 +16,8 @@
 //! # }
 //! ```
 
-use crate::{Store, StoreError, on_pool};
+use crate::db::sql;
+use crate::{Store, StoreError};
 use opsledger_core::inventory::LinkedItems;
 
 pub struct ProofReader {
@@ -31,15 +32,17 @@ impl ProofReader {
     /// Inventory items whose `last_seen_operation_run_id` is `run_id`,
     /// grouped by workspace, tenant and policy type.
     pub async fn inventory_items_linked_to(&self, run_id: &str) -> Result<Vec<LinkedItems>, StoreError> {
-        let rows: Vec<(String, String, String, i64)> = on_pool!(&self.store, pool => {
-            sqlx::query_as(
-                "SELECT workspace_id, tenant_id, policy_type, COUNT(*) FROM inventory_items \
-                 WHERE last_seen_operation_run_id = $1 GROUP BY workspace_id, tenant_id, policy_type",
+        let rows: Vec<(String, String, String, i64)> = self
+            .store
+            .pool
+            .fetch_all(
+                sql(
+                    "SELECT workspace_id, tenant_id, policy_type, COUNT(*) FROM inventory_items \
+                     WHERE last_seen_operation_run_id = $1 GROUP BY workspace_id, tenant_id, policy_type",
+                )
+                .bind(run_id),
             )
-            .bind(run_id)
-            .fetch_all(pool)
-            .await?
-        });
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(workspace_id, tenant_id, policy_type, count)| LinkedItems {
@@ -56,16 +59,16 @@ impl ProofReader {
         &self,
         run_id: &str,
     ) -> Result<Vec<(String, String, String, u64)>, StoreError> {
-        let rows: Vec<(String, String, String, i64)> = on_pool!(&self.store, pool => {
-            sqlx::query_as(
-                "SELECT s.id, s.workspace_id, s.tenant_id, \
-                 (SELECT COUNT(*) FROM backup_items i WHERE i.backup_set_id = s.id) \
-                 FROM backup_sets s WHERE s.created_by_run_id = $1",
+        let rows: Vec<(String, String, String, i64)> = self
+            .store
+            .pool
+            .fetch_all(
+                sql("SELECT s.id, s.workspace_id, s.tenant_id, \
+                     (SELECT COUNT(*) FROM backup_items i WHERE i.backup_set_id = s.id) \
+                     FROM backup_sets s WHERE s.created_by_run_id = $1")
+                .bind(run_id),
             )
-            .bind(run_id)
-            .fetch_all(pool)
-            .await?
-        });
+            .await?;
         Ok(rows.into_iter().map(|(a, b, c, n)| (a, b, c, n as u64)).collect())
     }
 }

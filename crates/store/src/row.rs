@@ -3,10 +3,10 @@
 //! core normalizer (invalid values dropped and logged, never fatal).
 
 use crate::StoreError;
+use crate::db::DbRow;
 use crate::runs::RunHead;
 use opsledger_core::counts::{CountKey, SummaryCounts};
 use opsledger_core::{Failure, Phase, Run};
-use sqlx::{ColumnIndex, Decode, Row, Type};
 
 /// The columns [`run_from_row`] reads, in `SELECT` order.
 pub const RUN_COLUMNS: &str = "id, workspace_id, tenant_id, parent_id, type, status, outcome, \
@@ -38,15 +38,10 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
 }
 
 /// The whitelisted count columns; a negative stored value is dropped and logged.
-fn counts_from_row<R>(row: &R, id: &str) -> Result<SummaryCounts, StoreError>
-where
-    R: Row,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> &'r str: ColumnIndex<R>,
-{
+fn counts_from_row(row: &DbRow, id: &str) -> Result<SummaryCounts, StoreError> {
     let mut counts = SummaryCounts::default();
     for key in CountKey::ALL {
-        let v: Option<i64> = row.try_get(key.as_str())?;
+        let v: Option<i64> = row.get(key.as_str())?;
         match v.map(u64::try_from) {
             None => {}
             Some(Ok(n)) => counts.set(key, Some(n)),
@@ -56,21 +51,15 @@ where
     Ok(counts)
 }
 
-pub fn run_head_from_row<R>(row: &R) -> Result<RunHead, StoreError>
-where
-    R: Row,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> &'r str: ColumnIndex<R>,
-{
-    let id: String = row.try_get("id")?;
-    let run_type: String = row.try_get("type")?;
-    let status: String = row.try_get("status")?;
-    let outcome: String = row.try_get("outcome")?;
+pub(crate) fn run_head_from_row(row: &DbRow) -> Result<RunHead, StoreError> {
+    let id: String = row.get("id")?;
+    let run_type: String = row.get("type")?;
+    let status: String = row.get("status")?;
+    let outcome: String = row.get("outcome")?;
     Ok(RunHead {
         summary_counts: counts_from_row(row, &id)?,
-        workspace_id: row.try_get("workspace_id")?,
-        tenant_id: row.try_get("tenant_id")?,
+        workspace_id: row.get("workspace_id")?,
+        tenant_id: row.get("tenant_id")?,
         run_type: run_type.parse().map_err(corrupt)?,
         status: status.parse().map_err(corrupt)?,
         outcome: outcome.parse().map_err(corrupt)?,
@@ -78,13 +67,7 @@ where
     })
 }
 
-pub fn run_from_row<R>(row: &R) -> Result<Run, StoreError>
-where
-    R: Row,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> &'r str: ColumnIndex<R>,
-{
+pub(crate) fn run_from_row(row: &DbRow) -> Result<Run, StoreError> {
     // A run is its head plus the rest.
     let RunHead {
         id,
@@ -95,17 +78,17 @@ where
         outcome,
         summary_counts,
     } = run_head_from_row(row)?;
-    let phases: Option<String> = row.try_get("phases")?;
+    let phases: Option<String> = row.get("phases")?;
     let phases: Option<Vec<Phase>> = match phases {
         Some(p) => Some(serde_json::from_str(&p).map_err(|e| corrupt(format!("run {id} phases: {e}")))?),
         None => None,
     };
-    let context: String = row.try_get("context")?;
+    let context: String = row.get("context")?;
     let context = serde_json::from_str(&context).map_err(|e| corrupt(format!("run {id} context: {e}")))?;
     Ok(Run {
         workspace_id,
         tenant_id,
-        parent_id: row.try_get("parent_id")?,
+        parent_id: row.get("parent_id")?,
         run_type,
         status,
         outcome,
@@ -113,24 +96,19 @@ where
         phases,
         context,
         failures: Vec::new(),
-        initiator: row.try_get("initiator")?,
-        created_at: row.try_get("created_at")?,
-        started_at: row.try_get("started_at")?,
-        heartbeat_at: row.try_get("heartbeat_at")?,
-        completed_at: row.try_get("completed_at")?,
+        initiator: row.get("initiator")?,
+        created_at: row.get("created_at")?,
+        started_at: row.get("started_at")?,
+        heartbeat_at: row.get("heartbeat_at")?,
+        completed_at: row.get("completed_at")?,
         id,
     })
 }
 
-pub fn failure_from_row<R>(row: &R) -> Result<Failure, StoreError>
-where
-    R: Row,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> &'r str: ColumnIndex<R>,
-{
+pub(crate) fn failure_from_row(row: &DbRow) -> Result<Failure, StoreError> {
     Ok(Failure {
-        code: row.try_get("code")?,
-        message: row.try_get("message")?,
-        unit: row.try_get("unit_key")?,
+        code: row.get("code")?,
+        message: row.get("message")?,
+        unit: row.get("unit_key")?,
     })
 }

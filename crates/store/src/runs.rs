@@ -12,16 +12,17 @@
 //! - at most one active run per type and scope (unique `active_key`): a second
 //!   start returns the active run ([`CreateResult::AlreadyActive`]).
 
-use crate::backend::{WritePool, for_update, skip_locked};
+use crate::db::{DbRow, Dialect, Sql, Tx, sql, sql_owned};
+use crate::jobs::{check_fence, insert_job};
+use crate::ledger::{insert_failure, record_units_in};
 use crate::row::{
     LIST_RUN_COLUMNS, RUN_COLUMNS, RUN_HEAD_COLUMNS, failure_from_row, run_from_row, run_head_from_row,
 };
-use crate::{Store, StoreError, now_ms, on_pool};
+use crate::{Store, StoreError, now_ms};
 use opsledger_core::closing::{counts_at_close, not_attempted_failure, remainder_at_close};
 use opsledger_core::outcome::derive_bulk_outcome;
 use opsledger_core::{Failure, Outcome, Run, RunStatus, RunType, Scope, UnitOutcome};
 use serde_json::{Map, Value};
-use sqlx::{AssertSqlSafe, QueryBuilder, Row};
 use std::collections::BTreeMap;
 
 /// The largest context a run may hold (serialized JSON): starts are bounded
@@ -387,88 +388,62 @@ impl<'a> ListPlan<'a> {
     /// `SELECT columns` of the walk's first `limit` rows, newest first, not
     /// below `floor`; with `checks`, only rows that pass the time window and
     /// the residual filters.
-    fn push_walk<DB: sqlx::Database>(
-        &self,
-        qb: &mut QueryBuilder<DB>,
-        columns: &str,
-        floor: Option<&str>,
-        checks: bool,
-        limit: i64,
-    ) where
-        for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    {
+    fn push_walk(&self, stmt: &mut Sql<'a>, columns: &str, floor: Option<&'a str>, checks: bool, limit: i64) {
         let merged = self.ranges.len() > 1;
         for (i, range) in self.ranges.iter().enumerate() {
             if merged {
-                qb.push(if i == 0 {
+                stmt.push(if i == 0 {
                     "SELECT * FROM ("
                 } else {
                     " UNION ALL SELECT * FROM ("
                 });
             }
-            qb.push(format!(
+            stmt.push(&format!(
                 "SELECT {columns} FROM operation_runs WHERE workspace_id = "
             ))
             .push_bind(self.workspace_id);
             if let Some((column, value)) = range {
-                qb.push(format!(" AND {column} = ")).push_bind(*value);
+                stmt.push(&format!(" AND {column} = ")).push_bind(*value);
             }
             if let Some(below) = &self.below {
-                qb.push(" AND id < ").push_bind(below.as_str());
+                stmt.push(" AND id < ").push_bind(below.clone());
             }
             if let Some(from) = self.from.as_deref().max(floor) {
-                qb.push(" AND id >= ").push_bind(from);
+                stmt.push(" AND id >= ").push_bind(from.to_owned());
             }
             if checks {
                 if let Some(t) = self.created_after {
-                    qb.push(" AND created_at >= ").push_bind(t);
+                    stmt.push(" AND created_at >= ").push_bind(t);
                 }
                 if let Some(t) = self.created_before {
-                    qb.push(" AND created_at < ").push_bind(t);
+                    stmt.push(" AND created_at < ").push_bind(t);
                 }
                 for (column, values) in &self.residual {
                     // `|| ''` keeps the column's own index out of the plan:
                     // the walk must stay on its range, which the floor bounds.
-                    push_in(qb, &format!("({column} || '')"), values.iter().copied());
+                    push_in(stmt, &format!("({column} || '')"), values.iter().copied());
                 }
             }
-            qb.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+            stmt.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
             if merged {
-                qb.push(format!(") AS r{i}"));
+                stmt.push(&format!(") AS r{i}"));
             }
         }
         if merged {
-            qb.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+            stmt.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
         }
     }
 }
 
 /// ` AND expr IN (values…)`; `values` must not be empty.
-fn push_in<'v, DB: sqlx::Database>(
-    qb: &mut QueryBuilder<DB>,
-    expr: &str,
-    values: impl IntoIterator<Item = &'v str>,
-) where
-    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    qb.push(format!(" AND {expr} IN ("));
-    let mut list = qb.separated(", ");
-    for v in values {
-        list.push_bind(v);
-    }
-    list.push_unseparated(")");
+fn push_in<'v>(stmt: &mut Sql<'v>, expr: &str, values: impl IntoIterator<Item = &'v str>) {
+    stmt.push(&format!(" AND {expr} IN ")).push_list(values);
 }
 
 /// `(run_id, failure)` of each row.
-fn failures_by_run<R>(rows: Vec<R>) -> Result<Vec<(String, Failure)>, StoreError>
-where
-    R: Row,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-{
+fn failures_by_run(rows: Vec<DbRow>) -> Result<Vec<(String, Failure)>, StoreError> {
     rows.iter()
-        .map(|r| Ok((r.try_get("run_id")?, failure_from_row(r)?)))
+        .map(|r| Ok((r.get("run_id")?, failure_from_row(r)?)))
         .collect()
 }
 
@@ -523,48 +498,47 @@ impl Store {
         // of it; then the insert is simply tried again.
         for _ in 0..5 {
             let (id, created_at) = new_run_id();
-            let inserted = on_pool!(self, pool => {
-                // The run and the job that will execute it commit together:
-                // a queued run always has its job (queue truth).
-                let mut tx = pool.begin_write().await?;
-                let n = sqlx::query(
-                    "INSERT INTO operation_runs (id, workspace_id, tenant_id, parent_id, type, status, outcome, \
-                     active_key, context, initiator, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, 'queued', 'pending', $6, $7, $8, $9) \
-                     ON CONFLICT (active_key) DO NOTHING",
+            // The run and the job that will execute it commit together:
+            // a queued run always has its job (queue truth).
+            let mut tx = self.pool.begin_write().await?;
+            let inserted = tx
+                .execute(
+                    sql("INSERT INTO operation_runs (id, workspace_id, tenant_id, parent_id, type, status, outcome, \
+                         active_key, context, initiator, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, 'queued', 'pending', $6, $7, $8, $9) \
+                         ON CONFLICT (active_key) DO NOTHING")
+                    .bind(&id)
+                    .bind(&new.workspace_id)
+                    .bind(&new.tenant_id)
+                    .bind(&new.parent_id)
+                    .bind(new.run_type.as_str())
+                    .bind(&key)
+                    .bind(&context)
+                    .bind(&new.initiator)
+                    .bind(created_at),
                 )
-                .bind(&id)
-                .bind(&new.workspace_id)
-                .bind(&new.tenant_id)
-                .bind(&new.parent_id)
-                .bind(new.run_type.as_str())
-                .bind(&key)
-                .bind(&context)
-                .bind(&new.initiator)
-                .bind(created_at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if n == 1 {
-                    insert_job!(&mut tx, &id, "run", "", new.run_type.max_attempts());
-                }
-                crate::error::commit(tx).await?;
-                n
-            });
+                .await?;
+            if inserted == 1 {
+                insert_job(&mut tx, &id, "run", "", new.run_type.max_attempts()).await?;
+            }
+            tx.commit().await?;
             if inserted == 1 {
                 return Ok(CreateResult::Created(
                     self.require_run(&id).await.map_err(StoreError::after_commit)?,
                 ));
             }
             let Some(key) = &key else { continue };
-            let active = on_pool!(self, pool => {
-                sqlx::query(AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM operation_runs WHERE active_key = $1")))
-                    .bind(key)
-                    .fetch_optional(pool)
-                    .await?
-                    .map(|r| run_from_row(&r))
-                    .transpose()?
-            });
+            let active = self
+                .pool
+                .row(
+                    sql_owned(format!(
+                        "SELECT {RUN_COLUMNS} FROM operation_runs WHERE active_key = $1"
+                    ))
+                    .bind(key),
+                )
+                .await?
+                .map(|r| run_from_row(&r))
+                .transpose()?;
             if let Some(mut run) = active {
                 run.failures = self.failures_of(&run.id).await?;
                 return Ok(CreateResult::AlreadyActive(run));
@@ -579,31 +553,32 @@ impl Store {
     /// worker claimed it first or it is no longer queued.
     pub async fn claim_run(&self, id: &str) -> Result<Option<Run>, StoreError> {
         let now = now_ms();
-        let run = on_pool!(self, pool => {
-            sqlx::query(AssertSqlSafe(format!(
-                "UPDATE operation_runs SET status = 'running', started_at = $2, heartbeat_at = $2 \
-                 WHERE id = $1 AND status = 'queued' RETURNING {RUN_COLUMNS}"
-            )))
-            .bind(id)
-            .bind(now)
-            .fetch_optional(pool)
+        let run = self
+            .pool
+            .row(
+                sql_owned(format!(
+                    "UPDATE operation_runs SET status = 'running', started_at = $2, heartbeat_at = $2 \
+                     WHERE id = $1 AND status = 'queued' RETURNING {RUN_COLUMNS}"
+                ))
+                .bind(id)
+                .bind(now),
+            )
             .await?
             .map(|r| run_from_row(&r))
-            .transpose()?
-        });
+            .transpose()?;
         Ok(run)
     }
 
     /// Records that the run's worker is alive. `false` when the run is not running.
     pub async fn heartbeat(&self, id: &str) -> Result<bool, StoreError> {
-        let n = on_pool!(self, pool => {
-            sqlx::query("UPDATE operation_runs SET heartbeat_at = $2 WHERE id = $1 AND status = 'running'")
-                .bind(id)
-                .bind(now_ms())
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
+        let n = self
+            .pool
+            .execute(
+                sql("UPDATE operation_runs SET heartbeat_at = $2 WHERE id = $1 AND status = 'running'")
+                    .bind(id)
+                    .bind(now_ms()),
+            )
+            .await?;
         Ok(n == 1)
     }
 
@@ -625,23 +600,21 @@ impl Store {
     ) -> Result<(), StoreError> {
         let total_i =
             i64::try_from(total).map_err(|_| StoreError::Corrupt(format!("total {total} too large")))?;
-        let n = on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            check_fence!(&mut tx, pool, fence);
-            let n = sqlx::query(
-                "UPDATE operation_runs SET total = $2, processed = 0, succeeded = 0, failed = 0, skipped = 0, \
-                 heartbeat_at = CASE WHEN status = 'running' THEN $3 ELSE heartbeat_at END \
-                 WHERE id = $1 AND status <> 'completed' AND total IS NULL",
+        let mut tx = self.pool.begin_write().await?;
+        if let Some(fence) = fence {
+            check_fence(&mut tx, fence).await?;
+        }
+        let n = tx
+            .execute(
+                sql("UPDATE operation_runs SET total = $2, processed = 0, succeeded = 0, failed = 0, skipped = 0, \
+                     heartbeat_at = CASE WHEN status = 'running' THEN $3 ELSE heartbeat_at END \
+                     WHERE id = $1 AND status <> 'completed' AND total IS NULL")
+                .bind(id)
+                .bind(total_i)
+                .bind(now_ms()),
             )
-            .bind(id)
-            .bind(total_i)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            crate::error::commit(tx).await?;
-            n
-        });
+            .await?;
+        tx.commit().await?;
         if n == 1 {
             return Ok(());
         }
@@ -680,13 +653,13 @@ impl Store {
         run_id: &str,
         units: &[UnitRecord],
     ) -> Result<RecordSummary, StoreError> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            check_fence!(&mut tx, pool, fence);
-            let summary = record_units_tx!(&mut tx, pool, run_id, units);
-            crate::error::commit(tx).await?;
-            Ok(summary)
-        })
+        let mut tx = self.pool.begin_write().await?;
+        if let Some(fence) = fence {
+            check_fence(&mut tx, fence).await?;
+        }
+        let summary = record_units_in(&mut tx, run_id, units).await?;
+        tx.commit().await?;
+        Ok(summary)
     }
 
     /// [`Store::record_units`] for one unit; `true` when it was newly recorded.
@@ -760,136 +733,9 @@ impl Store {
     where
         F: FnOnce(&Run) -> Option<Completion>,
     {
-        let fence = match guard {
-            CloseGuard::Fence(f) => Some(f),
-            _ => None,
-        };
-        let result = on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            // The job row before the run row: the order every job writer uses.
-            check_fence!(&mut tx, pool, fence);
-            let row = sqlx::query(AssertSqlSafe(format!(
-                "SELECT {RUN_COLUMNS} FROM operation_runs WHERE id = $1{}", for_update(pool)
-            )))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else { return Err(StoreError::RunNotFound(id.to_owned())) };
-            let run = run_from_row(&row)?;
-            let busy = if matches!(guard, CloseGuard::NoLiveJobs) && run.status == RunStatus::Running {
-                // A job that holds a live lease, will be retried, or waits to
-                // be claimed can still move this run: it is not stale.
-                let live: Option<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
-                    "SELECT j.id FROM jobs j WHERE j.run_id = $1 AND {} LIMIT 1",
-                    crate::stale::job_can_move_run("j", "$2")
-                )))
-                .bind(id)
-                .bind(now_ms())
-                .fetch_optional(&mut *tx)
-                .await?;
-                live.is_some()
-            } else {
-                false
-            };
-            if run.is_completed() {
-                crate::error::commit(tx).await?;
-                ClosingStep::AlreadyCompleted
-            } else if busy {
-                crate::error::commit(tx).await?;
-                ClosingStep::NotReady
-            } else if let Some(completion) = decide(&run) {
-                let mut context = run.context.clone();
-                for patch in &completion.context_patches {
-                    patch.apply(&mut context);
-                }
-                let now = now_ms();
-                // Units never recorded are counted now, in this transaction,
-                // so the closed run's counts explain its outcome (§3).
-                let remainder = remainder_at_close(
-                    &run.summary_counts,
-                    completion.outcome,
-                    completion.proven_succeeded,
-                );
-                let closed = counts_at_close(&run.summary_counts, remainder);
-                // A run that wrote a backup set states it as closed
-                // (INTERFACE.md `context.backup_set`): id, items, failures.
-                let set: Option<(String, i64)> = sqlx::query_as(
-                    "SELECT s.id, (SELECT COUNT(*) FROM backup_items i WHERE i.backup_set_id = s.id) \
-                     FROM backup_sets s WHERE s.created_by_run_id = $1",
-                )
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some((set_id, items)) = set {
-                    let failed_items: Vec<(String,)> = sqlx::query_as(
-                        "SELECT unit_key FROM run_units WHERE run_id = $1 AND outcome = 'failed' \
-                         ORDER BY unit_key LIMIT $2",
-                    )
-                    .bind(id)
-                    .bind(FAILURES_PER_RUN)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    ContextPatch::new(
-                        ["backup_set"],
-                        serde_json::json!({
-                            "id": set_id,
-                            "items": items,
-                            "failed": closed.failed.unwrap_or(0),
-                            "failed_items": failed_items.into_iter().map(|(k,)| k).collect::<Vec<_>>(),
-                        }),
-                    )
-                    .apply(&mut context);
-                }
-                let count = |c: Option<u64>| c.map(|n| n as i64);
-                let n = sqlx::query(
-                    "UPDATE operation_runs SET status = 'completed', outcome = $2, completed_at = $3, \
-                     active_key = NULL, context = $4, processed = $5, succeeded = $6, failed = $7, skipped = $8 \
-                     WHERE id = $1 AND status <> 'completed'",
-                )
-                .bind(id)
-                .bind(completion.outcome.as_str())
-                .bind(now)
-                // Never refused for its size: a run must always be able to close.
-                .bind(serde_json::to_string(&context).expect("json"))
-                .bind(count(closed.processed))
-                .bind(count(closed.succeeded))
-                .bind(count(closed.failed))
-                .bind(count(closed.skipped))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if n != 1 {
-                    return Err(StoreError::Corrupt(format!("run {id} changed under its row lock")));
-                }
-                if let Some(f) = &completion.failure {
-                    insert_failure!(&mut tx, id, f, now);
-                }
-                if let (Some(r), Some(total)) = (remainder, run.summary_counts.total)
-                    && let Some(f) = not_attempted_failure(&r, total, run.run_type.unit_noun())
-                {
-                    insert_failure!(&mut tx, id, f, now);
-                }
-                // Work not started yet will never be needed; running jobs are
-                // fenced out by the run's status.
-                // Jobs a claimer is taking right now are skipped, not waited
-                // for (a claim locks its job, then the run: waiting here would
-                // deadlock); the runner cancels them when it sees the run closed.
-                sqlx::query(AssertSqlSafe(format!(
-                    "UPDATE jobs SET state = 'cancelled', finalized_at = $2 \
-                     WHERE id IN (SELECT id FROM jobs WHERE run_id = $1 AND state = 'available'{})",
-                    skip_locked(pool)
-                )))
-                .bind(id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                crate::error::commit(tx).await?;
-                ClosingStep::Completed
-            } else {
-                crate::error::commit(tx).await?;
-                ClosingStep::NotReady
-            }
-        });
+        let mut tx = self.pool.begin_write().await?;
+        let result = close_run_in(&mut tx, id, guard, decide).await?;
+        tx.commit().await?;
         let run = self.require_run(id).await.map_err(|e| match result {
             ClosingStep::Completed => e.after_commit(),
             _ => e,
@@ -915,48 +761,50 @@ impl Store {
         id: &str,
         patches: &[ContextPatch],
     ) -> Result<bool, StoreError> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            check_fence!(&mut tx, pool, fence);
-            let row = sqlx::query(AssertSqlSafe(format!(
-                "SELECT status, context FROM operation_runs WHERE id = $1{}", for_update(pool)
-            )))
-            .bind(id)
-            .fetch_optional(&mut *tx)
+        let mut tx = self.pool.begin_write().await?;
+        if let Some(fence) = fence {
+            check_fence(&mut tx, fence).await?;
+        }
+        let row: Option<(String, String)> = tx
+            .fetch_optional(
+                sql_owned(format!(
+                    "SELECT status, context FROM operation_runs WHERE id = $1{}",
+                    tx.dialect().for_update()
+                ))
+                .bind(id),
+            )
             .await?;
-            let Some(row) = row else { return Err(StoreError::RunNotFound(id.to_owned())) };
-            let status: String = row.try_get("status")?;
-            if status == "completed" {
-                return Ok(false);
-            }
-            let context: String = row.try_get("context")?;
-            let mut context: Value = serde_json::from_str(&context)
-                .map_err(|e| StoreError::Corrupt(format!("run {id} context: {e}")))?;
-            for p in patches {
-                p.apply(&mut context);
-            }
-            sqlx::query("UPDATE operation_runs SET context = $2 WHERE id = $1")
+        let Some((status, context)) = row else {
+            return Err(StoreError::RunNotFound(id.to_owned()));
+        };
+        if status == "completed" {
+            return Ok(false);
+        }
+        let mut context: Value = serde_json::from_str(&context)
+            .map_err(|e| StoreError::Corrupt(format!("run {id} context: {e}")))?;
+        for p in patches {
+            p.apply(&mut context);
+        }
+        tx.execute(
+            sql("UPDATE operation_runs SET context = $2 WHERE id = $1")
                 .bind(id)
-                .bind(context_text(&context)?)
-                .execute(&mut *tx)
-                .await?;
-            crate::error::commit(tx).await?;
-            Ok(true)
-        })
+                .bind(context_text(&context)?),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     // ----- reads -------------------------------------------------------------
 
     /// A run with its first failures, or `None`.
     pub async fn get_run(&self, id: &str) -> Result<Option<Run>, StoreError> {
-        let run = on_pool!(self, pool => {
-            sqlx::query(AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM operation_runs WHERE id = $1")))
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
-                .map(|r| run_from_row(&r))
-                .transpose()?
-        });
+        let run = self
+            .pool
+            .row(sql_owned(format!("SELECT {RUN_COLUMNS} FROM operation_runs WHERE id = $1")).bind(id))
+            .await?
+            .map(|r| run_from_row(&r))
+            .transpose()?;
         match run {
             Some(mut run) => {
                 run.failures = self.failures_of(&run.id).await?;
@@ -978,14 +826,14 @@ impl Store {
         if vis.tenants.as_ref().is_some_and(Vec::is_empty) {
             return Ok(None);
         }
-        let run = on_pool!(self, pool => {
-            let mut qb = QueryBuilder::new(format!("SELECT {RUN_COLUMNS} FROM operation_runs WHERE id = "));
-            qb.push_bind(id).push(" AND workspace_id = ").push_bind(vis.workspace_id.as_str());
-            if let Some(tenants) = &vis.tenants {
-                push_in(&mut qb, "tenant_id", tenants.iter().map(String::as_str));
-            }
-            qb.build().fetch_optional(pool).await?.map(|r| run_from_row(&r)).transpose()?
-        });
+        let mut stmt = sql_owned(format!("SELECT {RUN_COLUMNS} FROM operation_runs WHERE id = "));
+        stmt.push_bind(id)
+            .push(" AND workspace_id = ")
+            .push_bind(vis.workspace_id.as_str());
+        if let Some(tenants) = &vis.tenants {
+            push_in(&mut stmt, "tenant_id", tenants.iter().map(String::as_str));
+        }
+        let run = self.pool.row(stmt).await?.map(|r| run_from_row(&r)).transpose()?;
         let Some(mut run) = run else {
             return Ok(None);
         };
@@ -995,15 +843,17 @@ impl Store {
 
     /// The run's head (no context, phases or failures), or `None`.
     pub async fn run_head(&self, id: &str) -> Result<Option<RunHead>, StoreError> {
-        on_pool!(self, pool => {
-            sqlx::query(AssertSqlSafe(format!("SELECT {RUN_HEAD_COLUMNS} FROM operation_runs WHERE id = $1")))
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
-                .as_ref()
-                .map(run_head_from_row)
-                .transpose()
-        })
+        self.pool
+            .row(
+                sql_owned(format!(
+                    "SELECT {RUN_HEAD_COLUMNS} FROM operation_runs WHERE id = $1"
+                ))
+                .bind(id),
+            )
+            .await?
+            .as_ref()
+            .map(run_head_from_row)
+            .transpose()
     }
 
     async fn require_run(&self, id: &str) -> Result<Run, StoreError> {
@@ -1013,16 +863,18 @@ impl Store {
     }
 
     async fn failures_of(&self, run_id: &str) -> Result<Vec<Failure>, StoreError> {
-        on_pool!(self, pool => {
-            sqlx::query("SELECT code, message, unit_key FROM run_failures WHERE run_id = $1 ORDER BY id LIMIT $2")
+        self.pool
+            .rows(
+                sql(
+                    "SELECT code, message, unit_key FROM run_failures WHERE run_id = $1 ORDER BY id LIMIT $2",
+                )
                 .bind(run_id)
-                .bind(FAILURES_PER_RUN)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(failure_from_row)
-                .collect()
-        })
+                .bind(FAILURES_PER_RUN),
+            )
+            .await?
+            .iter()
+            .map(failure_from_row)
+            .collect()
     }
 
     /// The first [`FAILURES_PER_RUN`] failures of each run, in one statement
@@ -1039,32 +891,23 @@ impl Store {
         // "Each run's first N" is spelled differently by the two databases: a
         // LATERAL join on PostgreSQL, a correlated list of rowids on SQLite.
         // Both walk the (run_id, id) index N entries per run, no further.
-        let rows = match self {
-            Store::Postgres(pool) => failures_by_run(
-                sqlx::query(
-                    "SELECT f.run_id, f.code, f.message, f.unit_key FROM unnest($1::text[]) AS r(id) \
-                     CROSS JOIN LATERAL (SELECT id, run_id, code, message, unit_key FROM run_failures \
-                       WHERE run_id = r.id ORDER BY id LIMIT $2) AS f \
-                     ORDER BY f.id",
-                )
-                .bind(run_ids)
-                .bind(FAILURES_PER_RUN)
-                .fetch_all(pool)
-                .await?,
-            )?,
-            Store::Sqlite(pool) => failures_by_run(
-                sqlx::query(
-                    "SELECT f.run_id, f.code, f.message, f.unit_key FROM json_each($1) AS r \
-                     JOIN run_failures f ON f.id IN (SELECT g.id FROM run_failures g \
-                       WHERE g.run_id = r.value ORDER BY g.id LIMIT $2) \
-                     ORDER BY f.id",
-                )
-                .bind(serde_json::to_string(run_ids).expect("json"))
-                .bind(FAILURES_PER_RUN)
-                .fetch_all(pool)
-                .await?,
-            )?,
-        };
+        // The ids travel as one JSON array on both databases.
+        let stmt = match self.pool.dialect() {
+            Dialect::Postgres => sql(
+                "SELECT f.run_id, f.code, f.message, f.unit_key FROM json_array_elements_text(CAST($1 AS json)) AS r(id) \
+                 CROSS JOIN LATERAL (SELECT id, run_id, code, message, unit_key FROM run_failures \
+                   WHERE run_id = r.id ORDER BY id LIMIT $2) AS f \
+                 ORDER BY f.id",
+            ),
+            Dialect::Sqlite => sql(
+                "SELECT f.run_id, f.code, f.message, f.unit_key FROM json_each($1) AS r \
+                 JOIN run_failures f ON f.id IN (SELECT g.id FROM run_failures g \
+                   WHERE g.run_id = r.value ORDER BY g.id LIMIT $2) \
+                 ORDER BY f.id",
+            ),
+        }
+        .bind(serde_json::to_string(run_ids).expect("json"));
+        let rows = failures_by_run(self.pool.rows(stmt.bind(FAILURES_PER_RUN)).await?)?;
         for (run_id, failure) in rows {
             by_run.entry(run_id).or_default().push(failure);
         }
@@ -1107,20 +950,21 @@ impl Store {
         let floor = if plan.residual.is_empty() {
             None
         } else {
-            let (floor, walked): (Option<String>, i64) = on_pool!(self, pool => {
-                let mut qb = QueryBuilder::new("SELECT MIN(id), COUNT(*) FROM (");
-                plan.push_walk(&mut qb, "id", None, false, LIST_SCAN_BUDGET);
-                qb.push(") AS walked");
-                qb.build_query_as().persistent(false).fetch_one(pool).await?
-            });
+            let mut stmt = sql("SELECT MIN(id), COUNT(*) FROM (").not_persistent();
+            plan.push_walk(&mut stmt, "id", None, false, LIST_SCAN_BUDGET);
+            stmt.push(") AS walked");
+            let (floor, walked): (Option<String>, i64) = self.pool.fetch_one(stmt).await?;
             floor.filter(|_| walked >= LIST_SCAN_BUDGET)
         };
-        let mut runs = on_pool!(self, pool => {
-            let mut qb = QueryBuilder::new("");
-            plan.push_walk(&mut qb, LIST_RUN_COLUMNS, floor.as_deref(), true, limit + 1);
-            let rows = qb.build().persistent(false).fetch_all(pool).await?;
-            rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?
-        });
+        let mut stmt = sql("").not_persistent();
+        plan.push_walk(&mut stmt, LIST_RUN_COLUMNS, floor.as_deref(), true, limit + 1);
+        let mut runs = self
+            .pool
+            .rows(stmt)
+            .await?
+            .iter()
+            .map(run_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         let next = if runs.len() as i64 > limit {
             runs.truncate(limit as usize);
             runs.last().map(|r| r.id.clone())
@@ -1137,44 +981,187 @@ impl Store {
 
     /// Child runs of a composite parent, oldest first.
     pub async fn children_of(&self, parent_id: &str) -> Result<Vec<Run>, StoreError> {
-        on_pool!(self, pool => {
-            sqlx::query(AssertSqlSafe(format!(
-                "SELECT {RUN_COLUMNS} FROM operation_runs WHERE parent_id = $1 ORDER BY id"
-            )))
-            .bind(parent_id)
-            .fetch_all(pool)
+        self.pool
+            .rows(
+                sql_owned(format!(
+                    "SELECT {RUN_COLUMNS} FROM operation_runs WHERE parent_id = $1 ORDER BY id"
+                ))
+                .bind(parent_id),
+            )
             .await?
             .iter()
             .map(run_from_row)
             .collect()
-        })
     }
 
     /// Ids of queued runs, oldest first (the minimal runner's pickup list).
     pub async fn queued_run_ids(&self, limit: u32) -> Result<Vec<String>, StoreError> {
-        on_pool!(self, pool => {
-            sqlx::query("SELECT id FROM operation_runs WHERE status = 'queued' ORDER BY created_at, id LIMIT $1")
-                .bind(limit as i64)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|r| r.try_get("id").map_err(StoreError::from))
-                .collect()
-        })
+        let ids: Vec<(String,)> = self
+            .pool
+            .fetch_all(
+                sql("SELECT id FROM operation_runs WHERE status = 'queued' ORDER BY created_at, id LIMIT $1")
+                    .bind(i64::from(limit)),
+            )
+            .await?;
+        Ok(ids.into_iter().map(|(id,)| id).collect())
     }
 
     /// The unit ledger of a run: unit key → outcome.
     pub async fn recorded_units(&self, run_id: &str) -> Result<BTreeMap<String, UnitOutcome>, StoreError> {
-        let rows: Vec<(String, String)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT unit_key, outcome FROM run_units WHERE run_id = $1")
-                .bind(run_id)
-                .fetch_all(pool)
-                .await?
-        });
+        let rows: Vec<(String, String)> = self
+            .pool
+            .fetch_all(sql("SELECT unit_key, outcome FROM run_units WHERE run_id = $1").bind(run_id))
+            .await?;
         rows.into_iter()
             .map(|(k, o)| Ok((k, o.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?)))
             .collect()
     }
+}
+
+/// The closing write's body, inside `tx` (see [`Store::close_run`]).
+async fn close_run_in<F>(
+    tx: &mut Tx,
+    id: &str,
+    guard: CloseGuard<'_>,
+    decide: F,
+) -> Result<ClosingStep, StoreError>
+where
+    F: FnOnce(&Run) -> Option<Completion>,
+{
+    // The job row before the run row: the order every job writer uses.
+    if let CloseGuard::Fence(fence) = guard {
+        check_fence(tx, fence).await?;
+    }
+    let dialect = tx.dialect();
+    let row = tx
+        .row(
+            sql_owned(format!(
+                "SELECT {RUN_COLUMNS} FROM operation_runs WHERE id = $1{}",
+                dialect.for_update()
+            ))
+            .bind(id),
+        )
+        .await?;
+    let Some(row) = row else {
+        return Err(StoreError::RunNotFound(id.to_owned()));
+    };
+    let run = run_from_row(&row)?;
+    if run.is_completed() {
+        return Ok(ClosingStep::AlreadyCompleted);
+    }
+    if matches!(guard, CloseGuard::NoLiveJobs) && run.status == RunStatus::Running {
+        // A job that holds a live lease, will be retried, or waits to be
+        // claimed can still move this run: it is not stale.
+        let live: Option<(String,)> = tx
+            .fetch_optional(
+                sql_owned(format!(
+                    "SELECT j.id FROM jobs j WHERE j.run_id = $1 AND {} LIMIT 1",
+                    crate::stale::job_can_move_run("j", "$2")
+                ))
+                .bind(id)
+                .bind(now_ms()),
+            )
+            .await?;
+        if live.is_some() {
+            return Ok(ClosingStep::NotReady);
+        }
+    }
+    let Some(completion) = decide(&run) else {
+        return Ok(ClosingStep::NotReady);
+    };
+    let mut context = run.context.clone();
+    for patch in &completion.context_patches {
+        patch.apply(&mut context);
+    }
+    let now = now_ms();
+    // Units never recorded are counted now, in this transaction, so the
+    // closed run's counts explain its outcome (§3).
+    let remainder = remainder_at_close(
+        &run.summary_counts,
+        completion.outcome,
+        completion.proven_succeeded,
+    );
+    let closed = counts_at_close(&run.summary_counts, remainder);
+    // A run that wrote a backup set states it as closed (INTERFACE.md
+    // `context.backup_set`): id, items, failures.
+    let set: Option<(String, i64)> = tx
+        .fetch_optional(
+            sql(
+                "SELECT s.id, (SELECT COUNT(*) FROM backup_items i WHERE i.backup_set_id = s.id) \
+                 FROM backup_sets s WHERE s.created_by_run_id = $1",
+            )
+            .bind(id),
+        )
+        .await?;
+    if let Some((set_id, items)) = set {
+        let failed_items: Vec<(String,)> = tx
+            .fetch_all(
+                sql(
+                    "SELECT unit_key FROM run_units WHERE run_id = $1 AND outcome = 'failed' \
+                     ORDER BY unit_key LIMIT $2",
+                )
+                .bind(id)
+                .bind(FAILURES_PER_RUN),
+            )
+            .await?;
+        ContextPatch::new(
+            ["backup_set"],
+            serde_json::json!({
+                "id": set_id,
+                "items": items,
+                "failed": closed.failed.unwrap_or(0),
+                "failed_items": failed_items.into_iter().map(|(k,)| k).collect::<Vec<_>>(),
+            }),
+        )
+        .apply(&mut context);
+    }
+    let count = |c: Option<u64>| c.map(|n| n as i64);
+    let n = tx
+        .execute(
+            sql(
+                "UPDATE operation_runs SET status = 'completed', outcome = $2, completed_at = $3, \
+                 active_key = NULL, context = $4, processed = $5, succeeded = $6, failed = $7, skipped = $8 \
+                 WHERE id = $1 AND status <> 'completed'",
+            )
+            .bind(id)
+            .bind(completion.outcome.as_str())
+            .bind(now)
+            // Never refused for its size: a run must always be able to close.
+            .bind(serde_json::to_string(&context).expect("json"))
+            .bind(count(closed.processed))
+            .bind(count(closed.succeeded))
+            .bind(count(closed.failed))
+            .bind(count(closed.skipped)),
+        )
+        .await?;
+    if n != 1 {
+        return Err(StoreError::Corrupt(format!(
+            "run {id} changed under its row lock"
+        )));
+    }
+    if let Some(f) = &completion.failure {
+        insert_failure(tx, id, f, now).await?;
+    }
+    if let (Some(r), Some(total)) = (remainder, run.summary_counts.total)
+        && let Some(f) = not_attempted_failure(&r, total, run.run_type.unit_noun())
+    {
+        insert_failure(tx, id, &f, now).await?;
+    }
+    // Work not started yet will never be needed; running jobs are fenced out
+    // by the run's status. Jobs a claimer is taking right now are skipped, not
+    // waited for (a claim locks its job, then the run: waiting here would
+    // deadlock); the runner cancels them when it sees the run closed.
+    tx.execute(
+        sql_owned(format!(
+            "UPDATE jobs SET state = 'cancelled', finalized_at = $2 \
+             WHERE id IN (SELECT id FROM jobs WHERE run_id = $1 AND state = 'available'{})",
+            dialect.skip_locked()
+        ))
+        .bind(id)
+        .bind(now),
+    )
+    .await?;
+    Ok(ClosingStep::Completed)
 }
 
 /// What the closing write checks inside its transaction besides "not completed".

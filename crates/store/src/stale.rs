@@ -1,14 +1,14 @@
 //! Queue truth (OPERATIONS.md §7): finding stale runs, and applying a
 //! reconciliation or an admin force-close through the single closing write.
 
+use crate::db::{sql, sql_owned};
 use crate::row::{RUN_COLUMNS, run_from_row};
 use crate::runs::{CloseGuard, CompleteResult, Completion, ContextPatch};
-use crate::{Store, StoreError, on_pool};
+use crate::{Store, StoreError};
 use chrono::{SecondsFormat, Utc};
 use opsledger_core::closing::{ForceCloseRefusal, decide_force_close};
 use opsledger_core::reconcile::{AdapterResult, ReconciliationRecord};
 use opsledger_core::{Failure, Outcome, Run, RunStatus};
-use sqlx::AssertSqlSafe;
 
 /// One page of stale candidates.
 #[derive(Debug)]
@@ -49,30 +49,31 @@ impl Store {
         limit: u32,
     ) -> Result<CandidatePage, StoreError> {
         let now = crate::now_ms();
-        let rows = on_pool!(self, pool => {
-            sqlx::query(AssertSqlSafe(format!(
-                "SELECT {RUN_COLUMNS} FROM operation_runs r \
-                 WHERE r.status <> 'completed' AND r.id > $5 \
-                   AND ((r.status = 'queued' AND r.created_at < $1) \
-                     OR (r.status = 'running' AND COALESCE(r.heartbeat_at, r.started_at, r.created_at) < $2)) \
-                   AND NOT (r.status = 'running' AND EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id AND {live})) \
-                 ORDER BY r.id LIMIT $4",
-                live = job_can_move_run("j", "$3")
-            )))
-            .bind(queued_before)
-            .bind(heartbeat_before)
-            .bind(now)
-            .bind(limit as i64)
-            .bind(after.unwrap_or(""))
-            .fetch_all(pool)
+        let rows = self
+            .pool
+            .rows(
+                sql_owned(format!(
+                    "SELECT {RUN_COLUMNS} FROM operation_runs r \
+                     WHERE r.status <> 'completed' AND r.id > $5 \
+                       AND ((r.status = 'queued' AND r.created_at < $1) \
+                         OR (r.status = 'running' AND COALESCE(r.heartbeat_at, r.started_at, r.created_at) < $2)) \
+                       AND NOT (r.status = 'running' AND EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id AND {live})) \
+                     ORDER BY r.id LIMIT $4",
+                    live = job_can_move_run("j", "$3")
+                ))
+                .bind(queued_before)
+                .bind(heartbeat_before)
+                .bind(now)
+                .bind(i64::from(limit))
+                .bind(after.unwrap_or("")),
+            )
             .await?
             .iter()
             .map(|row| {
-                let id: String = sqlx::Row::try_get(row, "id")?;
+                let id: String = row.get("id")?;
                 Ok((id, run_from_row(row)))
             })
-            .collect::<Result<Vec<_>, StoreError>>()?
-        });
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let next_after = (rows.len() as u64 == limit as u64)
             .then(|| rows.last().map(|(id, _)| id.clone()))
             .flatten();
@@ -101,19 +102,15 @@ impl Store {
         if fan_out_types.is_empty() {
             return Ok(Vec::new());
         }
-        on_pool!(self, pool => {
-            let mut qb = sqlx::QueryBuilder::new(
-                "SELECT id FROM operation_runs WHERE status = 'running' AND total IS NOT NULL \
-                 AND processed >= total AND type IN (",
-            );
-            let mut sep = qb.separated(", ");
-            for t in fan_out_types {
-                sep.push_bind(*t);
-            }
-            qb.push(") LIMIT ").push_bind(limit as i64);
-            let rows: Vec<(String,)> = qb.build_query_as().fetch_all(pool).await?;
-            Ok(rows.into_iter().map(|(id,)| id).collect())
-        })
+        let mut stmt = sql(
+            "SELECT id FROM operation_runs WHERE status = 'running' AND total IS NOT NULL \
+             AND processed >= total AND type IN ",
+        );
+        stmt.push_list(fan_out_types.iter().copied())
+            .push(" LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows: Vec<(String,)> = self.pool.fetch_all(stmt).await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
     /// Applies an adapter's result to `seen`, the run as the sweep read it —

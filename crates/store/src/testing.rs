@@ -4,7 +4,13 @@
 //! answer, PostgreSQL tests are skipped with a loud line, except under
 //! `CI=true`, where that is a failure. No mocks: every storage test runs the
 //! real SQL on both backends.
+//!
+//! Behind the `test-support` feature, with the one door to raw SQL
+//! ([`raw_pool`]): tests that must write what the writer path never would
+//! (a constraint probe, a broken row) and benchmark fixtures use it; no
+//! normal build has it.
 
+use crate::db::{Dialect, Pool};
 use crate::{PoolSettings, Store};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -169,7 +175,7 @@ impl TestStore {
     /// Drops a PostgreSQL test schema now (otherwise later runs sweep it
     /// after hours; benchmark schemas are large) and closes the pool.
     pub async fn drop_now(self) {
-        if let Store::Postgres(pool) = &self.store {
+        if let Pool::Postgres(pool) = &self.store.pool {
             let schema: Result<(String,), _> = sqlx::query_as("SELECT current_schema()::text")
                 .fetch_one(pool)
                 .await;
@@ -236,9 +242,9 @@ pub fn seed_run_id(block: u16, at_ms: i64, i: u64) -> String {
 /// schema; they have no jobs.
 pub async fn seed_runs(store: &Store, blocks: &[SeedRuns<'_>]) -> Result<(), crate::StoreError> {
     // The id's hex digits: the one expression the two databases spell differently.
-    let hex = |v: &str, digits: u8| match store {
-        Store::Sqlite(_) => format!("printf('%0{digits}x', {v})"),
-        Store::Postgres(_) => format!("lpad(to_hex({v}), {digits}, '0')"),
+    let hex = |v: &str, digits: u8| match store.pool.dialect() {
+        Dialect::Sqlite => format!("printf('%0{digits}x', {v})"),
+        Dialect::Postgres => format!("lpad(to_hex({v}), {digits}, '0')"),
     };
     let sql = format!(
         "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < $1), \
@@ -265,32 +271,31 @@ pub async fn seed_runs(store: &Store, blocks: &[SeedRuns<'_>]) -> Result<(), cra
         }
         // Checks that the last run's time and number fit the id.
         seed.id(seed.count - 1);
-        crate::on_pool!(store, pool => {
-            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(seed.count as i64)
-                .bind(seed.workspace_id)
-                .bind(seed.tenant_id)
-                .bind(seed.run_type.as_str())
-                .bind(seed.status.as_str())
-                .bind(seed.outcome.as_str())
-                .bind(seed.context.to_string())
-                .bind(seed.at)
-                .bind(seed.every_ms)
-                .bind(i64::from(seed.block))
-                .execute(pool)
-                .await?;
-        });
+        store
+            .pool
+            .execute(
+                crate::db::sql_owned(sql.clone())
+                    .bind(seed.count as i64)
+                    .bind(seed.workspace_id)
+                    .bind(seed.tenant_id)
+                    .bind(seed.run_type.as_str())
+                    .bind(seed.status.as_str())
+                    .bind(seed.outcome.as_str())
+                    .bind(seed.context.to_string())
+                    .bind(seed.at)
+                    .bind(seed.every_ms)
+                    .bind(i64::from(seed.block)),
+            )
+            .await?;
     }
     // What a long-lived table looks like: statistics current and, on
     // PostgreSQL, old pages vacuumed (so index-only scans skip the heap);
     // it also keeps autovacuum from doing it in the middle of a measurement.
-    let analyze = match store {
-        Store::Sqlite(_) => "ANALYZE operation_runs",
-        Store::Postgres(_) => "VACUUM (ANALYZE) operation_runs",
+    let analyze = match store.pool.dialect() {
+        Dialect::Sqlite => "ANALYZE operation_runs",
+        Dialect::Postgres => "VACUUM (ANALYZE) operation_runs",
     };
-    crate::on_pool!(store, pool => {
-        sqlx::query(analyze).execute(pool).await?;
-    });
+    store.pool.execute(crate::db::sql(analyze)).await?;
     Ok(())
 }
 
@@ -299,16 +304,43 @@ pub async fn seed_runs(store: &Store, blocks: &[SeedRuns<'_>]) -> Result<(), cra
 /// tests that start from that state (reconciliation); the path that gets
 /// there — leases expiring, rescue, retries — has tests of its own.
 pub async fn exhaust_jobs(store: &Store, run_id: &str) -> Result<u64, crate::StoreError> {
-    Ok(crate::on_pool!(store, pool => {
-        sqlx::query(
-            "UPDATE jobs SET state = 'failed', lease_token = NULL, lease_expires_at = NULL, \
-             attempt = max_attempts, finalized_at = $2, last_error = 'worker died (test)' \
-             WHERE run_id = $1 AND state IN ('available', 'running')",
+    Ok(store
+        .pool
+        .execute(
+            crate::db::sql(
+                "UPDATE jobs SET state = 'failed', lease_token = NULL, lease_expires_at = NULL, \
+                 attempt = max_attempts, finalized_at = $2, last_error = 'worker died (test)' \
+                 WHERE run_id = $1 AND state IN ('available', 'running')",
+            )
+            .bind(run_id)
+            .bind(crate::now_ms()),
         )
-        .bind(run_id)
-        .bind(crate::now_ms())
-        .execute(pool)
-        .await?
-        .rows_affected()
-    }))
+        .await?)
+}
+
+/// A store's pool, for tests only (see the module's doc).
+pub enum RawPool<'a> {
+    Sqlite(&'a sqlx::SqlitePool),
+    Postgres(&'a sqlx::PgPool),
+}
+
+/// The pool behind `store`, for tests that must run SQL the writer path
+/// never would. Use [`raw_on_pool!`](crate::raw_on_pool) to write the body once.
+pub fn raw_pool(store: &Store) -> RawPool<'_> {
+    match &store.pool {
+        Pool::Sqlite(p) => RawPool::Sqlite(p),
+        Pool::Postgres(p) => RawPool::Postgres(p),
+    }
+}
+
+/// `raw_on_pool!(&store, pool => body)`: `body` once per backend with `pool`
+/// the concrete pool. Tests only.
+#[macro_export]
+macro_rules! raw_on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $crate::testing::raw_pool($store) {
+            $crate::testing::RawPool::Sqlite($pool) => $body,
+            $crate::testing::RawPool::Postgres($pool) => $body,
+        }
+    };
 }

@@ -7,7 +7,7 @@ use opsledger_core::{Failure, Outcome, RunStatus, RunType, UnitOutcome};
 use opsledger_store::inventory::{ItemScope, ItemSnapshot};
 use opsledger_store::{
     CompleteResult, Completion, ContextPatch, CreateResult, RunFilter, Store, StoreError, UnitRecord,
-    Visibility, both_backends, on_pool,
+    Visibility, both_backends, raw_on_pool,
 };
 use serde_json::json;
 
@@ -261,7 +261,7 @@ both_backends!(the_database_refuses_invalid_states, |store: Store| async move {
         let store = store.clone();
         let id = id.clone();
         async move {
-            let r = on_pool!(&store, pool => sqlx::query(sql).bind(&id).execute(pool).await.map(|r| r.rows_affected()));
+            let r = raw_on_pool!(&store, pool => sqlx::query(sql).bind(&id).execute(pool).await.map(|r| r.rows_affected()));
             assert!(r.is_err(), "the database accepted: {sql}");
         }
     };

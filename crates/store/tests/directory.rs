@@ -4,7 +4,7 @@
 
 use opsledger_core::access::Role;
 use opsledger_store::directory::Membership;
-use opsledger_store::{Store, StoreError, both_backends, now_ms, on_pool};
+use opsledger_store::{Store, StoreError, both_backends, now_ms, raw_on_pool};
 
 both_backends!(restricted_membership_round_trip, |store: Store| async move {
     let ws = store.create_workspace("ws").await.unwrap();
@@ -110,7 +110,7 @@ both_backends!(
         );
 
         // The schema refuses it too, whatever writes the row.
-        let direct = on_pool!(&store, pool => {
+        let direct = raw_on_pool!(&store, pool => {
             sqlx::query("INSERT INTO membership_tenants (workspace_id, user_id, tenant_id) VALUES ($1, $2, $3)")
                 .bind(&ws)
                 .bind(&user)

@@ -489,7 +489,7 @@ async fn closing_a_run_while_its_job_is_claimed_does_not_deadlock() {
         return;
     };
     let store = db.store.clone();
-    let Store::Postgres(pool) = &store else {
+    let opsledger_store::testing::RawPool::Postgres(pool) = opsledger_store::testing::raw_pool(&store) else {
         unreachable!()
     };
     let s = scope(&store).await;
@@ -534,7 +534,7 @@ both_backends!(
         }
         ids.sort();
         // A newer node's type, unknown here, on the first run by id.
-        opsledger_store::on_pool!(&store, pool => {
+        opsledger_store::raw_on_pool!(&store, pool => {
             sqlx::query("UPDATE operation_runs SET type = 'future.type' WHERE id = $1")
                 .bind(&ids[0])
                 .execute(pool)

@@ -12,7 +12,7 @@ use common::{new_run, scope};
 use opsledger_core::{Failure, Outcome, RunStatus, RunType, UnitOutcome};
 use opsledger_store::runs::{FAILURES_PER_RUN, LIST_SCAN_BUDGET};
 use opsledger_store::testing::{SeedRuns, seed_run_id, seed_runs};
-use opsledger_store::{RunFilter, Store, UnitRecord, Visibility, both_backends, on_pool};
+use opsledger_store::{RunFilter, Store, UnitRecord, Visibility, both_backends, raw_on_pool};
 use serde_json::json;
 
 const T0: i64 = 1_700_000_000_000;
@@ -485,7 +485,7 @@ both_backends!(
         // With the failures table gone, a foreign id and a random id still
         // answer `None` (the keyed read found nothing, so nothing more was
         // read), while a visible run, whose failures must be read, cannot load.
-        on_pool!(&store, pool => {
+        raw_on_pool!(&store, pool => {
             sqlx::query("ALTER TABLE run_failures RENAME TO run_failures_hidden")
                 .execute(pool)
                 .await

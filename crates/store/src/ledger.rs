@@ -1,0 +1,165 @@
+//! The unit ledger (OPERATIONS.md §3): the transaction step that counts units
+//! exactly once, shared by the writer path, the job runtime and every artifact
+//! writer, so that an artifact and the unit it proves commit together.
+//!
+//! A unit is counted by inserting `(run_id, unit_key)` into `run_units` with
+//! `ON CONFLICT DO NOTHING … RETURNING`: only the keys returned (new) bump
+//! `processed` and their outcome counter, in the same transaction, guarded by
+//! `processed + n <= total` (and the schema's CHECK constraint).
+
+use crate::db::{Tx, sql, sql_owned};
+use crate::runs::{ContextPatch, RecordSummary, UNIT_INSERT_CHUNK, UnitRecord};
+use crate::{StoreError, now_ms};
+use opsledger_core::{Failure, UnitOutcome};
+use std::collections::HashSet;
+
+/// Inserts one failure row.
+pub(crate) async fn insert_failure(
+    tx: &mut Tx,
+    run_id: &str,
+    failure: &Failure,
+    now: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        sql("INSERT INTO run_failures (run_id, code, message, unit_key, recorded_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(run_id)
+            .bind(&failure.code)
+            .bind(&failure.message)
+            .bind(&failure.unit)
+            .bind(now),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records units reaching their terminal outcome, inside `tx`: each unit key
+/// new to the ledger increments `processed` and its outcome counter once, with
+/// its failure and context patch. Keys already recorded change nothing. A run
+/// that is not running, has no total, or would pass its total refuses the
+/// whole call (typed error; the caller's transaction is dropped).
+pub(crate) async fn record_units_in(
+    tx: &mut Tx,
+    run_id: &str,
+    units: &[UnitRecord],
+) -> Result<RecordSummary, StoreError> {
+    // Sorted, so that concurrent batches take unit-ledger locks in one order.
+    let mut sorted: Vec<&UnitRecord> = units.iter().collect();
+    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    sorted.dedup_by(|a, b| a.key == b.key);
+    let now = now_ms();
+    let mut new_keys: HashSet<String> = HashSet::new();
+    for chunk in sorted.chunks(UNIT_INSERT_CHUNK) {
+        let mut stmt = sql_owned(String::from(
+            "INSERT INTO run_units (run_id, unit_key, outcome, recorded_at) VALUES ",
+        ));
+        for (i, u) in chunk.iter().enumerate() {
+            stmt.push(if i == 0 { "(" } else { ", (" });
+            stmt.push_bind(run_id)
+                .push(", ")
+                .push_bind(u.key.as_str())
+                .push(", ")
+                .push_bind(u.outcome.as_str())
+                .push(", ")
+                .push_bind(now)
+                .push(")");
+        }
+        stmt.push(" ON CONFLICT (run_id, unit_key) DO NOTHING RETURNING unit_key");
+        let inserted: Vec<(String,)> = tx.fetch_all(stmt).await?;
+        new_keys.extend(inserted.into_iter().map(|(k,)| k));
+    }
+    let fresh: Vec<&UnitRecord> = sorted
+        .iter()
+        .copied()
+        .filter(|u| new_keys.contains(&u.key))
+        .collect();
+    let mut summary = RecordSummary {
+        recorded: fresh.len() as u64,
+        duplicates: (units.len() - fresh.len()) as u64,
+        all_processed: false,
+    };
+    if fresh.is_empty() {
+        return Ok(summary);
+    }
+    // Everything but the counter bump first: the bump locks the run's row
+    // (hot under a fan-out) until commit, so it comes last.
+    for u in &fresh {
+        if let Some(f) = &u.failure {
+            let mut f = f.clone();
+            f.unit.get_or_insert_with(|| u.key.clone());
+            insert_failure(tx, run_id, &f, now).await?;
+        }
+    }
+    let count = |o: UnitOutcome| fresh.iter().filter(|u| u.outcome == o).count() as i64;
+    let n = fresh.len() as i64;
+    let updated: Option<(i64, i64)> = tx
+        .fetch_optional(
+            sql("UPDATE operation_runs SET processed = processed + $2, \
+                 succeeded = COALESCE(succeeded, 0) + $3, failed = COALESCE(failed, 0) + $4, \
+                 skipped = COALESCE(skipped, 0) + $5, heartbeat_at = $6 \
+                 WHERE id = $1 AND status = 'running' AND total IS NOT NULL AND processed + $2 <= total \
+                 RETURNING processed, total")
+            .bind(run_id)
+            .bind(n)
+            .bind(count(UnitOutcome::Succeeded))
+            .bind(count(UnitOutcome::Failed))
+            .bind(count(UnitOutcome::Skipped))
+            .bind(now),
+        )
+        .await?;
+    let Some((processed, total)) = updated else {
+        return Err(refusal(tx, run_id, n as u64).await);
+    };
+    summary.all_processed = processed >= total;
+    let patches: Vec<&ContextPatch> = fresh.iter().filter_map(|u| u.context_patch.as_ref()).collect();
+    if !patches.is_empty() {
+        let (ctx,): (String,) = tx
+            .fetch_one(
+                sql_owned(format!(
+                    "SELECT context FROM operation_runs WHERE id = $1{}",
+                    tx.dialect().for_update()
+                ))
+                .bind(run_id),
+            )
+            .await?;
+        let mut ctx: serde_json::Value = serde_json::from_str(&ctx)
+            .map_err(|e| StoreError::Corrupt(format!("run {run_id} context: {e}")))?;
+        for p in patches {
+            p.apply(&mut ctx);
+        }
+        tx.execute(
+            sql("UPDATE operation_runs SET context = $2 WHERE id = $1")
+                .bind(run_id)
+                .bind(serde_json::to_string(&ctx).expect("json")),
+        )
+        .await?;
+    }
+    Ok(summary)
+}
+
+/// Why the counter bump matched no row, as a typed error.
+async fn refusal(tx: &mut Tx, run_id: &str, new: u64) -> StoreError {
+    type Head = (String, Option<i64>, Option<i64>);
+    let row: Result<Option<Head>, _> = tx
+        .fetch_optional(sql("SELECT status, total, processed FROM operation_runs WHERE id = $1").bind(run_id))
+        .await;
+    match row {
+        Err(e) => e.into(),
+        Ok(None) => StoreError::RunNotFound(run_id.to_owned()),
+        Ok(Some((status, _, _))) if status != "running" => match status.parse() {
+            Ok(status) => StoreError::RunNotRunning {
+                id: run_id.to_owned(),
+                status,
+            },
+            Err(e) => StoreError::Corrupt(format!("{e}")),
+        },
+        Ok(Some((_, None, _))) => StoreError::TotalNotSet {
+            id: run_id.to_owned(),
+        },
+        Ok(Some((_, Some(total), processed))) => StoreError::UnitsExceedTotal {
+            id: run_id.to_owned(),
+            new,
+            processed: processed.unwrap_or(0) as u64,
+            total: total as u64,
+        },
+    }
+}
