@@ -20,13 +20,12 @@
 //! Without `--bench` (e.g. `cargo test --benches`) the default scale is 0.01.
 
 use async_trait::async_trait;
-use opsledger_core::{Outcome, RunType, UnitOutcome};
+use opsledger_core::{Outcome, RunType};
 use opsledger_engine::{
-    Handler, HandlerError, Registry, RunContext, Runner, RunnerConfig, UnitContext, UnitHandler,
+    Handler, HandlerError, Registry, RunContext, Runner, RunnerConfig, UnitContext, UnitHandler, UnitResult,
 };
-use opsledger_store::jobs::JobEnd;
 use opsledger_store::testing::{self, TestStore};
-use opsledger_store::{Completion, NewRun, PoolSettings, Store, UnitRecord};
+use opsledger_store::{Completion, NewRun, PoolSettings, Store};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,20 +59,18 @@ struct PlanUnits(Arc<Vec<String>>);
 #[async_trait]
 impl Handler for PlanUnits {
     async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
-        ctx.store.enqueue_units(&ctx.run.id, &self.0, 3).await?;
+        ctx.enqueue_units(&self.0, 3).await?;
         Ok(())
     }
 }
 
-/// Records its unit as succeeded and ends its job, in one transaction.
+/// Its unit succeeded (the runtime records it and ends its job, in one transaction).
 struct RecordUnit;
 
 #[async_trait]
 impl UnitHandler for RecordUnit {
-    async fn execute(&self, ctx: UnitContext) -> Result<(), HandlerError> {
-        let unit = UnitRecord::new(ctx.unit_key.clone(), UnitOutcome::Succeeded);
-        ctx.finish(unit, JobEnd::Completed).await?;
-        Ok(())
+    async fn execute(&self, _: UnitContext) -> Result<UnitResult, HandlerError> {
+        Ok(UnitResult::succeeded())
     }
 }
 

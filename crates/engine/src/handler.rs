@@ -1,85 +1,91 @@
 //! What a family implements: a [`Handler`] executes a whole run (one job per
 //! run); a [`UnitHandler`] executes one unit of a fan-out (one job per unit).
+//!
+//! Neither gets the store. A run handler writes through its [`RunContext`],
+//! whose every write is fenced by the job's lease (a [`LeasedRun`]); a unit
+//! handler only reads ([`RunReads`]) and returns its unit's result as data —
+//! outcome, failure, artifact — which the runtime commits with the unit
+//! ledger and the job's end in one transaction.
 
 use async_trait::async_trait;
-use opsledger_core::{Failure, Run};
-use opsledger_store::jobs::{Fence, JobEnd};
+use opsledger_core::{Failure, Run, UnitOutcome};
+use opsledger_store::artifacts::UnitArtifact;
+use opsledger_store::lease::{LeasedRun, RunReads};
 use opsledger_store::runs::{Completion, RecordSummary, UnitRecord};
-use opsledger_store::{CompleteResult, ContextPatch, RunHead, Store, StoreError};
+use opsledger_store::{CompleteResult, ContextPatch, RunHead, StoreError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// What a run handler gets: the run, the store, the job's lease, and a token
-/// cancelled when the run is cancelled, the lease is lost, or the process
-/// shuts down. Its writes to the run go through [`RunContext::init_total`],
-/// [`RunContext::record_units`], [`RunContext::patch_context`] and
-/// [`RunContext::complete`], all fenced by the lease.
+/// What a run handler gets: the run as claimed, its leased writes, and a
+/// token cancelled when the run is cancelled, the lease is lost, or the
+/// process shuts down.
 #[derive(Clone)]
 pub struct RunContext {
     pub run: Run,
-    pub store: Store,
-    pub fence: Fence,
     pub attempt: u32,
     pub cancel: CancellationToken,
+    pub(crate) lease: LeasedRun,
     /// What the handler reported doing (see [`WorkDone`]).
     pub(crate) done: DoneSlot,
 }
 
 /// What a handler's own writes reported, read by the runner after it
-/// returns: the work was done even if a stop signal raced with it, and a
-/// unit's finish says whether it was the fan-out's last.
+/// returns: the work was done even if a stop signal raced with it.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct WorkDone {
     /// The handler closed its run through [`RunContext::complete`].
     pub closed_run: bool,
-    /// The unit's finishing write, for unit jobs.
-    pub unit: Option<RecordSummary>,
 }
 
 /// Shared between a handler's context and the runner.
 pub(crate) type DoneSlot = Arc<Mutex<WorkDone>>;
 
 impl RunContext {
-    pub fn new(run: Run, store: Store, fence: Fence, attempt: u32, cancel: CancellationToken) -> RunContext {
+    pub fn new(run: Run, lease: LeasedRun, attempt: u32, cancel: CancellationToken) -> RunContext {
         RunContext {
             run,
-            store,
-            fence,
             attempt,
             cancel,
+            lease,
             done: DoneSlot::default(),
         }
     }
 
-    /// Records units, refused if this worker lost the job's lease.
+    /// Reads scoped to this run (its tenant, its ledger, its artifacts).
+    pub fn reads(&self) -> &RunReads {
+        self.lease.reads()
+    }
+
+    /// Records units (with the artifacts they carry) exactly once each.
     pub async fn record_units(&self, units: &[UnitRecord]) -> Result<RecordSummary, StoreError> {
-        self.store
-            .record_units_fenced(Some(&self.fence), &self.run.id, units)
-            .await
+        self.lease.record_units(units).await
     }
 
-    /// Sets the run's `total` once, refused if this worker lost the job's lease.
+    /// Sets the run's `total` once.
     pub async fn init_total(&self, total: u64) -> Result<(), StoreError> {
-        self.store
-            .init_total_fenced(Some(&self.fence), &self.run.id, total)
-            .await
+        self.lease.init_total(total).await
     }
 
-    /// Patches the run's context, refused if this worker lost the job's lease.
+    /// Patches the run's context; `false` when the run is completed.
     pub async fn patch_context(&self, patches: &[ContextPatch]) -> Result<bool, StoreError> {
-        self.store
-            .patch_context_fenced(Some(&self.fence), &self.run.id, patches)
-            .await
+        self.lease.patch_context(patches).await
     }
 
-    /// Completes the run, refused if this worker lost the job's lease (a
-    /// stalled attempt cannot close a run another worker now holds).
+    /// Plans a fan-out: `total` and one unit job per distinct key, together.
+    pub async fn enqueue_units(&self, unit_keys: &[String], max_attempts: u32) -> Result<u64, StoreError> {
+        self.lease.enqueue_units(unit_keys, max_attempts).await
+    }
+
+    /// The run's backup set, created once.
+    pub async fn backup_set(&self, name: &str) -> Result<String, StoreError> {
+        self.lease.backup_set(name).await
+    }
+
+    /// Completes the run (a stalled attempt cannot close a run another
+    /// worker now holds: the write is fenced).
     pub async fn complete(&self, completion: Completion) -> Result<CompleteResult, StoreError> {
-        let result = self
-            .store
-            .complete_run_fenced(&self.fence, &self.run.id, completion)
-            .await?;
+        let result = self.lease.complete(completion).await?;
         if let CompleteResult::Completed(_) = &result {
             self.done.lock().expect("lock").closed_run = true;
         }
@@ -87,35 +93,52 @@ impl RunContext {
     }
 }
 
-/// What a unit handler gets.
+/// What a unit handler gets: the run's head, the unit, reads, and the token.
 #[derive(Clone)]
 pub struct UnitContext {
     /// The run's head only: a unit must not need the run's whole context.
     pub run: RunHead,
     pub unit_key: String,
-    pub store: Store,
-    pub fence: Fence,
     pub attempt: u32,
     pub cancel: CancellationToken,
-    /// What the handler reported doing (see [`WorkDone`]).
-    pub(crate) done: DoneSlot,
+    pub reads: RunReads,
 }
 
-impl UnitContext {
-    /// Finishes the job and records its unit (no artifact), fenced by the lease.
-    pub async fn finish(&self, unit: UnitRecord, end: JobEnd) -> Result<RecordSummary, StoreError> {
-        let summary = self
-            .store
-            .finish_unit_job(&self.fence, &self.run.id, unit, end)
-            .await?;
-        self.note_finished(summary);
-        Ok(summary)
+/// A unit's terminal result, as data: the runtime records it (exactly once),
+/// writes its artifact and ends the job, in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitResult {
+    pub outcome: UnitOutcome,
+    pub failure: Option<Failure>,
+    pub artifact: Option<UnitArtifact>,
+}
+
+impl UnitResult {
+    pub fn succeeded() -> UnitResult {
+        UnitResult {
+            outcome: UnitOutcome::Succeeded,
+            failure: None,
+            artifact: None,
+        }
     }
 
-    /// Tells the runner that an artifact writer (e.g.
-    /// `Store::finish_backup_unit`) finished this job with this result.
-    pub fn note_finished(&self, summary: RecordSummary) {
-        self.done.lock().expect("lock").unit = Some(summary);
+    pub fn with_artifact(mut self, artifact: UnitArtifact) -> UnitResult {
+        self.artifact = Some(artifact);
+        self
+    }
+
+    /// The ledger row for unit `key`.
+    pub(crate) fn into_record(self, key: &str) -> UnitRecord {
+        UnitRecord {
+            key: key.to_owned(),
+            outcome: self.outcome,
+            failure: self.failure.map(|mut f| {
+                f.unit.get_or_insert_with(|| key.to_owned());
+                f
+            }),
+            context_patch: None,
+            artifact: self.artifact,
+        }
     }
 }
 
@@ -130,6 +153,10 @@ pub enum HandlerError {
         failure: Failure,
         retry_after: Option<Duration>,
     },
+    /// The handler stopped because its cancel token fired, with nothing to
+    /// report; the runner decides from why the token fired.
+    #[error("stopped before finishing")]
+    Stopped,
 }
 
 impl HandlerError {
@@ -151,6 +178,7 @@ impl HandlerError {
         match self {
             HandlerError::Failed { failure, .. } => failure.clone(),
             HandlerError::Store(e) => Failure::new("store_error", e.to_string()),
+            HandlerError::Stopped => Failure::new("stopped", "the handler stopped before finishing"),
         }
     }
 
@@ -159,13 +187,13 @@ impl HandlerError {
         match self {
             HandlerError::Failed { retry_after, .. } => *retry_after,
             HandlerError::Store(StoreError::Database(_)) => Some(Duration::ZERO),
-            HandlerError::Store(_) => None,
+            HandlerError::Store(_) | HandlerError::Stopped => None,
         }
     }
 }
 
 /// Executes runs of one type. It records units and completes the run through
-/// the store — except fan-out parents, which plan units and return (the
+/// its context — except fan-out parents, which plan units and return (the
 /// units' completion completes them). A non-fan-out handler that returns with
 /// its run still open has its run closed as failed.
 #[async_trait]
@@ -173,12 +201,9 @@ pub trait Handler: Send + Sync {
     async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError>;
 }
 
-/// Executes one unit of a fan-out. On success it must finish its job through
-/// a fenced store call that records the unit ([`UnitContext::finish`], or an
-/// artifact writer that does the same, followed by
-/// [`UnitContext::note_finished`]) — then the unit and its artifact land
-/// together. On error, the runner retries or finishes the unit as failed.
+/// Executes one unit of a fan-out and returns its result; the runtime
+/// commits it. On error, the runner retries or finishes the unit as failed.
 #[async_trait]
 pub trait UnitHandler: Send + Sync {
-    async fn execute(&self, ctx: UnitContext) -> Result<(), HandlerError>;
+    async fn execute(&self, ctx: UnitContext) -> Result<UnitResult, HandlerError>;
 }

@@ -7,17 +7,23 @@
 //! |---|---|
 //! | handler traits, contexts, errors | [`handler`] |
 //! | type → handler / unit handler / adapter | [`registry`] |
-//! | claim, heartbeat, retry, release, finish | [`runner`] |
+//! | claiming jobs into free slots (the producer) | [`runner`] |
+//! | executing one job under its heartbeat | [`executor`], [`heartbeat`] |
+//! | how a job ends: the pure decision, then its writes | [`finish`], [`completer`] |
 //! | stale sweep (rescue, bulk completion, reconciliation) | [`stale_sweep`] |
 //! | adapter trait, decide + apply; admin force-close | [`reconciler`] |
 
+mod completer;
+mod executor;
+pub mod finish;
 pub mod handler;
+mod heartbeat;
 pub mod reconciler;
 pub mod registry;
 pub mod runner;
 pub mod stale_sweep;
 
-pub use handler::{Handler, HandlerError, RunContext, UnitContext, UnitHandler};
+pub use handler::{Handler, HandlerError, RunContext, UnitContext, UnitHandler, UnitResult};
 pub use reconciler::{ForceCloseError, ReconciliationAdapter, force_close};
 pub use registry::Registry;
 pub use runner::{Runner, RunnerConfig};

@@ -4,12 +4,12 @@
 //! once and complete their parent; a stale run is reconciled.
 
 use async_trait::async_trait;
-use opsledger_core::{Outcome, Run, RunType, UnitOutcome};
+use opsledger_core::{Outcome, Run, RunType};
 use opsledger_engine::{
     Handler, HandlerError, Registry, RunContext, Runner, RunnerConfig, SweepConfig, UnitContext, UnitHandler,
+    UnitResult,
 };
-use opsledger_store::jobs::JobEnd;
-use opsledger_store::{Completion, NewRun, Store, UnitRecord, both_backends};
+use opsledger_store::{Completion, NewRun, Store, both_backends};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -78,7 +78,7 @@ struct Plan(usize);
 impl Handler for Plan {
     async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
         let keys: Vec<String> = (0..self.0).map(|i| format!("u{i}")).collect();
-        ctx.store.enqueue_units(&ctx.run.id, &keys, 2).await?;
+        ctx.enqueue_units(&keys, 2).await?;
         Ok(())
     }
 }
@@ -87,7 +87,7 @@ impl Handler for Plan {
 struct Units(Arc<Mutex<HashMap<String, u32>>>);
 #[async_trait]
 impl UnitHandler for Units {
-    async fn execute(&self, ctx: UnitContext) -> Result<(), HandlerError> {
+    async fn execute(&self, ctx: UnitContext) -> Result<UnitResult, HandlerError> {
         *self.0.lock().unwrap().entry(ctx.unit_key.clone()).or_default() += 1;
         let i: usize = ctx.unit_key[1..].parse().unwrap();
         if i.is_multiple_of(5) {
@@ -100,11 +100,7 @@ impl UnitHandler for Units {
                 Duration::ZERO,
             ));
         }
-        let unit = UnitRecord::new(ctx.unit_key.clone(), UnitOutcome::Succeeded);
-        ctx.store
-            .finish_unit_job(&ctx.fence, &ctx.run.id, unit, JobEnd::Completed)
-            .await?;
-        Ok(())
+        Ok(UnitResult::succeeded())
     }
 }
 
@@ -490,13 +486,13 @@ both_backends!(
     |store: Store| async move {
         /// Attempt 1 stalls past its lease; meanwhile its job is rescued and
         /// claimed by worker B; then attempt 1 fails permanently.
-        struct StallsThenFails(Arc<Mutex<Option<opsledger_store::jobs::Fence>>>);
+        struct StallsThenFails(Arc<Mutex<Option<opsledger_store::jobs::Fence>>>, Store);
         #[async_trait]
         impl Handler for StallsThenFails {
-            async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
+            async fn execute(&self, _: RunContext) -> Result<(), HandlerError> {
                 tokio::time::sleep(Duration::from_millis(300)).await; // lease is 100 ms
-                assert_eq!(ctx.store.rescue_expired_jobs(10).await.unwrap().retried, 1);
-                let b = ctx.store.claim_jobs("B", 1, 60_000).await.unwrap().pop().unwrap();
+                assert_eq!(self.1.rescue_expired_jobs(10).await.unwrap().retried, 1);
+                let b = self.1.claim_jobs("B", 1, 60_000).await.unwrap().pop().unwrap();
                 *self.0.lock().unwrap() = Some(b.fence);
                 Err(HandlerError::permanent(
                     "provider_gone",
@@ -507,7 +503,10 @@ both_backends!(
         let (ws, t) = workspace(&store, 1).await;
         let b = Arc::new(Mutex::new(None));
         let mut registry = Registry::new();
-        registry.handler(RunType::PolicySync, Arc::new(StallsThenFails(b.clone())));
+        registry.handler(
+            RunType::PolicySync,
+            Arc::new(StallsThenFails(b.clone(), store.clone())),
+        );
         let config = RunnerConfig {
             concurrency: 1,
             poll_interval: Duration::from_millis(10),
@@ -537,8 +536,9 @@ both_backends!(
         assert!(!run.is_completed(), "closed under B's live lease: {run:?}");
         assert!(store.job_is_held(&fence).await.unwrap(), "B still holds the job");
         // B's outcome is the one that counts.
-        let done = store
-            .complete_run_fenced(&fence, &id, Completion::new(Outcome::Succeeded))
+        let done = opsledger_store::testing::lease(&store, &fence, &id)
+            .await
+            .complete(Completion::new(Outcome::Succeeded))
             .await
             .unwrap();
         assert_eq!(done.run().outcome, Outcome::Succeeded);

@@ -16,12 +16,13 @@
 
 use async_trait::async_trait;
 use opsledger_core::reconcile::{AdapterResult, Verdict};
-use opsledger_core::{Failure, Outcome, Run, RunType, UnitOutcome};
-use opsledger_engine::{Handler, HandlerError, RunContext, UnitContext, UnitHandler};
+use opsledger_core::{Failure, Outcome, Run, RunType};
+use opsledger_engine::{Handler, HandlerError, RunContext, UnitContext, UnitHandler, UnitResult};
 use opsledger_providers::{ProviderError, ProviderSettings};
+use opsledger_store::artifacts::UnitArtifact;
 use opsledger_store::backups::BackupItem;
 use opsledger_store::proof::ProofReader;
-use opsledger_store::{Completion, ContextPatch, StoreError, UnitRecord};
+use opsledger_store::{Completion, ContextPatch, StoreError};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -37,7 +38,7 @@ fn tenant_of(tenant_id: Option<&str>) -> Result<&str, HandlerError> {
 impl Handler for AddPolicies {
     async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
         let run = &ctx.run;
-        let tenant_id = tenant_of(run.tenant_id.as_deref())?;
+        tenant_of(run.tenant_id.as_deref())?;
         if let Some(total) = run.summary_counts.total {
             // A retried parent: the units were planned (and enqueued with
             // `total`, in one transaction) by an earlier attempt; the plan stands.
@@ -51,7 +52,7 @@ impl Handler for AddPolicies {
         {
             Some(ids) => ids.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
             None => {
-                let refs = ctx.store.inventory_refs(tenant_id).await?;
+                let refs = ctx.reads().tenant_inventory_refs().await?;
                 if refs.is_empty() {
                     // "Every policy" of a tenant never inventoried is unknown,
                     // not zero: an empty backup must not pass for a success.
@@ -66,15 +67,11 @@ impl Handler for AddPolicies {
             }
         };
         let name = format!("Backup {}", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"));
-        let set_id = ctx
-            .store
-            .backup_set_for_run(&run.id, &run.workspace_id, tenant_id, &name)
-            .await?;
+        let set_id = ctx.backup_set(&name).await?;
         ctx.patch_context(&[ContextPatch::new(["backup_set", "id"], json!(set_id))])
             .await?;
         let total = ctx
-            .store
-            .enqueue_units(&run.id, &keys, RunType::BackupSetAddPolicies.max_attempts())
+            .enqueue_units(&keys, RunType::BackupSetAddPolicies.max_attempts())
             .await?;
         tracing::info!(run = %run.id, total, "planned backup units");
         // Zero units: the runner's bulk completion closes the run at once.
@@ -88,24 +85,16 @@ pub struct AddPolicyUnit {
 
 #[async_trait]
 impl UnitHandler for AddPolicyUnit {
-    async fn execute(&self, ctx: UnitContext) -> Result<(), HandlerError> {
+    async fn execute(&self, ctx: UnitContext) -> Result<UnitResult, HandlerError> {
         let run = &ctx.run;
         let tenant_id = tenant_of(run.tenant_id.as_deref())?;
-        // The run's own artifact, looked up by its causal link (not the context,
-        // which may hold thousands of requested ids).
-        let set_id = ctx
-            .store
-            .backup_set_of_run(&run.id)
-            .await?
-            .ok_or_else(|| HandlerError::permanent("backup_set_missing", "the run has no backup set"))?;
-        let set_id = set_id.as_str();
         let Some((policy_type, policy_id)) = ctx.unit_key.split_once('/') else {
             return Err(HandlerError::permanent(
                 "invalid_unit_key",
                 format!("unit `{}` is not TYPE/ID", ctx.unit_key),
             ));
         };
-        let Some(tenant) = ctx.store.get_tenant(tenant_id).await? else {
+        let Some(tenant) = ctx.reads.tenant().await? else {
             return Err(HandlerError::permanent(
                 "tenant_not_found",
                 format!("tenant {tenant_id} does not exist"),
@@ -114,7 +103,7 @@ impl UnitHandler for AddPolicyUnit {
         let provider = opsledger_providers::open(&tenant.provider, &tenant.name, &self.providers)
             .map_err(|e| HandlerError::permanent(e.code(), e.to_string()))?;
         let policy = tokio::select! {
-            _ = ctx.cancel.cancelled() => return Ok(()),
+            _ = ctx.cancel.cancelled() => return Err(HandlerError::Stopped),
             r = provider.get_policy(policy_type, policy_id) => r,
         };
         let policy = match policy {
@@ -138,13 +127,8 @@ impl UnitHandler for AddPolicyUnit {
             display_name: policy.display_name,
             payload: policy.payload,
         };
-        let unit = UnitRecord::new(ctx.unit_key.clone(), UnitOutcome::Succeeded);
-        let summary = ctx
-            .store
-            .finish_backup_unit(&ctx.fence, &run.id, set_id, &item, unit)
-            .await?;
-        ctx.note_finished(summary);
-        Ok(())
+        // Written into the run's own backup set with the unit's recording.
+        Ok(UnitResult::succeeded().with_artifact(UnitArtifact::BackupItem(item)))
     }
 }
 

@@ -18,7 +18,8 @@ use opsledger_core::inventory::{CoverageStatus, TypeCoverage, decide};
 use opsledger_core::{Failure, Outcome, UnitOutcome};
 use opsledger_engine::{Handler, HandlerError, RunContext};
 use opsledger_providers::{Provider, ProviderError, ProviderSettings};
-use opsledger_store::inventory::{ItemScope, ItemSnapshot};
+use opsledger_store::artifacts::UnitArtifact;
+use opsledger_store::inventory::ItemSnapshot;
 use opsledger_store::{Completion, ContextPatch, UnitRecord};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -51,13 +52,12 @@ struct Stopped;
 #[async_trait]
 impl Handler for InventorySync {
     async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
-        let store = &ctx.store;
         let run = &ctx.run;
         let tenant_id = run
             .tenant_id
             .as_deref()
             .ok_or_else(|| HandlerError::permanent("tenant_missing", "inventory.sync needs a tenant"))?;
-        let Some(tenant) = store.get_tenant(tenant_id).await? else {
+        let Some(tenant) = ctx.reads().tenant().await? else {
             return blocked(
                 &ctx,
                 Failure::new("tenant_not_found", format!("tenant {tenant_id} does not exist")),
@@ -104,13 +104,8 @@ impl Handler for InventorySync {
             }
         };
 
-        let already = store.recorded_units(&run.id).await?;
+        let already = ctx.reads().recorded_units().await?;
         for policy_type in attempted.iter().filter(|t| !already.contains_key(*t)) {
-            let scope = ItemScope {
-                workspace_id: &run.workspace_id,
-                tenant_id,
-                policy_type,
-            };
             let result = match read_type(&ctx, provider.as_ref(), policy_type).await {
                 Err(Err(Stopped)) => return Ok(()),
                 Ok(items) => {
@@ -119,10 +114,14 @@ impl Handler for InventorySync {
                         item_count: items.len() as u64,
                         failure_code: None,
                     };
-                    let unit = unit(policy_type, UnitOutcome::Succeeded, &coverage, None);
-                    store
-                        .record_inventory_unit(Some(&ctx.fence), &run.id, scope, &items, unit)
-                        .await
+                    // The items and the type's unit commit together.
+                    let unit = unit(policy_type, UnitOutcome::Succeeded, &coverage, None).with_artifact(
+                        UnitArtifact::InventoryItems {
+                            policy_type: policy_type.clone(),
+                            items,
+                        },
+                    );
+                    ctx.record_units(std::slice::from_ref(&unit)).await
                 }
                 Err(Ok(f)) => {
                     let coverage = TypeCoverage {
@@ -141,7 +140,7 @@ impl Handler for InventorySync {
         }
 
         // Decide from the stored proof, the same proof reconciliation reads.
-        let Some(run) = store.get_run(&run.id).await? else {
+        let Some(run) = ctx.reads().reload().await? else {
             return Ok(());
         };
         let coverage = coverage_of(&run.context);
@@ -187,6 +186,7 @@ fn unit(
             ["inventory", "coverage", policy_type],
             serde_json::to_value(coverage).expect("json"),
         )),
+        artifact: None,
     }
 }
 

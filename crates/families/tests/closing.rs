@@ -10,8 +10,11 @@ use opsledger_core::{Outcome, Run, RunType, SummaryCounts, UnitOutcome};
 use opsledger_engine::reconciler::reconcile_run;
 use opsledger_engine::{ForceCloseError, Registry, force_close};
 use opsledger_providers::ProviderSettings;
+use opsledger_store::artifacts::UnitArtifact;
 use opsledger_store::backups::BackupItem;
-use opsledger_store::inventory::{ItemScope, ItemSnapshot};
+use opsledger_store::inventory::ItemSnapshot;
+use opsledger_store::jobs::JobEnd;
+use opsledger_store::testing::lease;
 use opsledger_store::{Completion, ContextPatch, NewRun, Store, UnitRecord, both_backends, raw_on_pool};
 use serde_json::json;
 
@@ -58,11 +61,12 @@ fn not_attempted(run: &Run) -> Vec<&str> {
 async fn backup_in_progress(store: &Store, ws: &str, tenant: &str, total: usize, done: usize) -> String {
     let id = start(store, ws, tenant, RunType::BackupSetAddPolicies).await;
     let parent = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
-    let set = store.backup_set_for_run(&id, ws, tenant, "Backup").await.unwrap();
+    let parent_run = lease(store, &parent.fence, &id).await;
+    parent_run.backup_set("Backup").await.unwrap();
     let keys: Vec<String> = (0..total)
         .map(|i| format!("deviceConfigurations/p{i:04}"))
         .collect();
-    store.enqueue_units(&id, &keys, 3).await.unwrap();
+    parent_run.enqueue_units(&keys, 3).await.unwrap();
     assert!(store.complete_job(&parent.fence).await.unwrap());
     let units = store.claim_jobs("w", done as u32, 60_000).await.unwrap();
     assert_eq!(units.len(), done);
@@ -73,9 +77,10 @@ async fn backup_in_progress(store: &Store, ws: &str, tenant: &str, total: usize,
             display_name: job.unit_key.clone(),
             payload: json!({"id": job.unit_key}),
         };
-        let unit = UnitRecord::new(job.unit_key.clone(), UnitOutcome::Succeeded);
+        let unit = UnitRecord::new(job.unit_key.clone(), UnitOutcome::Succeeded)
+            .with_artifact(UnitArtifact::BackupItem(item));
         store
-            .finish_backup_unit(&job.fence, &id, &set, &item, unit)
+            .finish_unit_job(&job.fence, &id, unit, JobEnd::Completed)
             .await
             .unwrap();
     }
@@ -241,7 +246,7 @@ both_backends!(
             .unwrap();
         store.init_total(&id, 14).await.unwrap();
         for t in &types[..3] {
-            let items = [ItemSnapshot {
+            let items = vec![ItemSnapshot {
                 external_id: format!("{t}-1"),
                 display_name: "x".into(),
                 payload: json!({}),
@@ -258,13 +263,13 @@ both_backends!(
                 )),
                 ..UnitRecord::new(t.as_str(), UnitOutcome::Succeeded)
             };
-            let scope = ItemScope {
-                workspace_id: &ws,
-                tenant_id: &tenant,
-                policy_type: t,
-            };
-            store
-                .record_inventory_unit(Some(&job.fence), &id, scope, &items, unit)
+            let unit = unit.with_artifact(UnitArtifact::InventoryItems {
+                policy_type: t.to_string(),
+                items,
+            });
+            lease(&store, &job.fence, &id)
+                .await
+                .record_units(&[unit])
                 .await
                 .unwrap();
         }

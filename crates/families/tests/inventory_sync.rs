@@ -175,7 +175,8 @@ both_backends!(
             demo_latency: Duration::from_millis(15),
         });
         let cancel = CancellationToken::new();
-        let ctx = RunContext::new(run.clone(), store.clone(), job.fence.clone(), 1, cancel.clone());
+        let lease = opsledger_store::testing::lease(&store, &job.fence, &id).await;
+        let ctx = RunContext::new(run.clone(), lease.clone(), 1, cancel.clone());
         let first = tokio::spawn(async move { slow.execute(ctx).await });
         // Stop the first attempt part way through (as a shutdown would).
         loop {
@@ -192,13 +193,7 @@ both_backends!(
         let done_before = mid.summary_counts.processed.unwrap();
         assert!(mid.status == RunStatus::Running && done_before < 14, "{mid:?}");
         // The first worker's lease is gone: its writes are refused.
-        let stale = RunContext::new(
-            run.clone(),
-            store.clone(),
-            job.fence.clone(),
-            1,
-            CancellationToken::new(),
-        );
+        let stale = RunContext::new(run.clone(), lease, 1, CancellationToken::new());
         assert!(
             InventorySync::new(ProviderSettings::default())
                 .execute(stale)
@@ -212,7 +207,8 @@ both_backends!(
             .unwrap()
             .pop()
             .unwrap();
-        let ctx = RunContext::new(run, store.clone(), job.fence, 1, CancellationToken::new());
+        let lease = opsledger_store::testing::lease(&store, &job.fence, &id).await;
+        let ctx = RunContext::new(run, lease, 1, CancellationToken::new());
         InventorySync::new(ProviderSettings::default())
             .execute(ctx)
             .await

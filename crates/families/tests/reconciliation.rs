@@ -85,6 +85,7 @@ fn coverage_unit(t: &str, status: CoverageStatus, items: u64) -> UnitRecord {
             ["inventory", "coverage", t],
             serde_json::to_value(c).unwrap(),
         )),
+        artifact: None,
     }
 }
 
@@ -151,12 +152,9 @@ both_backends!(
         let f = fixture(&store).await;
         let (id, fence) = sync_in_progress(&store, &f, &["a", "b", "c"]).await;
         covered(&store, &id, &fence, &f.ws, &f.tenant, "a", 3).await;
-        store
-            .record_units_fenced(
-                Some(&fence),
-                &id,
-                &[coverage_unit("b", CoverageStatus::Failed, 0)],
-            )
+        opsledger_store::testing::lease(&store, &fence, &id)
+            .await
+            .record_units(&[coverage_unit("b", CoverageStatus::Failed, 0)])
             .await
             .unwrap();
         // "c" never got coverage: the worker died before it.
@@ -177,8 +175,9 @@ both_backends!(
             coverage_unit("a", CoverageStatus::Blocked, 0),
             coverage_unit("b", CoverageStatus::Skipped, 0),
         ];
-        store
-            .record_units_fenced(Some(&fence), &id, &units)
+        opsledger_store::testing::lease(&store, &fence, &id)
+            .await
+            .record_units(&units)
             .await
             .unwrap();
         let run = reconcile(&store, &id).await;
@@ -241,12 +240,9 @@ both_backends!(ambiguous_proof_never_succeeds, |store: Store| async move {
     let (id, fence) = sync_in_progress(&store, &f, &["a", "b"]).await;
     covered(&store, &id, &fence, &f.ws, &f.tenant, "a", 2).await;
     // Coverage that claims 4 items of "b" while no item names this run.
-    store
-        .record_units_fenced(
-            Some(&fence),
-            &id,
-            &[coverage_unit("b", CoverageStatus::Covered, 4)],
-        )
+    opsledger_store::testing::lease(&store, &fence, &id)
+        .await
+        .record_units(&[coverage_unit("b", CoverageStatus::Covered, 4)])
         .await
         .unwrap();
     let run = reconcile(&store, &id).await;

@@ -2,15 +2,14 @@
 //! is written in the same transaction as its unit job's finish, so a unit is
 //! counted if and only if its item landed.
 
-use crate::db::sql;
-use crate::jobs::{Fence, JobEnd, check_fence, finish_unit_job_in};
-use crate::runs::{RecordSummary, UnitRecord};
+use crate::db::{Tx, sql};
+use crate::jobs::{Fence, check_fence};
 use crate::{Store, StoreError, new_id, now_ms};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// A policy captured into a backup set.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BackupItem {
     pub policy_type: String,
     pub external_id: String,
@@ -21,17 +20,62 @@ pub struct BackupItem {
 /// The backup set a run created (unique per run, see migration 0003).
 const SET_OF_RUN: &str = "SELECT id FROM backup_sets WHERE created_by_run_id = $1";
 
+/// Writes `item` into `run_id`'s own backup set, unless unit `unit_key` is
+/// already in the ledger (a duplicate delivery writes nothing). The unit
+/// ledger step calls this for a unit carrying
+/// [`crate::artifacts::UnitArtifact::BackupItem`]; a run without a backup set
+/// refuses the unit ([`StoreError::NotFound`]).
+pub(crate) async fn insert_item_in(
+    tx: &mut Tx,
+    run_id: &str,
+    unit_key: &str,
+    item: &BackupItem,
+) -> Result<(), StoreError> {
+    let set: Option<(String,)> = tx.fetch_optional(sql(SET_OF_RUN).bind(run_id)).await?;
+    let Some((set_id,)) = set else {
+        return Err(StoreError::NotFound {
+            what: "backup set of run",
+            id: run_id.to_owned(),
+        });
+    };
+    let payload = serde_json::to_string(&item.payload).expect("json");
+    tx.execute(
+        sql(
+            "INSERT INTO backup_items (id, backup_set_id, policy_type, external_id, display_name, payload, \
+             payload_sha256, captured_by_run_id, captured_at) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+             WHERE NOT EXISTS (SELECT 1 FROM run_units WHERE run_id = $8 AND unit_key = $10) \
+             ON CONFLICT (backup_set_id, policy_type, external_id) DO NOTHING",
+        )
+        .bind(new_id())
+        .bind(set_id.as_str())
+        .bind(&item.policy_type)
+        .bind(&item.external_id)
+        .bind(&item.display_name)
+        .bind(payload.as_str())
+        .bind(hex::encode(Sha256::digest(payload.as_bytes())))
+        .bind(run_id)
+        .bind(now_ms())
+        .bind(unit_key),
+    )
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// The backup set created by `run_id`, creating it on first call
-    /// (idempotent, so a retried parent does not create a second set).
-    pub async fn backup_set_for_run(
+    /// (idempotent, so a retried parent does not create a second set);
+    /// fenced by the parent job's lease.
+    pub(crate) async fn backup_set_for_run(
         &self,
+        fence: &Fence,
         run_id: &str,
         workspace_id: &str,
         tenant_id: &str,
         name: &str,
     ) -> Result<String, StoreError> {
         let mut tx = self.pool.begin_write().await?;
+        check_fence(&mut tx, fence).await?;
         // Insert-if-absent, then read: two executions of one parent (a
         // rescued lease) race on the unique index, not on a read.
         tx.execute(
@@ -56,55 +100,6 @@ impl Store {
     pub async fn backup_set_of_run(&self, run_id: &str) -> Result<Option<String>, StoreError> {
         let row: Option<(String,)> = self.pool.fetch_optional(sql(SET_OF_RUN).bind(run_id)).await?;
         Ok(row.map(|(id,)| id))
-    }
-
-    /// Writes `item` into the backup set and finishes the unit job with
-    /// `unit`, in one transaction.
-    pub async fn finish_backup_unit(
-        &self,
-        fence: &Fence,
-        run_id: &str,
-        backup_set_id: &str,
-        item: &BackupItem,
-        unit: UnitRecord,
-    ) -> Result<RecordSummary, StoreError> {
-        let payload = serde_json::to_string(&item.payload).expect("json");
-        let result = async {
-            let mut tx = self.pool.begin_write().await?;
-            // The job row first (share-locked: a rescue skips it), as every
-            // job writer does before touching the run — the item's foreign
-            // key already locks the run row.
-            check_fence(&mut tx, fence).await?;
-            // The item next, and only for a unit not yet in the ledger, so
-            // the hot run row is locked (by the unit's counter bump) for as
-            // short as possible. A refused fence or run rolls it back.
-            tx.execute(
-                sql("INSERT INTO backup_items (id, backup_set_id, policy_type, external_id, display_name, payload, \
-                     payload_sha256, captured_by_run_id, captured_at) \
-                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
-                     WHERE NOT EXISTS (SELECT 1 FROM run_units WHERE run_id = $8 AND unit_key = $10) \
-                     ON CONFLICT (backup_set_id, policy_type, external_id) DO NOTHING")
-                .bind(new_id())
-                .bind(backup_set_id)
-                .bind(&item.policy_type)
-                .bind(&item.external_id)
-                .bind(&item.display_name)
-                .bind(&payload)
-                .bind(hex::encode(Sha256::digest(payload.as_bytes())))
-                .bind(run_id)
-                .bind(now_ms())
-                .bind(&unit.key),
-            )
-            .await?;
-            let summary = finish_unit_job_in(&mut tx, fence, run_id, &unit, JobEnd::Completed).await?;
-            tx.commit().await?;
-            Ok(summary)
-        }
-        .await;
-        if let Err(StoreError::RunNotRunning { .. }) = &result {
-            self.cancel_job(fence).await?;
-        }
-        result
     }
 
     /// Number of items in a backup set.

@@ -2,10 +2,7 @@
 //! type are written in the same transaction as that type's unit, so a type is
 //! counted as covered if and only if its items landed.
 
-use crate::db::{sql, sql_owned};
-use crate::jobs::check_fence;
-use crate::ledger::record_units_in;
-use crate::runs::{RecordSummary, UnitRecord};
+use crate::db::{Tx, sql, sql_owned};
 use crate::{Store, StoreError, new_id, now_ms};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -22,7 +19,36 @@ pub struct ItemSnapshot {
     pub payload: Value,
 }
 
-/// Where the items belong.
+/// Upserts the items of one policy type of `run_id`'s tenant, marking them
+/// last seen by the run (the unit ledger step calls this for a unit carrying
+/// [`crate::artifacts::UnitArtifact::InventoryItems`]).
+pub(crate) async fn upsert_items_in(
+    tx: &mut Tx,
+    run_id: &str,
+    policy_type: &str,
+    items: &[ItemSnapshot],
+) -> Result<(), StoreError> {
+    let scope: Option<(String, Option<String>)> = tx
+        .fetch_optional(sql("SELECT workspace_id, tenant_id FROM operation_runs WHERE id = $1").bind(run_id))
+        .await?;
+    let (workspace_id, tenant_id) = match scope {
+        None => return Err(StoreError::RunNotFound(run_id.to_owned())),
+        Some((w, Some(t))) => (w, t),
+        Some((_, None)) => {
+            return Err(StoreError::Corrupt(format!(
+                "run {run_id} is workspace-level and cannot hold inventory items"
+            )));
+        }
+    };
+    let scope = ItemScope {
+        workspace_id: &workspace_id,
+        tenant_id: &tenant_id,
+        policy_type,
+    };
+    upsert_scoped_in(tx, run_id, scope, items).await
+}
+
+/// Where items belong.
 #[derive(Debug, Clone, Copy)]
 pub struct ItemScope<'a> {
     pub workspace_id: &'a str,
@@ -30,74 +56,86 @@ pub struct ItemScope<'a> {
     pub policy_type: &'a str,
 }
 
+async fn upsert_scoped_in(
+    tx: &mut Tx,
+    run_id: &str,
+    scope: ItemScope<'_>,
+    items: &[ItemSnapshot],
+) -> Result<(), StoreError> {
+    // One row per external id: a provider that pages badly may repeat one.
+    let mut by_id: BTreeMap<&str, &ItemSnapshot> = BTreeMap::new();
+    for item in items {
+        by_id.entry(item.external_id.as_str()).or_insert(item);
+    }
+    let rows: Vec<(&ItemSnapshot, String, String)> = by_id
+        .into_values()
+        .map(|i| {
+            let payload = serde_json::to_string(&i.payload).expect("json");
+            let digest = hex::encode(Sha256::digest(payload.as_bytes()));
+            (i, payload, digest)
+        })
+        .collect();
+    let now = now_ms();
+    for chunk in rows.chunks(ITEM_UPSERT_CHUNK) {
+        let mut stmt = sql_owned(String::from(
+            "INSERT INTO inventory_items (id, workspace_id, tenant_id, policy_type, external_id, display_name, \
+             payload, payload_sha256, first_seen_at, last_seen_at, last_seen_operation_run_id) VALUES ",
+        ));
+        for (i, (item, payload, digest)) in chunk.iter().enumerate() {
+            stmt.push(if i == 0 { "(" } else { ", (" });
+            stmt.push_bind(new_id())
+                .push(", ")
+                .push_bind(scope.workspace_id)
+                .push(", ")
+                .push_bind(scope.tenant_id)
+                .push(", ")
+                .push_bind(scope.policy_type)
+                .push(", ")
+                .push_bind(item.external_id.as_str())
+                .push(", ")
+                .push_bind(item.display_name.as_str())
+                .push(", ")
+                .push_bind(payload.as_str())
+                .push(", ")
+                .push_bind(digest.as_str())
+                .push(", ")
+                .push_bind(now)
+                .push(", ")
+                .push_bind(now)
+                .push(", ")
+                .push_bind(run_id)
+                .push(")");
+        }
+        stmt.push(
+            " ON CONFLICT (tenant_id, policy_type, external_id) DO UPDATE SET \
+             display_name = excluded.display_name, payload = excluded.payload, \
+             payload_sha256 = excluded.payload_sha256, last_seen_at = excluded.last_seen_at, \
+             last_seen_operation_run_id = excluded.last_seen_operation_run_id",
+        );
+        tx.execute(stmt).await?;
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Upserts the items of one policy type, marking them last seen by
-    /// `run_id`, and records the type's unit, in one transaction.
+    /// Test fixtures: items of any scope (another tenant's, to test that
+    /// reconciliation refuses proof of the wrong scope) upserted as last seen
+    /// by `run_id`, with `unit` recorded, in one transaction.
+    #[cfg(feature = "test-support")]
     pub async fn record_inventory_unit(
         &self,
         fence: Option<&crate::jobs::Fence>,
         run_id: &str,
         scope: ItemScope<'_>,
         items: &[ItemSnapshot],
-        unit: UnitRecord,
-    ) -> Result<RecordSummary, StoreError> {
-        // One row per external id: a provider that pages badly may repeat one.
-        let mut by_id: BTreeMap<&str, &ItemSnapshot> = BTreeMap::new();
-        for item in items {
-            by_id.entry(item.external_id.as_str()).or_insert(item);
-        }
-        let rows: Vec<(&ItemSnapshot, String, String)> = by_id
-            .into_values()
-            .map(|i| {
-                let payload = serde_json::to_string(&i.payload).expect("json");
-                let digest = hex::encode(Sha256::digest(payload.as_bytes()));
-                (i, payload, digest)
-            })
-            .collect();
-        let now = now_ms();
+        unit: crate::UnitRecord,
+    ) -> Result<crate::RecordSummary, StoreError> {
         let mut tx = self.pool.begin_write().await?;
         if let Some(fence) = fence {
-            check_fence(&mut tx, fence).await?;
+            crate::jobs::check_fence(&mut tx, fence).await?;
         }
-        for chunk in rows.chunks(ITEM_UPSERT_CHUNK) {
-            let mut stmt = sql_owned(String::from(
-                "INSERT INTO inventory_items (id, workspace_id, tenant_id, policy_type, external_id, display_name, \
-                 payload, payload_sha256, first_seen_at, last_seen_at, last_seen_operation_run_id) VALUES ",
-            ));
-            for (i, (item, payload, digest)) in chunk.iter().enumerate() {
-                stmt.push(if i == 0 { "(" } else { ", (" });
-                stmt.push_bind(new_id())
-                    .push(", ")
-                    .push_bind(scope.workspace_id)
-                    .push(", ")
-                    .push_bind(scope.tenant_id)
-                    .push(", ")
-                    .push_bind(scope.policy_type)
-                    .push(", ")
-                    .push_bind(item.external_id.as_str())
-                    .push(", ")
-                    .push_bind(item.display_name.as_str())
-                    .push(", ")
-                    .push_bind(payload.as_str())
-                    .push(", ")
-                    .push_bind(digest.as_str())
-                    .push(", ")
-                    .push_bind(now)
-                    .push(", ")
-                    .push_bind(now)
-                    .push(", ")
-                    .push_bind(run_id)
-                    .push(")");
-            }
-            stmt.push(
-                " ON CONFLICT (tenant_id, policy_type, external_id) DO UPDATE SET \
-                 display_name = excluded.display_name, payload = excluded.payload, \
-                 payload_sha256 = excluded.payload_sha256, last_seen_at = excluded.last_seen_at, \
-                 last_seen_operation_run_id = excluded.last_seen_operation_run_id",
-            );
-            tx.execute(stmt).await?;
-        }
-        let summary = record_units_in(&mut tx, run_id, std::slice::from_ref(&unit)).await?;
+        upsert_scoped_in(&mut tx, run_id, scope, items).await?;
+        let summary = crate::ledger::record_units_in(&mut tx, run_id, std::slice::from_ref(&unit)).await?;
         tx.commit().await?;
         Ok(summary)
     }

@@ -399,8 +399,32 @@ impl Store {
     /// keys (once) and enqueues one unit job per key, in one transaction.
     /// A run already planned keeps its first plan: nothing is enqueued again
     /// and its `total` is returned.
+    #[cfg(feature = "test-support")]
     pub async fn enqueue_units(
         &self,
+        run_id: &str,
+        unit_keys: &[String],
+        max_attempts: u32,
+    ) -> Result<u64, StoreError> {
+        self.plan_units(None, run_id, unit_keys, max_attempts).await
+    }
+
+    /// [`Store::enqueue_units`] for the run job holding `fence` (refused with
+    /// [`StoreError::LeaseLost`] once it no longer does).
+    pub(crate) async fn enqueue_units_fenced(
+        &self,
+        fence: &Fence,
+        run_id: &str,
+        unit_keys: &[String],
+        max_attempts: u32,
+    ) -> Result<u64, StoreError> {
+        self.plan_units(Some(fence), run_id, unit_keys, max_attempts)
+            .await
+    }
+
+    async fn plan_units(
+        &self,
+        fence: Option<&Fence>,
         run_id: &str,
         unit_keys: &[String],
         max_attempts: u32,
@@ -411,6 +435,9 @@ impl Store {
         let total = keys.len() as i64;
         let now = now_ms();
         let mut tx = self.pool.begin_write().await?;
+        if let Some(fence) = fence {
+            check_fence(&mut tx, fence).await?;
+        }
         let n = tx
             .execute(
                 sql("UPDATE operation_runs SET total = $2, processed = 0, succeeded = 0, failed = 0, skipped = 0 \

@@ -42,6 +42,13 @@ pub(crate) async fn record_units_in(
     run_id: &str,
     units: &[UnitRecord],
 ) -> Result<RecordSummary, StoreError> {
+    // Artifacts first (each kind's writer knows whether a unit already in the
+    // ledger still writes: an inventory item is re-seen, a backup item is not).
+    for u in units {
+        if let Some(artifact) = &u.artifact {
+            crate::artifacts::write_in(tx, run_id, &u.key, artifact).await?;
+        }
+    }
     // Sorted, so that concurrent batches take unit-ledger locks in one order.
     let mut sorted: Vec<&UnitRecord> = units.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));

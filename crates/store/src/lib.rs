@@ -16,12 +16,14 @@
 //! SQLite takes its write lock up front (`BEGIN IMMEDIATE`) so that two
 //! writers never deadlock upgrading a read lock.
 
+pub mod artifacts;
 pub mod backups;
 mod db;
 pub mod directory;
 mod error;
 pub mod inventory;
 pub mod jobs;
+pub mod lease;
 mod ledger;
 pub mod proof;
 mod row;

@@ -149,6 +149,8 @@ pub struct UnitRecord {
     /// Proof written with the unit, in the same transaction (e.g. coverage of
     /// one policy type). Applied only if the unit is newly recorded.
     pub context_patch: Option<ContextPatch>,
+    /// The artifact the unit wrote, committed with it (see [`crate::artifacts`]).
+    pub artifact: Option<crate::artifacts::UnitArtifact>,
 }
 
 impl UnitRecord {
@@ -158,7 +160,18 @@ impl UnitRecord {
             outcome,
             failure: None,
             context_patch: None,
+            artifact: None,
         }
+    }
+
+    pub fn with_failure(mut self, failure: Failure) -> UnitRecord {
+        self.failure = Some(failure);
+        self
+    }
+
+    pub fn with_artifact(mut self, artifact: crate::artifacts::UnitArtifact) -> UnitRecord {
+        self.artifact = Some(artifact);
+        self
     }
 }
 
@@ -549,6 +562,7 @@ impl Store {
         )))
     }
 
+    #[cfg(feature = "test-support")]
     /// Moves a queued run to running (compare-and-set). `None` when another
     /// worker claimed it first or it is no longer queued.
     pub async fn claim_run(&self, id: &str) -> Result<Option<Run>, StoreError> {
@@ -569,6 +583,7 @@ impl Store {
         Ok(run)
     }
 
+    #[cfg(feature = "test-support")]
     /// Records that the run's worker is alive. `false` when the run is not running.
     pub async fn heartbeat(&self, id: &str) -> Result<bool, StoreError> {
         let n = self
@@ -582,6 +597,7 @@ impl Store {
         Ok(n == 1)
     }
 
+    #[cfg(feature = "test-support")]
     /// Sets `total` once (OPERATIONS.md §3) and starts `processed` and the unit
     /// outcome counters at 0. Setting the same total again is a no-op; a
     /// different one is [`StoreError::TotalAlreadySet`].
@@ -592,7 +608,7 @@ impl Store {
     /// [`Store::init_total`] by a job's worker: refused with
     /// [`StoreError::LeaseLost`] unless `fence` still holds the job's lease
     /// (a stalled attempt cannot set a plan over its successor's).
-    pub async fn init_total_fenced(
+    pub(crate) async fn init_total_fenced(
         &self,
         fence: Option<&crate::jobs::Fence>,
         id: &str,
@@ -633,6 +649,7 @@ impl Store {
         }
     }
 
+    #[cfg(feature = "test-support")]
     /// Records units reaching their terminal outcome: each newly seen unit key
     /// increments `processed` and its outcome counter exactly once, with its
     /// failure and context patch, all in one transaction. Units already in the
@@ -647,7 +664,7 @@ impl Store {
 
     /// [`Store::record_units`] by a job's worker: refused with
     /// [`StoreError::LeaseLost`] unless `fence` still holds the job's lease.
-    pub async fn record_units_fenced(
+    pub(crate) async fn record_units_fenced(
         &self,
         fence: Option<&crate::jobs::Fence>,
         run_id: &str,
@@ -662,6 +679,7 @@ impl Store {
         Ok(summary)
     }
 
+    #[cfg(feature = "test-support")]
     /// [`Store::record_units`] for one unit; `true` when it was newly recorded.
     pub async fn record_unit(&self, run_id: &str, unit: UnitRecord) -> Result<bool, StoreError> {
         Ok(self
@@ -671,6 +689,7 @@ impl Store {
             == 1)
     }
 
+    #[cfg(feature = "test-support")]
     /// Completes the run with `completion` unless it is already completed.
     pub async fn complete_run(&self, id: &str, completion: Completion) -> Result<CompleteResult, StoreError> {
         self.complete_when(id, |_| Some(completion)).await
@@ -680,12 +699,13 @@ impl Store {
     /// from its unit counters (OPERATIONS.md §5). The only completer of bulk
     /// parents; safe to call after every unit and from several workers.
     pub async fn maybe_complete_bulk_run(&self, id: &str) -> Result<CompleteResult, StoreError> {
-        self.complete_when(id, |run| {
+        self.close_run(id, CloseGuard::None, |run| {
             derive_bulk_outcome(&run.summary_counts).map(Completion::new)
         })
         .await
     }
 
+    #[cfg(feature = "test-support")]
     /// The single closing write: locks the run, asks `decide` for a
     /// completion given its current state, and applies it only if the run is
     /// not completed (compare-and-set). Every completion, cancellation,
@@ -695,19 +715,6 @@ impl Store {
         F: FnOnce(&Run) -> Option<Completion>,
     {
         self.close_run(id, CloseGuard::None, decide).await
-    }
-
-    /// Completes the run only while `fence` still holds its job's lease: a
-    /// handler whose lease was rescued cannot close a run another worker now
-    /// holds ([`StoreError::LeaseLost`]).
-    pub async fn complete_run_fenced(
-        &self,
-        fence: &crate::jobs::Fence,
-        id: &str,
-        completion: Completion,
-    ) -> Result<CompleteResult, StoreError> {
-        self.close_run(id, CloseGuard::Fence(fence), |_| Some(completion))
-            .await
     }
 
     /// Completes the run unless a job can still move it (a live lease, an
@@ -721,6 +728,14 @@ impl Store {
     ) -> Result<CompleteResult, StoreError> {
         self.close_run(id, CloseGuard::NoLiveJobs, |_| Some(completion))
             .await
+    }
+
+    /// Cancels a queued or running run (an operator's request): closed as
+    /// `cancelled` through the single closing write, with `patch` (who asked,
+    /// when) in its context; units never recorded count as skipped.
+    pub async fn cancel_run(&self, id: &str, patch: ContextPatch) -> Result<CompleteResult, StoreError> {
+        let completion = Completion::new(Outcome::Cancelled).with_patch(patch);
+        self.close_run(id, CloseGuard::None, |_| Some(completion)).await
     }
 
     /// The closing write with a guard checked inside its transaction.
@@ -747,6 +762,7 @@ impl Store {
         })
     }
 
+    #[cfg(feature = "test-support")]
     /// Applies context patches to a run that is not completed. `false` when
     /// the run is completed (its proof is frozen).
     pub async fn patch_context(&self, id: &str, patches: &[ContextPatch]) -> Result<bool, StoreError> {
@@ -755,7 +771,7 @@ impl Store {
 
     /// [`Store::patch_context`], refused with [`StoreError::LeaseLost`] when
     /// `fence` no longer holds its job.
-    pub async fn patch_context_fenced(
+    pub(crate) async fn patch_context_fenced(
         &self,
         fence: Option<&crate::jobs::Fence>,
         id: &str,
@@ -994,6 +1010,7 @@ impl Store {
             .collect()
     }
 
+    #[cfg(feature = "test-support")]
     /// Ids of queued runs, oldest first (the minimal runner's pickup list).
     pub async fn queued_run_ids(&self, limit: u32) -> Result<Vec<String>, StoreError> {
         let ids: Vec<(String,)> = self

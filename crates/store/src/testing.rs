@@ -344,3 +344,14 @@ macro_rules! raw_on_pool {
         }
     };
 }
+
+/// The run `run_id` as held by `fence` (a job claimed through
+/// [`Store::claim_jobs`]): the handle a handler writes through.
+pub async fn lease(store: &Store, fence: &crate::jobs::Fence, run_id: &str) -> crate::lease::LeasedRun {
+    let head = store
+        .run_head(run_id)
+        .await
+        .expect("read run head")
+        .unwrap_or_else(|| panic!("run {run_id} not found"));
+    crate::lease::LeasedRun::new(store, fence.clone(), head)
+}

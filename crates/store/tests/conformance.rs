@@ -142,6 +142,7 @@ both_backends!(units_count_exactly_once, |store: Store| async move {
         outcome: UnitOutcome::Failed,
         failure: Some(Failure::new("graph_forbidden", "403 on b")),
         context_patch: Some(ContextPatch::new(["units", "b"], json!("failed"))),
+        artifact: None,
     };
     assert!(
         store

@@ -174,12 +174,9 @@ both_backends!(
             )
             .await;
         assert!(matches!(late, Err(StoreError::LeaseLost { .. })));
-        let fenced = store
-            .record_units_fenced(
-                Some(&zombie.fence),
-                &id,
-                &[UnitRecord::new("x", UnitOutcome::Succeeded)],
-            )
+        let fenced = opsledger_store::testing::lease(&store, &zombie.fence, &id)
+            .await
+            .record_units(&[UnitRecord::new("x", UnitOutcome::Succeeded)])
             .await;
         assert!(matches!(fenced, Err(StoreError::LeaseLost { .. })));
         // The retry, by a live worker, records the unit once.
@@ -456,24 +453,30 @@ both_backends!(
         let b = store.claim_jobs("B", 1, 60_000).await.unwrap().pop().unwrap();
         let patch = [opsledger_store::ContextPatch::new(["x"], serde_json::json!(1))];
         assert!(matches!(
-            store.patch_context_fenced(Some(&a.fence), &id, &patch).await,
+            opsledger_store::testing::lease(&store, &a.fence, &id)
+                .await
+                .patch_context(&patch)
+                .await,
             Err(StoreError::LeaseLost { .. })
         ));
         assert!(matches!(
-            store
-                .complete_run_fenced(&a.fence, &id, Completion::new(Outcome::Failed))
+            opsledger_store::testing::lease(&store, &a.fence, &id)
+                .await
+                .complete(Completion::new(Outcome::Failed))
                 .await,
             Err(StoreError::LeaseLost { .. })
         ));
         assert!(!store.get_run(&id).await.unwrap().unwrap().is_completed());
         assert!(
-            store
-                .patch_context_fenced(Some(&b.fence), &id, &patch)
+            opsledger_store::testing::lease(&store, &b.fence, &id)
+                .await
+                .patch_context(&patch)
                 .await
                 .unwrap()
         );
-        let done = store
-            .complete_run_fenced(&b.fence, &id, Completion::new(Outcome::Succeeded))
+        let done = opsledger_store::testing::lease(&store, &b.fence, &id)
+            .await
+            .complete(Completion::new(Outcome::Succeeded))
             .await
             .unwrap();
         assert_eq!(done.run().outcome, Outcome::Succeeded);

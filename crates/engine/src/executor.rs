@@ -1,0 +1,203 @@
+//! Executes one claimed job: loads its run, runs its handler under a
+//! heartbeat (a panic is contained), reads what the decision needs, and
+//! hands the decision to the completer.
+
+use crate::completer::Completer;
+use crate::finish::{FinishInput, Returned, RunAfter, Stop, decide};
+use crate::handler::{DoneSlot, RunContext, UnitContext};
+use crate::heartbeat::{HeartbeatTask, StopSlot};
+use crate::runner::{RunnerConfig, UNREADABLE_RUN_DELAY};
+use crate::{HandlerError, Registry};
+use opsledger_store::jobs::{ClaimedJob, JobKind};
+use opsledger_store::lease::LeasedRun;
+use opsledger_store::{Store, StoreError};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) struct Execution {
+    pub store: Store,
+    pub registry: Registry,
+    pub config: RunnerConfig,
+    pub shutdown: CancellationToken,
+}
+
+impl Execution {
+    pub async fn execute(self, job: ClaimedJob) {
+        let Some(head) = self.load(&job, self.store.run_head(&job.run_id)).await else {
+            return;
+        };
+        if head.is_completed() {
+            let _ = self.store.cancel_job(&job.fence).await;
+            return;
+        }
+        let run_type = head.run_type;
+        let cancel = CancellationToken::new();
+        let stop: StopSlot = Arc::new(std::sync::Mutex::new(Stop::None));
+        let done = DoneSlot::default();
+        let lease = LeasedRun::new(&self.store, job.fence.clone(), head.clone());
+        let span = tracing::info_span!("job", run = %head.id, r#type = %run_type, unit = %job.unit_key, attempt = job.attempt);
+        let returned = match job.kind {
+            JobKind::Run => {
+                // A run handler gets the whole run; a unit handler only its
+                // head (a fan-out's context may hold thousands of requested ids).
+                // Loaded before the heartbeat starts, so a failed read leaves none behind.
+                let Some(run) = self.load(&job, self.store.get_run(&job.run_id)).await else {
+                    return;
+                };
+                let heartbeat = self.heartbeat(&job, cancel.clone(), stop.clone());
+                let returned = match self.registry.get(run_type) {
+                    Some(h) => {
+                        let ctx = RunContext {
+                            done: done.clone(),
+                            ..RunContext::new(run, lease.clone(), job.attempt, cancel.clone())
+                        };
+                        Returned::of_run(
+                            contain(tracing::Instrument::instrument(
+                                async move { h.execute(ctx).await },
+                                span,
+                            ))
+                            .await,
+                        )
+                    }
+                    None => Returned::of_run(Err(HandlerError::permanent(
+                        "no_handler",
+                        format!("this node cannot execute {run_type} runs"),
+                    ))),
+                };
+                heartbeat.abort();
+                returned
+            }
+            JobKind::Unit => {
+                let heartbeat = self.heartbeat(&job, cancel.clone(), stop.clone());
+                let returned = match self.registry.get_unit(run_type) {
+                    Some(h) => {
+                        let ctx = UnitContext {
+                            run: head.clone(),
+                            unit_key: job.unit_key.clone(),
+                            attempt: job.attempt,
+                            cancel: cancel.clone(),
+                            reads: lease.reads().clone(),
+                        };
+                        Returned::of_unit(
+                            contain(tracing::Instrument::instrument(
+                                async move { h.execute(ctx).await },
+                                span,
+                            ))
+                            .await,
+                        )
+                    }
+                    None => Returned::of_unit(Err(HandlerError::permanent(
+                        "no_handler",
+                        format!("this node cannot execute {run_type} units"),
+                    ))),
+                };
+                heartbeat.abort();
+                returned
+            }
+        };
+        let stop = *stop.lock().expect("lock");
+        let closed_run = done.lock().expect("lock").closed_run;
+        let completer = Completer {
+            store: &self.store,
+            registry: &self.registry,
+            config: &self.config,
+            job: &job,
+        };
+        let outcome = async {
+            let run_after = match job.kind {
+                JobKind::Run => Some(self.run_after(&job.run_id).await?),
+                JobKind::Unit => None,
+            };
+            let finish = decide(FinishInput {
+                returned,
+                stop,
+                last_attempt: job.is_last_attempt(),
+                fan_out: run_type.is_fan_out(),
+                run_after,
+                closed_run,
+            });
+            completer.apply(finish).await
+        }
+        .await;
+        if let Err(e) = outcome {
+            tracing::warn!(job = %job.fence.job_id, error = %e, "finishing job failed; the rescuer will take it");
+        }
+    }
+
+    fn heartbeat(
+        &self,
+        job: &ClaimedJob,
+        cancel: CancellationToken,
+        stop: StopSlot,
+    ) -> tokio::task::JoinHandle<()> {
+        HeartbeatTask {
+            store: self.store.clone(),
+            fence: job.fence.clone(),
+            run_id: job.run_id.clone(),
+            every: self.config.heartbeat_interval,
+            lease: self.config.lease,
+            shutdown: self.shutdown.clone(),
+            cancel,
+            stop,
+        }
+        .spawn()
+    }
+
+    async fn run_after(&self, run_id: &str) -> Result<RunAfter, StoreError> {
+        let head = self.store.run_head(run_id).await?;
+        Ok(RunAfter {
+            open: head.as_ref().is_some_and(|r| !r.is_completed()),
+            planned: head.as_ref().is_some_and(|r| r.summary_counts.total.is_some()),
+        })
+    }
+
+    /// A read the job needs before it starts. `None` when the run is gone,
+    /// or when the read failed — then the job is released for another try.
+    async fn load<T>(
+        &self,
+        job: &ClaimedJob,
+        read: impl Future<Output = Result<Option<T>, StoreError>>,
+    ) -> Option<T> {
+        match read.await {
+            Ok(found) => found,
+            Err(e) => {
+                // Give the job back without spending an attempt: the database
+                // may be back soon; a run this node cannot decode (e.g. a type
+                // a newer node added during a rolling deploy) may be readable
+                // by another node. A failed job here would skip the unit's
+                // "finished" path, and leave the run to a sweep that cannot
+                // read it either.
+                let delay = if e.is_transient() {
+                    self.config.retry_base
+                } else {
+                    UNREADABLE_RUN_DELAY
+                };
+                tracing::error!(job = %job.fence.job_id, run = %job.run_id, error = %e, ?delay, "cannot load the job's run; releasing the job");
+                let _ = self
+                    .store
+                    .release_job_after(&job.fence, delay.as_millis() as u64)
+                    .await;
+                None
+            }
+        }
+    }
+}
+
+/// Runs a handler in its own task so a panic is contained and reported.
+async fn contain<F, T>(fut: F) -> Result<T, HandlerError>
+where
+    F: Future<Output = Result<T, HandlerError>> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::spawn(fut).await {
+        Ok(r) => r,
+        Err(join) if join.is_panic() => Err(HandlerError::permanent(
+            "handler_panicked",
+            "the handler panicked",
+        )),
+        Err(_) => Err(HandlerError::permanent(
+            "handler_aborted",
+            "the handler was aborted",
+        )),
+    }
+}

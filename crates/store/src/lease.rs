@@ -1,0 +1,163 @@
+//! What a job's handler may do to its run: [`LeasedRun`], whose every write
+//! is fenced by the job's lease, and [`RunReads`], reads scoped to the run.
+//!
+//! Handlers never get a [`Store`]: a run handler gets a `LeasedRun`, a unit
+//! handler only `RunReads` (its unit's result is data the runtime commits).
+//! So fencing is not a convention a family must remember — there is no
+//! unfenced write within reach:
+//!
+//! ```compile_fail
+//! # async fn handler(run: &opsledger_store::lease::LeasedRun) {
+//! let store: &opsledger_store::Store = &run.store; // private: no way back to the store
+//! # }
+//! ```
+//!
+//! ```compile_fail
+//! # async fn unit(reads: &opsledger_store::lease::RunReads) {
+//! reads.complete(todo!()).await; // reads only
+//! # }
+//! ```
+
+use crate::directory::Tenant;
+use crate::jobs::Fence;
+use crate::runs::{CloseGuard, CompleteResult, Completion, ContextPatch, RecordSummary, RunHead, UnitRecord};
+use crate::{Store, StoreError};
+use opsledger_core::{Run, UnitOutcome};
+use std::collections::BTreeMap;
+
+/// A run held by a job's lease. Every write checks, inside its transaction,
+/// that the lease still holds: a worker whose lease was rescued (and maybe
+/// re-claimed by another) writes nothing ([`StoreError::LeaseLost`]).
+#[derive(Clone, Debug)]
+pub struct LeasedRun {
+    reads: RunReads,
+    fence: Fence,
+}
+
+impl LeasedRun {
+    /// The run `run` as held by the job of `fence` (as claimed by
+    /// [`Store::claim_jobs`]). A fence that does not hold makes every write fail.
+    pub fn new(store: &Store, fence: Fence, run: RunHead) -> LeasedRun {
+        LeasedRun {
+            reads: RunReads {
+                store: store.clone(),
+                run,
+            },
+            fence,
+        }
+    }
+
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// The run's reads.
+    pub fn reads(&self) -> &RunReads {
+        &self.reads
+    }
+
+    fn id(&self) -> &str {
+        &self.reads.run.id
+    }
+
+    fn store(&self) -> &Store {
+        &self.reads.store
+    }
+
+    /// Sets the run's `total` once (OPERATIONS.md §3).
+    pub async fn init_total(&self, total: u64) -> Result<(), StoreError> {
+        self.store()
+            .init_total_fenced(Some(&self.fence), self.id(), total)
+            .await
+    }
+
+    /// Records units (and the artifacts they carry) exactly once each.
+    pub async fn record_units(&self, units: &[UnitRecord]) -> Result<RecordSummary, StoreError> {
+        self.store()
+            .record_units_fenced(Some(&self.fence), self.id(), units)
+            .await
+    }
+
+    /// Patches the run's context; `false` when the run is completed.
+    pub async fn patch_context(&self, patches: &[ContextPatch]) -> Result<bool, StoreError> {
+        self.store()
+            .patch_context_fenced(Some(&self.fence), self.id(), patches)
+            .await
+    }
+
+    /// Plans a fan-out: `total` = distinct keys, one unit job each, in one
+    /// transaction; a run already planned keeps its first plan.
+    pub async fn enqueue_units(&self, unit_keys: &[String], max_attempts: u32) -> Result<u64, StoreError> {
+        self.store()
+            .enqueue_units_fenced(&self.fence, self.id(), unit_keys, max_attempts)
+            .await
+    }
+
+    /// The run's backup set, created on first call (a retried parent gets
+    /// the same set).
+    pub async fn backup_set(&self, name: &str) -> Result<String, StoreError> {
+        let run = &self.reads.run;
+        let tenant = run
+            .tenant_id
+            .as_deref()
+            .ok_or_else(|| StoreError::ScopeMismatch {
+                run_type: run.run_type,
+                expected: "tenant",
+            })?;
+        self.store()
+            .backup_set_for_run(&self.fence, &run.id, &run.workspace_id, tenant, name)
+            .await
+    }
+
+    /// Closes the run with `completion` (compare-and-set on status).
+    pub async fn complete(&self, completion: Completion) -> Result<CompleteResult, StoreError> {
+        self.store()
+            .close_run(self.id(), CloseGuard::Fence(&self.fence), |_| Some(completion))
+            .await
+    }
+}
+
+/// Reads scoped to one run: its own state, its tenant, its artifacts.
+#[derive(Clone, Debug)]
+pub struct RunReads {
+    store: Store,
+    run: RunHead,
+}
+
+impl RunReads {
+    /// The run's head as it was when the job was claimed.
+    pub fn head(&self) -> &RunHead {
+        &self.run
+    }
+
+    /// The run as stored now (context, phases and first failures included).
+    pub async fn reload(&self) -> Result<Option<Run>, StoreError> {
+        self.store.get_run(&self.run.id).await
+    }
+
+    /// The run's tenant; `None` for a workspace-level run or a tenant deleted since.
+    pub async fn tenant(&self) -> Result<Option<Tenant>, StoreError> {
+        match &self.run.tenant_id {
+            Some(t) => self.store.get_tenant(t).await,
+            None => Ok(None),
+        }
+    }
+
+    /// `(policy_type, external_id)` of every inventory item of the run's tenant.
+    pub async fn tenant_inventory_refs(&self) -> Result<Vec<(String, String)>, StoreError> {
+        match &self.run.tenant_id {
+            Some(t) => self.store.inventory_refs(t).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The run's unit ledger: unit key → outcome.
+    pub async fn recorded_units(&self) -> Result<BTreeMap<String, UnitOutcome>, StoreError> {
+        self.store.recorded_units(&self.run.id).await
+    }
+
+    /// The backup set this run created, if any.
+    pub async fn backup_set_id(&self) -> Result<Option<String>, StoreError> {
+        self.store.backup_set_of_run(&self.run.id).await
+    }
+}
