@@ -21,7 +21,7 @@ use opsledger_core::access::{Capability, capability_to_start};
 use opsledger_core::catalog::Reconciliation;
 use opsledger_core::{Outcome, ProgressKind, Run, RunStatus, RunType, Scope};
 use opsledger_engine::ForceCloseError;
-use opsledger_store::{CompleteResult, Completion, CreateResult, NewRun, RunFilter};
+use opsledger_store::{CompleteResult, CreateResult, NewRun, RunFilter};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -274,11 +274,11 @@ pub async fn cancel(
     let by = format!("user:{}", caller.user_id);
     let (store, id, by) = (&state.store, id.as_str(), by.as_str());
     let result = retry::write(move || {
-        let completion = Completion::new(Outcome::Cancelled).with_patch(opsledger_store::ContextPatch::new(
+        let patch = opsledger_store::ContextPatch::new(
             ["cancellation"],
             json!({"by": by, "at": opsledger_store::now_ms()}),
-        ));
-        store.complete_run(id, completion)
+        );
+        store.cancel_run(id, patch)
     })
     .await?;
     match result {
