@@ -10,7 +10,7 @@ use crate::reconciler::{ReconcileDecision, reconcile_run};
 use opsledger_core::RunType;
 use opsledger_store::jobs::RescueReport;
 use opsledger_store::stale::is_stale;
-use opsledger_store::{Store, StoreError, now_ms};
+use opsledger_store::{Store, StoreError};
 use serde::Serialize;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -77,7 +77,7 @@ pub async fn sweep_once(
         }
     }
     // Candidates by the shortest timeouts of any type, then each type's own.
-    let now = now_ms();
+    let now = store.now_ms();
     let min_queue = RunType::ALL
         .iter()
         .map(|t| config.queue_timeout(*t))

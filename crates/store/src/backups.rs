@@ -4,7 +4,7 @@
 
 use crate::db::{Tx, sql};
 use crate::jobs::{Fence, check_fence};
-use crate::{Store, StoreError, new_id, now_ms};
+use crate::{Store, StoreError, new_id};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -55,7 +55,7 @@ pub(crate) async fn insert_item_in(
         .bind(payload.as_str())
         .bind(hex::encode(Sha256::digest(payload.as_bytes())))
         .bind(run_id)
-        .bind(now_ms())
+        .bind(tx.now())
         .bind(unit_key),
     )
     .await?;
@@ -74,7 +74,7 @@ impl Store {
         tenant_id: &str,
         name: &str,
     ) -> Result<String, StoreError> {
-        let mut tx = self.pool.begin_write().await?;
+        let mut tx = self.begin_write().await?;
         check_fence(&mut tx, fence).await?;
         // Insert-if-absent, then read: two executions of one parent (a
         // rescued lease) race on the unique index, not on a read.
@@ -88,7 +88,7 @@ impl Store {
             .bind(tenant_id)
             .bind(name)
             .bind(run_id)
-            .bind(now_ms()),
+            .bind(self.now_ms()),
         )
         .await?;
         let (id,): (String,) = tx.fetch_one(sql(SET_OF_RUN).bind(run_id)).await?;

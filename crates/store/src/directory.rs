@@ -2,7 +2,7 @@
 //! belongs where. Tokens are stored only as SHA-256 digests.
 
 use crate::db::{sql, sql_owned};
-use crate::{Store, StoreError, new_id, now_ms};
+use crate::{Store, StoreError, new_id};
 use opsledger_core::access::Role;
 use rand::RngCore;
 use serde::Serialize;
@@ -100,7 +100,7 @@ impl Store {
                 sql("INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)")
                     .bind(&ws.id)
                     .bind(&ws.name)
-                    .bind(now_ms()),
+                    .bind(self.now_ms()),
             )
             .await?;
         Ok(ws)
@@ -141,7 +141,7 @@ impl Store {
             name: name.to_owned(),
             provider: provider.to_owned(),
         };
-        let mut tx = self.pool.begin_write().await?;
+        let mut tx = self.begin_write().await?;
         let ws: Option<(String,)> = tx
             .fetch_optional(sql("SELECT id FROM workspaces WHERE id = $1").bind(workspace_id))
             .await?;
@@ -166,7 +166,7 @@ impl Store {
                 .bind(&t.workspace_id)
                 .bind(&t.name)
                 .bind(&t.provider)
-                .bind(now_ms()),
+                .bind(self.now_ms()),
         )
         .await
         .map_err(|e| {
@@ -220,7 +220,7 @@ impl Store {
             id: new_id(),
             email: email.to_owned(),
         };
-        let mut tx = self.pool.begin_write().await?;
+        let mut tx = self.begin_write().await?;
         let taken: Option<(String,)> = tx
             .fetch_optional(sql("SELECT id FROM users WHERE email = $1").bind(email))
             .await?;
@@ -232,7 +232,7 @@ impl Store {
                 .bind(&user.id)
                 .bind(email)
                 .bind(password_hash)
-                .bind(now_ms()),
+                .bind(self.now_ms()),
         )
         .await
         .map_err(|e| match violation(&e) {
@@ -263,7 +263,7 @@ impl Store {
                 .bind(new_id())
                 .bind(email)
                 .bind(password_hash)
-                .bind(now_ms()),
+                .bind(self.now_ms()),
             )
             .await?;
         Ok(id)
@@ -305,7 +305,7 @@ impl Store {
         let mut wanted = tenants.to_vec();
         wanted.sort();
         wanted.dedup();
-        let mut tx = self.pool.begin_write().await?;
+        let mut tx = self.begin_write().await?;
         let ws: Option<(String,)> = tx
             .fetch_optional(sql("SELECT id FROM workspaces WHERE id = $1").bind(workspace_id))
             .await?;
@@ -440,7 +440,7 @@ impl Store {
                 .bind(token_digest(&token))
                 .bind(user_id)
                 .bind(label)
-                .bind(now_ms())
+                .bind(self.now_ms())
                 .bind(expires_at)
                 .bind(workspace_id),
             )
@@ -481,7 +481,7 @@ impl Store {
                 sql("SELECT user_id, workspace_id FROM api_tokens \
                      WHERE token_sha256 = $1 AND (expires_at IS NULL OR expires_at > $2)")
                 .bind(token_digest(token))
-                .bind(now_ms()),
+                .bind(self.now_ms()),
             )
             .await?;
         Ok(row.map(|(user_id, workspace_id)| TokenOwner {

@@ -2,8 +2,8 @@
 //! type are written in the same transaction as that type's unit, so a type is
 //! counted as covered if and only if its items landed.
 
-use crate::db::{Tx, sql, sql_owned};
-use crate::{Store, StoreError, new_id, now_ms};
+use crate::db::{Tx, sql, sql_built};
+use crate::{Store, StoreError, new_id};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -75,12 +75,13 @@ async fn upsert_scoped_in(
             (i, payload, digest)
         })
         .collect();
-    let now = now_ms();
+    let now = tx.now();
     for chunk in rows.chunks(ITEM_UPSERT_CHUNK) {
-        let mut stmt = sql_owned(String::from(
+        let mut stmt = sql_built(
+            tx.dialect(),
             "INSERT INTO inventory_items (id, workspace_id, tenant_id, policy_type, external_id, display_name, \
              payload, payload_sha256, first_seen_at, last_seen_at, last_seen_operation_run_id) VALUES ",
-        ));
+        );
         for (i, (item, payload, digest)) in chunk.iter().enumerate() {
             stmt.push(if i == 0 { "(" } else { ", (" });
             stmt.push_bind(new_id())
@@ -130,7 +131,7 @@ impl Store {
         items: &[ItemSnapshot],
         unit: crate::UnitRecord,
     ) -> Result<crate::RecordSummary, StoreError> {
-        let mut tx = self.pool.begin_write().await?;
+        let mut tx = self.begin_write().await?;
         if let Some(fence) = fence {
             crate::jobs::check_fence(&mut tx, fence).await?;
         }

@@ -16,10 +16,10 @@
 //!   transaction — rescue, cancel, reconcile and normal finish share one
 //!   "unit finished" path.
 
-use crate::db::{Tx, sql, sql_owned};
+use crate::db::{Tx, sql, sql_built, sql_owned};
 use crate::ledger::record_units_in;
 use crate::runs::{RecordSummary, UnitRecord};
-use crate::{Store, StoreError, new_id, now_ms};
+use crate::{Store, StoreError, new_id};
 use opsledger_core::{Failure, UnitOutcome};
 use std::collections::BTreeMap;
 
@@ -140,7 +140,7 @@ pub(crate) async fn insert_job(
             .bind(kind)
             .bind(unit_key)
             .bind(i64::from(max_attempts))
-            .bind(now_ms()),
+            .bind(tx.now()),
         )
         .await?)
 }
@@ -169,7 +169,7 @@ pub(crate) async fn finish_unit_job_in(
             .bind(&fence.job_id)
             .bind(&fence.lease_token)
             .bind(state)
-            .bind(now_ms()),
+            .bind(tx.now()),
         )
         .await?;
     if ended != 1 {
@@ -178,6 +178,69 @@ pub(crate) async fn finish_unit_job_in(
         });
     }
     record_units_in(tx, run_id, std::slice::from_ref(unit)).await
+}
+
+/// The rescue pass inside `tx` (see [`Store::rescue_expired_jobs`]).
+pub(crate) async fn rescue_in(tx: &mut Tx, limit: u32) -> Result<RescueReport, StoreError> {
+    let now = tx.now();
+    let rows: Vec<(String, String, String, String)> = tx
+        .fetch_all(
+            sql_owned(format!(
+                "UPDATE jobs SET \
+                   state = CASE WHEN attempt < max_attempts THEN 'available' ELSE 'failed' END, \
+                   finalized_at = CASE WHEN attempt < max_attempts THEN NULL ELSE $1 END, \
+                   run_after = $1, lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, \
+                   last_error = 'lease expired without a heartbeat' \
+                 WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < $1 \
+                              ORDER BY lease_expires_at LIMIT $2{}) \
+                   AND state = 'running' AND lease_expires_at < $1 \
+                 RETURNING run_id, kind, unit_key, state",
+                tx.dialect().skip_locked()
+            ))
+            .bind(now)
+            .bind(i64::from(limit)),
+        )
+        .await?;
+    let mut report = RescueReport {
+        rescued: rows.len() as u64,
+        ..RescueReport::default()
+    };
+    let mut failed_units: BTreeMap<String, Vec<UnitRecord>> = BTreeMap::new();
+    for (run_id, kind, unit_key, state) in rows {
+        match (kind.as_str(), state.as_str()) {
+            (_, "available") => report.retried += 1,
+            ("unit", _) => failed_units.entry(run_id).or_default().push(UnitRecord {
+                failure: Some(
+                    Failure::new(
+                        "unit_lease_expired",
+                        "the worker stopped heartbeating and no attempts remain",
+                    )
+                    .for_unit(unit_key.clone()),
+                ),
+                ..UnitRecord::new(unit_key, UnitOutcome::Failed)
+            }),
+            _ => report.failed_run_jobs += 1,
+        }
+    }
+    for (run_id, units) in failed_units {
+        // Locked, so the run cannot close between this read and the
+        // recording (which would refuse, and roll back the whole batch).
+        let status: Option<(String,)> = tx
+            .fetch_optional(
+                sql_owned(format!(
+                    "SELECT status FROM operation_runs WHERE id = $1{}",
+                    tx.dialect().for_update()
+                ))
+                .bind(&run_id),
+            )
+            .await?;
+        // A closed run's units are no longer counted.
+        if status.is_some_and(|(s,)| s == "running") {
+            let summary = record_units_in(tx, &run_id, &units).await?;
+            report.failed_units.insert(run_id, summary.recorded);
+        }
+    }
+    Ok(report)
 }
 
 impl Store {
@@ -190,9 +253,9 @@ impl Store {
         limit: u32,
         lease_ms: u64,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let token = new_id();
-        let mut tx = self.pool.begin_write().await?;
+        let mut tx = self.begin_write().await?;
         let rows: Vec<ClaimRow> = tx
             .fetch_all(
                 sql_owned(format!(
@@ -251,8 +314,8 @@ impl Store {
         run_id: &str,
         lease_ms: u64,
     ) -> Result<Heartbeat, StoreError> {
-        let now = now_ms();
-        let mut tx = self.pool.begin_write().await?;
+        let now = self.now_ms();
+        let mut tx = self.begin_write().await?;
         let n = tx
             .execute(
                 sql("UPDATE jobs SET heartbeat_at = $3, lease_expires_at = $4 \
@@ -311,7 +374,7 @@ impl Store {
                 .bind(&fence.job_id)
                 .bind(&fence.lease_token)
                 .bind(state)
-                .bind(now_ms())
+                .bind(self.now_ms())
                 .bind(error),
             )
             .await?;
@@ -339,7 +402,7 @@ impl Store {
                      WHERE id = $1 AND lease_token = $2 AND state = 'running' AND attempt < max_attempts")
                 .bind(&fence.job_id)
                 .bind(&fence.lease_token)
-                .bind(now_ms() + delay_ms as i64)
+                .bind(self.now_ms() + delay_ms as i64)
                 .bind(error),
             )
             .await?;
@@ -365,7 +428,7 @@ impl Store {
                 )
                 .bind(&fence.job_id)
                 .bind(&fence.lease_token)
-                .bind(now_ms() + delay_ms as i64),
+                .bind(self.now_ms() + delay_ms as i64),
             )
             .await?;
         Ok(n == 1)
@@ -383,7 +446,7 @@ impl Store {
         end: JobEnd,
     ) -> Result<RecordSummary, StoreError> {
         let result = async {
-            let mut tx = self.pool.begin_write().await?;
+            let mut tx = self.begin_write().await?;
             let summary = finish_unit_job_in(&mut tx, fence, run_id, &unit, end).await?;
             tx.commit().await?;
             Ok(summary)
@@ -433,8 +496,8 @@ impl Store {
         keys.sort_unstable();
         keys.dedup();
         let total = keys.len() as i64;
-        let now = now_ms();
-        let mut tx = self.pool.begin_write().await?;
+        let now = self.now_ms();
+        let mut tx = self.begin_write().await?;
         if let Some(fence) = fence {
             check_fence(&mut tx, fence).await?;
         }
@@ -468,9 +531,10 @@ impl Store {
             };
         }
         for chunk in keys.chunks(1000) {
-            let mut stmt = sql_owned(String::from(
+            let mut stmt = sql_built(
+                tx.dialect(),
                 "INSERT INTO jobs (id, run_id, kind, unit_key, state, attempt, max_attempts, run_after, created_at) VALUES ",
-            ));
+            );
             for (i, k) in chunk.iter().enumerate() {
                 stmt.push(if i == 0 { "(" } else { ", (" });
                 stmt.push_bind(new_id())
@@ -497,65 +561,8 @@ impl Store {
     /// remain, else `failed` — and a failed unit job finishes its unit as
     /// failed in the same transaction. Idempotent; safe on every node at once.
     pub async fn rescue_expired_jobs(&self, limit: u32) -> Result<RescueReport, StoreError> {
-        let now = now_ms();
-        let mut tx = self.pool.begin_write().await?;
-        let rows: Vec<(String, String, String, String)> = tx
-            .fetch_all(
-                sql_owned(format!(
-                    "UPDATE jobs SET \
-                       state = CASE WHEN attempt < max_attempts THEN 'available' ELSE 'failed' END, \
-                       finalized_at = CASE WHEN attempt < max_attempts THEN NULL ELSE $1 END, \
-                       run_after = $1, lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, \
-                       last_error = 'lease expired without a heartbeat' \
-                     WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at < $1 \
-                                  ORDER BY lease_expires_at LIMIT $2{}) \
-                       AND state = 'running' AND lease_expires_at < $1 \
-                     RETURNING run_id, kind, unit_key, state",
-                    tx.dialect().skip_locked()
-                ))
-                .bind(now)
-                .bind(i64::from(limit)),
-            )
-            .await?;
-        let mut report = RescueReport {
-            rescued: rows.len() as u64,
-            ..RescueReport::default()
-        };
-        let mut failed_units: BTreeMap<String, Vec<UnitRecord>> = BTreeMap::new();
-        for (run_id, kind, unit_key, state) in rows {
-            match (kind.as_str(), state.as_str()) {
-                (_, "available") => report.retried += 1,
-                ("unit", _) => failed_units.entry(run_id).or_default().push(UnitRecord {
-                    failure: Some(
-                        Failure::new(
-                            "unit_lease_expired",
-                            "the worker stopped heartbeating and no attempts remain",
-                        )
-                        .for_unit(unit_key.clone()),
-                    ),
-                    ..UnitRecord::new(unit_key, UnitOutcome::Failed)
-                }),
-                _ => report.failed_run_jobs += 1,
-            }
-        }
-        for (run_id, units) in failed_units {
-            // Locked, so the run cannot close between this read and the
-            // recording (which would refuse, and roll back the whole batch).
-            let status: Option<(String,)> = tx
-                .fetch_optional(
-                    sql_owned(format!(
-                        "SELECT status FROM operation_runs WHERE id = $1{}",
-                        tx.dialect().for_update()
-                    ))
-                    .bind(&run_id),
-                )
-                .await?;
-            // A closed run's units are no longer counted.
-            if status.is_some_and(|(s,)| s == "running") {
-                let summary = record_units_in(&mut tx, &run_id, &units).await?;
-                report.failed_units.insert(run_id, summary.recorded);
-            }
-        }
+        let mut tx = self.begin_write().await?;
+        let report = rescue_in(&mut tx, limit).await?;
         tx.commit().await?;
         Ok(report)
     }

@@ -7,9 +7,9 @@
 //! `processed` and their outcome counter, in the same transaction, guarded by
 //! `processed + n <= total` (and the schema's CHECK constraint).
 
-use crate::db::{Tx, sql, sql_owned};
+use crate::StoreError;
+use crate::db::{Tx, sql, sql_built, sql_owned};
 use crate::runs::{ContextPatch, RecordSummary, UNIT_INSERT_CHUNK, UnitRecord};
-use crate::{StoreError, now_ms};
 use opsledger_core::{Failure, UnitOutcome};
 use std::collections::HashSet;
 
@@ -53,12 +53,13 @@ pub(crate) async fn record_units_in(
     let mut sorted: Vec<&UnitRecord> = units.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
     sorted.dedup_by(|a, b| a.key == b.key);
-    let now = now_ms();
+    let now = tx.now();
     let mut new_keys: HashSet<String> = HashSet::new();
     for chunk in sorted.chunks(UNIT_INSERT_CHUNK) {
-        let mut stmt = sql_owned(String::from(
+        let mut stmt = sql_built(
+            tx.dialect(),
             "INSERT INTO run_units (run_id, unit_key, outcome, recorded_at) VALUES ",
-        ));
+        );
         for (i, u) in chunk.iter().enumerate() {
             stmt.push(if i == 0 { "(" } else { ", (" });
             stmt.push_bind(run_id)

@@ -18,6 +18,7 @@
 
 pub mod artifacts;
 pub mod backups;
+pub mod clock;
 mod db;
 pub mod directory;
 mod error;
@@ -39,10 +40,12 @@ pub use runs::{
     UnitRecord, Visibility,
 };
 
+use clock::{Clock, SystemClock};
 use db::Pool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The ledger's database: SQLite or PostgreSQL. Its connections are private
@@ -51,6 +54,7 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    clock: Arc<dyn Clock>,
 }
 
 /// How a pool is sized; the defaults suit a server with embedded workers.
@@ -66,6 +70,32 @@ impl Default for PoolSettings {
 }
 
 impl Store {
+    fn on(pool: Pool) -> Store {
+        Store {
+            pool,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The same database, read and written with `clock`'s time (tests move
+    /// a [`clock::ManualClock`] instead of sleeping).
+    pub fn with_clock(&self, clock: Arc<dyn Clock>) -> Store {
+        Store {
+            pool: self.pool.clone(),
+            clock,
+        }
+    }
+
+    /// The store's time now (ms since the Unix epoch).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Opens a write transaction carrying the store's clock.
+    pub(crate) async fn begin_write(&self) -> Result<db::Tx, sqlx::Error> {
+        self.pool.begin_write(self.clock.clone()).await
+    }
+
     /// Connects to `sqlite://PATH` (created if missing) or `postgres://…`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         Store::connect_with(url, PoolSettings::default()).await
@@ -100,9 +130,7 @@ impl Store {
             .max_connections(settings.max_connections.min(8))
             .connect_with(opts)
             .await?;
-        Ok(Store {
-            pool: Pool::Sqlite(pool),
-        })
+        Ok(Store::on(Pool::Sqlite(pool)))
     }
 
     pub async fn connect_postgres(
@@ -114,9 +142,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts)
             .await?;
-        Ok(Store {
-            pool: Pool::Postgres(pool),
-        })
+        Ok(Store::on(Pool::Postgres(pool)))
     }
 
     /// Applies the backend's migrations (idempotent).
@@ -158,7 +184,8 @@ fn create_private_file(path: &std::path::Path) -> Result<(), StoreError> {
     }
 }
 
-/// Milliseconds since the Unix epoch: the one clock of the store.
+/// Milliseconds since the Unix epoch by the system clock (the store's own
+/// time is [`Store::now_ms`]).
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }

@@ -12,13 +12,13 @@
 //! - at most one active run per type and scope (unique `active_key`): a second
 //!   start returns the active run ([`CreateResult::AlreadyActive`]).
 
-use crate::db::{DbRow, Dialect, Sql, Tx, sql, sql_owned};
+use crate::db::{DbRow, Dialect, Sql, Tx, sql, sql_built, sql_owned};
 use crate::jobs::{check_fence, insert_job};
 use crate::ledger::{insert_failure, record_units_in};
 use crate::row::{
     LIST_RUN_COLUMNS, RUN_COLUMNS, RUN_HEAD_COLUMNS, failure_from_row, run_from_row, run_head_from_row,
 };
-use crate::{Store, StoreError, now_ms};
+use crate::{Store, StoreError};
 use opsledger_core::closing::{counts_at_close, not_attempted_failure, remainder_at_close};
 use opsledger_core::outcome::derive_bulk_outcome;
 use opsledger_core::{Failure, Outcome, Run, RunStatus, RunType, Scope, UnitOutcome};
@@ -513,7 +513,7 @@ impl Store {
             let (id, created_at) = new_run_id();
             // The run and the job that will execute it commit together:
             // a queued run always has its job (queue truth).
-            let mut tx = self.pool.begin_write().await?;
+            let mut tx = self.begin_write().await?;
             let inserted = tx
                 .execute(
                     sql("INSERT INTO operation_runs (id, workspace_id, tenant_id, parent_id, type, status, outcome, \
@@ -566,7 +566,7 @@ impl Store {
     /// Moves a queued run to running (compare-and-set). `None` when another
     /// worker claimed it first or it is no longer queued.
     pub async fn claim_run(&self, id: &str) -> Result<Option<Run>, StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let run = self
             .pool
             .row(
@@ -591,7 +591,7 @@ impl Store {
             .execute(
                 sql("UPDATE operation_runs SET heartbeat_at = $2 WHERE id = $1 AND status = 'running'")
                     .bind(id)
-                    .bind(now_ms()),
+                    .bind(self.now_ms()),
             )
             .await?;
         Ok(n == 1)
@@ -616,7 +616,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let total_i =
             i64::try_from(total).map_err(|_| StoreError::Corrupt(format!("total {total} too large")))?;
-        let mut tx = self.pool.begin_write().await?;
+        let mut tx = self.begin_write().await?;
         if let Some(fence) = fence {
             check_fence(&mut tx, fence).await?;
         }
@@ -627,7 +627,7 @@ impl Store {
                      WHERE id = $1 AND status <> 'completed' AND total IS NULL")
                 .bind(id)
                 .bind(total_i)
-                .bind(now_ms()),
+                .bind(self.now_ms()),
             )
             .await?;
         tx.commit().await?;
@@ -670,7 +670,7 @@ impl Store {
         run_id: &str,
         units: &[UnitRecord],
     ) -> Result<RecordSummary, StoreError> {
-        let mut tx = self.pool.begin_write().await?;
+        let mut tx = self.begin_write().await?;
         if let Some(fence) = fence {
             check_fence(&mut tx, fence).await?;
         }
@@ -748,7 +748,7 @@ impl Store {
     where
         F: FnOnce(&Run) -> Option<Completion>,
     {
-        let mut tx = self.pool.begin_write().await?;
+        let mut tx = self.begin_write().await?;
         let result = close_run_in(&mut tx, id, guard, decide).await?;
         tx.commit().await?;
         let run = self.require_run(id).await.map_err(|e| match result {
@@ -777,7 +777,7 @@ impl Store {
         id: &str,
         patches: &[ContextPatch],
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin_write().await?;
+        let mut tx = self.begin_write().await?;
         if let Some(fence) = fence {
             check_fence(&mut tx, fence).await?;
         }
@@ -842,7 +842,10 @@ impl Store {
         if vis.tenants.as_ref().is_some_and(Vec::is_empty) {
             return Ok(None);
         }
-        let mut stmt = sql_owned(format!("SELECT {RUN_COLUMNS} FROM operation_runs WHERE id = "));
+        let mut stmt = sql_built(
+            self.pool.dialect(),
+            &format!("SELECT {RUN_COLUMNS} FROM operation_runs WHERE id = "),
+        );
         stmt.push_bind(id)
             .push(" AND workspace_id = ")
             .push_bind(vis.workspace_id.as_str());
@@ -966,13 +969,13 @@ impl Store {
         let floor = if plan.residual.is_empty() {
             None
         } else {
-            let mut stmt = sql("SELECT MIN(id), COUNT(*) FROM (").not_persistent();
+            let mut stmt = sql_built(self.pool.dialect(), "SELECT MIN(id), COUNT(*) FROM (").not_persistent();
             plan.push_walk(&mut stmt, "id", None, false, LIST_SCAN_BUDGET);
             stmt.push(") AS walked");
             let (floor, walked): (Option<String>, i64) = self.pool.fetch_one(stmt).await?;
             floor.filter(|_| walked >= LIST_SCAN_BUDGET)
         };
-        let mut stmt = sql("").not_persistent();
+        let mut stmt = sql_built(self.pool.dialect(), "").not_persistent();
         plan.push_walk(&mut stmt, LIST_RUN_COLUMNS, floor.as_deref(), true, limit + 1);
         let mut runs = self
             .pool
@@ -1076,7 +1079,7 @@ where
                     crate::stale::job_can_move_run("j", "$2")
                 ))
                 .bind(id)
-                .bind(now_ms()),
+                .bind(tx.now()),
             )
             .await?;
         if live.is_some() {
@@ -1090,7 +1093,7 @@ where
     for patch in &completion.context_patches {
         patch.apply(&mut context);
     }
-    let now = now_ms();
+    let now = tx.now();
     // Units never recorded are counted now, in this transaction, so the
     // closed run's counts explain its outcome (§3).
     let remainder = remainder_at_close(

@@ -1,7 +1,7 @@
 //! Queue truth (OPERATIONS.md §7): finding stale runs, and applying a
 //! reconciliation or an admin force-close through the single closing write.
 
-use crate::db::{sql, sql_owned};
+use crate::db::{sql_built, sql_owned};
 use crate::row::{RUN_COLUMNS, run_from_row};
 use crate::runs::{CloseGuard, CompleteResult, Completion, ContextPatch};
 use crate::{Store, StoreError};
@@ -48,7 +48,7 @@ impl Store {
         after: Option<&str>,
         limit: u32,
     ) -> Result<CandidatePage, StoreError> {
-        let now = crate::now_ms();
+        let now = self.now_ms();
         let rows = self
             .pool
             .rows(
@@ -102,7 +102,8 @@ impl Store {
         if fan_out_types.is_empty() {
             return Ok(Vec::new());
         }
-        let mut stmt = sql(
+        let mut stmt = sql_built(
+            self.pool.dialect(),
             "SELECT id FROM operation_runs WHERE status = 'running' AND total IS NOT NULL \
              AND processed >= total AND type IN ",
         );

@@ -313,7 +313,7 @@ pub async fn exhaust_jobs(store: &Store, run_id: &str) -> Result<u64, crate::Sto
                  WHERE run_id = $1 AND state IN ('available', 'running')",
             )
             .bind(run_id)
-            .bind(crate::now_ms()),
+            .bind(store.now_ms()),
         )
         .await?)
 }
@@ -354,4 +354,38 @@ pub async fn lease(store: &Store, fence: &crate::jobs::Fence, run_id: &str) -> c
         .expect("read run head")
         .unwrap_or_else(|| panic!("run {run_id} not found"));
     crate::lease::LeasedRun::new(store, fence.clone(), head)
+}
+
+/// One of the store's own transactions, held open after its work so a test
+/// can interleave another writer with it (a finish racing a rescue).
+/// Dropped without [`HeldTx::commit`], it rolls back.
+pub struct HeldTx(crate::db::Tx);
+
+impl HeldTx {
+    pub async fn commit(self) -> Result<(), crate::StoreError> {
+        self.0.commit().await
+    }
+}
+
+/// [`Store::finish_unit_job`]'s transaction, not yet committed.
+pub async fn begin_finish_unit(
+    store: &Store,
+    fence: &crate::jobs::Fence,
+    run_id: &str,
+    unit: crate::UnitRecord,
+    end: crate::jobs::JobEnd,
+) -> Result<(HeldTx, crate::RecordSummary), crate::StoreError> {
+    let mut tx = store.begin_write().await?;
+    let summary = crate::jobs::finish_unit_job_in(&mut tx, fence, run_id, &unit, end).await?;
+    Ok((HeldTx(tx), summary))
+}
+
+/// [`Store::rescue_expired_jobs`]'s transaction, not yet committed.
+pub async fn begin_rescue(
+    store: &Store,
+    limit: u32,
+) -> Result<(HeldTx, crate::jobs::RescueReport), crate::StoreError> {
+    let mut tx = store.begin_write().await?;
+    let report = crate::jobs::rescue_in(&mut tx, limit).await?;
+    Ok((HeldTx(tx), report))
 }

@@ -7,9 +7,12 @@ mod common;
 use common::{queued_run, scope};
 use opsledger_core::reconcile::{AdapterResult, Verdict};
 use opsledger_core::{Outcome, RunStatus, RunType, UnitOutcome};
+use opsledger_store::clock::ManualClock;
 use opsledger_store::jobs::{Heartbeat, JobEnd, JobKind};
+use opsledger_store::testing;
 use opsledger_store::{CompleteResult, Completion, Store, StoreError, UnitRecord, both_backends};
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 async fn fan_out(store: &Store, n: usize) -> String {
@@ -563,5 +566,126 @@ both_backends!(
         assert_ne!(other.fence.job_id, job.fence.job_id);
         assert_eq!(other.attempt, 1);
         assert!(store.claim_jobs("w", 1, 60_000).await.unwrap().is_empty());
+    }
+);
+
+/// A unit job whose lease has expired by the store's clock (moved, not slept).
+async fn expired_unit(store: &Store) -> (Store, String, opsledger_store::jobs::ClaimedJob) {
+    let clock = ManualClock::new();
+    let store = store.with_clock(Arc::new(clock.clone()));
+    let id = fan_out(&store, 1).await;
+    let job = store
+        .claim_jobs("stalled", 1, 1_000)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    clock.advance(1_001);
+    (store, id, job)
+}
+
+both_backends!(
+    a_finish_that_holds_its_job_while_the_rescuer_runs_is_not_overwritten,
+    |store: Store| async move {
+        // River #1302: a job completing while the rescuer works. The finish
+        // has ended the job and recorded its unit but not committed; the
+        // rescuer runs now (PostgreSQL: it skips the locked row; SQLite: it
+        // waits for the write lock, then finds the job completed).
+        let (store, id, job) = expired_unit(&store).await;
+        let unit = UnitRecord::new(job.unit_key.clone(), UnitOutcome::Succeeded);
+        let (held, summary) = testing::begin_finish_unit(&store, &job.fence, &id, unit, JobEnd::Completed)
+            .await
+            .unwrap();
+        assert!(summary.all_processed);
+        let rescuer = {
+            let store = store.clone();
+            tokio::spawn(async move { store.rescue_expired_jobs(10).await.unwrap() })
+        };
+        // Let the rescuer reach the job (or the lock) before the finish commits.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        held.commit().await.unwrap();
+        let report = rescuer.await.unwrap();
+        assert_eq!(report, Default::default(), "the rescuer touched a finished job");
+        let tally = store.job_tally(&id).await.unwrap();
+        assert_eq!((tally.completed, tally.available, tally.running), (2, 0, 0));
+        let run = store.get_run(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (run.summary_counts.processed, run.summary_counts.succeeded),
+            (Some(1), Some(1))
+        );
+    }
+);
+
+both_backends!(
+    a_rescue_that_holds_the_job_while_the_worker_finishes_fences_the_worker_out,
+    |store: Store| async move {
+        // The other order: the rescuer has taken the expired lease back but
+        // not committed; the stalled worker's finish runs now and must land
+        // nothing once the rescue commits.
+        let (store, id, job) = expired_unit(&store).await;
+        let (held, report) = testing::begin_rescue(&store, 10).await.unwrap();
+        assert_eq!((report.rescued, report.retried), (1, 1));
+        let worker = {
+            let (store, fence, key, id) =
+                (store.clone(), job.fence.clone(), job.unit_key.clone(), id.clone());
+            tokio::spawn(async move {
+                let unit = UnitRecord::new(key, UnitOutcome::Succeeded);
+                store.finish_unit_job(&fence, &id, unit, JobEnd::Completed).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        held.commit().await.unwrap();
+        let finished = worker.await.unwrap();
+        assert!(
+            matches!(finished, Err(StoreError::LeaseLost { .. })),
+            "{finished:?}"
+        );
+        let tally = store.job_tally(&id).await.unwrap();
+        assert_eq!(
+            (tally.completed, tally.available, tally.running),
+            (1, 1, 0),
+            "run job + the unit, retriable"
+        );
+        let run = store.get_run(&id).await.unwrap().unwrap();
+        assert_eq!(run.summary_counts.processed, Some(0), "nothing counted");
+        assert!(store.recorded_units(&id).await.unwrap().is_empty());
+    }
+);
+
+both_backends!(
+    a_rescued_parent_can_neither_plan_units_nor_create_its_artifact,
+    |store: Store| async move {
+        let clock = ManualClock::new();
+        let store = store.with_clock(Arc::new(clock.clone()));
+        let s = scope(&store).await;
+        let id = queued_run(&store, &s, RunType::BackupSetAddPolicies).await;
+        let a = store.claim_jobs("A", 1, 1_000).await.unwrap().pop().unwrap();
+        clock.advance(1_001);
+        assert_eq!(store.rescue_expired_jobs(10).await.unwrap().retried, 1);
+        let b = store.claim_jobs("B", 1, 60_000).await.unwrap().pop().unwrap();
+        let stalled = testing::lease(&store, &a.fence, &id).await;
+        let keys = vec!["deviceConfigurations/x".to_owned()];
+        assert!(matches!(
+            stalled.enqueue_units(&keys, 3).await,
+            Err(StoreError::LeaseLost { .. })
+        ));
+        assert!(matches!(
+            stalled.backup_set("Backup").await,
+            Err(StoreError::LeaseLost { .. })
+        ));
+        assert!(matches!(
+            stalled.init_total(1).await,
+            Err(StoreError::LeaseLost { .. })
+        ));
+        let run = store.get_run(&id).await.unwrap().unwrap();
+        assert_eq!(
+            run.summary_counts.total, None,
+            "the stalled attempt planned nothing"
+        );
+        assert_eq!(store.backup_set_of_run(&id).await.unwrap(), None);
+        // The holder plans once.
+        let live = testing::lease(&store, &b.fence, &id).await;
+        live.backup_set("Backup").await.unwrap();
+        assert_eq!(live.enqueue_units(&keys, 3).await.unwrap(), 1);
     }
 );

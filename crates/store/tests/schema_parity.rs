@@ -309,7 +309,7 @@ async fn the_two_migrated_schemas_match() {
         match (a.get(&name), b.get(&name)) {
             (Some(x), Some(y)) if x == y => {}
             (Some(x), Some(y)) => diffs.push(format!("table {name}:\n  sqlite:   {x:?}\n  postgres: {y:?}")),
-            (x, y) => diffs.push(format!(
+            (x, _) => diffs.push(format!(
                 "table {name} only in {}",
                 if x.is_some() { "sqlite" } else { "postgres" }
             )),
