@@ -81,7 +81,7 @@
 //! }
 //! ```
 //!
-//! ```compile_fail
+//! ```compile_fail,E0624
 //! async fn patch(store: &opsledger_store::Store) {
 //!     let _ = store.patch_context_fenced(None, "run", &[]).await;
 //! }
