@@ -52,9 +52,16 @@
 //!
 //! ## No unfenced write of a leased run
 //!
-//! Outside tests the store has no verb that writes a running run without a
+//! Outside tests the store has no verb that does a handler's work without a
 //! lease: recording units, setting `total`, patching the context, planning a
-//! fan-out and completing a run all go through a `LeasedRun`.
+//! fan-out and a handler's completion all go through a `LeasedRun`. (The
+//! closing verbs that act on a run from outside — cancel, force-close,
+//! reconciliation, bulk completion, closing an idle run — carry their own
+//! guard, checked inside the closing transaction.)
+//!
+//! Error codes below are documentation: stable rustdoc checks only that the
+//! example fails to compile. Each example is the smallest use of the thing
+//! it names, so no other error can make it fail.
 //!
 //! ```compile_fail,E0599
 //! async fn record(store: &opsledger_store::Store) {
@@ -103,9 +110,9 @@
 //! }
 //! ```
 //!
-//! ```compile_fail,E0616
+//! ```compile_fail,E0624
 //! fn handler(run: &opsledger_store::lease::LeasedRun) {
-//!     let _ = &run.store;
+//!     let _ = run.store();
 //! }
 //! ```
 //!

@@ -77,7 +77,19 @@ impl Completer<'_> {
             Ok(_) => {}
             // Someone else owns the job, or the run closed (the job was cancelled).
             Err(StoreError::LeaseLost { .. }) | Err(StoreError::RunNotRunning { .. }) => {}
-            Err(e) if e.write_may_be_retried() => return Err(e),
+            // The commit may have landed: the lease decides (it expires, the
+            // rescuer retries the unit, and a landed unit is not counted twice).
+            Err(e @ StoreError::CommitOutcomeUnknown(_)) => return Err(e),
+            // The database refused for now (busy, deadlock, connection lost):
+            // the unit runs again after the backoff, as a handler's transient
+            // failure would; out of attempts, it fails below like any refusal.
+            Err(e) if e.write_may_be_retried() && !job.is_last_attempt() => {
+                let delay = backoff(self.config.retry_base, job.attempt, None);
+                tracing::info!(run = %job.run_id, unit = %job.unit_key, ?delay, error = %e, "retrying a unit whose result could not be committed");
+                self.store
+                    .retry_job(&job.fence, &e.to_string(), delay.as_millis() as u64)
+                    .await?;
+            }
             // The result itself was refused (e.g. its artifact): the unit
             // still finishes, as failed, so its parent can complete.
             Err(e) => {

@@ -104,9 +104,13 @@ impl Execution {
             job: &job,
         };
         let outcome = async {
-            let run_after = match job.kind {
-                JobKind::Run => Some(self.run_after(&job.run_id).await?),
-                JobKind::Unit => None,
+            // Only a run handler that returned Ok needs its run's state
+            // decided on; any other end (a lost lease, a shutdown) must not
+            // depend on one more read succeeding.
+            let run_after = match (job.kind, &returned) {
+                (JobKind::Run, Returned::RunDone) => Some(self.run_after(&job.run_id).await?),
+                (JobKind::Run, _) => Some(RunAfter::NOT_READ),
+                (JobKind::Unit, _) => None,
             };
             let finish = decide(FinishInput {
                 returned,

@@ -72,13 +72,22 @@ impl Returned {
     }
 }
 
-/// A run job's run after its handler returned (read by the executor).
+/// A run job's run after its handler returned (read by the executor only
+/// when the handler returned `Ok`: no other decision depends on it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunAfter {
     /// Not completed (or gone: then `open` is false).
     pub open: bool,
     /// `total` is set: a fan-out parent planned its units.
     pub planned: bool,
+}
+
+impl RunAfter {
+    /// For a handler that did not return `Ok`: its run was not read.
+    pub const NOT_READ: RunAfter = RunAfter {
+        open: true,
+        planned: false,
+    };
 }
 
 /// Everything the decision reads.

@@ -1,7 +1,8 @@
 //! Artifacts a unit writes with its recording, as data: a unit's result
 //! names them ([`crate::UnitRecord::artifact`]) and the unit ledger step
-//! writes them in the same transaction as the unit (so a unit is counted if
-//! and only if its artifact landed). Each kind lives in its own module
+//! writes them in the same transaction as the unit, for a unit new to the
+//! ledger and not failed (so a unit is counted as done if and only if its
+//! artifact landed, and a duplicate delivery writes nothing). Each kind lives in its own module
 //! ([`crate::inventory`], [`crate::backups`]); this enum is the one list of
 //! kinds, matched exhaustively where they are written.
 
@@ -19,8 +20,7 @@ pub enum UnitArtifact {
         policy_type: String,
         items: Vec<ItemSnapshot>,
     },
-    /// A policy captured into the run's own backup set (written only while
-    /// the unit is not yet in the ledger).
+    /// A policy captured into the run's own backup set.
     BackupItem(BackupItem),
 }
 
@@ -28,13 +28,13 @@ pub enum UnitArtifact {
 pub(crate) async fn write_in(
     tx: &mut Tx,
     run_id: &str,
-    unit_key: &str,
+    _unit_key: &str,
     artifact: &UnitArtifact,
 ) -> Result<(), StoreError> {
     match artifact {
         UnitArtifact::InventoryItems { policy_type, items } => {
             crate::inventory::upsert_items_in(tx, run_id, policy_type, items).await
         }
-        UnitArtifact::BackupItem(item) => crate::backups::insert_item_in(tx, run_id, unit_key, item).await,
+        UnitArtifact::BackupItem(item) => crate::backups::insert_item_in(tx, run_id, item).await,
     }
 }

@@ -20,17 +20,11 @@ pub struct BackupItem {
 /// The backup set a run created (unique per run, see migration 0003).
 const SET_OF_RUN: &str = "SELECT id FROM backup_sets WHERE created_by_run_id = $1";
 
-/// Writes `item` into `run_id`'s own backup set, unless unit `unit_key` is
-/// already in the ledger (a duplicate delivery writes nothing). The unit
-/// ledger step calls this for a unit carrying
+/// Writes `item` into `run_id`'s own backup set. The unit ledger step calls
+/// this for a unit newly recorded with
 /// [`crate::artifacts::UnitArtifact::BackupItem`]; a run without a backup set
 /// refuses the unit ([`StoreError::NotFound`]).
-pub(crate) async fn insert_item_in(
-    tx: &mut Tx,
-    run_id: &str,
-    unit_key: &str,
-    item: &BackupItem,
-) -> Result<(), StoreError> {
+pub(crate) async fn insert_item_in(tx: &mut Tx, run_id: &str, item: &BackupItem) -> Result<(), StoreError> {
     let set: Option<(String,)> = tx.fetch_optional(sql(SET_OF_RUN).bind(run_id)).await?;
     let Some((set_id,)) = set else {
         return Err(StoreError::NotFound {
@@ -43,8 +37,7 @@ pub(crate) async fn insert_item_in(
         sql(
             "INSERT INTO backup_items (id, backup_set_id, policy_type, external_id, display_name, payload, \
              payload_sha256, captured_by_run_id, captured_at) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
-             WHERE NOT EXISTS (SELECT 1 FROM run_units WHERE run_id = $8 AND unit_key = $10) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (backup_set_id, policy_type, external_id) DO NOTHING",
         )
         .bind(new_id())
@@ -55,8 +48,7 @@ pub(crate) async fn insert_item_in(
         .bind(payload.as_str())
         .bind(hex::encode(Sha256::digest(payload.as_bytes())))
         .bind(run_id)
-        .bind(tx.now())
-        .bind(unit_key),
+        .bind(tx.now()),
     )
     .await?;
     Ok(())
@@ -75,7 +67,7 @@ impl Store {
         name: &str,
     ) -> Result<String, StoreError> {
         let mut tx = self.begin_write().await?;
-        check_fence(&mut tx, fence).await?;
+        check_fence(&mut tx, fence, run_id).await?;
         // Insert-if-absent, then read: two executions of one parent (a
         // rescued lease) race on the unique index, not on a read.
         tx.execute(

@@ -230,6 +230,15 @@ where
     Option<&'q str>: Encode<'q, DB> + Type<DB>,
     Option<String>: Encode<'q, DB> + Type<DB>,
 {
+    // An anonymous statement binds its arguments in order: a count that
+    // differs would bind silently wrong on SQLite, so it is refused here.
+    assert!(
+        !stmt.anonymous || stmt.text.matches('?').count() == stmt.args.len(),
+        "a statement of sql_built with {} placeholders and {} arguments: {}",
+        stmt.text.matches('?').count(),
+        stmt.args.len(),
+        stmt.text
+    );
     let mut query = sqlx::query(AssertSqlSafe(stmt.text)).persistent(stmt.persistent);
     for arg in stmt.args {
         query = match arg {

@@ -133,7 +133,7 @@ impl Store {
     ) -> Result<crate::RecordSummary, StoreError> {
         let mut tx = self.begin_write().await?;
         if let Some(fence) = fence {
-            crate::jobs::check_fence(&mut tx, fence).await?;
+            crate::jobs::check_fence(&mut tx, fence, run_id).await?;
         }
         upsert_scoped_in(&mut tx, run_id, scope, items).await?;
         let summary = crate::ledger::record_units_in(&mut tx, run_id, std::slice::from_ref(&unit)).await?;

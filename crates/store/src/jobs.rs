@@ -103,15 +103,16 @@ type ClaimRow = (String, String, String, String, i64, i64);
 /// job's lease. The row stays share-locked until commit on PostgreSQL (SQLite
 /// holds the write lock already), so a rescue cannot slip in between this
 /// check and the commit.
-pub(crate) async fn check_fence(tx: &mut Tx, fence: &Fence) -> Result<(), StoreError> {
+pub(crate) async fn check_fence(tx: &mut Tx, fence: &Fence, run_id: &str) -> Result<(), StoreError> {
     let held: Option<(String,)> = tx
         .fetch_optional(
             sql_owned(format!(
-                "SELECT id FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'running'{}",
+                "SELECT id FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' AND run_id = $3{}",
                 tx.dialect().for_share()
             ))
             .bind(&fence.job_id)
-            .bind(&fence.lease_token),
+            .bind(&fence.lease_token)
+            .bind(run_id),
         )
         .await?;
     match held {
@@ -164,12 +165,15 @@ pub(crate) async fn finish_unit_job_in(
         .execute(
             sql(
                 "UPDATE jobs SET state = $3, lease_token = NULL, lease_expires_at = NULL, finalized_at = $4 \
-                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+                 WHERE id = $1 AND lease_token = $2 AND state = 'running' AND run_id = $5 AND kind = 'unit' \
+                 AND unit_key = $6",
             )
             .bind(&fence.job_id)
             .bind(&fence.lease_token)
             .bind(state)
-            .bind(tx.now()),
+            .bind(tx.now())
+            .bind(run_id)
+            .bind(unit.key.as_str()),
         )
         .await?;
     if ended != 1 {
@@ -499,7 +503,7 @@ impl Store {
         let now = self.now_ms();
         let mut tx = self.begin_write().await?;
         if let Some(fence) = fence {
-            check_fence(&mut tx, fence).await?;
+            check_fence(&mut tx, fence, run_id).await?;
         }
         let n = tx
             .execute(

@@ -8,7 +8,7 @@
 //!
 //! ```compile_fail
 //! # async fn handler(run: &opsledger_store::lease::LeasedRun) {
-//! let store: &opsledger_store::Store = &run.store; // private: no way back to the store
+//! let store: &opsledger_store::Store = run.store(); // private: no way back to the store
 //! # }
 //! ```
 //!

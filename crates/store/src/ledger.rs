@@ -42,13 +42,6 @@ pub(crate) async fn record_units_in(
     run_id: &str,
     units: &[UnitRecord],
 ) -> Result<RecordSummary, StoreError> {
-    // Artifacts first (each kind's writer knows whether a unit already in the
-    // ledger still writes: an inventory item is re-seen, a backup item is not).
-    for u in units {
-        if let Some(artifact) = &u.artifact {
-            crate::artifacts::write_in(tx, run_id, &u.key, artifact).await?;
-        }
-    }
     // Sorted, so that concurrent batches take unit-ledger locks in one order.
     let mut sorted: Vec<&UnitRecord> = units.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
@@ -89,7 +82,15 @@ pub(crate) async fn record_units_in(
         return Ok(summary);
     }
     // Everything but the counter bump first: the bump locks the run's row
-    // (hot under a fan-out) until commit, so it comes last.
+    // (hot under a fan-out) until commit, so it comes last. Artifacts are
+    // written for units new to the ledger only (a duplicate delivery writes
+    // nothing), and never for a failed unit; a refused bump (run closed,
+    // total passed) rolls them back with the rest.
+    for u in &fresh {
+        if let Some(artifact) = u.artifact.as_ref().filter(|_| u.outcome != UnitOutcome::Failed) {
+            crate::artifacts::write_in(tx, run_id, &u.key, artifact).await?;
+        }
+    }
     for u in &fresh {
         if let Some(f) = &u.failure {
             let mut f = f.clone();

@@ -618,7 +618,7 @@ impl Store {
             i64::try_from(total).map_err(|_| StoreError::Corrupt(format!("total {total} too large")))?;
         let mut tx = self.begin_write().await?;
         if let Some(fence) = fence {
-            check_fence(&mut tx, fence).await?;
+            check_fence(&mut tx, fence, id).await?;
         }
         let n = tx
             .execute(
@@ -672,7 +672,7 @@ impl Store {
     ) -> Result<RecordSummary, StoreError> {
         let mut tx = self.begin_write().await?;
         if let Some(fence) = fence {
-            check_fence(&mut tx, fence).await?;
+            check_fence(&mut tx, fence, run_id).await?;
         }
         let summary = record_units_in(&mut tx, run_id, units).await?;
         tx.commit().await?;
@@ -779,7 +779,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         if let Some(fence) = fence {
-            check_fence(&mut tx, fence).await?;
+            check_fence(&mut tx, fence, id).await?;
         }
         let row: Option<(String, String)> = tx
             .fetch_optional(
@@ -1050,7 +1050,7 @@ where
 {
     // The job row before the run row: the order every job writer uses.
     if let CloseGuard::Fence(fence) = guard {
-        check_fence(tx, fence).await?;
+        check_fence(tx, fence, id).await?;
     }
     let dialect = tx.dialect();
     let row = tx

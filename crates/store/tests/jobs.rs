@@ -689,3 +689,82 @@ both_backends!(
         assert_eq!(live.enqueue_units(&keys, 3).await.unwrap(), 1);
     }
 );
+
+both_backends!(
+    a_stalled_worker_cannot_finish_a_unit_another_worker_reclaimed,
+    |store: Store| async move {
+        // The job is running again, under B's lease: only the lease token
+        // tells the stalled worker A from B.
+        let (store, id, a) = expired_unit(&store).await;
+        assert_eq!(store.rescue_expired_jobs(10).await.unwrap().retried, 1);
+        let b = store.claim_jobs("B", 1, 60_000).await.unwrap().pop().unwrap();
+        assert_eq!(b.fence.job_id, a.fence.job_id);
+        let unit = |k: &str| UnitRecord::new(k.to_owned(), UnitOutcome::Succeeded);
+        let late = store
+            .finish_unit_job(&a.fence, &id, unit(&a.unit_key), JobEnd::Completed)
+            .await;
+        assert!(matches!(late, Err(StoreError::LeaseLost { .. })), "{late:?}");
+        assert!(
+            store.job_is_held(&b.fence).await.unwrap(),
+            "B still holds the job"
+        );
+        let done = store
+            .finish_unit_job(&b.fence, &id, unit(&b.unit_key), JobEnd::Completed)
+            .await
+            .unwrap();
+        assert_eq!((done.recorded, done.all_processed), (1, true));
+    }
+);
+
+both_backends!(
+    a_lease_fences_only_its_own_run_and_unit,
+    |store: Store| async move {
+        // A valid lease of one run's unit job writes nothing to another run,
+        // nor records another unit key.
+        let first = fan_out(&store, 2).await;
+        let other = fan_out(&store, 1).await;
+        let job = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
+        assert_eq!(job.run_id, first);
+        let unit = |k: &str| UnitRecord::new(k.to_owned(), UnitOutcome::Succeeded);
+        let elsewhere = store
+            .finish_unit_job(&job.fence, &other, unit(&job.unit_key), JobEnd::Completed)
+            .await;
+        assert!(
+            matches!(elsewhere, Err(StoreError::LeaseLost { .. })),
+            "{elsewhere:?}"
+        );
+        let sibling = if job.unit_key == "u0000" { "u0001" } else { "u0000" };
+        let wrong_unit = store
+            .finish_unit_job(&job.fence, &first, unit(sibling), JobEnd::Completed)
+            .await;
+        assert!(
+            matches!(wrong_unit, Err(StoreError::LeaseLost { .. })),
+            "{wrong_unit:?}"
+        );
+        let leased_elsewhere = testing::lease(&store, &job.fence, &other).await;
+        assert!(matches!(
+            leased_elsewhere.record_units(&[unit("u0000")]).await,
+            Err(StoreError::LeaseLost { .. })
+        ));
+        assert_eq!(
+            store
+                .get_run(&other)
+                .await
+                .unwrap()
+                .unwrap()
+                .summary_counts
+                .processed,
+            Some(0)
+        );
+        assert_eq!(
+            store
+                .get_run(&first)
+                .await
+                .unwrap()
+                .unwrap()
+                .summary_counts
+                .processed,
+            Some(0)
+        );
+    }
+);

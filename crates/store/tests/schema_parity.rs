@@ -27,6 +27,9 @@ struct Table {
 
 type Schema = BTreeMap<String, Table>;
 
+/// `(contype, columns, referenced table, referenced columns)` of a PostgreSQL constraint.
+type Constraint = (String, Vec<String>, Option<String>, Option<Vec<String>>);
+
 /// Both dialects' names for the types the migrations use.
 fn normalize_type(t: &str) -> String {
     match t.to_ascii_lowercase().as_str() {
@@ -218,7 +221,7 @@ async fn postgres_schema(pool: &PgPool) -> Schema {
         }
         let rel = name.clone();
         // Constraints: primary key, foreign keys, checks — with their columns.
-        let cons: Vec<(String, Vec<String>, Option<String>, Option<Vec<String>>)> = sqlx::query_as(
+        let cons: Vec<Constraint> = sqlx::query_as(
             "SELECT c.contype::text, \
                ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, o) \
                      JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.o), \
