@@ -258,23 +258,84 @@ both_backends!(units_need_a_running_run_with_a_total, |store: Store| async move 
 both_backends!(the_database_refuses_invalid_states, |store: Store| async move {
     let s = scope(&store).await;
     let id = running_run(&store, &s, 2).await;
-    let refused = |sql: &'static str| {
+    // Each write must be refused by one of the rules named: PostgreSQL names
+    // the constraint; SQLite names it when it has a name, else quotes its
+    // expression (a column CHECK), and its triggers raise with the name.
+    // Where several rules forbid the row, the databases may report different
+    // ones (SQLite's BEFORE UPDATE trigger runs before the CHECKs).
+    let refused = |sql: &'static str, rules: &'static [&'static str]| {
         let store = store.clone();
         let id = id.clone();
         async move {
             let r = raw_on_pool!(&store, pool => sqlx::query(sql).bind(&id).execute(pool).await.map(|r| r.rows_affected()));
-            assert!(r.is_err(), "the database accepted: {sql}");
+            let e = r.expect_err(&format!("the database accepted: {sql}"));
+            let d = e.as_database_error().expect("a database error");
+            let fired = match d.constraint() {
+                Some(name) => name.to_owned(),
+                None => d
+                    .message()
+                    .split_once("constraint failed: ")
+                    .map(|(_, rule)| rule.to_owned())
+                    .unwrap_or_else(|| d.message().to_owned()),
+            };
+            assert!(
+                rules.contains(&fired.as_str()),
+                "{sql}: refused by `{fired}`, expected one of {rules:?}"
+            );
         }
     };
-    refused("UPDATE operation_runs SET processed = 3 WHERE id = $1").await;
-    refused("UPDATE operation_runs SET processed = total + 1 WHERE id = $1").await;
-    refused("UPDATE operation_runs SET total = NULL WHERE id = $1").await;
-    refused("UPDATE operation_runs SET processed = -1 WHERE id = $1").await;
-    refused("UPDATE operation_runs SET succeeded = 1 WHERE id = $1").await;
-    refused("UPDATE operation_runs SET status = 'completed' WHERE id = $1").await;
-    refused("UPDATE operation_runs SET outcome = 'succeeded' WHERE id = $1").await;
-    refused("UPDATE operation_runs SET status = 'done' WHERE id = $1").await;
-    refused("INSERT INTO run_units (run_id, unit_key, outcome, recorded_at) VALUES ($1, 'x', 'succeeded', 0), ($1, 'x', 'failed', 0)").await;
+    refused(
+        "UPDATE operation_runs SET processed = 3 WHERE id = $1",
+        &["processed_within_total"],
+    )
+    .await;
+    refused(
+        "UPDATE operation_runs SET processed = total + 1 WHERE id = $1",
+        &["processed_within_total"],
+    )
+    .await;
+    refused(
+        "UPDATE operation_runs SET total = NULL WHERE id = $1",
+        &["processed_within_total"],
+    )
+    .await;
+    refused(
+        "UPDATE operation_runs SET processed = -1 WHERE id = $1",
+        &["operation_runs_processed_check", "processed >= 0"],
+    )
+    .await;
+    refused(
+        "UPDATE operation_runs SET succeeded = 1 WHERE id = $1",
+        &["unit_outcomes_within_processed"],
+    )
+    .await;
+    refused(
+        "UPDATE operation_runs SET status = 'completed' WHERE id = $1",
+        &[
+            "active_key_only_while_active",
+            "outcome_pending_iff_not_completed",
+            "completed_counts_explain_outcome",
+        ],
+    )
+    .await;
+    refused(
+        "UPDATE operation_runs SET outcome = 'succeeded' WHERE id = $1",
+        &["outcome_pending_iff_not_completed"],
+    )
+    .await;
+    refused(
+        "UPDATE operation_runs SET status = 'done' WHERE id = $1",
+        &[
+            "operation_runs_status_check",
+            "status IN ('queued', 'running', 'completed')",
+        ],
+    )
+    .await;
+    refused(
+        "INSERT INTO run_units (run_id, unit_key, outcome, recorded_at) VALUES ($1, 'x', 'succeeded', 0), ($1, 'x', 'failed', 0)",
+        &["run_units_pkey", "run_units.run_id, run_units.unit_key"],
+    )
+    .await;
     let run = store.get_run(&id).await.unwrap().unwrap();
     assert_eq!(run.summary_counts.processed, Some(0));
 });
