@@ -24,13 +24,8 @@ pub enum UnitArtifact {
     BackupItem(BackupItem),
 }
 
-/// Writes `artifact` of unit `unit_key` of `run_id` inside `tx`.
-pub(crate) async fn write_in(
-    tx: &mut Tx,
-    run_id: &str,
-    _unit_key: &str,
-    artifact: &UnitArtifact,
-) -> Result<(), StoreError> {
+/// Writes `artifact` of a unit of `run_id` inside `tx`.
+pub(crate) async fn write_in(tx: &mut Tx, run_id: &str, artifact: &UnitArtifact) -> Result<(), StoreError> {
     match artifact {
         UnitArtifact::InventoryItems { policy_type, items } => {
             crate::inventory::upsert_items_in(tx, run_id, policy_type, items).await

@@ -1,7 +1,7 @@
 //! Workspaces, tenants, users, memberships and API tokens: who exists and who
 //! belongs where. Tokens are stored only as SHA-256 digests.
 
-use crate::db::{sql, sql_owned};
+use crate::db::{Tx, sql, sql_owned};
 use crate::{Store, StoreError, new_id};
 use opsledger_core::access::Role;
 use rand::RngCore;
@@ -87,6 +87,26 @@ fn duplicate_tenant(workspace_id: &str, name: &str) -> StoreError {
 
 fn duplicate_email(email: &str) -> StoreError {
     StoreError::Conflict(format!("a user with email `{email}` already exists"))
+}
+
+/// Makes the user a member with `role`, or changes an existing member's role.
+async fn upsert_role_in(
+    tx: &mut Tx,
+    workspace_id: &str,
+    user_id: &str,
+    role: Role,
+) -> Result<(), StoreError> {
+    tx.execute(
+        sql(
+            "INSERT INTO memberships (workspace_id, user_id, role) VALUES ($1, $2, $3) \
+             ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(workspace_id)
+        .bind(user_id)
+        .bind(role.as_str()),
+    )
+    .await?;
+    Ok(())
 }
 
 impl Store {
@@ -275,18 +295,9 @@ impl Store {
         user_id: &str,
         role: Role,
     ) -> Result<(), StoreError> {
-        self.pool
-            .execute(
-                sql(
-                    "INSERT INTO memberships (workspace_id, user_id, role) VALUES ($1, $2, $3) \
-                     ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
-                )
-                .bind(workspace_id)
-                .bind(user_id)
-                .bind(role.as_str()),
-            )
-            .await?;
-        Ok(())
+        let mut tx = self.begin_write().await?;
+        upsert_role_in(&mut tx, workspace_id, user_id, role).await?;
+        tx.commit().await
     }
 
     /// Makes the user a member of the workspace with `role`, restricted to
@@ -333,16 +344,7 @@ impl Store {
                 Some(_) => {}
             }
         }
-        tx.execute(
-            sql(
-                "INSERT INTO memberships (workspace_id, user_id, role) VALUES ($1, $2, $3) \
-                 ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
-            )
-            .bind(workspace_id)
-            .bind(user_id)
-            .bind(role.as_str()),
-        )
-        .await?;
+        upsert_role_in(&mut tx, workspace_id, user_id, role).await?;
         tx.execute(
             sql("DELETE FROM membership_tenants WHERE workspace_id = $1 AND user_id = $2")
                 .bind(workspace_id)

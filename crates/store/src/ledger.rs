@@ -8,7 +8,7 @@
 //! `processed + n <= total` (and the schema's CHECK constraint).
 
 use crate::StoreError;
-use crate::db::{Tx, sql, sql_built, sql_owned};
+use crate::db::{Tx, sql, sql_built};
 use crate::runs::{ContextPatch, RecordSummary, UNIT_INSERT_CHUNK, UnitRecord};
 use opsledger_core::{Failure, UnitOutcome};
 use std::collections::HashSet;
@@ -88,7 +88,7 @@ pub(crate) async fn record_units_in(
     // total passed) rolls them back with the rest.
     for u in &fresh {
         if let Some(artifact) = u.artifact.as_ref().filter(|_| u.outcome != UnitOutcome::Failed) {
-            crate::artifacts::write_in(tx, run_id, &u.key, artifact).await?;
+            crate::artifacts::write_in(tx, run_id, artifact).await?;
         }
     }
     for u in &fresh {
@@ -119,28 +119,10 @@ pub(crate) async fn record_units_in(
         return Err(refusal(tx, run_id, n as u64).await);
     };
     summary.all_processed = processed >= total;
-    let patches: Vec<&ContextPatch> = fresh.iter().filter_map(|u| u.context_patch.as_ref()).collect();
+    let patches: Vec<ContextPatch> = fresh.iter().filter_map(|u| u.context_patch.clone()).collect();
     if !patches.is_empty() {
-        let (ctx,): (String,) = tx
-            .fetch_one(
-                sql_owned(format!(
-                    "SELECT context FROM operation_runs WHERE id = $1{}",
-                    tx.dialect().for_update()
-                ))
-                .bind(run_id),
-            )
-            .await?;
-        let mut ctx: serde_json::Value = serde_json::from_str(&ctx)
-            .map_err(|e| StoreError::Corrupt(format!("run {run_id} context: {e}")))?;
-        for p in patches {
-            p.apply(&mut ctx);
-        }
-        tx.execute(
-            sql("UPDATE operation_runs SET context = $2 WHERE id = $1")
-                .bind(run_id)
-                .bind(serde_json::to_string(&ctx).expect("json")),
-        )
-        .await?;
+        // The run is running (its counters were just bumped): the patch applies.
+        crate::runs::patch_context_in(tx, run_id, &patches).await?;
     }
     Ok(summary)
 }

@@ -781,34 +781,9 @@ impl Store {
         if let Some(fence) = fence {
             check_fence(&mut tx, fence, id).await?;
         }
-        let row: Option<(String, String)> = tx
-            .fetch_optional(
-                sql_owned(format!(
-                    "SELECT status, context FROM operation_runs WHERE id = $1{}",
-                    tx.dialect().for_update()
-                ))
-                .bind(id),
-            )
-            .await?;
-        let Some((status, context)) = row else {
-            return Err(StoreError::RunNotFound(id.to_owned()));
-        };
-        if status == "completed" {
-            return Ok(false);
-        }
-        let mut context: Value = serde_json::from_str(&context)
-            .map_err(|e| StoreError::Corrupt(format!("run {id} context: {e}")))?;
-        for p in patches {
-            p.apply(&mut context);
-        }
-        tx.execute(
-            sql("UPDATE operation_runs SET context = $2 WHERE id = $1")
-                .bind(id)
-                .bind(context_text(&context)?),
-        )
-        .await?;
+        let patched = patch_context_in(&mut tx, id, patches).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(patched)
     }
 
     // ----- reads -------------------------------------------------------------
@@ -1036,6 +1011,44 @@ impl Store {
             .map(|(k, o)| Ok((k, o.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?)))
             .collect()
     }
+}
+
+/// Applies context patches to a run that is not completed, inside `tx`
+/// (the row locked for the read-modify-write); `false` when the run is
+/// completed (its proof is frozen). The one context patch of the writer path:
+/// a unit's proof patch and a handler's patch both come here.
+pub(crate) async fn patch_context_in(
+    tx: &mut Tx,
+    id: &str,
+    patches: &[ContextPatch],
+) -> Result<bool, StoreError> {
+    let row: Option<(String, String)> = tx
+        .fetch_optional(
+            sql_owned(format!(
+                "SELECT status, context FROM operation_runs WHERE id = $1{}",
+                tx.dialect().for_update()
+            ))
+            .bind(id),
+        )
+        .await?;
+    let Some((status, context)) = row else {
+        return Err(StoreError::RunNotFound(id.to_owned()));
+    };
+    if status == "completed" {
+        return Ok(false);
+    }
+    let mut context: Value =
+        serde_json::from_str(&context).map_err(|e| StoreError::Corrupt(format!("run {id} context: {e}")))?;
+    for p in patches {
+        p.apply(&mut context);
+    }
+    tx.execute(
+        sql("UPDATE operation_runs SET context = $2 WHERE id = $1")
+            .bind(id)
+            .bind(context_text(&context)?),
+    )
+    .await?;
+    Ok(true)
 }
 
 /// The closing write's body, inside `tx` (see [`Store::close_run`]).
