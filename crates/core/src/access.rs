@@ -49,16 +49,9 @@ pub fn role_has(role: Role, cap: Capability) -> bool {
     }
 }
 
-/// The capability needed to start a run of `t`.
+/// The capability needed to start a run of `t` (its catalog entry decides).
 pub fn capability_to_start(t: RunType) -> Capability {
-    match t {
-        RunType::BackupSetRestore
-        | RunType::BackupSetDelete
-        | RunType::BackupScheduleExecute
-        | RunType::BaselineCapture
-        | RunType::BaselineCompare => Capability::OperationsAdmin,
-        _ => Capability::OperationsStart,
-    }
+    t.spec().capability
 }
 
 #[cfg(test)]

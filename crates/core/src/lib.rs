@@ -10,7 +10,8 @@
 //! | §3 counts of a run closed early, §8 force-close | [`closing`] |
 //! | §4 progress contract                | [`progress`]  |
 //! | §5 bulk outcome derivation          | [`outcome`]   |
-//! | §6 catalog of run families          | [`catalog`]   |
+//! | §6 catalog of run families (one [`catalog::TypeSpec`] per type: scope, capability, dedup key, progress, attempts, timeouts) | [`catalog`]   |
+//! | start parameters and their validation | [`params`]  |
 //! | policy types opsledger knows        | [`policy_types`] |
 //! | §7 stale timeouts, retries          | [`catalog`]   |
 //! | §8 adapter results, reconciliation record | [`reconcile`] |
@@ -27,6 +28,7 @@ pub mod counts;
 pub mod failure;
 pub mod inventory;
 pub mod outcome;
+pub mod params;
 pub mod policy_types;
 pub mod progress;
 pub mod reconcile;

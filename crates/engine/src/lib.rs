@@ -25,6 +25,6 @@ pub mod stale_sweep;
 
 pub use handler::{Handler, HandlerError, RunContext, UnitContext, UnitHandler, UnitResult};
 pub use reconciler::{ForceCloseError, ReconciliationAdapter, force_close};
-pub use registry::Registry;
+pub use registry::{Family, Registry};
 pub use runner::{Runner, RunnerConfig};
 pub use stale_sweep::{SweepConfig, SweepReport, sweep_once};

@@ -17,7 +17,7 @@
 use async_trait::async_trait;
 use opsledger_core::reconcile::{AdapterResult, Verdict};
 use opsledger_core::{Failure, Outcome, Run, RunType};
-use opsledger_engine::{Handler, HandlerError, RunContext, UnitContext, UnitHandler, UnitResult};
+use opsledger_engine::{Family, Handler, HandlerError, RunContext, UnitContext, UnitHandler, UnitResult};
 use opsledger_providers::{ProviderError, ProviderSettings};
 use opsledger_store::artifacts::UnitArtifact;
 use opsledger_store::backups::BackupItem;
@@ -25,6 +25,20 @@ use opsledger_store::proof::ProofReader;
 use opsledger_store::{Completion, ContextPatch, StoreError};
 use serde_json::{Value, json};
 use std::time::Duration;
+
+/// The family's descriptor: its run handler, its unit handler and its
+/// adapter (the catalog entry, [`opsledger_core::RunType::spec`], holds the rest).
+pub fn family(providers: &ProviderSettings) -> Family {
+    Family {
+        run: std::sync::Arc::new(AddPolicies {
+            providers: providers.clone(),
+        }),
+        units: Some(std::sync::Arc::new(AddPolicyUnit {
+            providers: providers.clone(),
+        })),
+        adapter: Some(std::sync::Arc::new(AddPoliciesAdapter)),
+    }
+}
 
 pub struct AddPolicies {
     pub providers: ProviderSettings,

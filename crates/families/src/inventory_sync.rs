@@ -16,7 +16,7 @@
 use async_trait::async_trait;
 use opsledger_core::inventory::{CoverageStatus, TypeCoverage, decide};
 use opsledger_core::{Failure, Outcome, UnitOutcome};
-use opsledger_engine::{Handler, HandlerError, RunContext};
+use opsledger_engine::{Family, Handler, HandlerError, RunContext};
 use opsledger_providers::{Provider, ProviderError, ProviderSettings};
 use opsledger_store::artifacts::UnitArtifact;
 use opsledger_store::inventory::ItemSnapshot;
@@ -29,6 +29,16 @@ use std::time::Duration;
 pub const MAX_ATTEMPTS: u32 = 4;
 /// The longest `Retry-After` honoured; longer asks fail the type.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// The family's descriptor: its run handler and its adapter (the catalog
+/// entry, [`opsledger_core::RunType::spec`], holds the rest).
+pub fn family(providers: &ProviderSettings) -> Family {
+    Family {
+        run: std::sync::Arc::new(InventorySync::new(providers.clone())),
+        units: None,
+        adapter: Some(std::sync::Arc::new(InventorySyncAdapter)),
+    }
+}
 
 pub struct InventorySync {
     providers: ProviderSettings,

@@ -130,7 +130,7 @@ pub async fn start(
             format!("{run_type} cannot be executed by this deployment yet"),
         ));
     }
-    let params = opsledger_families::params::validate(run_type, &body.params)
+    let params = opsledger_core::params::validate(run_type, &body.params)
         .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
     let new = NewRun {
         workspace_id: ws,
@@ -142,10 +142,24 @@ pub async fn start(
     };
     let store = &state.store;
     let created = retry::write(|| store.create_run(new.clone())).await?;
-    if matches!(created, CreateResult::Created(_)) {
-        state.wake.notify_one();
-    }
-    let run = created.into_run();
+    let run = match created {
+        CreateResult::Created(run) => {
+            state.wake.notify_one();
+            run
+        }
+        CreateResult::AlreadyActive(run) => run,
+        CreateResult::ActiveRunDiffers(active) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "active_run_differs",
+                format!(
+                    "run {} ({run_type}) is already active here with other parameters; wait for it \
+                     to finish or cancel it, then start again",
+                    active.id
+                ),
+            ));
+        }
+    };
     Ok((StatusCode::ACCEPTED, Json(render(&state, &run).await?)).into_response())
 }
 
@@ -300,7 +314,7 @@ pub async fn operation_types(State(state): State<AppState>) -> Json<Value> {
                 "type": t.as_str(),
                 "scope": t.scope(),
                 "progress": t.progress_kind(),
-                "params": opsledger_families::params::specs(*t),
+                "params": opsledger_core::params::specs(*t),
                 "reconciliation_adapter": t.reconciliation() == Reconciliation::Adapter,
                 "available": state.registry.supports(*t),
             })

@@ -385,6 +385,38 @@ both_backends!(
 );
 
 both_backends!(
+    a_start_that_differs_from_the_active_run_is_409_naming_it,
+    |store: Store| async move {
+        let w = world(store).await;
+        let ops = format!("/api/v1/workspaces/{}/operations", w.ws);
+        let start = |types: Value| {
+            Some(
+                serde_json::to_vec(&json!({"type": "backup_set.add_policies", "tenant_id": w.tenant_a, "params": {"policy_ids": types}}))
+                    .unwrap(),
+            )
+        };
+        let (status, first, _) =
+            call(&w, &w.operator, "POST", &ops, start(json!(["namedLocations/a"]))).await;
+        assert_eq!(status, 202, "{first}");
+        // The same work again: the active run, 202.
+        let (status, again, _) =
+            call(&w, &w.operator, "POST", &ops, start(json!(["namedLocations/a"]))).await;
+        assert_eq!((status, &again["id"]), (202, &first["id"]));
+        // Other work under the same key: refused, naming the active run; nothing created.
+        let before = snapshot(&w.state.store).await;
+        let (status, err, _) = call(&w, &w.operator, "POST", &ops, start(json!(["namedLocations/b"]))).await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (409, Some("active_run_differs")),
+            "{err}"
+        );
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains(first["id"].as_str().unwrap()), "{message}");
+        assert_eq!(snapshot(&w.state.store).await, before);
+    }
+);
+
+both_backends!(
     force_close_through_the_api_never_fabricates_success,
     |store: Store| async move {
         let w = world(store).await;

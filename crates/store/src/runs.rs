@@ -82,23 +82,41 @@ impl NewRun {
     }
 }
 
-/// Result of a start: a new run, or the run already active on that scope.
+/// Result of a start: a new run, the run already doing this work, or the
+/// run that holds the dedup key for other work (OPERATIONS.md §2).
 #[derive(Debug, Clone)]
 pub enum CreateResult {
     Created(Run),
+    /// A run with the same dedup key and the same parameters is active: it is the answer.
     AlreadyActive(Run),
+    /// A run with the same dedup key but other parameters is active: the
+    /// start is refused (`409 active_run_differs`), never answered with a
+    /// run that will not do the work asked.
+    ActiveRunDiffers(Run),
 }
 
 impl CreateResult {
     pub fn run(&self) -> &Run {
         match self {
-            CreateResult::Created(r) | CreateResult::AlreadyActive(r) => r,
+            CreateResult::Created(r) | CreateResult::AlreadyActive(r) | CreateResult::ActiveRunDiffers(r) => {
+                r
+            }
         }
     }
     pub fn into_run(self) -> Run {
         match self {
-            CreateResult::Created(r) | CreateResult::AlreadyActive(r) => r,
+            CreateResult::Created(r) | CreateResult::AlreadyActive(r) | CreateResult::ActiveRunDiffers(r) => {
+                r
+            }
         }
+    }
+}
+
+/// A run's start parameters (`context.params`), absent ones as an empty object.
+fn params_of(context: &Value) -> Value {
+    match context.get("params") {
+        Some(p) if !p.is_null() => p.clone(),
+        _ => Value::Object(Map::new()),
     }
 }
 
@@ -479,13 +497,10 @@ fn first_id_at(ms: i64) -> String {
     format!("{:08x}-{:04x}-0000-0000-000000000000", ms >> 16, ms & 0xffff)
 }
 
-fn active_key(t: RunType, workspace_id: &str, tenant_id: Option<&str>) -> String {
-    format!("{}|{}|{}", t.as_str(), workspace_id, tenant_id.unwrap_or("*"))
-}
-
 impl Store {
     /// Starts a run in `queued`, or returns the run already active for the
-    /// same type and scope (deduplicated start, OPERATIONS.md §2).
+    /// same dedup key (deduplicated start, OPERATIONS.md §2): as the answer
+    /// when its parameters are the new start's, as a refusal when not.
     pub async fn create_run(&self, new: NewRun) -> Result<CreateResult, StoreError> {
         let scope_ok = match new.run_type.scope() {
             Scope::Tenant => new.tenant_id.is_some(),
@@ -502,10 +517,11 @@ impl Store {
             });
         }
         // Child runs of a composite are scoped by their parent, not deduplicated.
-        let key = new
-            .parent_id
-            .is_none()
-            .then(|| active_key(new.run_type, &new.workspace_id, new.tenant_id.as_deref()));
+        let params = params_of(&new.context);
+        let key = new.parent_id.is_none().then(|| {
+            new.run_type
+                .dedup_key(&new.workspace_id, new.tenant_id.as_deref(), &params)
+        });
         let context = context_text(&new.context)?;
         // The active run may complete between a refused insert and the read
         // of it; then the insert is simply tried again.
@@ -554,7 +570,11 @@ impl Store {
                 .transpose()?;
             if let Some(mut run) = active {
                 run.failures = self.failures_of(&run.id).await?;
-                return Ok(CreateResult::AlreadyActive(run));
+                return Ok(if params_of(&run.context) == params {
+                    CreateResult::AlreadyActive(run)
+                } else {
+                    CreateResult::ActiveRunDiffers(run)
+                });
             }
         }
         Err(StoreError::Database(sqlx::Error::Protocol(

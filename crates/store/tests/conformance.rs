@@ -54,6 +54,73 @@ both_backends!(
 );
 
 both_backends!(
+    a_start_with_the_same_key_but_other_params_is_refused_naming_the_active_run,
+    |store: Store| async move {
+        let s = scope(&store).await;
+        let with = |params: serde_json::Value, t: RunType| {
+            let mut n = new_run(&s, t);
+            n.context = json!({ "params": params });
+            n
+        };
+        let first = store
+            .create_run(with(
+                json!({"policy_types": ["namedLocations"]}),
+                RunType::InventorySync,
+            ))
+            .await
+            .unwrap()
+            .into_run();
+        // The same parameters: the active run is the answer.
+        let same = store
+            .create_run(with(
+                json!({"policy_types": ["namedLocations"]}),
+                RunType::InventorySync,
+            ))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&same, CreateResult::AlreadyActive(r) if r.id == first.id),
+            "{same:?}"
+        );
+        // Other parameters under the same key (inventory.sync: the tenant):
+        // refused, naming the run that holds the key — never answered with it.
+        for other in [
+            json!({"policy_types": ["deviceConfigurations"]}),
+            json!({}),
+            serde_json::Value::Null,
+        ] {
+            let r = store
+                .create_run(with(other.clone(), RunType::InventorySync))
+                .await
+                .unwrap();
+            assert!(
+                matches!(&r, CreateResult::ActiveRunDiffers(a) if a.id == first.id),
+                "{other}: {r:?}"
+            );
+        }
+        // A type whose key names a parameter: other values are other work.
+        let set_a = store
+            .create_run(with(json!({"backup_set_id": "a"}), RunType::BackupSetUpdate))
+            .await
+            .unwrap();
+        let set_b = store
+            .create_run(with(json!({"backup_set_id": "b"}), RunType::BackupSetUpdate))
+            .await
+            .unwrap();
+        assert!(matches!(set_a, CreateResult::Created(_)));
+        assert!(
+            matches!(set_b, CreateResult::Created(_)),
+            "another set is another key"
+        );
+        let again = store
+            .create_run(with(json!({"backup_set_id": "a"}), RunType::BackupSetUpdate))
+            .await
+            .unwrap();
+        assert!(matches!(&again, CreateResult::AlreadyActive(r) if r.id == set_a.run().id));
+    }
+);
+
+both_backends!(
     concurrent_starts_create_exactly_one_run,
     |store: Store| async move {
         let s = scope(&store).await;

@@ -1,19 +1,68 @@
 //! Start parameters: validated at the boundary (API, CLI) so a bad start is a
-//! 400 with a clear message, never a run that fails later.
+//! 400 with a clear message, never a run that fails later. A type lists its
+//! parameters in its catalog entry ([`crate::catalog::TypeSpec::params`]);
+//! each parameter's [`ParamKind`] says how it is checked and normalized, so
+//! a new type declares parameters and writes no validation of its own.
 
-use opsledger_core::RunType;
-use serde::Serialize;
+use crate::RunType;
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
+
+/// How a parameter's value is checked and normalized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    /// A non-empty list of distinct policy type keys of the catalog.
+    PolicyTypes,
+    /// A non-empty list of distinct `TYPE/ID` references.
+    PolicyRefs,
+    /// One `TYPE/ID` reference.
+    PolicyRef,
+}
+
+impl ParamKind {
+    /// The type as `GET /api/v1/operation-types` names it.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            ParamKind::PolicyTypes | ParamKind::PolicyRefs => "string[]",
+            ParamKind::PolicyRef => "string",
+        }
+    }
+}
+
+fn kind_name<S: Serializer>(kind: &ParamKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(kind.type_name())
+}
 
 /// One parameter a type accepts, as listed by `GET /api/v1/operation-types`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ParamSpec {
     pub name: &'static str,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
+    #[serde(rename = "type", serialize_with = "kind_name")]
+    pub kind: ParamKind,
     pub required: bool,
+    /// What an absent optional parameter means.
     pub default: Option<&'static str>,
     pub description: &'static str,
+}
+
+/// The parameters of the catalog, named once and shared by the types that take them.
+pub mod catalog {
+    use super::{ParamKind, ParamSpec};
+
+    pub const POLICY_TYPES: ParamSpec = ParamSpec {
+        name: "policy_types",
+        kind: ParamKind::PolicyTypes,
+        required: false,
+        default: Some("every policy type the provider exposes"),
+        description: "policy types to read, e.g. [\"deviceConfigurations\"]",
+    };
+    pub const POLICY_IDS: ParamSpec = ParamSpec {
+        name: "policy_ids",
+        kind: ParamKind::PolicyRefs,
+        required: false,
+        default: Some("every inventoried policy of the tenant"),
+        description: "policies to capture as `TYPE/ID`, e.g. [\"deviceConfigurations/1b2c…\"]",
+    };
 }
 
 /// Most policy types one start may name (the catalog has fewer; a longer
@@ -33,6 +82,12 @@ pub enum ParamError {
         run_type: RunType,
         param: String,
         accepted: String,
+    },
+    #[error("parameter `{param}` is required for {run_type}: {description}")]
+    Missing {
+        run_type: RunType,
+        param: &'static str,
+        description: &'static str,
     },
     #[error("parameter `{param}`: {message}")]
     Invalid { param: String, message: String },
@@ -57,30 +112,16 @@ impl ParamError {
         match self {
             ParamError::NotAnObject | ParamError::Invalid { .. } => "invalid_params",
             ParamError::Unknown { .. } => "unknown_param",
+            ParamError::Missing { .. } => "missing_param",
             ParamError::EmptySelection { .. } => "empty_selection",
             ParamError::TooMany { .. } => "param_limit_exceeded",
         }
     }
 }
 
+/// The parameters `t` accepts.
 pub fn specs(t: RunType) -> &'static [ParamSpec] {
-    match t {
-        RunType::InventorySync => &[ParamSpec {
-            name: "policy_types",
-            kind: "string[]",
-            required: false,
-            default: Some("every policy type the provider exposes"),
-            description: "policy types to read, e.g. [\"deviceConfigurations\"]",
-        }],
-        RunType::BackupSetAddPolicies => &[ParamSpec {
-            name: "policy_ids",
-            kind: "string[]",
-            required: false,
-            default: Some("every inventoried policy of the tenant"),
-            description: "policies to capture as `TYPE/ID`, e.g. [\"deviceConfigurations/1b2c…\"]",
-        }],
-        _ => &[],
-    }
+    t.spec().params
 }
 
 /// An id as INTERFACE.md allows it inside parameters: `[A-Za-z0-9_.-]{1,128}`.
@@ -106,10 +147,10 @@ fn shown(v: &Value) -> String {
 
 /// A policy type key of the catalog, or why not.
 fn check_policy_type(s: &str) -> Result<(), String> {
-    if opsledger_core::policy_types::lookup(s).is_some() {
+    if crate::policy_types::lookup(s).is_some() {
         return Ok(());
     }
-    let hint = opsledger_core::policy_types::POLICY_TYPES
+    let hint = crate::policy_types::POLICY_TYPES
         .iter()
         .find(|t| t.key.eq_ignore_ascii_case(s))
         .map(|t| format!(" (did you mean `{}`? type keys are case-sensitive)", t.key))
@@ -189,8 +230,9 @@ fn distinct_strings(
 
 /// Checks `params` against the type's specs; returns them normalized.
 pub fn validate(t: RunType, params: &Value) -> Result<Value, ParamError> {
+    let empty = Map::new();
     let map = match params {
-        Value::Null => return Ok(Value::Object(Map::new())),
+        Value::Null => &empty,
         Value::Object(m) => m,
         _ => return Err(ParamError::NotAnObject),
     };
@@ -209,27 +251,47 @@ pub fn validate(t: RunType, params: &Value) -> Result<Value, ParamError> {
             });
         }
     }
-    type Check = fn(&str) -> Result<(), String>;
-    let mut out = map.clone();
-    let list_param: Option<(&'static str, usize, Check)> = match t {
-        RunType::InventorySync => Some(("policy_types", MAX_POLICY_TYPES, check_policy_type)),
-        RunType::BackupSetAddPolicies => Some(("policy_ids", MAX_POLICY_IDS, check_policy_ref)),
-        _ => None,
-    };
-    if let Some((param, limit, check)) = list_param
-        && let Some(v) = map.get(param)
-    {
-        let default = specs
-            .iter()
-            .find(|s| s.name == param)
-            .and_then(|s| s.default)
-            .unwrap_or("none");
-        out.insert(
-            param.into(),
-            distinct_strings(param, v, limit, default, check)?.into(),
-        );
+    let mut out = Map::new();
+    for spec in specs {
+        match map.get(spec.name) {
+            None | Some(Value::Null) if spec.required => {
+                return Err(ParamError::Missing {
+                    run_type: t,
+                    param: spec.name,
+                    description: spec.description,
+                });
+            }
+            None | Some(Value::Null) => {}
+            Some(v) => {
+                out.insert(spec.name.into(), normalized(spec, v)?);
+            }
+        }
     }
     Ok(Value::Object(out))
+}
+
+/// One present value of `spec`, checked and normalized.
+fn normalized(spec: &ParamSpec, v: &Value) -> Result<Value, ParamError> {
+    let default = spec.default.unwrap_or("none");
+    Ok(match spec.kind {
+        ParamKind::PolicyTypes => {
+            distinct_strings(spec.name, v, MAX_POLICY_TYPES, default, check_policy_type)?.into()
+        }
+        ParamKind::PolicyRefs => {
+            distinct_strings(spec.name, v, MAX_POLICY_IDS, default, check_policy_ref)?.into()
+        }
+        ParamKind::PolicyRef => {
+            let s = v.as_str().ok_or_else(|| ParamError::Invalid {
+                param: spec.name.to_owned(),
+                message: format!("must be a string, got {}", shown(v)),
+            })?;
+            check_policy_ref(s).map_err(|e| ParamError::Invalid {
+                param: spec.name.to_owned(),
+                message: format!("{} {e}", shown(v)),
+            })?;
+            Value::String(s.to_owned())
+        }
+    })
 }
 
 #[cfg(test)]
@@ -328,6 +390,18 @@ mod tests {
         );
         assert!(e.to_string().contains("`policy_ids[1]`"), "{e}");
         assert!(e.to_string().contains("letter case"), "{e}");
+    }
+
+    #[test]
+    fn listed_parameters_are_typed_by_their_kind() {
+        let listed = serde_json::to_value(specs(RunType::InventorySync)).unwrap();
+        assert_eq!(listed[0]["name"], "policy_types");
+        assert_eq!(listed[0]["type"], "string[]");
+        // Null is the default: dropped, so it equals leaving the parameter out.
+        assert_eq!(
+            validate(RunType::InventorySync, &json!({"policy_types": null})).unwrap(),
+            json!({})
+        );
     }
 
     #[test]
