@@ -14,17 +14,17 @@
 //! - **Outcome** by `maybe_complete_bulk_run`; **proof** for reconciliation
 //!   is the run's backup set and its items.
 
+use crate::kit::{open_provider, provider_error};
 use async_trait::async_trait;
 use opsledger_core::reconcile::{AdapterResult, Verdict};
 use opsledger_core::{Failure, Outcome, Run, RunType};
 use opsledger_engine::{Family, Handler, HandlerError, RunContext, UnitContext, UnitHandler, UnitResult};
-use opsledger_providers::{ProviderError, ProviderSettings};
+use opsledger_providers::ProviderSettings;
 use opsledger_store::artifacts::UnitArtifact;
 use opsledger_store::backups::BackupItem;
 use opsledger_store::proof::ProofReader;
 use opsledger_store::{Completion, ContextPatch, StoreError};
 use serde_json::{Value, json};
-use std::time::Duration;
 
 /// The family's descriptor: its run handler, its unit handler and its
 /// adapter (the catalog entry, [`opsledger_core::RunType::spec`], holds the rest).
@@ -100,41 +100,20 @@ pub struct AddPolicyUnit {
 #[async_trait]
 impl UnitHandler for AddPolicyUnit {
     async fn execute(&self, ctx: UnitContext) -> Result<UnitResult, HandlerError> {
-        let run = &ctx.run;
-        let tenant_id = tenant_of(run.tenant_id.as_deref())?;
         let Some((policy_type, policy_id)) = ctx.unit_key.split_once('/') else {
             return Err(HandlerError::permanent(
                 "invalid_unit_key",
                 format!("unit `{}` is not TYPE/ID", ctx.unit_key),
             ));
         };
-        let Some(tenant) = ctx.reads.tenant().await? else {
-            return Err(HandlerError::permanent(
-                "tenant_not_found",
-                format!("tenant {tenant_id} does not exist"),
-            ));
-        };
-        let provider = opsledger_providers::open(&tenant.provider, &tenant.name, &self.providers)
-            .map_err(|e| HandlerError::permanent(e.code(), e.to_string()))?;
+        let provider = open_provider(&ctx.reads, &self.providers).await?;
+        // One call: the runner retries the unit's job after backoff on a
+        // transient error, so the call itself is not retried here.
         let policy = tokio::select! {
             _ = ctx.cancel.cancelled() => return Err(HandlerError::Stopped),
             r = provider.get_policy(policy_type, policy_id) => r,
-        };
-        let policy = match policy {
-            Ok(p) => p,
-            Err(e) => {
-                let retry_after = match &e {
-                    ProviderError::Throttled(d) => Some(*d),
-                    ProviderError::Service { status, .. } if *status >= 500 => Some(Duration::ZERO),
-                    _ => None,
-                };
-                return Err(HandlerError::Failed {
-                    failure: opsledger_core::Failure::new(e.code(), e.to_string())
-                        .for_unit(ctx.unit_key.clone()),
-                    retry_after,
-                });
-            }
-        };
+        }
+        .map_err(|e| provider_error(e, Some(&ctx.unit_key)))?;
         let item = BackupItem {
             policy_type: policy_type.to_owned(),
             external_id: policy.id,

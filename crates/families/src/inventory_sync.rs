@@ -13,6 +13,7 @@
 //! - **Retries** of the run skip types already in the unit ledger, so a type
 //!   is never counted twice.
 
+use crate::kit::{OpenFailed, Stopped, open_provider, provider_error, with_retries};
 use async_trait::async_trait;
 use opsledger_core::inventory::{CoverageStatus, TypeCoverage, decide};
 use opsledger_core::{Failure, Outcome, UnitOutcome};
@@ -23,12 +24,6 @@ use opsledger_store::inventory::ItemSnapshot;
 use opsledger_store::{Completion, ContextPatch, UnitRecord};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::time::Duration;
-
-/// Attempts per page before a transient error (429, 5xx) fails the type.
-pub const MAX_ATTEMPTS: u32 = 4;
-/// The longest `Retry-After` honoured; longer asks fail the type.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// The family's descriptor: its run handler and its adapter (the catalog
 /// entry, [`opsledger_core::RunType::spec`], holds the rest).
@@ -56,38 +51,25 @@ struct TypeFailure {
     error: ProviderError,
 }
 
-/// The run stopped being ours (cancelled, shut down): stop without writing.
-struct Stopped;
-
 #[async_trait]
 impl Handler for InventorySync {
     async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
         let run = &ctx.run;
-        let tenant_id = run
-            .tenant_id
-            .as_deref()
-            .ok_or_else(|| HandlerError::permanent("tenant_missing", "inventory.sync needs a tenant"))?;
-        let Some(tenant) = ctx.reads().tenant().await? else {
-            return blocked(
-                &ctx,
-                Failure::new("tenant_not_found", format!("tenant {tenant_id} does not exist")),
-            )
-            .await;
-        };
-        let provider = match opsledger_providers::open(&tenant.provider, &tenant.name, &self.providers) {
+        let provider = match open_provider(ctx.reads(), &self.providers).await {
             Ok(p) => p,
-            Err(e) => return blocked(&ctx, Failure::new(e.code(), e.to_string())).await,
+            Err(OpenFailed::Unavailable(failure)) => return blocked(&ctx, failure).await,
+            Err(OpenFailed::Store(e)) => return Err(e.into()),
         };
 
         // Preflight: a tenant we may not read at all is blocked before any
         // unit is planned, so it never shows a percentage.
-        match with_retries(&ctx, || provider.check_access()).await {
+        match with_retries(&ctx.cancel, || provider.check_access()).await {
             Ok(()) => {}
             Err(Ok(e)) if e.is_precondition() => {
                 return blocked(&ctx, Failure::new(e.code(), e.to_string())).await;
             }
             Err(Ok(e)) => {
-                return Err(provider_error(e));
+                return Err(provider_error(e, None));
             }
             Err(Err(Stopped)) => return Ok(()),
         }
@@ -100,7 +82,7 @@ impl Handler for InventorySync {
                 let attempted = match attempted_types(&ctx, provider.as_ref()).await {
                     Ok(t) => t,
                     Err(Ok(e)) => {
-                        return Err(provider_error(e));
+                        return Err(provider_error(e, None));
                     }
                     Err(Err(Stopped)) => return Ok(()),
                 };
@@ -171,17 +153,6 @@ impl Handler for InventorySync {
     }
 }
 
-/// A provider error that ends the run's attempt: transient ones are retried by the runner.
-fn provider_error(e: ProviderError) -> HandlerError {
-    let failure = Failure::new(e.code(), e.to_string());
-    let retry_after = match &e {
-        ProviderError::Throttled(d) => Some(*d),
-        ProviderError::Service { status, .. } if *status >= 500 => Some(Duration::ZERO),
-        _ => None,
-    };
-    HandlerError::Failed { failure, retry_after }
-}
-
 fn unit(
     policy_type: &str,
     outcome: UnitOutcome,
@@ -246,7 +217,7 @@ async fn attempted_types(
     {
         return Ok(list.iter().filter_map(Value::as_str).map(str::to_owned).collect());
     }
-    let types = with_retries(ctx, || provider.policy_types()).await?;
+    let types = with_retries(&ctx.cancel, || provider.policy_types()).await?;
     let mut keys: Vec<String> = Vec::new();
     for t in types {
         if !keys.contains(&t.key) {
@@ -267,7 +238,7 @@ async fn read_type(
     let mut page: Option<String> = None;
     loop {
         let token = page.clone();
-        let got = with_retries(ctx, || provider.list_page(policy_type, token.as_deref()))
+        let got = with_retries(&ctx.cancel, || provider.list_page(policy_type, token.as_deref()))
             .await
             .map_err(|r| {
                 r.map(|error| {
@@ -288,44 +259,6 @@ async fn read_type(
         match got.next {
             Some(next) => page = Some(next),
             None => return Ok(items),
-        }
-    }
-}
-
-/// Calls `f`, retrying throttling (after its `Retry-After`) and 5xx (with
-/// exponential backoff) up to [`MAX_ATTEMPTS`]. Shutdown interrupts the call
-/// or the wait, and nothing of the interrupted type is written.
-async fn with_retries<T, F, Fut>(ctx: &RunContext, mut f: F) -> Result<T, Result<ProviderError, Stopped>>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, ProviderError>>,
-{
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let result = tokio::select! {
-            biased;
-            _ = ctx.cancel.cancelled() => return Err(Err(Stopped)),
-            r = f() => r,
-        };
-        let err = match result {
-            Ok(v) => return Ok(v),
-            Err(e) => e,
-        };
-        let wait = match &err {
-            ProviderError::Throttled(after) if *after <= MAX_RETRY_AFTER => *after,
-            ProviderError::Service { status, .. } if *status >= 500 => {
-                Duration::from_millis(100 << attempt.min(6))
-            }
-            _ => return Err(Ok(err)),
-        };
-        if attempt >= MAX_ATTEMPTS {
-            return Err(Ok(err));
-        }
-        tracing::debug!(attempt, ?wait, error = %err, "retrying provider call");
-        tokio::select! {
-            _ = ctx.cancel.cancelled() => return Err(Err(Stopped)),
-            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod backup_set_add_policies;
 pub mod inventory_sync;
+pub mod kit;
 
 use opsledger_core::RunType;
 use opsledger_engine::{Family, Registry};

@@ -12,6 +12,7 @@
 //! - at most one active run per type and scope (unique `active_key`): a second
 //!   start returns the active run ([`CreateResult::AlreadyActive`]).
 
+use crate::artifacts::UnitArtifact;
 use crate::db::{DbRow, Dialect, Sql, Tx, sql, sql_built, sql_owned};
 use crate::jobs::{check_fence, insert_job};
 use crate::ledger::{insert_failure, record_units_in};
@@ -212,6 +213,9 @@ pub struct Completion {
     /// done, in all: the closing write counts unrecorded units it covers as
     /// `succeeded` (OPERATIONS.md §3, [`opsledger_core::closing`]).
     pub proven_succeeded: Option<u64>,
+    /// What the closing work wrote, committed with the close or not at all:
+    /// an activity run (one piece of work, no units) proves itself this way.
+    pub artifacts: Vec<UnitArtifact>,
 }
 
 impl Completion {
@@ -222,7 +226,13 @@ impl Completion {
             failure: None,
             context_patches: Vec::new(),
             proven_succeeded: None,
+            artifacts: Vec::new(),
         }
+    }
+    /// Writes `artifact` in the closing transaction, if this completion closes the run.
+    pub fn with_artifact(mut self, artifact: UnitArtifact) -> Completion {
+        self.artifacts.push(artifact);
+        self
     }
     /// The proof read for this completion shows `n` units done, in all.
     pub fn with_proven_succeeded(mut self, n: Option<u64>) -> Completion {
@@ -1122,6 +1132,10 @@ where
     let Some(completion) = decide(&run) else {
         return Ok(ClosingStep::NotReady);
     };
+    // Under the run's row lock, before anything reads what the run wrote.
+    for artifact in &completion.artifacts {
+        crate::artifacts::write_in(tx, id, artifact).await?;
+    }
     let mut context = run.context.clone();
     for patch in &completion.context_patches {
         patch.apply(&mut context);

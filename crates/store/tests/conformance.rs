@@ -121,6 +121,56 @@ both_backends!(
 );
 
 both_backends!(
+    a_completions_artifacts_land_with_the_close_or_not_at_all,
+    |store: Store| async move {
+        use opsledger_store::artifacts::UnitArtifact;
+        let s = scope(&store).await;
+        let id = queued_run(&store, &s, RunType::PolicySync).await;
+        store.claim_run(&id).await.unwrap().expect("claim");
+        let items = |name: &str| UnitArtifact::InventoryItems {
+            policy_type: "deviceConfigurations".into(),
+            items: vec![ItemSnapshot {
+                external_id: "p1".into(),
+                display_name: name.into(),
+                payload: json!({"id": "p1"}),
+            }],
+        };
+        let closed = store
+            .complete_run(
+                &id,
+                Completion::new(Outcome::Succeeded).with_artifact(items("first")),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(closed, CompleteResult::Completed(_)));
+        assert_eq!(
+            store
+                .items_last_seen_by(&id)
+                .await
+                .unwrap()
+                .get("deviceConfigurations"),
+            Some(&1)
+        );
+        // A second completion changes nothing, its artifacts included.
+        let again = store
+            .complete_run(
+                &id,
+                Completion::new(Outcome::Failed).with_artifact(items("second")),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(again, CompleteResult::AlreadyCompleted(_)));
+        let names: Vec<(String,)> = raw_on_pool!(&store, pool => sqlx::query_as(
+            "SELECT display_name FROM inventory_items WHERE external_id = 'p1'"
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap());
+        assert_eq!(names, vec![("first".to_owned(),)]);
+    }
+);
+
+both_backends!(
     concurrent_starts_create_exactly_one_run,
     |store: Store| async move {
         let s = scope(&store).await;

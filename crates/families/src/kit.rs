@@ -1,0 +1,173 @@
+//! What every family needs from a provider, written once: the tenant's
+//! provider opened from its record, provider calls that give way to a
+//! cancellation and retry what Microsoft Graph asks to retry, and provider
+//! errors mapped to handler errors.
+
+use opsledger_core::Failure;
+use opsledger_engine::HandlerError;
+use opsledger_providers::{Provider, ProviderError, ProviderSettings};
+use opsledger_store::StoreError;
+use opsledger_store::lease::RunReads;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Attempts per provider call before a transient error (429, 5xx) is final.
+pub const MAX_ATTEMPTS: u32 = 4;
+/// The longest `Retry-After` honoured; longer asks end the call.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Why the run's provider could not be opened.
+#[derive(Debug)]
+pub enum OpenFailed {
+    /// The tenant is gone or its provider cannot be opened: the work cannot
+    /// start, and retrying will not change that (a run ends `blocked`).
+    Unavailable(Failure),
+    /// The database could not be read.
+    Store(StoreError),
+}
+
+impl From<OpenFailed> for HandlerError {
+    /// For a unit handler: an unavailable provider fails the unit for good.
+    fn from(e: OpenFailed) -> HandlerError {
+        match e {
+            OpenFailed::Unavailable(failure) => HandlerError::Failed {
+                failure,
+                retry_after: None,
+            },
+            OpenFailed::Store(e) => e.into(),
+        }
+    }
+}
+
+/// The provider of the run's tenant.
+pub async fn open_provider(
+    reads: &RunReads,
+    settings: &ProviderSettings,
+) -> Result<Arc<dyn Provider>, OpenFailed> {
+    let head = reads.head();
+    let Some(tenant_id) = head.tenant_id.as_deref() else {
+        return Err(OpenFailed::Unavailable(Failure::new(
+            "tenant_missing",
+            format!("{} needs a tenant", head.run_type),
+        )));
+    };
+    let Some(tenant) = reads.tenant().await.map_err(OpenFailed::Store)? else {
+        return Err(OpenFailed::Unavailable(Failure::new(
+            "tenant_not_found",
+            format!("tenant {tenant_id} does not exist"),
+        )));
+    };
+    opsledger_providers::open(&tenant.provider, &tenant.name, settings)
+        .map_err(|e| OpenFailed::Unavailable(Failure::new(e.code(), e.to_string())))
+}
+
+/// The call was interrupted: the run was cancelled or the node shuts down.
+/// Nothing of the interrupted work may be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+/// Calls `f`, retrying throttling (after its `Retry-After`) and 5xx (with
+/// exponential backoff) up to [`MAX_ATTEMPTS`]. A cancellation interrupts
+/// the call or the wait.
+pub async fn with_retries<T, F, Fut>(
+    cancel: &CancellationToken,
+    mut f: F,
+) -> Result<T, Result<ProviderError, Stopped>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(Err(Stopped)),
+            r = f() => r,
+        };
+        let err = match result {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let wait = match &err {
+            ProviderError::Throttled(after) if *after <= MAX_RETRY_AFTER => *after,
+            ProviderError::Service { status, .. } if *status >= 500 => {
+                Duration::from_millis(100 << attempt.min(6))
+            }
+            _ => return Err(Ok(err)),
+        };
+        if attempt >= MAX_ATTEMPTS {
+            return Err(Ok(err));
+        }
+        tracing::debug!(attempt, ?wait, error = %err, "retrying provider call");
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(Err(Stopped)),
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// A provider error that ends the job's attempt: throttling and 5xx are
+/// transient (the runner retries the job after backoff), the rest final.
+pub fn provider_error(e: ProviderError, unit: Option<&str>) -> HandlerError {
+    let mut failure = Failure::new(e.code(), e.to_string());
+    if let Some(unit) = unit {
+        failure = failure.for_unit(unit.to_owned());
+    }
+    let retry_after = match &e {
+        ProviderError::Throttled(d) => Some(*d),
+        ProviderError::Service { status, .. } if *status >= 500 => Some(Duration::ZERO),
+        _ => None,
+    };
+    HandlerError::Failed { failure, retry_after }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_errors_are_retried_later_and_the_rest_are_final() {
+        let retry = |e| match provider_error(e, Some("t/1")) {
+            HandlerError::Failed { failure, retry_after } => {
+                assert_eq!(failure.unit.as_deref(), Some("t/1"));
+                retry_after
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            retry(ProviderError::Throttled(Duration::from_secs(3))),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            retry(ProviderError::Service {
+                status: 503,
+                message: "x".into()
+            }),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            retry(ProviderError::Service {
+                status: 400,
+                message: "x".into()
+            }),
+            None
+        );
+        assert_eq!(retry(ProviderError::NotFound("x".into())), None);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_call_stops_without_another_attempt() {
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let mut calls = 0;
+        let r: Result<(), _> = with_retries(&cancel, || {
+            calls += 1;
+            async { Err(ProviderError::Throttled(Duration::ZERO)) }
+        })
+        .await;
+        assert_eq!(r.unwrap_err().unwrap_err(), Stopped);
+        assert!(calls <= 1);
+    }
+}
