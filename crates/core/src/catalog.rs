@@ -3,7 +3,7 @@
 //! reconciliation adapter exists for them.
 
 use crate::access::Capability;
-use crate::params::{ParamSpec, catalog as p};
+use crate::params::{ParamKind, ParamSpec, catalog as p};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
@@ -151,8 +151,14 @@ impl RunType {
                 progress: Activity,
                 reconciliation: Unsupported,
                 capability: Start,
-                dedup: ByScope,
-                params: &[],
+                dedup: ScopeAnd(&["policy_id"]),
+                params: &[ParamSpec {
+                    name: "policy_id",
+                    kind: ParamKind::PolicyRef,
+                    required: true,
+                    default: None,
+                    description: "the policy to re-read, as `TYPE/ID`, e.g. \"deviceConfigurations/1b2c…\"",
+                }],
                 unit_noun: "policies",
                 fan_out: false,
                 max_attempts: A,

@@ -6,6 +6,7 @@
 pub mod backup_set_add_policies;
 pub mod inventory_sync;
 pub mod kit;
+pub mod policy_sync;
 
 use opsledger_core::RunType;
 use opsledger_engine::{Family, Registry};
@@ -19,8 +20,8 @@ pub fn family(t: RunType, providers: &ProviderSettings) -> Option<Family> {
     match t {
         RunType::InventorySync => Some(inventory_sync::family(providers)),
         RunType::BackupSetAddPolicies => Some(backup_set_add_policies::family(providers)),
-        RunType::PolicySync
-        | RunType::BackupSetRestore
+        RunType::PolicySync => Some(policy_sync::family(providers)),
+        RunType::BackupSetRestore
         | RunType::BackupSetUpdate
         | RunType::BackupSetDelete
         | RunType::BackupScheduleExecute
