@@ -9,6 +9,7 @@
 //! | §3 summary counts whitelist         | [`counts`]    |
 //! | §3 counts of a run closed early, §8 force-close | [`closing`] |
 //! | §4 progress contract                | [`progress`]  |
+//! | §4/§5 phases: plan, forward moves, closing | [`phases`] |
 //! | §5 bulk outcome derivation          | [`outcome`]   |
 //! | §6 catalog of run families (one [`catalog::TypeSpec`] per type: scope, capability, dedup key, progress, attempts, timeouts) | [`catalog`]   |
 //! | start parameters and their validation | [`params`]  |
@@ -29,6 +30,7 @@ pub mod failure;
 pub mod inventory;
 pub mod outcome;
 pub mod params;
+pub mod phases;
 pub mod policy_types;
 pub mod progress;
 pub mod reconcile;

@@ -77,6 +77,25 @@ impl RunContext {
         self.lease.enqueue_units(unit_keys, max_attempts).await
     }
 
+    /// Declares the run's phases once (a retried run keeps them).
+    pub async fn plan_phases(&self, plan: &[opsledger_core::phases::PhasePlan]) -> Result<(), StoreError> {
+        self.lease.plan_phases(plan).await
+    }
+
+    /// Enters phase `key`, with `total` units when it counts them.
+    pub async fn set_phase(&self, key: &str, total: Option<u64>) -> Result<(), StoreError> {
+        self.lease.set_phase(key, total).await
+    }
+
+    /// Records units of the active phase exactly once each.
+    pub async fn record_phase_units(
+        &self,
+        phase: &str,
+        units: &[UnitRecord],
+    ) -> Result<RecordSummary, StoreError> {
+        self.lease.record_phase_units(phase, units).await
+    }
+
     /// The run's backup set, created once.
     pub async fn backup_set(&self, name: &str) -> Result<String, StoreError> {
         self.lease.backup_set(name).await

@@ -43,6 +43,23 @@ pub enum StoreError {
         run_type: opsledger_core::RunType,
         expected: &'static str,
     },
+    /// A phase move or plan the rules of [`opsledger_core::phases`] refuse.
+    #[error("run {id}: {error}")]
+    Phase {
+        id: String,
+        error: opsledger_core::phases::PhaseError,
+    },
+    /// Phases written for a run whose type's progress mode is not `phased`.
+    #[error("{run_type} is not a phased operation")]
+    NotPhased { run_type: opsledger_core::RunType },
+    /// Units recorded against a phase that cannot take them now.
+    #[error("run {id}: phase {phase:?} cannot record {new} more units: {reason}")]
+    PhaseUnitsRefused {
+        id: String,
+        phase: String,
+        new: u64,
+        reason: String,
+    },
     #[error("job {job_id} is no longer leased by this worker")]
     LeaseLost { job_id: String },
     #[error("stored data is corrupt: {0}")]

@@ -19,9 +19,10 @@
 //! ```
 
 use crate::directory::Tenant;
-use crate::jobs::Fence;
+use crate::jobs::{Fence, check_fence};
 use crate::runs::{CloseGuard, CompleteResult, Completion, ContextPatch, RecordSummary, RunHead, UnitRecord};
 use crate::{Store, StoreError};
+use opsledger_core::phases::PhasePlan;
 use opsledger_core::{Run, UnitOutcome};
 use std::collections::BTreeMap;
 
@@ -83,6 +84,38 @@ impl LeasedRun {
         self.store()
             .patch_context_fenced(Some(&self.fence), self.id(), patches)
             .await
+    }
+
+    /// Declares the run's phases (OPERATIONS.md §4), all pending; a retried
+    /// run re-declaring the same plan keeps its phases as they are.
+    pub async fn plan_phases(&self, plan: &[PhasePlan]) -> Result<(), StoreError> {
+        let mut tx = self.store().begin_write().await?;
+        check_fence(&mut tx, &self.fence, self.id()).await?;
+        crate::phases::plan_in(&mut tx, self.id(), plan).await?;
+        tx.commit().await
+    }
+
+    /// Enters phase `key` (the active phase before it is done, phases passed
+    /// over are skipped), with `total` units when the phase counts them.
+    pub async fn set_phase(&self, key: &str, total: Option<u64>) -> Result<(), StoreError> {
+        let mut tx = self.store().begin_write().await?;
+        check_fence(&mut tx, &self.fence, self.id()).await?;
+        crate::phases::activate_in(&mut tx, self.id(), key, total).await?;
+        tx.commit().await
+    }
+
+    /// Records units of the active phase `phase` exactly once each (ledger
+    /// keys `phase/unit`), advancing the phase's own `processed`.
+    pub async fn record_phase_units(
+        &self,
+        phase: &str,
+        units: &[UnitRecord],
+    ) -> Result<RecordSummary, StoreError> {
+        let mut tx = self.store().begin_write().await?;
+        check_fence(&mut tx, &self.fence, self.id()).await?;
+        let summary = crate::phases::record_phase_units_in(&mut tx, self.id(), phase, units).await?;
+        tx.commit().await?;
+        Ok(summary)
     }
 
     /// Plans a fan-out: `total` = distinct keys, one unit job each, in one

@@ -32,16 +32,21 @@ pub(crate) async fn insert_failure(
     Ok(())
 }
 
-/// Records units reaching their terminal outcome, inside `tx`: each unit key
-/// new to the ledger increments `processed` and its outcome counter once, with
-/// its failure and context patch. Keys already recorded change nothing. A run
-/// that is not running, has no total, or would pass its total refuses the
-/// whole call (typed error; the caller's transaction is dropped).
-pub(crate) async fn record_units_in(
+/// Units new to the ledger after [`ledger_in`], with what a recording call reports.
+pub(crate) struct Fresh<'a> {
+    pub units: Vec<&'a UnitRecord>,
+    pub summary: RecordSummary,
+}
+
+/// The ledger step every recording shares, inside `tx`: inserts each unit
+/// key once (`ON CONFLICT DO NOTHING … RETURNING`), and for the keys new to
+/// the ledger writes their artifacts (never for a failed unit) and failures.
+/// The caller bumps the counters the fresh units count against.
+pub(crate) async fn ledger_in<'a>(
     tx: &mut Tx,
     run_id: &str,
-    units: &[UnitRecord],
-) -> Result<RecordSummary, StoreError> {
+    units: &'a [UnitRecord],
+) -> Result<Fresh<'a>, StoreError> {
     // Sorted, so that concurrent batches take unit-ledger locks in one order.
     let mut sorted: Vec<&UnitRecord> = units.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
@@ -73,19 +78,16 @@ pub(crate) async fn record_units_in(
         .copied()
         .filter(|u| new_keys.contains(&u.key))
         .collect();
-    let mut summary = RecordSummary {
+    let summary = RecordSummary {
         recorded: fresh.len() as u64,
         duplicates: (units.len() - fresh.len()) as u64,
         all_processed: false,
     };
-    if fresh.is_empty() {
-        return Ok(summary);
-    }
-    // Everything but the counter bump first: the bump locks the run's row
-    // (hot under a fan-out) until commit, so it comes last. Artifacts are
-    // written for units new to the ledger only (a duplicate delivery writes
-    // nothing), and never for a failed unit; a refused bump (run closed,
-    // total passed) rolls them back with the rest.
+    // Everything but the counter bump: the bump locks the run's row (hot
+    // under a fan-out) until commit, so the caller makes it last. Artifacts
+    // are written for units new to the ledger only (a duplicate delivery
+    // writes nothing), and never for a failed unit; a refused bump (run
+    // closed, total passed) rolls them back with the rest.
     for u in &fresh {
         if let Some(artifact) = u.artifact.as_ref().filter(|_| u.outcome != UnitOutcome::Failed) {
             crate::artifacts::write_in(tx, run_id, artifact).await?;
@@ -98,6 +100,30 @@ pub(crate) async fn record_units_in(
             insert_failure(tx, run_id, &f, now).await?;
         }
     }
+    Ok(Fresh {
+        units: fresh,
+        summary,
+    })
+}
+
+/// Records units reaching their terminal outcome, inside `tx`: each unit key
+/// new to the ledger increments `processed` and its outcome counter once, with
+/// its failure and context patch. Keys already recorded change nothing. A run
+/// that is not running, has no total, or would pass its total refuses the
+/// whole call (typed error; the caller's transaction is dropped).
+pub(crate) async fn record_units_in(
+    tx: &mut Tx,
+    run_id: &str,
+    units: &[UnitRecord],
+) -> Result<RecordSummary, StoreError> {
+    let Fresh {
+        units: fresh,
+        mut summary,
+    } = ledger_in(tx, run_id, units).await?;
+    if fresh.is_empty() {
+        return Ok(summary);
+    }
+    let now = tx.now();
     let count = |o: UnitOutcome| fresh.iter().filter(|u| u.outcome == o).count() as i64;
     let n = fresh.len() as i64;
     let updated: Option<(i64, i64)> = tx

@@ -26,6 +26,7 @@ pub mod inventory;
 pub mod jobs;
 pub mod lease;
 mod ledger;
+mod phases;
 pub mod proof;
 mod row;
 pub mod runs;

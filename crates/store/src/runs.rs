@@ -1182,6 +1182,8 @@ where
         )
         .apply(&mut context);
     }
+    // The active phase ends with the run, phases not reached are skipped (§5).
+    crate::phases::close_in(tx, id, completion.outcome).await?;
     let count = |c: Option<u64>| c.map(|n| n as i64);
     let n = tx
         .execute(
