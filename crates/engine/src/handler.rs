@@ -96,6 +96,15 @@ impl RunContext {
         self.lease.record_phase_units(phase, units).await
     }
 
+    /// Plans a fan-out in waves: wave k+1 is claimable once wave k is recorded.
+    pub async fn enqueue_unit_waves(
+        &self,
+        waves: &[&[String]],
+        max_attempts: u32,
+    ) -> Result<u64, StoreError> {
+        self.lease.enqueue_unit_waves(waves, max_attempts).await
+    }
+
     /// The run's backup set, created once.
     pub async fn backup_set(&self, name: &str) -> Result<String, StoreError> {
         self.lease.backup_set(name).await

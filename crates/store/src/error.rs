@@ -60,6 +60,9 @@ pub enum StoreError {
         new: u64,
         reason: String,
     },
+    /// A fan-out planned one unit in two waves.
+    #[error("unit `{key}` is planned in wave {first} and wave {second}; a unit belongs to one wave")]
+    UnitInTwoWaves { key: String, first: u64, second: u64 },
     #[error("job {job_id} is no longer leased by this worker")]
     LeaseLost { job_id: String },
     #[error("stored data is corrupt: {0}")]

@@ -265,8 +265,11 @@ impl Store {
                 sql_owned(format!(
                     "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_token = $1, \
                      lease_expires_at = $2, heartbeat_at = $3, worker_id = $4 \
-                     WHERE id IN (SELECT id FROM jobs WHERE state = 'available' AND run_after <= $3 \
-                                  ORDER BY kind, run_after, id LIMIT $5{}) \
+                     WHERE id IN (SELECT j.id FROM jobs j WHERE j.state = 'available' AND j.run_after <= $3 \
+                                  AND (j.wave = 0 OR NOT EXISTS ( \
+                                      SELECT 1 FROM jobs e WHERE e.run_id = j.run_id AND e.kind = 'unit' \
+                                      AND e.wave < j.wave AND e.state IN ('available', 'running'))) \
+                                  ORDER BY j.kind, j.run_after, j.id LIMIT $5{}) \
                      RETURNING id, run_id, kind, unit_key, attempt, max_attempts",
                     tx.dialect().skip_locked()
                 ))
@@ -473,7 +476,7 @@ impl Store {
         unit_keys: &[String],
         max_attempts: u32,
     ) -> Result<u64, StoreError> {
-        self.plan_units(None, run_id, unit_keys, max_attempts).await
+        self.plan_units(None, run_id, &[unit_keys], max_attempts).await
     }
 
     /// [`Store::enqueue_units`] for the run job holding `fence` (refused with
@@ -482,23 +485,34 @@ impl Store {
         &self,
         fence: &Fence,
         run_id: &str,
-        unit_keys: &[String],
+        waves: &[&[String]],
         max_attempts: u32,
     ) -> Result<u64, StoreError> {
-        self.plan_units(Some(fence), run_id, unit_keys, max_attempts)
-            .await
+        self.plan_units(Some(fence), run_id, waves, max_attempts).await
     }
 
+    /// Plans a fan-out in `waves` (wave k claimable once every unit of the
+    /// waves before it is recorded): `total` = distinct keys, one job each.
     async fn plan_units(
         &self,
         fence: Option<&Fence>,
         run_id: &str,
-        unit_keys: &[String],
+        waves: &[&[String]],
         max_attempts: u32,
     ) -> Result<u64, StoreError> {
-        let mut keys: Vec<&str> = unit_keys.iter().map(String::as_str).collect();
+        let mut keys: Vec<(&str, i64)> = Vec::new();
+        for (wave, unit_keys) in waves.iter().enumerate() {
+            keys.extend(unit_keys.iter().map(|k| (k.as_str(), wave as i64)));
+        }
         keys.sort_unstable();
         keys.dedup();
+        if let Some(w) = keys.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(StoreError::UnitInTwoWaves {
+                key: w[0].0.chars().take(200).collect(),
+                first: w[0].1 as u64,
+                second: w[1].1 as u64,
+            });
+        }
         let total = keys.len() as i64;
         let now = self.now_ms();
         let mut tx = self.begin_write().await?;
@@ -537,15 +551,17 @@ impl Store {
         for chunk in keys.chunks(1000) {
             let mut stmt = sql_built(
                 tx.dialect(),
-                "INSERT INTO jobs (id, run_id, kind, unit_key, state, attempt, max_attempts, run_after, created_at) VALUES ",
+                "INSERT INTO jobs (id, run_id, kind, unit_key, wave, state, attempt, max_attempts, run_after, created_at) VALUES ",
             );
-            for (i, k) in chunk.iter().enumerate() {
+            for (i, (k, wave)) in chunk.iter().enumerate() {
                 stmt.push(if i == 0 { "(" } else { ", (" });
                 stmt.push_bind(new_id())
                     .push(", ")
                     .push_bind(run_id)
                     .push(", 'unit', ")
                     .push_bind(*k)
+                    .push(", ")
+                    .push_bind(*wave)
                     .push(", 'available', 0, ")
                     .push_bind(i64::from(max_attempts))
                     .push(", ")

@@ -121,8 +121,20 @@ impl LeasedRun {
     /// Plans a fan-out: `total` = distinct keys, one unit job each, in one
     /// transaction; a run already planned keeps its first plan.
     pub async fn enqueue_units(&self, unit_keys: &[String], max_attempts: u32) -> Result<u64, StoreError> {
+        self.enqueue_unit_waves(&[unit_keys], max_attempts).await
+    }
+
+    /// Plans a fan-out in waves: the units of `waves[k]` become claimable
+    /// only when every unit of the waves before it is recorded (a restore
+    /// writes what is referred to before what refers to it). `total` counts
+    /// every wave; a key in two waves is refused.
+    pub async fn enqueue_unit_waves(
+        &self,
+        waves: &[&[String]],
+        max_attempts: u32,
+    ) -> Result<u64, StoreError> {
         self.store()
-            .enqueue_units_fenced(&self.fence, self.id(), unit_keys, max_attempts)
+            .enqueue_units_fenced(&self.fence, self.id(), waves, max_attempts)
             .await
     }
 

@@ -768,3 +768,78 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    a_unit_wave_is_claimable_only_when_every_earlier_unit_is_recorded,
+    |store: Store| async move {
+        let clock = ManualClock::new();
+        let store = store.with_clock(Arc::new(clock.clone()));
+        let s = scope(&store).await;
+        let id = queued_run(&store, &s, RunType::BackupSetAddPolicies).await;
+        let run_job = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
+        let run = testing::lease(&store, &run_job.fence, &id).await;
+        let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        let (w0, w1, w2) = (
+            keys(&["dir/a", "dir/b"]),
+            keys(&["policy/c"]),
+            keys(&["assign/d"]),
+        );
+        // A unit in two waves is refused, and nothing is planned.
+        assert!(matches!(
+            run.enqueue_unit_waves(&[&w0, &keys(&["dir/a"])], 3).await,
+            Err(StoreError::UnitInTwoWaves {
+                first: 0,
+                second: 1,
+                ..
+            })
+        ));
+        assert_eq!(run.enqueue_unit_waves(&[&w0, &w1, &w2], 3).await.unwrap(), 4);
+        assert!(store.complete_job(&run_job.fence).await.unwrap());
+        let claimed = |jobs: &[opsledger_store::jobs::ClaimedJob]| {
+            let mut k: Vec<String> = jobs.iter().map(|j| j.unit_key.clone()).collect();
+            k.sort();
+            k
+        };
+        // Wave 0 only.
+        let first = store.claim_jobs("w", 10, 1_000).await.unwrap();
+        assert_eq!(claimed(&first), w0);
+        assert!(store.claim_jobs("w", 10, 1_000).await.unwrap().is_empty());
+        // One of wave 0 finishes; the other's worker dies and its job is
+        // retried: wave 1 still waits for it.
+        let (a, b) = (&first[0], &first[1]);
+        let done = |j: &opsledger_store::jobs::ClaimedJob, o: UnitOutcome, end: JobEnd| {
+            let store = store.clone();
+            let (fence, key, id) = (j.fence.clone(), j.unit_key.clone(), id.clone());
+            async move {
+                store
+                    .finish_unit_job(&fence, &id, UnitRecord::new(key, o), end)
+                    .await
+                    .unwrap()
+            }
+        };
+        done(a, UnitOutcome::Succeeded, JobEnd::Completed).await;
+        clock.advance(1_001);
+        assert_eq!(store.rescue_expired_jobs(10).await.unwrap().retried, 1);
+        let retried = store.claim_jobs("w", 10, 1_000).await.unwrap();
+        assert_eq!(
+            claimed(&retried),
+            vec![b.unit_key.clone()],
+            "the retry, not wave 1"
+        );
+        // A unit that fails for good is recorded too: the next wave opens.
+        done(&retried[0], UnitOutcome::Failed, JobEnd::Failed).await;
+        let second = store.claim_jobs("w", 10, 1_000).await.unwrap();
+        assert_eq!(claimed(&second), w1);
+        assert!(store.claim_jobs("w", 10, 1_000).await.unwrap().is_empty());
+        done(&second[0], UnitOutcome::Succeeded, JobEnd::Completed).await;
+        let third = store.claim_jobs("w", 10, 1_000).await.unwrap();
+        assert_eq!(claimed(&third), w2);
+        let r = done(&third[0], UnitOutcome::Succeeded, JobEnd::Completed).await;
+        assert!(r.all_processed);
+        let run = store.get_run(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (run.summary_counts.processed, run.summary_counts.failed),
+            (Some(4), Some(1))
+        );
+    }
+);
