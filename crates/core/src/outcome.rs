@@ -24,9 +24,48 @@ pub fn derive_bulk_outcome(counts: &SummaryCounts) -> Option<Outcome> {
     })
 }
 
+/// A composite parent's outcome from its children's (OPERATIONS.md §5),
+/// once every child is completed: all succeeded → succeeded; all blocked →
+/// blocked; none succeeded or partially succeeded (any mix of failed,
+/// blocked, cancelled) → failed; otherwise partially succeeded. No children:
+/// succeeded. `None` while a child is still pending.
+pub fn derive_composite_outcome(children: &[Outcome]) -> Option<Outcome> {
+    if children.iter().any(|o| !o.is_terminal()) {
+        return None;
+    }
+    let all = |o: Outcome| children.iter().all(|c| *c == o);
+    Some(if all(Outcome::Succeeded) {
+        Outcome::Succeeded
+    } else if all(Outcome::Blocked) {
+        Outcome::Blocked
+    } else if !children
+        .iter()
+        .any(|c| matches!(c, Outcome::Succeeded | Outcome::PartiallySucceeded))
+    {
+        Outcome::Failed
+    } else {
+        Outcome::PartiallySucceeded
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn composite_outcome_follows_the_children() {
+        use Outcome::*;
+        let d = derive_composite_outcome;
+        assert_eq!(d(&[]), Some(Succeeded));
+        assert_eq!(d(&[Succeeded, Succeeded]), Some(Succeeded));
+        assert_eq!(d(&[Blocked, Blocked]), Some(Blocked));
+        assert_eq!(d(&[Failed, Blocked, Cancelled]), Some(Failed));
+        assert_eq!(d(&[Cancelled]), Some(Failed));
+        assert_eq!(d(&[Succeeded, Failed]), Some(PartiallySucceeded));
+        assert_eq!(d(&[PartiallySucceeded]), Some(PartiallySucceeded));
+        assert_eq!(d(&[Succeeded, Blocked]), Some(PartiallySucceeded));
+        assert_eq!(d(&[Succeeded, Pending]), None);
+    }
 
     fn c(total: u64, succeeded: u64, failed: u64, skipped: u64) -> SummaryCounts {
         SummaryCounts {

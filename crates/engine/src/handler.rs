@@ -77,6 +77,14 @@ impl RunContext {
         self.lease.enqueue_units(unit_keys, max_attempts).await
     }
 
+    /// Starts or adopts a composite's child runs, once.
+    pub async fn enqueue_child_runs(
+        &self,
+        children: &[opsledger_store::children::NewChild],
+    ) -> Result<Vec<opsledger_store::children::ChildStart>, StoreError> {
+        self.lease.enqueue_child_runs(children).await
+    }
+
     /// Declares the run's phases once (a retried run keeps them).
     pub async fn plan_phases(&self, plan: &[opsledger_core::phases::PhasePlan]) -> Result<(), StoreError> {
         self.lease.plan_phases(plan).await

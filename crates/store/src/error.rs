@@ -60,6 +60,11 @@ pub enum StoreError {
         new: u64,
         reason: String,
     },
+    /// Child runs enqueued by a run whose type is not composite.
+    #[error("{run_type} is not a composite operation")]
+    NotComposite { run_type: opsledger_core::RunType },
+    #[error("a composite may have at most {limit} children, got {got}")]
+    TooManyChildren { got: usize, limit: usize },
     /// A fan-out planned one unit in two waves.
     #[error("unit `{key}` is planned in wave {first} and wave {second}; a unit belongs to one wave")]
     UnitInTwoWaves { key: String, first: u64, second: u64 },

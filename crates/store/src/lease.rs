@@ -86,6 +86,18 @@ impl LeasedRun {
             .await
     }
 
+    /// Starts (or adopts) the children of a composite run, once: a retried
+    /// parent gets its first plan back. No child to wait for closes the
+    /// parent `succeeded` at once; otherwise the last child's close does.
+    pub async fn enqueue_child_runs(
+        &self,
+        children: &[crate::children::NewChild],
+    ) -> Result<Vec<crate::children::ChildStart>, StoreError> {
+        self.store()
+            .enqueue_children_fenced(&self.fence, self.id(), children)
+            .await
+    }
+
     /// Declares the run's phases (OPERATIONS.md §4), all pending; a retried
     /// run re-declaring the same plan keeps its phases as they are.
     pub async fn plan_phases(&self, plan: &[PhasePlan]) -> Result<(), StoreError> {

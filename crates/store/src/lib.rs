@@ -18,6 +18,7 @@
 
 pub mod artifacts;
 pub mod backups;
+pub mod children;
 pub mod clock;
 mod db;
 pub mod directory;

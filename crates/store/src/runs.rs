@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 pub const MAX_CONTEXT_BYTES: usize = 4 * 1024 * 1024;
 
 /// `context` serialized, refused past [`MAX_CONTEXT_BYTES`].
-fn context_text(context: &Value) -> Result<String, StoreError> {
+pub(crate) fn context_text(context: &Value) -> Result<String, StoreError> {
     let text = serde_json::to_string(context).expect("json");
     if text.len() > MAX_CONTEXT_BYTES {
         return Err(StoreError::ContextTooLarge {
@@ -113,8 +113,44 @@ impl CreateResult {
     }
 }
 
+/// Inside `tx`: inserts `new` as `queued` holding dedup key `key`, with the
+/// job that will execute it (a queued run always has its job: queue truth),
+/// unless an active run holds the key. The new run's id when inserted.
+pub(crate) async fn insert_queued_in(
+    tx: &mut Tx,
+    new: &NewRun,
+    key: &str,
+    context: &str,
+) -> Result<Option<String>, StoreError> {
+    let (id, created_at) = new_run_id();
+    let inserted = tx
+        .execute(
+            sql(
+                "INSERT INTO operation_runs (id, workspace_id, tenant_id, parent_id, type, status, outcome, \
+                 active_key, context, initiator, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'queued', 'pending', $6, $7, $8, $9) \
+                 ON CONFLICT (active_key) DO NOTHING",
+            )
+            .bind(&id)
+            .bind(&new.workspace_id)
+            .bind(&new.tenant_id)
+            .bind(&new.parent_id)
+            .bind(new.run_type.as_str())
+            .bind(key)
+            .bind(context)
+            .bind(&new.initiator)
+            .bind(created_at),
+        )
+        .await?;
+    if inserted == 0 {
+        return Ok(None);
+    }
+    insert_job(tx, &id, "run", "", new.run_type.max_attempts()).await?;
+    Ok(Some(id))
+}
+
 /// A run's start parameters (`context.params`), absent ones as an empty object.
-fn params_of(context: &Value) -> Value {
+pub(crate) fn params_of(context: &Value) -> Value {
     match context.get("params") {
         Some(p) if !p.is_null() => p.clone(),
         _ => Value::Object(Map::new()),
@@ -526,54 +562,30 @@ impl Store {
                 expected,
             });
         }
-        // Child runs of a composite are scoped by their parent, not deduplicated.
+        // A child run holds its own key too: a composite adopts an active run.
         let params = params_of(&new.context);
-        let key = new.parent_id.is_none().then(|| {
-            new.run_type
-                .dedup_key(&new.workspace_id, new.tenant_id.as_deref(), &params)
-        });
+        let key = new
+            .run_type
+            .dedup_key(&new.workspace_id, new.tenant_id.as_deref(), &params);
         let context = context_text(&new.context)?;
         // The active run may complete between a refused insert and the read
         // of it; then the insert is simply tried again.
         for _ in 0..5 {
-            let (id, created_at) = new_run_id();
-            // The run and the job that will execute it commit together:
-            // a queued run always has its job (queue truth).
             let mut tx = self.begin_write().await?;
-            let inserted = tx
-                .execute(
-                    sql("INSERT INTO operation_runs (id, workspace_id, tenant_id, parent_id, type, status, outcome, \
-                         active_key, context, initiator, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, 'queued', 'pending', $6, $7, $8, $9) \
-                         ON CONFLICT (active_key) DO NOTHING")
-                    .bind(&id)
-                    .bind(&new.workspace_id)
-                    .bind(&new.tenant_id)
-                    .bind(&new.parent_id)
-                    .bind(new.run_type.as_str())
-                    .bind(&key)
-                    .bind(&context)
-                    .bind(&new.initiator)
-                    .bind(created_at),
-                )
-                .await?;
-            if inserted == 1 {
-                insert_job(&mut tx, &id, "run", "", new.run_type.max_attempts()).await?;
-            }
+            let inserted = insert_queued_in(&mut tx, &new, &key, &context).await?;
             tx.commit().await?;
-            if inserted == 1 {
+            if let Some(id) = inserted {
                 return Ok(CreateResult::Created(
                     self.require_run(&id).await.map_err(StoreError::after_commit)?,
                 ));
             }
-            let Some(key) = &key else { continue };
             let active = self
                 .pool
                 .row(
                     sql_owned(format!(
                         "SELECT {RUN_COLUMNS} FROM operation_runs WHERE active_key = $1"
                     ))
-                    .bind(key),
+                    .bind(&key),
                 )
                 .await?
                 .map(|r| run_from_row(&r))
@@ -763,9 +775,17 @@ impl Store {
     /// Cancels a queued or running run (an operator's request): closed as
     /// `cancelled` through the single closing write, with `patch` (who asked,
     /// when) in its context; units never recorded count as skipped.
+    /// A composite's children it started are cancelled with it, in the same
+    /// transaction; children it adopted run on (OPERATIONS.md §5).
     pub async fn cancel_run(&self, id: &str, patch: ContextPatch) -> Result<CompleteResult, StoreError> {
-        let completion = Completion::new(Outcome::Cancelled).with_patch(patch);
-        self.close_run(id, CloseGuard::None, |_| Some(completion)).await
+        let completion = Completion::new(Outcome::Cancelled).with_patch(patch.clone());
+        let mut tx = self.begin_write().await?;
+        let step = close_run_in(&mut tx, id, CloseGuard::None, |_| Some(completion)).await?;
+        if matches!(step, ClosingStep::Completed) {
+            crate::children::cancel_started_children_in(&mut tx, id, &patch).await?;
+        }
+        tx.commit().await?;
+        self.closed_result(id, step).await
     }
 
     /// The closing write with a guard checked inside its transaction.
@@ -781,11 +801,16 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let result = close_run_in(&mut tx, id, guard, decide).await?;
         tx.commit().await?;
-        let run = self.require_run(id).await.map_err(|e| match result {
+        self.closed_result(id, result).await
+    }
+
+    /// The run after a closing step committed, as the caller reports it.
+    async fn closed_result(&self, id: &str, step: ClosingStep) -> Result<CompleteResult, StoreError> {
+        let run = self.require_run(id).await.map_err(|e| match step {
             ClosingStep::Completed => e.after_commit(),
             _ => e,
         })?;
-        Ok(match result {
+        Ok(match step {
             ClosingStep::Completed => CompleteResult::Completed(run),
             ClosingStep::AlreadyCompleted => CompleteResult::AlreadyCompleted(run),
             ClosingStep::NotReady => CompleteResult::NotReady(run),
@@ -1008,7 +1033,8 @@ impl Store {
         self.pool
             .rows(
                 sql_owned(format!(
-                    "SELECT {RUN_COLUMNS} FROM operation_runs WHERE parent_id = $1 ORDER BY id"
+                    "SELECT {RUN_COLUMNS} FROM operation_runs \
+                     WHERE id IN (SELECT child_id FROM run_children WHERE parent_id = $1) ORDER BY id"
                 ))
                 .bind(parent_id),
             )
@@ -1081,8 +1107,27 @@ pub(crate) async fn patch_context_in(
     Ok(true)
 }
 
-/// The closing write's body, inside `tx` (see [`Store::close_run`]).
-async fn close_run_in<F>(
+/// The closing write, inside `tx` (see [`Store::close_run`]): closes run
+/// `id`, then every composite parent its close leaves with no open child
+/// (OPERATIONS.md §5: in the last child's closing transaction).
+pub(crate) async fn close_run_in<F>(
+    tx: &mut Tx,
+    id: &str,
+    guard: CloseGuard<'_>,
+    decide: F,
+) -> Result<ClosingStep, StoreError>
+where
+    F: FnOnce(&Run) -> Option<Completion>,
+{
+    let step = close_one_in(tx, id, guard, decide).await?;
+    if matches!(step, ClosingStep::Completed) {
+        crate::children::close_parents_in(tx, id).await?;
+    }
+    Ok(step)
+}
+
+/// The closing write's body for one run, inside `tx`.
+pub(crate) async fn close_one_in<F>(
     tx: &mut Tx,
     id: &str,
     guard: CloseGuard<'_>,
@@ -1126,6 +1171,18 @@ where
             )
             .await?;
         if live.is_some() {
+            return Ok(ClosingStep::NotReady);
+        }
+        let open_child: Option<(i64,)> = tx
+            .fetch_optional(
+                sql_owned(format!(
+                    "SELECT 1 FROM operation_runs r WHERE r.id = $1 AND {}",
+                    crate::stale::child_can_move_run("r")
+                ))
+                .bind(id),
+            )
+            .await?;
+        if open_child.is_some() {
             return Ok(ClosingStep::NotReady);
         }
     }
@@ -1243,7 +1300,7 @@ pub(crate) enum CloseGuard<'a> {
     NoLiveJobs,
 }
 
-enum ClosingStep {
+pub(crate) enum ClosingStep {
     Completed,
     AlreadyCompleted,
     NotReady,

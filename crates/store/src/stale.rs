@@ -33,6 +33,16 @@ pub(crate) fn job_can_move_run(alias: &str, now: &str) -> String {
     )
 }
 
+/// SQL: run `{alias}` has a child run that is not completed — a composite
+/// parent has no job of its own while its children run, and is alive while
+/// any of them is (OPERATIONS.md §7).
+pub(crate) fn child_can_move_run(alias: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM run_children c JOIN operation_runs k ON k.id = c.child_id \
+         WHERE c.parent_id = {alias}.id AND k.status <> 'completed')"
+    )
+}
+
 impl Store {
     /// Runs that may be stale: queued since before `queued_before`, or
     /// running with no heartbeat since `heartbeat_before` — and in both cases
@@ -58,8 +68,10 @@ impl Store {
                        AND ((r.status = 'queued' AND r.created_at < $1) \
                          OR (r.status = 'running' AND COALESCE(r.heartbeat_at, r.started_at, r.created_at) < $2)) \
                        AND NOT (r.status = 'running' AND EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id AND {live})) \
+                       AND NOT (r.status = 'running' AND {children}) \
                      ORDER BY r.id LIMIT $4",
-                    live = job_can_move_run("j", "$3")
+                    live = job_can_move_run("j", "$3"),
+                    children = child_can_move_run("r")
                 ))
                 .bind(queued_before)
                 .bind(heartbeat_before)
