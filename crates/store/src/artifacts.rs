@@ -9,6 +9,7 @@
 use crate::StoreError;
 use crate::backups::BackupItem;
 use crate::db::Tx;
+use crate::files::StagedFile;
 use crate::inventory::ItemSnapshot;
 
 /// What a unit writes besides its ledger row.
@@ -22,11 +23,21 @@ pub enum UnitArtifact {
     },
     /// A policy captured into the run's own backup set.
     BackupItem(BackupItem),
+    /// A file written under a temporary name ([`crate::files`]), moved into
+    /// place with its row (size, SHA-256).
+    File(StagedFile),
 }
 
-/// Writes `artifact` of a unit of `run_id` inside `tx`.
-pub(crate) async fn write_in(tx: &mut Tx, run_id: &str, artifact: &UnitArtifact) -> Result<(), StoreError> {
+/// Writes `artifact` of run `run_id` inside `tx`: of its unit `unit_key`, or
+/// of its close (`None`).
+pub(crate) async fn write_in(
+    tx: &mut Tx,
+    run_id: &str,
+    unit_key: Option<&str>,
+    artifact: &UnitArtifact,
+) -> Result<(), StoreError> {
     match artifact {
+        UnitArtifact::File(file) => crate::files::commit_in(tx, run_id, unit_key, file).await,
         UnitArtifact::InventoryItems { policy_type, items } => {
             crate::inventory::upsert_items_in(tx, run_id, policy_type, items).await
         }

@@ -60,6 +60,9 @@ pub enum StoreError {
         new: u64,
         reason: String,
     },
+    /// A file artifact could not be written, moved or named.
+    #[error("file artifact: {0}")]
+    Files(String),
     /// Child runs enqueued by a run whose type is not composite.
     #[error("{run_type} is not a composite operation")]
     NotComposite { run_type: opsledger_core::RunType },

@@ -90,7 +90,7 @@ pub(crate) async fn ledger_in<'a>(
     // closed, total passed) rolls them back with the rest.
     for u in &fresh {
         if let Some(artifact) = u.artifact.as_ref().filter(|_| u.outcome != UnitOutcome::Failed) {
-            crate::artifacts::write_in(tx, run_id, artifact).await?;
+            crate::artifacts::write_in(tx, run_id, Some(&u.key), artifact).await?;
         }
     }
     for u in &fresh {

@@ -23,6 +23,7 @@ pub mod clock;
 mod db;
 pub mod directory;
 mod error;
+pub mod files;
 pub mod inventory;
 pub mod jobs;
 pub mod lease;

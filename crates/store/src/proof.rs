@@ -29,6 +29,11 @@ impl ProofReader {
         ProofReader { store: store.clone() }
     }
 
+    /// The files run `run_id` committed (name, unit, size, SHA-256).
+    pub async fn files_of(&self, run_id: &str) -> Result<Vec<crate::files::RunFile>, StoreError> {
+        self.store.run_files(run_id).await
+    }
+
     /// Inventory items whose `last_seen_operation_run_id` is `run_id`,
     /// grouped by workspace, tenant and policy type.
     pub async fn inventory_items_linked_to(&self, run_id: &str) -> Result<Vec<LinkedItems>, StoreError> {

@@ -1191,7 +1191,7 @@ where
     };
     // Under the run's row lock, before anything reads what the run wrote.
     for artifact in &completion.artifacts {
-        crate::artifacts::write_in(tx, id, artifact).await?;
+        crate::artifacts::write_in(tx, id, None, artifact).await?;
     }
     let mut context = run.context.clone();
     for patch in &completion.context_patches {
