@@ -11,7 +11,6 @@ use opsledger_store::inventory::{ItemScope, ItemSnapshot};
 use opsledger_store::jobs::Fence;
 use opsledger_store::{ContextPatch, NewRun, Store, UnitRecord, both_backends};
 use serde_json::json;
-use std::time::Duration;
 
 fn registry() -> Registry {
     opsledger_families::registry(ProviderSettings::default())
@@ -291,6 +290,9 @@ both_backends!(
 both_backends!(
     the_sweep_finds_and_reconciles_a_dead_sync,
     |store: Store| async move {
+        // Leases and heartbeats age by the store's clock, moved rather than slept.
+        let clock = opsledger_store::clock::ManualClock::new();
+        let store = store.with_clock(std::sync::Arc::new(clock.clone()));
         let f = fixture(&store).await;
         let id = start(&store, &f, RunType::InventorySync).await;
         // The worker claimed the job with a short lease and died after two types.
@@ -308,7 +310,7 @@ both_backends!(
         store.init_total(&id, 3).await.unwrap();
         covered(&store, &id, &job.fence, &f.ws, &f.tenant, "a", 2).await;
         covered(&store, &id, &job.fence, &f.ws, &f.tenant, "b", 1).await;
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        clock.advance(80);
         let config = SweepConfig {
             heartbeat_timeout_ms: Some(60),
             queue_timeout_ms: None,
@@ -322,10 +324,10 @@ both_backends!(
         // Every attempt dies the same way.
         for _ in 0..2 {
             store.claim_jobs("dead", 1, 1).await.unwrap().pop().unwrap();
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            clock.advance(5);
             store.rescue_expired_jobs(10).await.unwrap();
         }
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        clock.advance(80);
         let r = opsledger_engine::sweep_once(&store, &registry(), &config)
             .await
             .unwrap();

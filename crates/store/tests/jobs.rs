@@ -138,11 +138,13 @@ both_backends!(
 both_backends!(
     rescue_is_state_guarded_and_idempotent,
     |store: Store| async move {
+        let clock = ManualClock::new();
+        let store = store.with_clock(Arc::new(clock.clone()));
         let id = fan_out(&store, 3).await;
         // Three jobs with leases that expire at once.
         let jobs = store.claim_jobs("dead", 3, 1).await.unwrap();
         assert_eq!(jobs.len(), 3);
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        clock.advance(5);
         // One finishes just before the rescuer runs: the rescuer must not touch it.
         let done = &jobs[0];
         store
@@ -202,6 +204,8 @@ both_backends!(
 both_backends!(
     rescue_without_attempts_left_finishes_the_unit_as_failed,
     |store: Store| async move {
+        let clock = ManualClock::new();
+        let store = store.with_clock(Arc::new(clock.clone()));
         let s = scope(&store).await;
         let id = queued_run(&store, &s, RunType::BackupSetAddPolicies).await;
         let run_job = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
@@ -209,7 +213,7 @@ both_backends!(
         store.complete_job(&run_job.fence).await.unwrap();
         let job = store.claim_jobs("dead", 1, 1).await.unwrap().pop().unwrap();
         assert!(job.is_last_attempt());
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        clock.advance(5);
         let r = store.rescue_expired_jobs(100).await.unwrap();
         assert_eq!(r.failed_units.get(&id), Some(&1));
         let run = store.get_run(&id).await.unwrap().unwrap();
