@@ -96,7 +96,10 @@ impl Execution {
             }
         };
         let stop = *stop.lock().expect("lock");
-        let closed_run = done.lock().expect("lock").closed_run;
+        let (closed_run, children_planned) = {
+            let done = done.lock().expect("lock");
+            (done.closed_run, done.children_planned)
+        };
         let completer = Completer {
             store: &self.store,
             registry: &self.registry,
@@ -119,6 +122,7 @@ impl Execution {
                 fan_out: run_type.is_fan_out(),
                 run_after,
                 closed_run,
+                children_planned,
             });
             completer.apply(finish).await
         }

@@ -103,6 +103,9 @@ pub struct FinishInput {
     pub run_after: Option<RunAfter>,
     /// The run handler closed its run through its context.
     pub closed_run: bool,
+    /// The run handler (a composite's) handed its run to child runs through
+    /// its context: the last child's close closes the run.
+    pub children_planned: bool,
 }
 
 /// What to do with the job.
@@ -186,13 +189,15 @@ fn decide_run(input: FinishInput, run: RunAfter) -> Finish {
     // A stop signal that raced with work already done (the handler closed its
     // run, or planned its units) does not undo it.
     let work_done = input.returned == Returned::RunDone
-        && (input.closed_run || (input.fan_out && run.open && run.planned));
+        && (input.closed_run || input.children_planned || (input.fan_out && run.open && run.planned));
     if !work_done && let Some(f) = stopped(input.stop) {
         return f;
     }
     match input.returned {
         Returned::RunDone if !run.open => Finish::CompleteRunJob { fan_out: false },
         Returned::RunDone if input.fan_out => Finish::CompleteRunJob { fan_out: true },
+        // Its children carry the work now; their last close closes the run.
+        Returned::RunDone if input.children_planned => Finish::CompleteRunJob { fan_out: false },
         Returned::RunDone => Finish::FailRunJob {
             failure: Failure::new(
                 "handler_left_run_open",
@@ -235,6 +240,7 @@ mod tests {
             fan_out: true,
             run_after: None,
             closed_run: false,
+            children_planned: false,
         })
     }
 
@@ -253,7 +259,30 @@ mod tests {
             fan_out,
             run_after: Some(RunAfter { open, planned }),
             closed_run,
+            children_planned: false,
         })
+    }
+
+    #[test]
+    fn a_composite_whose_children_carry_the_work_ends_its_job_and_leaves_its_run_open() {
+        for stop in [Stop::None, Stop::Shutdown, Stop::RunClosed] {
+            let f = decide(FinishInput {
+                returned: Returned::RunDone,
+                stop,
+                last_attempt: false,
+                fan_out: false,
+                run_after: Some(RunAfter {
+                    open: true,
+                    planned: false,
+                }),
+                closed_run: false,
+                children_planned: true,
+            });
+            assert_eq!(f, Finish::CompleteRunJob { fan_out: false }, "{stop:?}");
+        }
+        // Without children planned, an open run is a handler that forgot to close it.
+        let f = run(Returned::RunDone, Stop::None, false, true, false, false);
+        assert!(matches!(f, Finish::FailRunJob { .. }), "{f:?}");
     }
 
     const STOPS: [Stop; 4] = [Stop::None, Stop::Shutdown, Stop::LeaseLost, Stop::RunClosed];

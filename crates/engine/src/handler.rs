@@ -36,6 +36,8 @@ pub struct RunContext {
 pub(crate) struct WorkDone {
     /// The handler closed its run through [`RunContext::complete`].
     pub closed_run: bool,
+    /// The handler handed its run to child runs ([`RunContext::enqueue_child_runs`]).
+    pub children_planned: bool,
 }
 
 /// Shared between a handler's context and the runner.
@@ -82,7 +84,9 @@ impl RunContext {
         &self,
         children: &[opsledger_store::children::NewChild],
     ) -> Result<Vec<opsledger_store::children::ChildStart>, StoreError> {
-        self.lease.enqueue_child_runs(children).await
+        let starts = self.lease.enqueue_child_runs(children).await?;
+        self.done.lock().expect("lock").children_planned = true;
+        Ok(starts)
     }
 
     /// Declares the run's phases once (a retried run keeps them).

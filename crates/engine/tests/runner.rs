@@ -631,3 +631,77 @@ both_backends!(
         );
     }
 );
+
+/// A composite's run job: one `inventory.sync` child per tenant.
+struct SyncEveryTenant(Vec<String>);
+#[async_trait]
+impl Handler for SyncEveryTenant {
+    async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
+        let children: Vec<_> = self
+            .0
+            .iter()
+            .map(|t| opsledger_store::children::NewChild {
+                run_type: RunType::InventorySync,
+                tenant_id: Some(t.clone()),
+                params: json!({}),
+            })
+            .collect();
+        ctx.enqueue_child_runs(&children).await?;
+        Ok(())
+    }
+}
+
+/// Succeeds on every tenant but the last, which it blocks.
+struct BlocksTenant(String);
+#[async_trait]
+impl Handler for BlocksTenant {
+    async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
+        let outcome = if ctx.run.tenant_id.as_deref() == Some(self.0.as_str()) {
+            Outcome::Blocked
+        } else {
+            Outcome::Succeeded
+        };
+        ctx.complete(Completion::new(outcome)).await?;
+        Ok(())
+    }
+}
+
+both_backends!(
+    a_composite_is_closed_by_its_last_child_through_the_runner,
+    |store: Store| async move {
+        let (ws, tenants) = workspace(&store, 3).await;
+        let mut registry = Registry::new();
+        registry.handler(
+            RunType::WorkspaceInventorySyncAll,
+            Arc::new(SyncEveryTenant(tenants.clone())),
+        );
+        registry.handler(RunType::InventorySync, Arc::new(BlocksTenant(tenants[2].clone())));
+        let parent = store
+            .create_run(NewRun {
+                workspace_id: ws.clone(),
+                tenant_id: None,
+                parent_id: None,
+                run_type: RunType::WorkspaceInventorySyncAll,
+                initiator: "test".into(),
+                context: json!({"params": {}}),
+            })
+            .await
+            .unwrap()
+            .into_run()
+            .id;
+        let shutdown = CancellationToken::new();
+        let runner = spawn(&store, &registry, &shutdown);
+        let done = wait_all(&store, std::slice::from_ref(&parent)).await;
+        shutdown.cancel();
+        runner.await.unwrap();
+        // The parent's job ended without closing it; its children did.
+        assert_eq!(done[0].outcome, Outcome::PartiallySucceeded, "{:?}", done[0]);
+        let children = store.children_of(&parent).await.unwrap();
+        assert_eq!(children.len(), 3);
+        assert!(children.iter().all(Run::is_completed));
+        let tally = store.job_tally(&parent).await.unwrap();
+        assert_eq!((tally.completed, tally.failed), (1, 0), "{tally:?}");
+        let progress = opsledger_core::progress::progress_of(&done[0], &children);
+        assert_eq!(progress.mode, opsledger_core::ProgressMode::Composite);
+    }
+);
