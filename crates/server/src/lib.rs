@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod error;
+mod files;
 pub mod http;
 mod operations;
 pub mod render;
@@ -60,6 +61,7 @@ fn routes(state: AppState) -> Router {
             "/api/v1/workspaces/{ws}/operations/{id}/cancel",
             post(operations::cancel),
         )
+        .route("/api/v1/workspaces/{ws}/operations/{id}/files", get(files::list))
         .route(
             "/api/v1/workspaces/{ws}/operations/{id}/force-close",
             post(operations::force_close),

@@ -69,7 +69,7 @@ async fn render(state: &AppState, run: &Run) -> Result<Value, ApiError> {
 /// The run `id` if the caller may see it, else `404` — one lookup keyed by
 /// the caller's visibility and the id, so an id of another workspace or
 /// tenant and an id that exists nowhere take the same path.
-async fn visible_run(state: &AppState, access: &Access, id: &str) -> Result<Run, ApiError> {
+pub(crate) async fn visible_run(state: &AppState, access: &Access, id: &str) -> Result<Run, ApiError> {
     check_id("run id", id)?;
     retry::read(move || state.store.visible_run(&access.visibility, id))
         .await?

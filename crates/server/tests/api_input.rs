@@ -417,6 +417,48 @@ both_backends!(
 );
 
 both_backends!(
+    a_runs_files_are_listed_under_its_access_rules,
+    |store: Store| async move {
+        use std::io::Write;
+        let w = world(store.clone()).await;
+        let dir = std::env::temp_dir().join(format!("opsledger-files-{}", w.run_a));
+        let files = opsledger_store::files::FileStore::new(&dir).unwrap();
+        store.claim_run(&w.run_a).await.unwrap().unwrap();
+        store.init_total(&w.run_a, 1).await.unwrap();
+        let mut draft = files.begin(&w.run_a, "pack.zip").unwrap();
+        draft.write_all(b"zip bytes").unwrap();
+        let staged = draft.finish().unwrap();
+        let unit = opsledger_store::UnitRecord::new("pack", opsledger_core::UnitOutcome::Succeeded)
+            .with_artifact(opsledger_store::artifacts::UnitArtifact::File(staged.clone()));
+        store.record_units(&w.run_a, &[unit]).await.unwrap();
+        let path = format!("/api/v1/workspaces/{}/operations/{}/files", w.ws, w.run_a);
+        let (status, body, _) = call(&w, &w.viewer, "GET", &path, None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body,
+            json!({"items": [{"name": "pack.zip", "unit_key": "pack", "size_bytes": 9, "sha256": staged.sha256}], "next_cursor": null})
+        );
+        // Outside the workspace or a restricted member's tenants: 404, as for the run.
+        assert_eq!(call(&w, &w.outsider, "GET", &path, None).await.0, 404);
+        let foreign = format!("/api/v1/workspaces/{}/operations/{}/files", w.ws, w.foreign_run);
+        assert_eq!(call(&w, &w.admin, "GET", &foreign, None).await.0, 404);
+        for (query, code) in [
+            ("?limit=5", "invalid_query"),
+            ("?cursor=../x", "invalid_cursor"),
+            ("?cursor=a&cursor=b", "duplicate_query_param"),
+        ] {
+            let (status, err, _) = call(&w, &w.viewer, "GET", &format!("{path}{query}"), None).await;
+            assert_eq!(
+                (status, err["error"]["code"].as_str()),
+                (400, Some(code)),
+                "{query}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+);
+
+both_backends!(
     force_close_through_the_api_never_fabricates_success,
     |store: Store| async move {
         let w = world(store).await;

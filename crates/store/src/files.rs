@@ -203,11 +203,24 @@ pub(crate) async fn commit_in(
 impl crate::Store {
     /// The files run `run_id` committed, by name.
     pub async fn run_files(&self, run_id: &str) -> Result<Vec<RunFile>, StoreError> {
+        self.run_files_page(run_id, None, u32::MAX).await
+    }
+
+    /// Up to `limit` files of run `run_id` named after `after`, by name.
+    pub async fn run_files_page(
+        &self,
+        run_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RunFile>, StoreError> {
         let rows: Vec<(String, Option<String>, i64, String)> = self
             .pool
             .fetch_all(
-                sql("SELECT name, unit_key, size_bytes, sha256 FROM run_files WHERE run_id = $1 ORDER BY name")
-                    .bind(run_id),
+                sql("SELECT name, unit_key, size_bytes, sha256 FROM run_files \
+                     WHERE run_id = $1 AND name > $2 ORDER BY name LIMIT $3")
+                .bind(run_id)
+                .bind(after.unwrap_or(""))
+                .bind(i64::from(limit)),
             )
             .await?;
         Ok(rows
