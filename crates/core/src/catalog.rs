@@ -351,9 +351,15 @@ impl RunType {
     pub fn dedup_key(self, workspace_id: &str, tenant_id: Option<&str>, params: &Value) -> String {
         let mut key = format!("{}|{}|{}", self.as_str(), workspace_id, tenant_id.unwrap_or("*"));
         if let DedupKey::ScopeAnd(names) = self.spec().dedup {
-            let values: Vec<&Value> = names
+            // Ids are compared without letter case (as Microsoft Graph does;
+            // type keys cannot differ by case alone, validation is exact).
+            let values: Vec<Value> = names
                 .iter()
-                .map(|n| params.get(n).unwrap_or(&Value::Null))
+                .map(|n| match params.get(n) {
+                    Some(Value::String(s)) => Value::String(s.to_lowercase()),
+                    Some(v) => v.clone(),
+                    None => Value::Null,
+                })
                 .collect();
             // JSON-encoded, so no value can forge a boundary between two.
             key.push('|');

@@ -274,11 +274,17 @@ pub fn validate(t: RunType, params: &Value) -> Result<Value, ParamError> {
 fn normalized(spec: &ParamSpec, v: &Value) -> Result<Value, ParamError> {
     let default = spec.default.unwrap_or("none");
     Ok(match spec.kind {
+        // Sets, sorted: the same selection in another order is the same work
+        // (and the same parameters for deduplicated starts).
         ParamKind::PolicyTypes => {
-            distinct_strings(spec.name, v, MAX_POLICY_TYPES, default, check_policy_type)?.into()
+            let mut list = distinct_strings(spec.name, v, MAX_POLICY_TYPES, default, check_policy_type)?;
+            list.sort();
+            list.into()
         }
         ParamKind::PolicyRefs => {
-            distinct_strings(spec.name, v, MAX_POLICY_IDS, default, check_policy_ref)?.into()
+            let mut list = distinct_strings(spec.name, v, MAX_POLICY_IDS, default, check_policy_ref)?;
+            list.sort();
+            list.into()
         }
         ParamKind::PolicyRef => {
             let s = v.as_str().ok_or_else(|| ParamError::Invalid {
@@ -310,7 +316,7 @@ mod tests {
     }
 
     #[test]
-    fn policy_types_are_deduplicated_in_order() {
+    fn policy_types_are_deduplicated_and_sorted() {
         let v = validate(
             RunType::InventorySync,
             &json!({"policy_types": ["namedLocations", "deviceConfigurations", "namedLocations"]}),
@@ -318,7 +324,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             v,
-            json!({"policy_types": ["namedLocations", "deviceConfigurations"]})
+            json!({"policy_types": ["deviceConfigurations", "namedLocations"]})
         );
     }
 
@@ -352,7 +358,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             v,
-            json!({"policy_ids": ["namedLocations/1", "deviceConfigurations/a-b_c.d"]})
+            json!({"policy_ids": ["deviceConfigurations/a-b_c.d", "namedLocations/1"]})
         );
         for bad in [
             "nope",

@@ -46,6 +46,10 @@ pub enum PhaseError {
     UnknownPhase(String),
     #[error("phase {key:?} is {state:?}: phases only move forward")]
     NotAhead { key: String, state: PhaseState },
+    #[error(
+        "phase {key:?} has {processed} of its {total} units processed: it cannot end done before they are"
+    )]
+    Unfinished { key: String, processed: u64, total: u64 },
     #[error("phase {key:?} already has total {existing}; refusing {requested}")]
     TotalDiffers {
         key: String,
@@ -143,6 +147,16 @@ pub fn activate(phases: &[Phase], key: &str, total: Option<u64>) -> Result<Vec<P
             });
         }
         if i < at {
+            if p.state == PhaseState::Active
+                && let Some(total) = p.total
+                && p.processed.unwrap_or(0) < total
+            {
+                return Err(PhaseError::Unfinished {
+                    key: p.key.clone(),
+                    processed: p.processed.unwrap_or(0),
+                    total,
+                });
+            }
             p.state = match p.state {
                 PhaseState::Active => PhaseState::Done,
                 PhaseState::Pending => PhaseState::Skipped,
@@ -167,7 +181,10 @@ pub fn closed(phases: &[Phase], outcome: Outcome) -> Vec<Phase> {
         .iter()
         .cloned()
         .map(|mut p| {
+            // A counted phase short of its total did not get done, whatever the run's outcome.
+            let short = p.total.is_some_and(|t| p.processed.unwrap_or(0) < t);
             p.state = match p.state {
+                PhaseState::Active if short && active_becomes == PhaseState::Done => PhaseState::Failed,
                 PhaseState::Active => active_becomes,
                 PhaseState::Pending => PhaseState::Skipped,
                 s => s,
@@ -238,6 +255,17 @@ mod tests {
             activate(&p, "nope", None),
             Err(PhaseError::UnknownPhase(_))
         ));
+        // A counted phase cannot end done short of its total.
+        assert!(matches!(
+            activate(&p, "persist", None),
+            Err(PhaseError::Unfinished {
+                processed: 0,
+                total: 10,
+                ..
+            })
+        ));
+        let mut p = p;
+        p[1].processed = Some(10);
         // Jumping ahead skips what was passed over.
         let p = activate(&p, "persist", None).unwrap();
         assert_eq!(states(&p), vec![Done, Done, Skipped, Active]);
@@ -245,6 +273,9 @@ mod tests {
 
     #[test]
     fn closing_early_fails_the_active_phase_and_skips_the_rest() {
+        // Closed succeeded while a counted phase is short: that phase failed.
+        let short = activate(&plan(), "capture", Some(2)).unwrap();
+        assert_eq!(states(&closed(&short, Outcome::Succeeded))[1], Failed);
         let p = activate(&plan(), "capture", None).unwrap();
         assert_eq!(
             states(&closed(&p, Outcome::Failed)),

@@ -1,9 +1,11 @@
 //! `policy.sync`: re-read one policy of a tenant into its inventory.
 //!
 //! - **Progress** is activity: one indivisible read, no units, no `total`.
-//! - **Proof** is the inventory item itself, upserted in the run's closing
-//!   transaction (last seen by this run), and `context.policy_sync` naming
-//!   what was read. A run that did not close has written nothing.
+//! - **Proof** is the inventory item itself, refreshed in the run's closing
+//!   transaction, and `context.policy_sync` naming what was read. An item
+//!   already inventoried keeps its link to the `inventory.sync` that read its
+//!   whole type (that run's reconciliation proof); a new one is linked to
+//!   this run. A run that did not close has written nothing.
 //! - **Outcome**: read → succeeded; the policy no longer exists → failed
 //!   (`policy_not_found`); the tenant's consent or permission is missing →
 //!   blocked; throttling and 5xx are retried, then fail the attempt.
@@ -90,10 +92,7 @@ impl Handler for PolicySync {
         // The item and the close commit together, or neither does.
         let completion = Completion::new(Outcome::Succeeded)
             .with_patch(ContextPatch::new(["policy_sync"], proof))
-            .with_artifact(UnitArtifact::InventoryItems {
-                policy_type,
-                items: vec![item],
-            });
+            .with_artifact(UnitArtifact::InventoryItemReread { policy_type, item });
         ctx.complete(completion).await?;
         Ok(())
     }

@@ -21,6 +21,10 @@ pub enum UnitArtifact {
         policy_type: String,
         items: Vec<ItemSnapshot>,
     },
+    /// One policy re-read by `policy.sync`: its item's content refreshed.
+    /// An item already inventoried stays linked to the run that last read
+    /// its whole type (that run's proof); a new one is linked to this run.
+    InventoryItemReread { policy_type: String, item: ItemSnapshot },
     /// A policy captured into the run's own backup set.
     BackupItem(BackupItem),
     /// A file written under a temporary name ([`crate::files`]), moved into
@@ -39,7 +43,11 @@ pub(crate) async fn write_in(
     match artifact {
         UnitArtifact::File(file) => crate::files::commit_in(tx, run_id, unit_key, file).await,
         UnitArtifact::InventoryItems { policy_type, items } => {
-            crate::inventory::upsert_items_in(tx, run_id, policy_type, items).await
+            crate::inventory::upsert_items_in(tx, run_id, policy_type, items, true).await
+        }
+        UnitArtifact::InventoryItemReread { policy_type, item } => {
+            crate::inventory::upsert_items_in(tx, run_id, policy_type, std::slice::from_ref(item), false)
+                .await
         }
         UnitArtifact::BackupItem(item) => crate::backups::insert_item_in(tx, run_id, item).await,
     }

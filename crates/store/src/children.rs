@@ -121,6 +121,30 @@ async fn enqueue_in(
     }
     let mut out = Vec::with_capacity(children.len());
     for child in children {
+        // The checks of a start: the catalog's scope, a tenant of the parent's workspace.
+        match (child.run_type.scope(), child.tenant_id.as_deref()) {
+            (opsledger_core::Scope::Tenant, Some(tenant)) => {
+                let home: Option<(String,)> = tx
+                    .fetch_optional(sql("SELECT workspace_id FROM tenants WHERE id = $1").bind(tenant))
+                    .await?;
+                if home.as_ref().map(|(w,)| w.as_str()) != Some(workspace_id.as_str()) {
+                    return Err(StoreError::TenantOutsideWorkspace {
+                        tenant_id: tenant.chars().take(80).collect(),
+                        workspace_id: workspace_id.clone(),
+                    });
+                }
+            }
+            (opsledger_core::Scope::Workspace, None) => {}
+            (scope, _) => {
+                return Err(StoreError::ScopeMismatch {
+                    run_type: child.run_type,
+                    expected: match scope {
+                        opsledger_core::Scope::Tenant => "tenant",
+                        opsledger_core::Scope::Workspace => "workspace",
+                    },
+                });
+            }
+        }
         let new = NewRun {
             workspace_id: workspace_id.clone(),
             tenant_id: child.tenant_id.clone(),
@@ -174,23 +198,29 @@ async fn enqueue_in(
             ))
         })?);
     }
+    // A child slot held by a run doing other work was not done by this
+    // parent: it counts as a blocked child in the parent's outcome.
+    let held: Vec<&str> = out
+        .iter()
+        .filter_map(|c| match c {
+            ChildStart::HeldByOtherWork(id) => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
     crate::runs::patch_context_in(
         tx,
         parent_id,
-        &[ContextPatch::new(
-            ["composite", "children_planned"],
-            Value::Bool(true),
-        )],
+        &[
+            ContextPatch::new(["composite", "children_planned"], Value::Bool(true)),
+            ContextPatch::new(["composite", "held_by_other_work"], serde_json::json!(held)),
+        ],
     )
     .await?;
     // No child to wait for: the parent closes now.
-    let linked = out
-        .iter()
-        .filter(|c| !matches!(c, ChildStart::HeldByOtherWork(_)))
-        .count();
-    if linked == 0 {
+    if out.len() == held.len() {
+        let outcome = derive_composite_outcome(&vec![Outcome::Blocked; held.len()]).expect("all terminal");
         close_one_in(tx, parent_id, CloseGuard::None, |_| {
-            Some(Completion::new(Outcome::Succeeded))
+            Some(Completion::new(outcome))
         })
         .await?;
     }
@@ -216,10 +246,19 @@ pub(crate) async fn close_parents_in(tx: &mut Tx, child_id: &str) -> Result<(), 
                     .bind(&parent),
                 )
                 .await?;
-            let outcomes: Vec<Outcome> = outcomes
+            let mut outcomes: Vec<Outcome> = outcomes
                 .iter()
                 .map(|(o,)| o.parse().map_err(|e| StoreError::Corrupt(format!("{e}"))))
                 .collect::<Result<_, _>>()?;
+            let (context,): (String,) = tx
+                .fetch_one(sql("SELECT context FROM operation_runs WHERE id = $1").bind(&parent))
+                .await?;
+            let context: Value = serde_json::from_str(&context).unwrap_or(Value::Null);
+            let held = context
+                .pointer("/composite/held_by_other_work")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            outcomes.extend(std::iter::repeat_n(Outcome::Blocked, held));
             let Some(outcome) = derive_composite_outcome(&outcomes) else {
                 continue;
             };
@@ -233,6 +272,25 @@ pub(crate) async fn close_parents_in(tx: &mut Tx, child_id: &str) -> Result<(), 
             }
         }
     }
+    Ok(())
+}
+
+/// Locks the open children `parent_id` started, in id order, before the
+/// parent is closed: a child's own close locks child then parent, so
+/// cancelling takes the same order and the two cannot deadlock.
+pub(crate) async fn lock_started_children_in(tx: &mut Tx, parent_id: &str) -> Result<(), StoreError> {
+    let dialect = tx.dialect();
+    let _: Vec<(String,)> = tx
+        .fetch_all(
+            sql_owned(format!(
+                "SELECT id FROM operation_runs WHERE status <> 'completed' AND id IN \
+                 (SELECT child_id FROM run_children WHERE parent_id = $1 AND origin = 'started') \
+                 ORDER BY id{}",
+                dialect.for_update()
+            ))
+            .bind(parent_id),
+        )
+        .await?;
     Ok(())
 }
 

@@ -159,6 +159,12 @@ pub(crate) async fn commit_in(
     unit_key: Option<&str>,
     file: &StagedFile,
 ) -> Result<(), StoreError> {
+    if file.dest.parent().and_then(Path::file_name) != Some(std::ffi::OsStr::new(run_id)) {
+        return Err(StoreError::Files(format!(
+            "{} was drafted for another run than {run_id}",
+            file.name
+        )));
+    }
     let staged = file.clone();
     tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
         let err = |e: std::io::Error| StoreError::Files(format!("committing {}: {e}", staged.name));

@@ -27,6 +27,7 @@ pub(crate) async fn upsert_items_in(
     run_id: &str,
     policy_type: &str,
     items: &[ItemSnapshot],
+    relink: bool,
 ) -> Result<(), StoreError> {
     let scope: Option<(String, Option<String>)> = tx
         .fetch_optional(sql("SELECT workspace_id, tenant_id FROM operation_runs WHERE id = $1").bind(run_id))
@@ -45,7 +46,7 @@ pub(crate) async fn upsert_items_in(
         tenant_id: &tenant_id,
         policy_type,
     };
-    upsert_scoped_in(tx, run_id, scope, items).await
+    upsert_scoped_in(tx, run_id, scope, items, relink).await
 }
 
 /// Where items belong.
@@ -56,11 +57,14 @@ pub struct ItemScope<'a> {
     pub policy_type: &'a str,
 }
 
+/// `relink`: items already inventoried are linked to this run (a whole
+/// type's read); else they keep the link to the run that last read their type.
 async fn upsert_scoped_in(
     tx: &mut Tx,
     run_id: &str,
     scope: ItemScope<'_>,
     items: &[ItemSnapshot],
+    relink: bool,
 ) -> Result<(), StoreError> {
     // One row per external id: a provider that pages badly may repeat one.
     let mut by_id: BTreeMap<&str, &ItemSnapshot> = BTreeMap::new();
@@ -110,9 +114,11 @@ async fn upsert_scoped_in(
         stmt.push(
             " ON CONFLICT (tenant_id, policy_type, external_id) DO UPDATE SET \
              display_name = excluded.display_name, payload = excluded.payload, \
-             payload_sha256 = excluded.payload_sha256, last_seen_at = excluded.last_seen_at, \
-             last_seen_operation_run_id = excluded.last_seen_operation_run_id",
+             payload_sha256 = excluded.payload_sha256, last_seen_at = excluded.last_seen_at",
         );
+        if relink {
+            stmt.push(", last_seen_operation_run_id = excluded.last_seen_operation_run_id");
+        }
         tx.execute(stmt).await?;
     }
     Ok(())
@@ -135,7 +141,7 @@ impl Store {
         if let Some(fence) = fence {
             crate::jobs::check_fence(&mut tx, fence, run_id).await?;
         }
-        upsert_scoped_in(&mut tx, run_id, scope, items).await?;
+        upsert_scoped_in(&mut tx, run_id, scope, items, true).await?;
         let summary = crate::ledger::record_units_in(&mut tx, run_id, std::slice::from_ref(&unit)).await?;
         tx.commit().await?;
         Ok(summary)

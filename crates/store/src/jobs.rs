@@ -266,9 +266,9 @@ impl Store {
                     "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_token = $1, \
                      lease_expires_at = $2, heartbeat_at = $3, worker_id = $4 \
                      WHERE id IN (SELECT j.id FROM jobs j WHERE j.state = 'available' AND j.run_after <= $3 \
-                                  AND (j.wave = 0 OR NOT EXISTS ( \
-                                      SELECT 1 FROM jobs e WHERE e.run_id = j.run_id AND e.kind = 'unit' \
-                                      AND e.wave < j.wave AND e.state IN ('available', 'running'))) \
+                                  AND (j.wave = 0 OR j.wave <= ( \
+                                      SELECT MIN(e.wave) FROM jobs e WHERE e.run_id = j.run_id AND e.kind = 'unit' \
+                                      AND e.state IN ('available', 'running'))) \
                                   ORDER BY j.kind, j.run_after, j.id LIMIT $5{}) \
                      RETURNING id, run_id, kind, unit_key, attempt, max_attempts",
                     tx.dialect().skip_locked()

@@ -780,6 +780,7 @@ impl Store {
     pub async fn cancel_run(&self, id: &str, patch: ContextPatch) -> Result<CompleteResult, StoreError> {
         let completion = Completion::new(Outcome::Cancelled).with_patch(patch.clone());
         let mut tx = self.begin_write().await?;
+        crate::children::lock_started_children_in(&mut tx, id).await?;
         let step = close_run_in(&mut tx, id, CloseGuard::None, |_| Some(completion)).await?;
         if matches!(step, ClosingStep::Completed) {
             crate::children::cancel_started_children_in(&mut tx, id, &patch).await?;
@@ -805,7 +806,11 @@ impl Store {
     }
 
     /// The run after a closing step committed, as the caller reports it.
-    async fn closed_result(&self, id: &str, step: ClosingStep) -> Result<CompleteResult, StoreError> {
+    pub(crate) async fn closed_result(
+        &self,
+        id: &str,
+        step: ClosingStep,
+    ) -> Result<CompleteResult, StoreError> {
         let run = self.require_run(id).await.map_err(|e| match step {
             ClosingStep::Completed => e.after_commit(),
             _ => e,

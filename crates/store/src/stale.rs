@@ -1,7 +1,7 @@
 //! Queue truth (OPERATIONS.md §7): finding stale runs, and applying a
 //! reconciliation or an admin force-close through the single closing write.
 
-use crate::db::{sql_built, sql_owned};
+use crate::db::{sql, sql_built, sql_owned};
 use crate::row::{RUN_COLUMNS, run_from_row};
 use crate::runs::{CloseGuard, CompleteResult, Completion, ContextPatch};
 use crate::{Store, StoreError};
@@ -196,46 +196,65 @@ impl Store {
         let now_s = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
         let mut refused = None;
         let mut moved = false;
-        let result = self
-            .close_run(&seen.id, CloseGuard::None, |now| {
-                let proven = match decide_force_close(request.outcome, &now.summary_counts, request.proof) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        refused = Some(e);
-                        return None;
-                    }
-                };
-                if request.proof.is_some()
-                    && (now.status != seen.status
-                        || now.heartbeat_at != seen.heartbeat_at
-                        || now.summary_counts.processed != seen.summary_counts.processed)
-                {
-                    // The proof was read against another state of the run.
-                    moved = true;
+        let mut tx = self.begin_write().await?;
+        if request.outcome == Outcome::Cancelled {
+            // Child before parent, the order of a child's own close.
+            crate::children::lock_started_children_in(&mut tx, &seen.id).await?;
+        }
+        // A run without a `total` (phased) counts its recorded units in the
+        // ledger only: they too forbid `blocked` ("nothing was done").
+        let (recorded,): (i64,) = tx
+            .fetch_one(sql("SELECT COUNT(*) FROM run_units WHERE run_id = $1").bind(&seen.id))
+            .await?;
+        let step = crate::runs::close_run_in(&mut tx, &seen.id, CloseGuard::None, |now| {
+            let mut counts = now.summary_counts.clone();
+            if counts.total.is_none() && recorded > 0 {
+                counts.processed = Some(recorded as u64);
+            }
+            let proven = match decide_force_close(request.outcome, &counts, request.proof) {
+                Ok(p) => p,
+                Err(e) => {
+                    refused = Some(e);
                     return None;
                 }
-                let record = ReconciliationRecord {
-                    adapter: "admin_force_close".into(),
-                    reason_code: "force_closed".into(),
-                    explanation: request.reason.to_owned(),
-                    previous_status: now.status,
-                    previous_outcome: now.outcome,
-                    related_artifact: request.proof.and_then(|p| p.related_artifact.clone()),
-                    reconciled_at: now_s,
-                    by: Some(request.by.to_owned()),
-                };
-                let mut c = Completion::new(request.outcome)
-                    .with_proven_succeeded(proven)
-                    .with_patch(ContextPatch::new(
-                        ["reconciliation"],
-                        serde_json::to_value(&record).expect("json"),
-                    ));
-                if request.outcome != Outcome::Succeeded {
-                    c = c.with_failure(Failure::new("force_closed", request.reason));
-                }
-                Some(c)
-            })
-            .await?;
+            };
+            if request.proof.is_some()
+                && (now.status != seen.status
+                    || now.heartbeat_at != seen.heartbeat_at
+                    || now.summary_counts.processed != seen.summary_counts.processed)
+            {
+                // The proof was read against another state of the run.
+                moved = true;
+                return None;
+            }
+            let record = ReconciliationRecord {
+                adapter: "admin_force_close".into(),
+                reason_code: "force_closed".into(),
+                explanation: request.reason.to_owned(),
+                previous_status: now.status,
+                previous_outcome: now.outcome,
+                related_artifact: request.proof.and_then(|p| p.related_artifact.clone()),
+                reconciled_at: now_s,
+                by: Some(request.by.to_owned()),
+            };
+            let mut c = Completion::new(request.outcome)
+                .with_proven_succeeded(proven)
+                .with_patch(ContextPatch::new(
+                    ["reconciliation"],
+                    serde_json::to_value(&record).expect("json"),
+                ));
+            if request.outcome != Outcome::Succeeded {
+                c = c.with_failure(Failure::new("force_closed", request.reason));
+            }
+            Some(c)
+        })
+        .await?;
+        if matches!(step, crate::runs::ClosingStep::Completed) && request.outcome == Outcome::Cancelled {
+            let patch = ContextPatch::new(["cancelled_by"], serde_json::json!(request.by));
+            crate::children::cancel_started_children_in(&mut tx, &seen.id, &patch).await?;
+        }
+        tx.commit().await?;
+        let result = self.closed_result(&seen.id, step).await?;
         Ok(match result {
             CompleteResult::Completed(run) => ForceCloseResult::Closed(run),
             CompleteResult::AlreadyCompleted(run) => ForceCloseResult::AlreadyCompleted(run),
