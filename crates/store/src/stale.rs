@@ -207,7 +207,7 @@ impl Store {
             .fetch_one(sql("SELECT COUNT(*) FROM run_units WHERE run_id = $1").bind(&seen.id))
             .await?;
         let step = crate::runs::close_run_in(&mut tx, &seen.id, CloseGuard::None, |now| {
-            let mut counts = now.summary_counts.clone();
+            let mut counts = now.summary_counts;
             if counts.total.is_none() && recorded > 0 {
                 counts.processed = Some(recorded as u64);
             }
