@@ -78,7 +78,7 @@ impl FileStore {
 
     /// Starts file `name` of run `run_id`.
     pub fn begin(&self, run_id: &str, name: &str) -> Result<FileDraft, StoreError> {
-        if !is_valid_file_name(name) || !crate::files::is_valid_file_name(run_id) {
+        if !is_valid_file_name(name) || !is_valid_file_name(run_id) {
             return Err(StoreError::Files(format!(
                 "file name {:?} must be 1 to {MAX_FILE_NAME_LEN} of A-Z a-z 0-9 _ . - and not start with a dot",
                 name.chars().take(80).collect::<String>()

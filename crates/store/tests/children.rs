@@ -5,86 +5,15 @@
 //! alive while any child can move, and a cancelled parent cancels only the
 //! children it started. Fixtures through real claims.
 
+mod common;
+
+use common::{close, composite, standalone, status, sync_of, world};
 use opsledger_core::{Outcome, RunStatus, RunType};
-use opsledger_store::children::{ChildStart, NewChild};
-use opsledger_store::lease::LeasedRun;
+use opsledger_store::children::ChildStart;
 use opsledger_store::{
-    CompleteResult, Completion, ContextPatch, CreateResult, NewRun, Store, StoreError, both_backends, testing,
+    CompleteResult, ContextPatch, CreateResult, NewRun, Store, StoreError, both_backends, testing,
 };
 use serde_json::json;
-
-struct World {
-    ws: String,
-    tenants: Vec<String>,
-}
-
-async fn world(store: &Store, n: usize) -> World {
-    let ws = store.create_workspace("msp").await.unwrap().id;
-    let mut tenants = Vec::new();
-    for i in 0..n {
-        tenants.push(
-            store
-                .create_tenant(&ws, &format!("t{i}"), "demo:healthy")
-                .await
-                .unwrap()
-                .id,
-        );
-    }
-    World { ws, tenants }
-}
-
-async fn standalone(store: &Store, w: &World, tenant: usize, params: serde_json::Value) -> String {
-    let new = NewRun::on_tenant(
-        &w.ws,
-        &w.tenants[tenant],
-        RunType::InventorySync,
-        "user:u",
-        params,
-    );
-    let CreateResult::Created(run) = store.create_run(new).await.unwrap() else {
-        panic!("expected a new run")
-    };
-    run.id
-}
-
-/// A started composite, claimed: its run job's lease.
-async fn composite(store: &Store, w: &World) -> LeasedRun {
-    let new = NewRun {
-        workspace_id: w.ws.clone(),
-        tenant_id: None,
-        parent_id: None,
-        run_type: RunType::WorkspaceInventorySyncAll,
-        initiator: "user:u".into(),
-        context: json!({"params": {}}),
-    };
-    let id = store.create_run(new).await.unwrap().into_run().id;
-    let job = store
-        .claim_jobs("w", 100, 60_000)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|j| j.run_id == id)
-        .expect("the composite's job");
-    testing::lease(store, &job.fence, &id).await
-}
-
-fn sync_of(w: &World, tenant: usize, params: serde_json::Value) -> NewChild {
-    NewChild {
-        run_type: RunType::InventorySync,
-        tenant_id: Some(w.tenants[tenant].clone()),
-        params,
-    }
-}
-
-async fn close(store: &Store, id: &str, outcome: Outcome) {
-    let r = store.complete_run(id, Completion::new(outcome)).await.unwrap();
-    assert!(matches!(r, CompleteResult::Completed(_)), "{r:?}");
-}
-
-async fn status(store: &Store, id: &str) -> (RunStatus, Outcome) {
-    let r = store.get_run(id).await.unwrap().unwrap();
-    (r.status, r.outcome)
-}
 
 both_backends!(
     the_last_child_closes_the_parent_with_the_derived_outcome,

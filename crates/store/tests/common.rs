@@ -45,3 +45,83 @@ pub async fn running_run(store: &Store, scope: &Scope, total: u64) -> String {
     store.init_total(&id, total).await.unwrap();
     id
 }
+
+/// A workspace and its tenants (composite fixtures).
+pub struct World {
+    pub ws: String,
+    pub tenants: Vec<String>,
+}
+
+pub async fn world(store: &Store, n: usize) -> World {
+    let ws = store.create_workspace("msp").await.unwrap().id;
+    let mut tenants = Vec::new();
+    for i in 0..n {
+        tenants.push(
+            store
+                .create_tenant(&ws, &format!("t{i}"), "demo:healthy")
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    World { ws, tenants }
+}
+
+pub async fn standalone(store: &Store, w: &World, tenant: usize, params: serde_json::Value) -> String {
+    let new = opsledger_store::NewRun::on_tenant(
+        &w.ws,
+        &w.tenants[tenant],
+        RunType::InventorySync,
+        "user:u",
+        params,
+    );
+    let opsledger_store::CreateResult::Created(run) = store.create_run(new).await.unwrap() else {
+        panic!("expected a new run")
+    };
+    run.id
+}
+
+/// A started composite, claimed: its run job's lease.
+pub async fn composite(store: &Store, w: &World) -> opsledger_store::lease::LeasedRun {
+    let new = opsledger_store::NewRun {
+        workspace_id: w.ws.clone(),
+        tenant_id: None,
+        parent_id: None,
+        run_type: RunType::WorkspaceInventorySyncAll,
+        initiator: "user:u".into(),
+        context: json!({"params": {}}),
+    };
+    let id = store.create_run(new).await.unwrap().into_run().id;
+    let job = store
+        .claim_jobs("w", 100, 60_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|j| j.run_id == id)
+        .expect("the composite's job");
+    opsledger_store::testing::lease(store, &job.fence, &id).await
+}
+
+pub fn sync_of(w: &World, tenant: usize, params: serde_json::Value) -> opsledger_store::children::NewChild {
+    opsledger_store::children::NewChild {
+        run_type: RunType::InventorySync,
+        tenant_id: Some(w.tenants[tenant].clone()),
+        params,
+    }
+}
+
+pub async fn close(store: &Store, id: &str, outcome: opsledger_core::Outcome) {
+    let r = store
+        .complete_run(id, opsledger_store::Completion::new(outcome))
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, opsledger_store::CompleteResult::Completed(_)),
+        "{r:?}"
+    );
+}
+
+pub async fn status(store: &Store, id: &str) -> (opsledger_core::RunStatus, opsledger_core::Outcome) {
+    let r = store.get_run(id).await.unwrap().unwrap();
+    (r.status, r.outcome)
+}

@@ -4,13 +4,12 @@
 
 mod common;
 
-use common::{queued_run, scope};
+use common::{composite, queued_run, scope, status, sync_of, world};
 use opsledger_core::phases::PhasePlan;
 use opsledger_core::{Outcome, PhaseState, RunStatus, RunType, UnitOutcome};
 use opsledger_store::artifacts::UnitArtifact;
 use opsledger_store::children::{ChildStart, NewChild};
 use opsledger_store::files::FileStore;
-use opsledger_store::lease::LeasedRun;
 use opsledger_store::stale::{ForceClose, ForceCloseResult};
 use opsledger_store::{
     Completion, ContextPatch, CreateResult, NewRun, Store, UnitRecord, both_backends, testing,
@@ -18,59 +17,6 @@ use opsledger_store::{
 use serde_json::json;
 use std::io::Write;
 use std::time::{Duration, Instant};
-
-struct World {
-    ws: String,
-    tenants: Vec<String>,
-}
-
-async fn world(store: &Store, n: usize) -> World {
-    let ws = store.create_workspace("msp").await.unwrap().id;
-    let mut tenants = Vec::new();
-    for i in 0..n {
-        tenants.push(
-            store
-                .create_tenant(&ws, &format!("t{i}"), "demo:healthy")
-                .await
-                .unwrap()
-                .id,
-        );
-    }
-    World { ws, tenants }
-}
-
-async fn composite(store: &Store, w: &World) -> LeasedRun {
-    let new = NewRun {
-        workspace_id: w.ws.clone(),
-        tenant_id: None,
-        parent_id: None,
-        run_type: RunType::WorkspaceInventorySyncAll,
-        initiator: "user:u".into(),
-        context: json!({"params": {}}),
-    };
-    let id = store.create_run(new).await.unwrap().into_run().id;
-    let job = store
-        .claim_jobs("w", 100, 60_000)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|j| j.run_id == id)
-        .expect("the composite's job");
-    testing::lease(store, &job.fence, &id).await
-}
-
-fn sync_of(w: &World, tenant: usize, params: serde_json::Value) -> NewChild {
-    NewChild {
-        run_type: RunType::InventorySync,
-        tenant_id: Some(w.tenants[tenant].clone()),
-        params,
-    }
-}
-
-async fn status(store: &Store, id: &str) -> (RunStatus, Outcome) {
-    let r = store.get_run(id).await.unwrap().unwrap();
-    (r.status, r.outcome)
-}
 
 // ---------------------------------------------------------------------------
 // F1: a composite whose every requested child is held by other work is
