@@ -234,9 +234,26 @@ pub(crate) async fn close_parents_in(tx: &mut Tx, child_id: &str) -> Result<(), 
     let mut closed = vec![child_id.to_owned()];
     while let Some(id) = closed.pop() {
         let parents: Vec<(String,)> = tx
-            .fetch_all(sql("SELECT parent_id FROM run_children WHERE child_id = $1").bind(&id))
+            .fetch_all(
+                sql("SELECT parent_id FROM run_children WHERE child_id = $1 ORDER BY parent_id").bind(&id),
+            )
             .await?;
         for (parent,) in parents {
+            // Lock the parent before reading its children: two children
+            // closing at once on PostgreSQL (READ COMMITTED) would each read
+            // the other as still open and neither would close the parent.
+            // The second waits here and its next read sees the first's commit.
+            // Parents are locked in id order so two children sharing them
+            // cannot deadlock.
+            let _: Vec<(String,)> = tx
+                .fetch_all(
+                    sql_owned(format!(
+                        "SELECT id FROM operation_runs WHERE id = $1{}",
+                        tx.dialect().for_update()
+                    ))
+                    .bind(&parent),
+                )
+                .await?;
             let outcomes: Vec<(String,)> = tx
                 .fetch_all(
                     sql(

@@ -154,3 +154,33 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    children_closing_at_the_same_moment_still_close_their_parent,
+    |store: Store| async move {
+        // Each child's close reads its siblings; on PostgreSQL two closing at
+        // once each saw the other open and the parent stayed running forever
+        // (seen in CI). The parent's row lock serialises the reads.
+        let w = world(&store, 6).await;
+        for round in 0..8 {
+            let parent = composite(&store, &w).await;
+            let parent_id = parent.reads().head().id.clone();
+            let plan: Vec<_> = (0..6).map(|t| sync_of(&w, t, json!({}))).collect();
+            let starts = parent.enqueue_child_runs(&plan).await.unwrap();
+            assert!(store.complete_job(parent.fence()).await.unwrap());
+            let closes = starts.iter().map(|s| {
+                let store = store.clone();
+                let id = s.run_id().to_owned();
+                tokio::spawn(async move { close(&store, &id, Outcome::Succeeded).await })
+            });
+            for c in futures::future::join_all(closes).await {
+                c.unwrap();
+            }
+            assert_eq!(
+                status(&store, &parent_id).await,
+                (RunStatus::Completed, Outcome::Succeeded),
+                "round {round}"
+            );
+        }
+    }
+);
