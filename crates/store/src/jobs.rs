@@ -260,6 +260,10 @@ impl Store {
         let now = self.now_ms();
         let token = new_id();
         let mut tx = self.begin_write().await?;
+        // A claim lost in a crash is harmless: its token never reached the
+        // disk, so every write of the worker is refused and the job is
+        // claimable again. It need not wait for the flush.
+        crate::job_batches::relax_durability(&mut tx).await?;
         let rows: Vec<ClaimRow> = tx
             .fetch_all(
                 sql_owned(format!(
@@ -314,43 +318,20 @@ impl Store {
             .collect())
     }
 
-    /// Extends the lease and records a heartbeat on the job and its run.
+    /// Extends the lease and records a heartbeat on the job and its run
+    /// (one job of [`Store::heartbeat_jobs`]).
     pub async fn heartbeat_job(
         &self,
         fence: &Fence,
         run_id: &str,
         lease_ms: u64,
     ) -> Result<Heartbeat, StoreError> {
-        let now = self.now_ms();
-        let mut tx = self.begin_write().await?;
-        let n = tx
-            .execute(
-                sql("UPDATE jobs SET heartbeat_at = $3, lease_expires_at = $4 \
-                     WHERE id = $1 AND lease_token = $2 AND state = 'running'")
-                .bind(&fence.job_id)
-                .bind(&fence.lease_token)
-                .bind(now)
-                .bind(now + lease_ms as i64),
-            )
-            .await?;
-        let beat = if n == 1 {
-            let r = tx
-                .execute(
-                    sql("UPDATE operation_runs SET heartbeat_at = $2 WHERE id = $1 AND status = 'running'")
-                        .bind(run_id)
-                        .bind(now),
-                )
-                .await?;
-            if r == 1 {
-                Heartbeat::Alive
-            } else {
-                Heartbeat::RunClosed
-            }
-        } else {
-            Heartbeat::LeaseLost
+        let job = crate::job_batches::HeldJob {
+            fence: fence.clone(),
+            run_id: run_id.to_owned(),
         };
-        tx.commit().await?;
-        Ok(beat)
+        let beats = self.heartbeat_jobs(std::slice::from_ref(&job), lease_ms).await?;
+        Ok(beats.into_iter().next().unwrap_or(Heartbeat::LeaseLost))
     }
 
     /// Whether `fence` still holds its job (a read; no lock).

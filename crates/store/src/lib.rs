@@ -25,6 +25,7 @@ pub mod directory;
 mod error;
 pub mod files;
 pub mod inventory;
+pub mod job_batches;
 pub mod jobs;
 pub mod lease;
 mod ledger;

@@ -125,3 +125,24 @@ pub async fn status(store: &Store, id: &str) -> (opsledger_core::RunStatus, opsl
     let r = store.get_run(id).await.unwrap().unwrap();
     (r.status, r.outcome)
 }
+
+/// A planned fan-out of `n` units `u0000…` (max 3 attempts), its run job
+/// completed through a real claim.
+pub async fn fan_out(store: &Store, n: usize) -> String {
+    let s = scope(store).await;
+    let id = queued_run(store, &s, RunType::BackupSetAddPolicies).await;
+    let run_job = store
+        .claim_jobs("w", 1, 60_000)
+        .await
+        .unwrap()
+        .pop()
+        .expect("the run's job");
+    assert_eq!(
+        (run_job.kind, run_job.run_id.as_str()),
+        (opsledger_store::jobs::JobKind::Run, id.as_str())
+    );
+    let keys: Vec<String> = (0..n).map(|i| format!("u{i:04}")).collect();
+    assert_eq!(store.enqueue_units(&id, &keys, 3).await.unwrap(), n as u64);
+    assert!(store.complete_job(&run_job.fence).await.unwrap());
+    id
+}

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{queued_run, scope};
+use common::{fan_out, queued_run, scope};
 use opsledger_core::reconcile::{AdapterResult, Verdict};
 use opsledger_core::{Outcome, RunStatus, RunType, UnitOutcome};
 use opsledger_store::clock::ManualClock;
@@ -14,25 +14,6 @@ use opsledger_store::{CompleteResult, Completion, Store, StoreError, UnitRecord,
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-
-async fn fan_out(store: &Store, n: usize) -> String {
-    let s = scope(store).await;
-    let id = queued_run(store, &s, RunType::BackupSetAddPolicies).await;
-    let run_job = store
-        .claim_jobs("w", 1, 60_000)
-        .await
-        .unwrap()
-        .pop()
-        .expect("the run's job");
-    assert_eq!(
-        (run_job.kind, run_job.run_id.as_str()),
-        (JobKind::Run, id.as_str())
-    );
-    let keys: Vec<String> = (0..n).map(|i| format!("u{i:04}")).collect();
-    assert_eq!(store.enqueue_units(&id, &keys, 3).await.unwrap(), n as u64);
-    assert!(store.complete_job(&run_job.fence).await.unwrap());
-    id
-}
 
 both_backends!(
     a_start_enqueues_its_job_and_claim_starts_the_run,
