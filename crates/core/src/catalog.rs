@@ -81,12 +81,20 @@ pub struct TypeSpec {
     pub queue_timeout_ms: u64,
     /// How long a running run may go without a heartbeat before it is stale.
     pub heartbeat_timeout_ms: u64,
+    /// How long a job's handler may show no progress (no provider call
+    /// completed, no write) before the runner cancels it as hung and retries
+    /// it: a hung handler would otherwise hold its lease forever, since the
+    /// node's heartbeat keeps renewing it. Longer than any wait a working
+    /// handler makes (a honoured `Retry-After`, one slow provider read).
+    pub stall_timeout_ms: u64,
 }
 
 /// Default time a run may wait in `queued` before it is stale (OPERATIONS.md §7).
 pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 15 * 60 * 1000;
 /// Default time a running run may go without a heartbeat before it is stale.
 pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u64 = 2 * 60 * 1000;
+/// Default time a handler may show no progress before it is cancelled as hung.
+pub const DEFAULT_STALL_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 /// Attempts of a job unless its type says otherwise.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
@@ -121,6 +129,7 @@ run_types! {
 const Q: u64 = DEFAULT_QUEUE_TIMEOUT_MS;
 const H: u64 = DEFAULT_HEARTBEAT_TIMEOUT_MS;
 const A: u32 = DEFAULT_MAX_ATTEMPTS;
+const S: u64 = DEFAULT_STALL_TIMEOUT_MS;
 
 impl RunType {
     /// The catalog entry of this type (OPERATIONS.md §6).
@@ -144,6 +153,7 @@ impl RunType {
                 max_attempts: A,
                 queue_timeout_ms: Q,
                 heartbeat_timeout_ms: H,
+                stall_timeout_ms: S,
             },
             RunType::PolicySync => &TypeSpec {
                 name: "policy.sync",
@@ -164,6 +174,7 @@ impl RunType {
                 max_attempts: A,
                 queue_timeout_ms: Q,
                 heartbeat_timeout_ms: H,
+                stall_timeout_ms: S,
             },
             RunType::BackupSetAddPolicies => &TypeSpec {
                 name: "backup_set.add_policies",
@@ -178,6 +189,7 @@ impl RunType {
                 max_attempts: A,
                 queue_timeout_ms: Q,
                 heartbeat_timeout_ms: H,
+                stall_timeout_ms: S,
             },
             RunType::BackupSetRestore => &TypeSpec {
                 name: "backup_set.restore",
@@ -193,6 +205,7 @@ impl RunType {
                 max_attempts: 2,
                 queue_timeout_ms: Q,
                 heartbeat_timeout_ms: H,
+                stall_timeout_ms: S,
             },
             RunType::BackupSetUpdate => &TypeSpec {
                 name: "backup_set.update",
@@ -207,6 +220,7 @@ impl RunType {
                 max_attempts: A,
                 queue_timeout_ms: Q,
                 heartbeat_timeout_ms: H,
+                stall_timeout_ms: S,
             },
             RunType::BackupSetDelete => &TypeSpec {
                 name: "backup_set.delete",
@@ -221,6 +235,7 @@ impl RunType {
                 max_attempts: A,
                 queue_timeout_ms: Q,
                 heartbeat_timeout_ms: H,
+                stall_timeout_ms: S,
             },
             RunType::BackupScheduleExecute => &TypeSpec {
                 name: "backup.schedule.execute",
@@ -235,6 +250,7 @@ impl RunType {
                 max_attempts: A,
                 queue_timeout_ms: Q,
                 heartbeat_timeout_ms: H,
+                stall_timeout_ms: S,
             },
             RunType::BaselineCapture => &TypeSpec {
                 name: "baseline.capture",
@@ -250,6 +266,7 @@ impl RunType {
                 queue_timeout_ms: Q,
                 // A capture may sit in one long provider read between heartbeats.
                 heartbeat_timeout_ms: 2 * H,
+                stall_timeout_ms: S,
             },
             RunType::BaselineCompare => &TypeSpec {
                 name: "baseline.compare",
@@ -265,6 +282,7 @@ impl RunType {
                 queue_timeout_ms: Q,
                 // A compare may sit in one long provider read between heartbeats.
                 heartbeat_timeout_ms: 2 * H,
+                stall_timeout_ms: S,
             },
             RunType::ReviewPackGenerate => &TypeSpec {
                 name: "review_pack.generate",
@@ -279,6 +297,7 @@ impl RunType {
                 max_attempts: A,
                 queue_timeout_ms: Q,
                 heartbeat_timeout_ms: H,
+                stall_timeout_ms: S,
             },
             RunType::EvidenceSnapshotGenerate => &TypeSpec {
                 name: "evidence.snapshot.generate",
@@ -293,6 +312,7 @@ impl RunType {
                 max_attempts: A,
                 queue_timeout_ms: Q,
                 heartbeat_timeout_ms: H,
+                stall_timeout_ms: S,
             },
             RunType::WorkspaceInventorySyncAll => &TypeSpec {
                 name: "workspace.inventory.sync_all",
@@ -307,6 +327,7 @@ impl RunType {
                 max_attempts: A,
                 queue_timeout_ms: Q,
                 heartbeat_timeout_ms: H,
+                stall_timeout_ms: S,
             },
         }
     }
@@ -343,6 +364,10 @@ impl RunType {
     /// How long a running run of this type may go without a heartbeat.
     pub fn heartbeat_timeout_ms(self) -> u64 {
         self.spec().heartbeat_timeout_ms
+    }
+
+    pub fn stall_timeout_ms(self) -> u64 {
+        self.spec().stall_timeout_ms
     }
 
     /// The dedup key of a start of this type on `workspace_id` / `tenant_id`

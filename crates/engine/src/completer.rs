@@ -59,7 +59,7 @@ impl Completer<'_> {
 
     /// The one "unit finished" step: ledger, artifact and job end in one
     /// transaction; the last unit completes its parent.
-    async fn commit_unit(&self, result: UnitResult) -> Result<(), StoreError> {
+    pub async fn commit_unit(&self, result: UnitResult) -> Result<(), StoreError> {
         let job = self.job;
         let end = match result.outcome {
             UnitOutcome::Failed => JobEnd::Failed,

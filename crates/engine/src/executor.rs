@@ -2,23 +2,26 @@
 //! heartbeat (a panic is contained), reads what the decision needs, and
 //! hands the decision to the completer.
 
+use crate::batch_completer::{PendingUnit, ResultSink};
 use crate::completer::Completer;
-use crate::finish::{FinishInput, Returned, RunAfter, Stop, decide};
+use crate::finish::{Finish, FinishInput, Returned, RunAfter, Stop, decide};
 use crate::handler::{DoneSlot, RunContext, UnitContext};
-use crate::heartbeat::{HeartbeatTask, StopSlot};
+use crate::heartbeat::{InFlight, Liveness, Registration, StopSlot};
 use crate::runner::{RunnerConfig, UNREADABLE_RUN_DELAY};
 use crate::{HandlerError, Registry};
 use opsledger_store::jobs::{ClaimedJob, JobKind};
 use opsledger_store::lease::LeasedRun;
 use opsledger_store::{Store, StoreError};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) struct Execution {
     pub store: Store,
     pub registry: Registry,
     pub config: RunnerConfig,
-    pub shutdown: CancellationToken,
+    pub in_flight: InFlight,
+    pub results: ResultSink,
 }
 
 impl Execution {
@@ -34,6 +37,7 @@ impl Execution {
         let cancel = CancellationToken::new();
         let stop: StopSlot = Arc::new(std::sync::Mutex::new(Stop::None));
         let done = DoneSlot::default();
+        let liveness = Liveness::default();
         let lease = LeasedRun::new(&self.store, job.fence.clone(), head.clone());
         let span = tracing::info_span!("job", run = %head.id, r#type = %run_type, unit = %job.unit_key, attempt = job.attempt);
         let returned = match job.kind {
@@ -44,18 +48,20 @@ impl Execution {
                 let Some(run) = self.load(&job, self.store.get_run(&job.run_id)).await else {
                     return;
                 };
-                let heartbeat = self.heartbeat(&job, cancel.clone(), stop.clone());
+                let heartbeat = self.heartbeat(&job, run_type, &cancel, &stop, &liveness);
                 let returned = match self.registry.get(run_type) {
                     Some(h) => {
                         let ctx = RunContext {
                             done: done.clone(),
+                            liveness: liveness.clone(),
                             ..RunContext::new(run, lease.clone(), job.attempt, cancel.clone())
                         };
                         Returned::of_run(
-                            contain(tracing::Instrument::instrument(
-                                async move { h.execute(ctx).await },
-                                span,
-                            ))
+                            contain(
+                                tracing::Instrument::instrument(async move { h.execute(ctx).await }, span),
+                                &cancel,
+                                self.config.cancel_grace,
+                            )
                             .await,
                         )
                     }
@@ -64,11 +70,11 @@ impl Execution {
                         format!("this node cannot execute {run_type} runs"),
                     ))),
                 };
-                heartbeat.abort();
+                drop(heartbeat);
                 returned
             }
             JobKind::Unit => {
-                let heartbeat = self.heartbeat(&job, cancel.clone(), stop.clone());
+                let heartbeat = self.heartbeat(&job, run_type, &cancel, &stop, &liveness);
                 let returned = match self.registry.get_unit(run_type) {
                     Some(h) => {
                         let ctx = UnitContext {
@@ -76,13 +82,15 @@ impl Execution {
                             unit_key: job.unit_key.clone(),
                             attempt: job.attempt,
                             cancel: cancel.clone(),
+                            liveness: liveness.clone(),
                             reads: lease.reads().clone(),
                         };
                         Returned::of_unit(
-                            contain(tracing::Instrument::instrument(
-                                async move { h.execute(ctx).await },
-                                span,
-                            ))
+                            contain(
+                                tracing::Instrument::instrument(async move { h.execute(ctx).await }, span),
+                                &cancel,
+                                self.config.cancel_grace,
+                            )
                             .await,
                         )
                     }
@@ -91,7 +99,7 @@ impl Execution {
                         format!("this node cannot execute {run_type} units"),
                     ))),
                 };
-                heartbeat.abort();
+                drop(heartbeat);
                 returned
             }
         };
@@ -124,7 +132,22 @@ impl Execution {
                 closed_run,
                 children_planned,
             });
-            completer.apply(finish).await
+            match finish {
+                // Committed with others by the batch completer; the slot is
+                // free as soon as it is handed over.
+                Finish::CommitUnit(result) => match self
+                    .results
+                    .send(PendingUnit {
+                        job: job.clone(),
+                        result,
+                    })
+                    .await
+                {
+                    Ok(()) => Ok(()),
+                    Err(pending) => completer.commit_unit(pending.result).await,
+                },
+                finish => completer.apply(finish).await,
+            }
         }
         .await;
         if let Err(e) = outcome {
@@ -132,23 +155,22 @@ impl Execution {
         }
     }
 
+    /// Puts the job under the node's heartbeat until the returned
+    /// registration is dropped.
     fn heartbeat(
         &self,
         job: &ClaimedJob,
-        cancel: CancellationToken,
-        stop: StopSlot,
-    ) -> tokio::task::JoinHandle<()> {
-        HeartbeatTask {
-            store: self.store.clone(),
-            fence: job.fence.clone(),
-            run_id: job.run_id.clone(),
-            every: self.config.heartbeat_interval,
-            lease: self.config.lease,
-            shutdown: self.shutdown.clone(),
-            cancel,
-            stop,
-        }
-        .spawn()
+        run_type: opsledger_core::RunType,
+        cancel: &CancellationToken,
+        stop: &StopSlot,
+        liveness: &Liveness,
+    ) -> Registration {
+        let stall = self
+            .config
+            .stall_timeout
+            .unwrap_or_else(|| std::time::Duration::from_millis(run_type.stall_timeout_ms()));
+        self.in_flight
+            .register(job, cancel.clone(), stop.clone(), liveness.clone(), stall)
     }
 
     async fn run_after(&self, run_id: &str) -> Result<RunAfter, StoreError> {
@@ -191,13 +213,32 @@ impl Execution {
     }
 }
 
-/// Runs a handler in its own task so a panic is contained and reported.
-async fn contain<F, T>(fut: F) -> Result<T, HandlerError>
+/// Runs a handler in its own task so a panic is contained and reported,
+/// and so a handler that ignores its fired cancel token (hung in a call that
+/// never returns) is aborted after `grace` instead of holding its slot and
+/// the node's shutdown forever.
+async fn contain<F, T>(fut: F, cancel: &CancellationToken, grace: Duration) -> Result<T, HandlerError>
 where
     F: Future<Output = Result<T, HandlerError>> + Send + 'static,
     T: Send + 'static,
 {
-    match tokio::spawn(fut).await {
+    let mut task = tokio::spawn(fut);
+    let fired_and_ignored = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    let joined = tokio::select! {
+        joined = &mut task => joined,
+        _ = fired_and_ignored => {
+            task.abort();
+            tracing::warn!(?grace, "the handler did not stop after its cancel token fired; aborted");
+            return Err(HandlerError::permanent(
+                "handler_aborted",
+                "the handler did not stop after it was cancelled and was aborted",
+            ));
+        }
+    };
+    match joined {
         Ok(r) => r,
         Err(join) if join.is_panic() => Err(HandlerError::permanent(
             "handler_panicked",

@@ -20,6 +20,9 @@ pub enum Stop {
     LeaseLost,
     /// A heartbeat found the run closed (cancelled, reconciled, force-closed).
     RunClosed,
+    /// The handler showed no progress for its type's stall timeout: it is
+    /// taken as hung and its attempt ends as a transient failure.
+    Stalled,
 }
 
 /// What a handler returned, as the decision needs it.
@@ -143,10 +146,29 @@ pub fn decide(input: FinishInput) -> Finish {
 }
 
 /// What the stop signal calls for when the work was not done.
-fn stopped(stop: Stop) -> Option<Finish> {
-    match stop {
+fn stopped(input: &FinishInput) -> Option<Finish> {
+    match input.stop {
         Stop::Shutdown => Some(Finish::Release),
         Stop::RunClosed => Some(Finish::Cancel),
+        Stop::Stalled => {
+            let failure = Failure::new(
+                "handler_stalled",
+                "the handler showed no progress for its type's stall timeout and was cancelled",
+            );
+            Some(if !input.last_attempt {
+                Finish::Retry {
+                    failure,
+                    asked: Duration::ZERO,
+                }
+            } else if input.run_after.is_none() {
+                failed_unit(failure)
+            } else {
+                Finish::FailRunJob {
+                    failure,
+                    reconcile: true,
+                }
+            })
+        }
         Stop::None | Stop::LeaseLost => None,
     }
 }
@@ -160,20 +182,21 @@ fn failed_unit(failure: Failure) -> Finish {
 }
 
 fn decide_unit(input: FinishInput) -> Finish {
+    let stop = stopped(&input);
     match input.returned {
         // The result is the work: commit it whatever stopped the handler
         // after it was produced (a closed run refuses it; the completer then
         // cancels the job).
         Returned::Unit(result) => Finish::CommitUnit(result),
         Returned::RunClosed => Finish::Cancel,
-        Returned::Stopped => stopped(input.stop).unwrap_or_else(|| {
+        Returned::Stopped => stop.unwrap_or_else(|| {
             failed_unit(Failure::new(
                 "handler_left_unit_open",
                 "the unit handler stopped without a result",
             ))
         }),
         Returned::Failed { failure, retry_after } => {
-            if let Some(f) = stopped(input.stop) {
+            if let Some(f) = stop {
                 return f;
             }
             match retry_after {
@@ -190,7 +213,7 @@ fn decide_run(input: FinishInput, run: RunAfter) -> Finish {
     // run, or planned its units) does not undo it.
     let work_done = input.returned == Returned::RunDone
         && (input.closed_run || input.children_planned || (input.fan_out && run.open && run.planned));
-    if !work_done && let Some(f) = stopped(input.stop) {
+    if !work_done && let Some(f) = stopped(&input) {
         return f;
     }
     match input.returned {
@@ -285,7 +308,13 @@ mod tests {
         assert!(matches!(f, Finish::FailRunJob { .. }), "{f:?}");
     }
 
-    const STOPS: [Stop; 4] = [Stop::None, Stop::Shutdown, Stop::LeaseLost, Stop::RunClosed];
+    const STOPS: [Stop; 5] = [
+        Stop::None,
+        Stop::Shutdown,
+        Stop::LeaseLost,
+        Stop::RunClosed,
+        Stop::Stalled,
+    ];
 
     #[test]
     fn a_lost_lease_writes_nothing_whatever_was_returned() {
@@ -410,6 +439,29 @@ mod tests {
         assert_eq!(
             run(fail(None), Stop::Shutdown, false, true, false, false),
             Finish::Release
+        );
+    }
+
+    #[test]
+    fn a_stalled_handler_is_retried_then_fails_but_a_result_it_produced_is_kept() {
+        for returned in [Returned::Stopped, fail(None)] {
+            let f = unit(returned.clone(), Stop::Stalled, false);
+            assert!(
+                matches!(&f, Finish::Retry { failure, asked } if failure.code == "handler_stalled" && asked.is_zero()),
+                "{f:?}"
+            );
+            let last = unit(returned.clone(), Stop::Stalled, true);
+            assert!(
+                matches!(&last, Finish::CommitUnit(r) if r.outcome == UnitOutcome::Failed),
+                "{last:?}"
+            );
+            let f = run(returned, Stop::Stalled, false, true, false, false);
+            assert!(matches!(f, Finish::Retry { .. }), "{f:?}");
+        }
+        // The handler returned its result as the stall fired: the result is the work.
+        assert_eq!(
+            unit(Returned::Unit(UnitResult::succeeded()), Stop::Stalled, false),
+            Finish::CommitUnit(UnitResult::succeeded())
         );
     }
 }

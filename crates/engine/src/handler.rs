@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::heartbeat::Liveness;
+
 /// What a run handler gets: the run as claimed, its leased writes, and a
 /// token cancelled when the run is cancelled, the lease is lost, or the
 /// process shuts down.
@@ -25,6 +27,11 @@ pub struct RunContext {
     pub run: Run,
     pub attempt: u32,
     pub cancel: CancellationToken,
+    /// Mark it on progress the runtime cannot see (a long computation); every
+    /// write through this context and every provider call of the families'
+    /// kit marks it already. A handler that shows none for its type's stall
+    /// timeout is cancelled as hung.
+    pub liveness: Liveness,
     pub(crate) lease: LeasedRun,
     /// What the handler reported doing (see [`WorkDone`]).
     pub(crate) done: DoneSlot,
@@ -49,34 +56,41 @@ impl RunContext {
             run,
             attempt,
             cancel,
+            liveness: Liveness::default(),
             lease,
             done: DoneSlot::default(),
         }
     }
 
     /// Reads scoped to this run (its tenant, its ledger, its artifacts).
+    /// Passes `r` through, marking progress: a write made is progress.
+    fn marked<T>(&self, r: T) -> T {
+        self.liveness.mark();
+        r
+    }
+
     pub fn reads(&self) -> &RunReads {
         self.lease.reads()
     }
 
     /// Records units (with the artifacts they carry) exactly once each.
     pub async fn record_units(&self, units: &[UnitRecord]) -> Result<RecordSummary, StoreError> {
-        self.lease.record_units(units).await
+        self.marked(self.lease.record_units(units).await)
     }
 
     /// Sets the run's `total` once.
     pub async fn init_total(&self, total: u64) -> Result<(), StoreError> {
-        self.lease.init_total(total).await
+        self.marked(self.lease.init_total(total).await)
     }
 
     /// Patches the run's context; `false` when the run is completed.
     pub async fn patch_context(&self, patches: &[ContextPatch]) -> Result<bool, StoreError> {
-        self.lease.patch_context(patches).await
+        self.marked(self.lease.patch_context(patches).await)
     }
 
     /// Plans a fan-out: `total` and one unit job per distinct key, together.
     pub async fn enqueue_units(&self, unit_keys: &[String], max_attempts: u32) -> Result<u64, StoreError> {
-        self.lease.enqueue_units(unit_keys, max_attempts).await
+        self.marked(self.lease.enqueue_units(unit_keys, max_attempts).await)
     }
 
     /// Starts or adopts a composite's child runs, once.
@@ -85,18 +99,19 @@ impl RunContext {
         children: &[opsledger_store::children::NewChild],
     ) -> Result<Vec<opsledger_store::children::ChildStart>, StoreError> {
         let starts = self.lease.enqueue_child_runs(children).await?;
+        self.liveness.mark();
         self.done.lock().expect("lock").children_planned = true;
         Ok(starts)
     }
 
     /// Declares the run's phases once (a retried run keeps them).
     pub async fn plan_phases(&self, plan: &[opsledger_core::phases::PhasePlan]) -> Result<(), StoreError> {
-        self.lease.plan_phases(plan).await
+        self.marked(self.lease.plan_phases(plan).await)
     }
 
     /// Enters phase `key`, with `total` units when it counts them.
     pub async fn set_phase(&self, key: &str, total: Option<u64>) -> Result<(), StoreError> {
-        self.lease.set_phase(key, total).await
+        self.marked(self.lease.set_phase(key, total).await)
     }
 
     /// Records units of the active phase exactly once each.
@@ -105,7 +120,7 @@ impl RunContext {
         phase: &str,
         units: &[UnitRecord],
     ) -> Result<RecordSummary, StoreError> {
-        self.lease.record_phase_units(phase, units).await
+        self.marked(self.lease.record_phase_units(phase, units).await)
     }
 
     /// Plans a fan-out in waves: wave k+1 is claimable once wave k is recorded.
@@ -114,18 +129,19 @@ impl RunContext {
         waves: &[&[String]],
         max_attempts: u32,
     ) -> Result<u64, StoreError> {
-        self.lease.enqueue_unit_waves(waves, max_attempts).await
+        self.marked(self.lease.enqueue_unit_waves(waves, max_attempts).await)
     }
 
     /// The run's backup set, created once.
     pub async fn backup_set(&self, name: &str) -> Result<String, StoreError> {
-        self.lease.backup_set(name).await
+        self.marked(self.lease.backup_set(name).await)
     }
 
     /// Completes the run (a stalled attempt cannot close a run another
     /// worker now holds: the write is fenced).
     pub async fn complete(&self, completion: Completion) -> Result<CompleteResult, StoreError> {
         let result = self.lease.complete(completion).await?;
+        self.liveness.mark();
         if let CompleteResult::Completed(_) = &result {
             self.done.lock().expect("lock").closed_run = true;
         }
@@ -141,6 +157,8 @@ pub struct UnitContext {
     pub unit_key: String,
     pub attempt: u32,
     pub cancel: CancellationToken,
+    /// As [`RunContext::liveness`].
+    pub liveness: Liveness,
     pub reads: RunReads,
 }
 

@@ -8,22 +8,25 @@
 //! | handler traits, contexts, errors | [`handler`] |
 //! | type → handler / unit handler / adapter | [`registry`] |
 //! | claiming jobs into free slots (the producer) | [`runner`] |
-//! | executing one job under its heartbeat | [`executor`], [`heartbeat`] |
+//! | executing one job; the node's heartbeat and stall check | [`executor`], [`heartbeat`] |
 //! | how a job ends: the pure decision, then its writes | [`finish`], [`completer`] |
+//! | unit results committed many per transaction | [`batch_completer`] |
 //! | stale sweep (rescue, bulk completion, reconciliation) | [`stale_sweep`] |
 //! | adapter trait, decide + apply; admin force-close | [`reconciler`] |
 
+pub mod batch_completer;
 mod completer;
 mod executor;
 pub mod finish;
 pub mod handler;
-mod heartbeat;
+pub mod heartbeat;
 pub mod reconciler;
 pub mod registry;
 pub mod runner;
 pub mod stale_sweep;
 
-pub use handler::{Handler, HandlerError, RunContext, UnitContext, UnitHandler, UnitResult};
+pub use batch_completer::FlushPolicy;
+pub use handler::{Handler, HandlerError, Liveness, RunContext, UnitContext, UnitHandler, UnitResult};
 pub use reconciler::{ForceCloseError, ReconciliationAdapter, force_close};
 pub use registry::{Family, Registry};
 pub use runner::{Runner, RunnerConfig};

@@ -18,7 +18,9 @@
 //! the job ends (pure); [`crate::completer`] carries that out.
 
 use crate::Registry;
+use crate::batch_completer::{BatchCompleter, FlushPolicy};
 use crate::executor::Execution;
+use crate::heartbeat::InFlight;
 use opsledger_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +43,13 @@ pub struct RunnerConfig {
     pub retry_base: Duration,
     /// Names this process in `jobs.worker_id`.
     pub worker_id: String,
+    /// When unit results are committed together.
+    pub flush: FlushPolicy,
+    /// Overrides every type's stall timeout (tests; `None`: the catalog's).
+    pub stall_timeout: Option<Duration>,
+    /// How long a handler may go on after its cancel token fired before its
+    /// task is aborted.
+    pub cancel_grace: Duration,
 }
 
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -57,6 +66,9 @@ impl Default for RunnerConfig {
             lease: Duration::from_secs(30),
             retry_base: Duration::from_secs(1),
             worker_id: format!("{}:{}", hostname(), std::process::id()),
+            flush: FlushPolicy::default(),
+            stall_timeout: None,
+            cancel_grace: Duration::from_secs(30),
         }
     }
 }
@@ -99,6 +111,19 @@ impl Runner {
     pub async fn run(self, shutdown: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let mut in_flight = JoinSet::new();
+        let (results, completer) = BatchCompleter {
+            store: self.store.clone(),
+            registry: self.registry.clone(),
+            config: self.config.clone(),
+        }
+        .spawn();
+        let held = InFlight::default();
+        let heartbeat = tokio::spawn(held.clone().beat(
+            self.store.clone(),
+            self.config.heartbeat_interval,
+            self.config.lease,
+            shutdown.clone(),
+        ));
         loop {
             while in_flight.try_join_next().is_some() {}
             let free = permits.available_permits();
@@ -120,7 +145,8 @@ impl Runner {
                                 store: self.store.clone(),
                                 registry: self.registry.clone(),
                                 config: self.config.clone(),
-                                shutdown: shutdown.clone(),
+                                in_flight: held.clone(),
+                                results: results.clone(),
                             };
                             in_flight.spawn(async move {
                                 exec.execute(job).await;
@@ -142,6 +168,11 @@ impl Runner {
             }
         }
         while in_flight.join_next().await.is_some() {}
+        // Every executor handed its result over: the last batch is committed
+        // before the runner returns.
+        drop(results);
+        let _ = completer.await;
+        let _ = heartbeat.await;
     }
 
     fn lease_ms(&self) -> u64 {

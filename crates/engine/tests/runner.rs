@@ -705,3 +705,64 @@ both_backends!(
         assert_eq!(progress.mode, opsledger_core::ProgressMode::Composite);
     }
 );
+
+/// `u1` hangs in a call that never returns and ignores its cancel token;
+/// `u2` is slow (longer than the stall timeout in all) but shows progress;
+/// the rest succeed at once.
+struct HungAndSlow;
+#[async_trait]
+impl UnitHandler for HungAndSlow {
+    async fn execute(&self, ctx: UnitContext) -> Result<UnitResult, HandlerError> {
+        match ctx.unit_key.as_str() {
+            "u1" => std::future::pending().await,
+            "u2" => {
+                for _ in 0..12 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    ctx.liveness.mark();
+                }
+                Ok(UnitResult::succeeded())
+            }
+            _ => Ok(UnitResult::succeeded()),
+        }
+    }
+}
+
+both_backends!(
+    a_hung_handler_is_cancelled_and_retried_but_a_slow_working_one_is_left_alone,
+    |store: Store| async move {
+        let (ws, t) = workspace(&store, 1).await;
+        let mut registry = Registry::new();
+        registry
+            .handler(RunType::BackupSetAddPolicies, Arc::new(Plan(4)))
+            .unit_handler(RunType::BackupSetAddPolicies, Arc::new(HungAndSlow));
+        let shutdown = CancellationToken::new();
+        let config = RunnerConfig {
+            stall_timeout: Some(Duration::from_millis(250)),
+            cancel_grace: Duration::from_millis(50),
+            ..config()
+        };
+        let runner = tokio::spawn(Runner::new(store.clone(), registry, config).run(shutdown.clone()));
+        let ids = start(&store, &ws, &t, RunType::BackupSetAddPolicies, 1).await;
+        let runs = wait_all(&store, &ids).await;
+        shutdown.cancel();
+        runner.await.unwrap();
+        let run = &runs[0];
+        assert_eq!(run.outcome, Outcome::PartiallySucceeded, "{run:?}");
+        let c = run.summary_counts;
+        assert_eq!(
+            (c.processed, c.succeeded, c.failed),
+            (Some(4), Some(3), Some(1)),
+            "{run:?}"
+        );
+        let stalled: Vec<_> = run
+            .failures
+            .iter()
+            .filter(|f| f.code == "handler_stalled")
+            .collect();
+        assert_eq!(stalled.len(), 1, "{:?}", run.failures);
+        assert_eq!(stalled[0].unit.as_deref(), Some("u1"));
+        // Both of u1's attempts were spent; u2 needed one.
+        let tally = store.job_tally(&run.id).await.unwrap();
+        assert_eq!((tally.completed, tally.failed), (4, 1), "{tally:?}");
+    }
+);

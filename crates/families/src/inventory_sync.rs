@@ -63,7 +63,7 @@ impl Handler for InventorySync {
 
         // Preflight: a tenant we may not read at all is blocked before any
         // unit is planned, so it never shows a percentage.
-        match with_retries(&ctx.cancel, || provider.check_access()).await {
+        match with_retries(&ctx.cancel, &ctx.liveness, || provider.check_access()).await {
             Ok(()) => {}
             Err(Ok(e)) if e.is_precondition() => {
                 return blocked(&ctx, Failure::new(e.code(), e.to_string())).await;
@@ -217,7 +217,7 @@ async fn attempted_types(
     {
         return Ok(list.iter().filter_map(Value::as_str).map(str::to_owned).collect());
     }
-    let types = with_retries(&ctx.cancel, || provider.policy_types()).await?;
+    let types = with_retries(&ctx.cancel, &ctx.liveness, || provider.policy_types()).await?;
     let mut keys: Vec<String> = Vec::new();
     for t in types {
         if !keys.contains(&t.key) {
@@ -238,19 +238,21 @@ async fn read_type(
     let mut page: Option<String> = None;
     loop {
         let token = page.clone();
-        let got = with_retries(&ctx.cancel, || provider.list_page(policy_type, token.as_deref()))
-            .await
-            .map_err(|r| {
-                r.map(|error| {
-                    let status = match error {
-                        ProviderError::Forbidden(_) | ProviderError::PermissionMissing(_) => {
-                            CoverageStatus::Blocked
-                        }
-                        _ => CoverageStatus::Failed,
-                    };
-                    TypeFailure { status, error }
-                })
-            })?;
+        let got = with_retries(&ctx.cancel, &ctx.liveness, || {
+            provider.list_page(policy_type, token.as_deref())
+        })
+        .await
+        .map_err(|r| {
+            r.map(|error| {
+                let status = match error {
+                    ProviderError::Forbidden(_) | ProviderError::PermissionMissing(_) => {
+                        CoverageStatus::Blocked
+                    }
+                    _ => CoverageStatus::Failed,
+                };
+                TypeFailure { status, error }
+            })
+        })?;
         items.extend(got.items.into_iter().map(|p| ItemSnapshot {
             external_id: p.id,
             display_name: p.display_name,

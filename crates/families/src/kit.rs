@@ -4,7 +4,7 @@
 //! errors mapped to handler errors.
 
 use opsledger_core::Failure;
-use opsledger_engine::HandlerError;
+use opsledger_engine::{HandlerError, Liveness};
 use opsledger_providers::{Provider, ProviderError, ProviderSettings};
 use opsledger_store::StoreError;
 use opsledger_store::lease::RunReads;
@@ -69,9 +69,10 @@ pub struct Stopped;
 
 /// Calls `f`, retrying throttling (after its `Retry-After`) and 5xx (with
 /// exponential backoff) up to [`MAX_ATTEMPTS`]. A cancellation interrupts
-/// the call or the wait.
+/// the call or the wait. Each call that returns marks `liveness`.
 pub async fn with_retries<T, F, Fut>(
     cancel: &CancellationToken,
+    liveness: &Liveness,
     mut f: F,
 ) -> Result<T, Result<ProviderError, Stopped>>
 where
@@ -86,6 +87,9 @@ where
             _ = cancel.cancelled() => return Err(Err(Stopped)),
             r = f() => r,
         };
+        // A call that came back, even throttled, is progress: the stall
+        // check must leave a slow but answering tenant alone.
+        liveness.mark();
         let err = match result {
             Ok(v) => return Ok(v),
             Err(e) => e,
@@ -162,12 +166,44 @@ mod tests {
         let cancel = CancellationToken::new();
         cancel.cancel();
         let mut calls = 0;
-        let r: Result<(), _> = with_retries(&cancel, || {
+        let r: Result<(), _> = with_retries(&cancel, &Liveness::default(), || {
             calls += 1;
             async { Err(ProviderError::Throttled(Duration::ZERO)) }
         })
         .await;
         assert_eq!(r.unwrap_err().unwrap_err(), Stopped);
         assert!(calls <= 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_answer_even_throttled_is_progress() {
+        let liveness = Liveness::default();
+        let before = format!("{liveness:?}");
+        let mut calls = 0;
+        let r: Result<(), _> = with_retries(&CancellationToken::new(), &liveness, || {
+            calls += 1;
+            let answer = if calls < 3 {
+                Err(ProviderError::Throttled(Duration::from_secs(30)))
+            } else {
+                Ok(())
+            };
+            async move { answer }
+        })
+        .await;
+        assert!(r.is_ok());
+        assert_ne!(format!("{liveness:?}"), before);
+        assert_eq!(format!("{liveness:?}"), "Liveness(3)");
+    }
+
+    #[test]
+    fn every_types_stall_timeout_outlasts_the_longest_wait_the_kit_makes() {
+        // A honoured Retry-After is the longest a working handler sits
+        // without an answer; twice that leaves room for the slow call after it.
+        for t in opsledger_core::RunType::ALL {
+            assert!(
+                Duration::from_millis(t.stall_timeout_ms()) > 2 * MAX_RETRY_AFTER,
+                "{t}"
+            );
+        }
     }
 }

@@ -61,7 +61,10 @@ impl Handler for PolicySync {
             Err(OpenFailed::Unavailable(failure)) => return close(&ctx, Outcome::Blocked, failure).await,
             Err(OpenFailed::Store(e)) => return Err(e.into()),
         };
-        let read = with_retries(&ctx.cancel, || provider.get_policy(&policy_type, &policy_id)).await;
+        let read = with_retries(&ctx.cancel, &ctx.liveness, || {
+            provider.get_policy(&policy_type, &policy_id)
+        })
+        .await;
         let policy = match read {
             Ok(p) => p,
             Err(Err(Stopped)) => return Err(HandlerError::Stopped),
