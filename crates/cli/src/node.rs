@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use opsledger_engine::stale_sweep::run_periodically;
-use opsledger_engine::{Registry, Runner, RunnerConfig, SweepConfig};
+use opsledger_engine::{FlushPolicy, Registry, Runner, RunnerConfig, SweepConfig};
 use opsledger_providers::ProviderSettings;
 use opsledger_server::{AppState, HttpLimits, http};
 use opsledger_store::Store;
@@ -40,6 +40,23 @@ pub struct NodeArgs {
     /// First retry delay of a failed job; doubles per attempt.
     #[arg(long, env = "OPSLEDGER_RETRY_BASE_MS", default_value_t = 1000)]
     pub retry_base_ms: u64,
+    /// Unit results committed together (1: each on its own).
+    #[arg(
+        long,
+        env = "OPSLEDGER_FLUSH_MAX_RESULTS",
+        default_value_t = FlushPolicy::default().max_results as u32,
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
+    )]
+    pub flush_max_results: u32,
+    /// The longest a unit result waits for its batch: how stale a run's
+    /// counters may be.
+    #[arg(
+        long,
+        env = "OPSLEDGER_FLUSH_MAX_WAIT_MS",
+        default_value_t = FlushPolicy::default().max_wait.as_millis() as u64,
+        value_parser = clap::value_parser!(u64).range(1..=600_000)
+    )]
+    pub flush_max_wait_ms: u64,
     /// Added to every demo provider call, so progress can be watched.
     #[arg(long, env = "OPSLEDGER_DEMO_LATENCY_MS", default_value_t = 0)]
     pub demo_latency_ms: u64,
@@ -134,6 +151,10 @@ pub async fn run(
             heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
             lease: args.lease(),
             retry_base: Duration::from_millis(args.retry_base_ms),
+            flush: FlushPolicy {
+                max_results: args.flush_max_results as usize,
+                max_wait: Duration::from_millis(args.flush_max_wait_ms),
+            },
             ..RunnerConfig::default()
         },
     );

@@ -67,9 +67,13 @@ async fn fan_out(store: &Store, scale: usize, n: usize) -> (String, String, Stri
 }
 
 fn worker(url: &str, latency_ms: u64) -> Child {
+    worker_with(url, node_env(latency_ms))
+}
+
+fn worker_with(url: &str, env: Vec<(&'static str, String)>) -> Child {
     Command::new(env!("CARGO_BIN_EXE_opsledger"))
         .args(["worker", "--db", url])
-        .envs(node_env(latency_ms))
+        .envs(env)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -189,6 +193,62 @@ async fn crash_postgres_sigkill_twenty_times() {
         return;
     };
     crash_test(db).await;
+}
+
+/// A worker whose batch completer never flushes (60 s, 100 000 results)
+/// executes every unit and hands every result over, and is killed with all of
+/// them unflushed; a second worker must redo them, none lost, none twice.
+async fn kill_between_results_and_flush(db: TestStore) {
+    const UNITS: usize = 300;
+    let store = db.store.clone();
+    let (_, _, id) = fan_out(&store, 5, UNITS).await;
+    let mut env = node_env(0);
+    env.retain(|(k, _)| *k != "OPSLEDGER_HEARTBEAT_TIMEOUT_MS");
+    env.extend([
+        ("OPSLEDGER_HEARTBEAT_TIMEOUT_MS", "5000".to_owned()),
+        ("OPSLEDGER_FLUSH_MAX_RESULTS", "100000".to_owned()),
+        ("OPSLEDGER_FLUSH_MAX_WAIT_MS", "60000".to_owned()),
+    ]);
+    let mut holder = worker_with(&db.url, env);
+    // Every unit job claimed, its slot freed (so its result was handed
+    // over), and none counted: every result is waiting for the flush.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let tally = store.job_tally(&id).await.unwrap();
+        let processed = store.run_head(&id).await.unwrap().unwrap().summary_counts.processed;
+        assert_eq!(processed.unwrap_or(0), 0, "nothing may flush before the kill");
+        if tally.running == UNITS as u64 && tally.completed == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker did not take every unit: {tally:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 8 slots for 300 units: at least 292 results were handed over.
+    sigkill(&holder);
+    holder.wait().await.unwrap();
+    assert_eq!(
+        store.run_head(&id).await.unwrap().unwrap().summary_counts.processed.unwrap_or(0),
+        0,
+        "the kill lost the unflushed results, and only them"
+    );
+    let survivor = worker(&db.url, 0);
+    let run = wait_completed(&store, &id, Duration::from_secs(120)).await;
+    drop(survivor);
+    assert_exactly_once(&store, &run, UNITS as u64).await;
+    assert_eq!(run.outcome, Outcome::Succeeded, "{:?}", run.failures);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_between_results_and_flush_sqlite() {
+    kill_between_results_and_flush(testing::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_between_results_and_flush_postgres() {
+    let Some(db) = testing::postgres().await else {
+        return;
+    };
+    kill_between_results_and_flush(db).await;
 }
 
 fn free_port() -> u16 {
