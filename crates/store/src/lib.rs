@@ -20,6 +20,7 @@ pub mod artifacts;
 pub mod backups;
 pub mod children;
 pub mod clock;
+mod closing;
 mod db;
 pub mod directory;
 mod error;

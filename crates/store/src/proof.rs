@@ -16,9 +16,10 @@
 //! # }
 //! ```
 
-use crate::db::sql;
+use crate::db::{sql, sql_built};
 use crate::{Store, StoreError};
 use opsledger_core::inventory::LinkedItems;
+use std::collections::BTreeMap;
 
 pub struct ProofReader {
     store: Store,
@@ -76,4 +77,59 @@ impl ProofReader {
             .await?;
         Ok(rows.into_iter().map(|(a, b, c, n)| (a, b, c, n as u64)).collect())
     }
+
+    /// [`ProofReader::inventory_items_linked_to`] for a page of runs, in one
+    /// query per 500 runs: run id → its linked items (runs with none absent).
+    pub async fn inventory_items_linked_to_runs(
+        &self,
+        run_ids: &[&str],
+    ) -> Result<BTreeMap<String, Vec<LinkedItems>>, StoreError> {
+        let mut out: BTreeMap<String, Vec<LinkedItems>> = BTreeMap::new();
+        for chunk in run_ids.chunks(PROOF_IDS_PER_QUERY) {
+            let mut stmt = sql_built(
+                self.store.pool.dialect(),
+                "SELECT last_seen_operation_run_id, workspace_id, tenant_id, policy_type, COUNT(*) \
+                 FROM inventory_items WHERE last_seen_operation_run_id IN ",
+            );
+            stmt.push_list(chunk.iter().copied())
+                .push(" GROUP BY last_seen_operation_run_id, workspace_id, tenant_id, policy_type");
+            let rows: Vec<(String, String, String, String, i64)> = self.store.pool.fetch_all(stmt).await?;
+            for (run_id, workspace_id, tenant_id, policy_type, count) in rows {
+                out.entry(run_id).or_default().push(LinkedItems {
+                    workspace_id,
+                    tenant_id,
+                    policy_type,
+                    count: count as u64,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`ProofReader::backup_sets_created_by`] for a page of runs, in one
+    /// query per 500 runs: run id → its sets (runs with none absent).
+    pub async fn backup_sets_created_by_runs(
+        &self,
+        run_ids: &[&str],
+    ) -> Result<BTreeMap<String, Vec<(String, String, String, u64)>>, StoreError> {
+        let mut out: BTreeMap<String, Vec<(String, String, String, u64)>> = BTreeMap::new();
+        for chunk in run_ids.chunks(PROOF_IDS_PER_QUERY) {
+            let mut stmt = sql_built(
+                self.store.pool.dialect(),
+                "SELECT s.created_by_run_id, s.id, s.workspace_id, s.tenant_id, \
+                 (SELECT COUNT(*) FROM backup_items i WHERE i.backup_set_id = s.id) \
+                 FROM backup_sets s WHERE s.created_by_run_id IN ",
+            );
+            stmt.push_list(chunk.iter().copied());
+            let rows: Vec<(String, String, String, String, i64)> = self.store.pool.fetch_all(stmt).await?;
+            for (run_id, id, ws, tenant, n) in rows {
+                out.entry(run_id).or_default().push((id, ws, tenant, n as u64));
+            }
+        }
+        Ok(out)
+    }
 }
+
+/// Run ids per batched proof query (bound parameters stay far below either
+/// database's limit).
+const PROOF_IDS_PER_QUERY: usize = 500;

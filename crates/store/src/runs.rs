@@ -15,12 +15,11 @@
 use crate::artifacts::UnitArtifact;
 use crate::db::{DbRow, Dialect, Sql, Tx, sql, sql_built, sql_owned};
 use crate::jobs::{check_fence, insert_job};
-use crate::ledger::{insert_failure, record_units_in};
+use crate::ledger::record_units_in;
 use crate::row::{
     LIST_RUN_COLUMNS, RUN_COLUMNS, RUN_HEAD_COLUMNS, failure_from_row, run_from_row, run_head_from_row,
 };
 use crate::{Store, StoreError};
-use opsledger_core::closing::{counts_at_close, not_attempted_failure, remainder_at_close};
 use opsledger_core::outcome::derive_bulk_outcome;
 use opsledger_core::{Failure, Outcome, Run, RunStatus, RunType, Scope, UnitOutcome};
 use serde_json::{Map, Value};
@@ -910,7 +909,7 @@ impl Store {
             .transpose()
     }
 
-    async fn require_run(&self, id: &str) -> Result<Run, StoreError> {
+    pub(crate) async fn require_run(&self, id: &str) -> Result<Run, StoreError> {
         self.get_run(id)
             .await?
             .ok_or_else(|| StoreError::RunNotFound(id.to_owned()))
@@ -1131,7 +1130,8 @@ where
     Ok(step)
 }
 
-/// The closing write's body for one run, inside `tx`.
+/// The closing write's body for one run, inside `tx`: the page-wise body
+/// ([`crate::closing::close_many_in`]) with one id, after the fence check.
 pub(crate) async fn close_one_in<F>(
     tx: &mut Tx,
     id: &str,
@@ -1145,154 +1145,12 @@ where
     if let CloseGuard::Fence(fence) = guard {
         check_fence(tx, fence, id).await?;
     }
-    let dialect = tx.dialect();
-    let row = tx
-        .row(
-            sql_owned(format!(
-                "SELECT {RUN_COLUMNS} FROM operation_runs WHERE id = $1{}",
-                dialect.for_update()
-            ))
-            .bind(id),
-        )
-        .await?;
-    let Some(row) = row else {
-        return Err(StoreError::RunNotFound(id.to_owned()));
-    };
-    let run = run_from_row(&row)?;
-    if run.is_completed() {
-        return Ok(ClosingStep::AlreadyCompleted);
-    }
-    if matches!(guard, CloseGuard::NoLiveJobs) && run.status == RunStatus::Running {
-        // A job that holds a live lease, will be retried, or waits to be
-        // claimed can still move this run: it is not stale.
-        let live: Option<(String,)> = tx
-            .fetch_optional(
-                sql_owned(format!(
-                    "SELECT j.id FROM jobs j WHERE j.run_id = $1 AND {} LIMIT 1",
-                    crate::stale::job_can_move_run("j", "$2")
-                ))
-                .bind(id)
-                .bind(tx.now()),
-            )
-            .await?;
-        if live.is_some() {
-            return Ok(ClosingStep::NotReady);
-        }
-        let open_child: Option<(i64,)> = tx
-            .fetch_optional(
-                sql_owned(format!(
-                    "SELECT 1 FROM operation_runs r WHERE r.id = $1 AND {}",
-                    crate::stale::child_can_move_run("r")
-                ))
-                .bind(id),
-            )
-            .await?;
-        if open_child.is_some() {
-            return Ok(ClosingStep::NotReady);
-        }
-    }
-    let Some(completion) = decide(&run) else {
-        return Ok(ClosingStep::NotReady);
-    };
-    // Under the run's row lock, before anything reads what the run wrote.
-    for artifact in &completion.artifacts {
-        crate::artifacts::write_in(tx, id, None, artifact).await?;
-    }
-    let mut context = run.context.clone();
-    for patch in &completion.context_patches {
-        patch.apply(&mut context);
-    }
-    let now = tx.now();
-    // Units never recorded are counted now, in this transaction, so the
-    // closed run's counts explain its outcome (§3).
-    let remainder = remainder_at_close(
-        &run.summary_counts,
-        completion.outcome,
-        completion.proven_succeeded,
-    );
-    let closed = counts_at_close(&run.summary_counts, remainder);
-    // A run that wrote a backup set states it as closed (INTERFACE.md
-    // `context.backup_set`): id, items, failures.
-    let set: Option<(String, i64)> = tx
-        .fetch_optional(
-            sql(
-                "SELECT s.id, (SELECT COUNT(*) FROM backup_items i WHERE i.backup_set_id = s.id) \
-                 FROM backup_sets s WHERE s.created_by_run_id = $1",
-            )
-            .bind(id),
-        )
-        .await?;
-    if let Some((set_id, items)) = set {
-        let failed_items: Vec<(String,)> = tx
-            .fetch_all(
-                sql(
-                    "SELECT unit_key FROM run_units WHERE run_id = $1 AND outcome = 'failed' \
-                     ORDER BY unit_key LIMIT $2",
-                )
-                .bind(id)
-                .bind(FAILURES_PER_RUN),
-            )
-            .await?;
-        ContextPatch::new(
-            ["backup_set"],
-            serde_json::json!({
-                "id": set_id,
-                "items": items,
-                "failed": closed.failed.unwrap_or(0),
-                "failed_items": failed_items.into_iter().map(|(k,)| k).collect::<Vec<_>>(),
-            }),
-        )
-        .apply(&mut context);
-    }
-    // The active phase ends with the run, phases not reached are skipped (§5).
-    crate::phases::close_in(tx, id, completion.outcome).await?;
-    let count = |c: Option<u64>| c.map(|n| n as i64);
-    let n = tx
-        .execute(
-            sql(
-                "UPDATE operation_runs SET status = 'completed', outcome = $2, completed_at = $3, \
-                 active_key = NULL, context = $4, processed = $5, succeeded = $6, failed = $7, skipped = $8 \
-                 WHERE id = $1 AND status <> 'completed'",
-            )
-            .bind(id)
-            .bind(completion.outcome.as_str())
-            .bind(now)
-            // Never refused for its size: a run must always be able to close.
-            .bind(serde_json::to_string(&context).expect("json"))
-            .bind(count(closed.processed))
-            .bind(count(closed.succeeded))
-            .bind(count(closed.failed))
-            .bind(count(closed.skipped)),
-        )
-        .await?;
-    if n != 1 {
-        return Err(StoreError::Corrupt(format!(
-            "run {id} changed under its row lock"
-        )));
-    }
-    if let Some(f) = &completion.failure {
-        insert_failure(tx, id, f, now).await?;
-    }
-    if let (Some(r), Some(total)) = (remainder, run.summary_counts.total)
-        && let Some(f) = not_attempted_failure(&r, total, run.run_type.unit_noun())
-    {
-        insert_failure(tx, id, &f, now).await?;
-    }
-    // Work not started yet will never be needed; running jobs are fenced out
-    // by the run's status. Jobs a claimer is taking right now are skipped, not
-    // waited for (a claim locks its job, then the run: waiting here would
-    // deadlock); the runner cancels them when it sees the run closed.
-    tx.execute(
-        sql_owned(format!(
-            "UPDATE jobs SET state = 'cancelled', finalized_at = $2 \
-             WHERE id IN (SELECT id FROM jobs WHERE run_id = $1 AND state = 'available'{})",
-            dialect.skip_locked()
-        ))
-        .bind(id)
-        .bind(now),
-    )
+    let mut decide = Some(decide);
+    let closed = crate::closing::close_many_in(tx, &[id], matches!(guard, CloseGuard::NoLiveJobs), |run| {
+        decide.take().and_then(|d| d(run))
+    })
     .await?;
-    Ok(ClosingStep::Completed)
+    Ok(closed[0].step)
 }
 
 /// What the closing write checks inside its transaction besides "not completed".
@@ -1305,6 +1163,7 @@ pub(crate) enum CloseGuard<'a> {
     NoLiveJobs,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ClosingStep {
     Completed,
     AlreadyCompleted,

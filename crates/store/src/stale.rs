@@ -3,12 +3,13 @@
 
 use crate::db::{sql, sql_built, sql_owned};
 use crate::row::{RUN_COLUMNS, run_from_row};
-use crate::runs::{CloseGuard, CompleteResult, Completion, ContextPatch};
+use crate::runs::{CloseGuard, ClosingStep, CompleteResult, Completion, ContextPatch};
 use crate::{Store, StoreError};
 use chrono::{SecondsFormat, Utc};
 use opsledger_core::closing::{ForceCloseRefusal, decide_force_close};
 use opsledger_core::reconcile::{AdapterResult, ReconciliationRecord};
 use opsledger_core::{Failure, Outcome, Run, RunStatus};
+use std::collections::BTreeMap;
 
 /// One page of stale candidates.
 #[derive(Debug)]
@@ -116,8 +117,11 @@ impl Store {
         }
         let mut stmt = sql_built(
             self.pool.dialect(),
-            "SELECT id FROM operation_runs WHERE status = 'running' AND total IS NOT NULL \
-             AND processed >= total AND type IN ",
+            // `status <> 'completed'` lets SQLite use the open-runs partial
+            // index (it does not infer it from `status = 'running'`): without
+            // it every pass scanned the whole run history.
+            "SELECT id FROM operation_runs WHERE status <> 'completed' AND status = 'running' \
+             AND total IS NOT NULL AND processed >= total AND type IN ",
         );
         stmt.push_list(fan_out_types.iter().copied())
             .push(" LIMIT ")
@@ -126,11 +130,9 @@ impl Store {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
-    /// Applies an adapter's result to `seen`, the run as the sweep read it —
-    /// only if the run is still in that state (status, outcome, heartbeat and
-    /// processed unchanged): a run that moved since is not closed on stale
-    /// information. Records `context.reconciliation`. A `not_reconciled`
-    /// result changes nothing.
+    /// Applies an adapter's result to `seen`, the run as the sweep read it:
+    /// [`Store::apply_reconciliations`] with one run, returning the run as it
+    /// is after. A `not_reconciled` result changes nothing.
     pub async fn apply_reconciliation(
         &self,
         seen: &Run,
@@ -138,47 +140,91 @@ impl Store {
         result: &AdapterResult,
         by: Option<&str>,
     ) -> Result<CompleteResult, StoreError> {
-        let Some(outcome) = result.verdict.outcome() else {
-            let run = self
-                .get_run(&seen.id)
-                .await?
-                .ok_or_else(|| StoreError::RunNotFound(seen.id.clone()))?;
-            return Ok(CompleteResult::NotReady(run));
+        let [applied] = self
+            .apply_reconciliations(
+                &[ToReconcile {
+                    seen,
+                    adapter,
+                    result,
+                }],
+                by,
+            )
+            .await?[..]
+        else {
+            unreachable!("one result per run");
         };
-        let record = ReconciliationRecord {
-            adapter: adapter.to_owned(),
-            reason_code: result.reason_code.clone(),
-            explanation: result.explanation.clone(),
-            previous_status: seen.status,
-            previous_outcome: seen.outcome,
-            related_artifact: result.related_artifact.clone(),
-            reconciled_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-            by: by.map(str::to_owned),
-        };
-        let mut completion = Completion::new(outcome)
-            .with_proven_succeeded(result.units_succeeded)
-            .with_patch(ContextPatch::new(
-                ["reconciliation"],
-                serde_json::to_value(&record).expect("json"),
-            ));
-        if outcome != Outcome::Succeeded {
-            completion = completion.with_failure(Failure {
-                code: result.reason_code.clone(),
-                message: result.explanation.clone(),
-                unit: None,
-            });
-        }
-        // Inside the closing transaction: the run is as the sweep saw it, and
-        // (if running) no job can still move it — a rescue and a new claim
-        // since the sweep looked would touch neither the run's status nor its
-        // heartbeat.
-        self.close_run(&seen.id, CloseGuard::NoLiveJobs, |now| {
-            let unchanged = now.status == seen.status
-                && now.heartbeat_at == seen.heartbeat_at
-                && now.summary_counts.processed == seen.summary_counts.processed;
-            unchanged.then_some(completion)
+        let run = self.require_run(&seen.id).await.map_err(|e| match applied {
+            Applied::Closed(_) => e.after_commit(),
+            _ => e,
+        })?;
+        Ok(match applied {
+            Applied::Closed(_) => CompleteResult::Completed(run),
+            Applied::AlreadyCompleted(_) => CompleteResult::AlreadyCompleted(run),
+            Applied::Skipped => CompleteResult::NotReady(run),
         })
-        .await
+    }
+
+    /// Applies a page of adapter results in one transaction, each to its
+    /// `seen` run (the run as the sweep read it, before its proof was read)
+    /// and only if that run is still in that state — status, heartbeat and
+    /// processed unchanged — and (if running) no job or open child can still
+    /// move it: a run that completed, got a heartbeat or recorded a unit
+    /// since the read is not closed on stale information (a compare-and-set
+    /// per run, on its locked row). Records `context.reconciliation` and, for
+    /// an outcome other than `succeeded`, the reason as the run's failure.
+    /// A `not_reconciled` result changes nothing. A child the page closes
+    /// closes its composite parents in the same transaction. Results come
+    /// back in the order of `page`.
+    pub async fn apply_reconciliations(
+        &self,
+        page: &[ToReconcile<'_>],
+        by: Option<&str>,
+    ) -> Result<Vec<Applied>, StoreError> {
+        let reconciled_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let mut wanted: BTreeMap<&str, (&ToReconcile<'_>, Outcome)> = BTreeMap::new();
+        for item in page {
+            if let Some(outcome) = item.result.verdict.outcome() {
+                wanted.insert(item.seen.id.as_str(), (item, outcome));
+            }
+        }
+        let mut by_id: BTreeMap<&str, Applied> = BTreeMap::new();
+        if !wanted.is_empty() {
+            let ids: Vec<&str> = wanted.keys().copied().collect();
+            let mut tx = self.begin_write().await?;
+            let closed = crate::closing::close_runs_in(&mut tx, &ids, true, |now| {
+                let (item, outcome) = wanted.get(now.id.as_str())?;
+                let seen = item.seen;
+                // Inside the closing transaction: the run is as the sweep saw
+                // it, and (if running) no job can still move it — a rescue and
+                // a new claim since the sweep looked would touch neither the
+                // run's status nor its heartbeat.
+                let unchanged = now.status == seen.status
+                    && now.heartbeat_at == seen.heartbeat_at
+                    && now.summary_counts.processed == seen.summary_counts.processed;
+                unchanged.then(|| reconciliation_completion(item, *outcome, &reconciled_at, by))
+            })
+            .await?;
+            tx.commit().await?;
+            for (id, c) in ids.iter().zip(closed) {
+                by_id.insert(
+                    id,
+                    match (c.step, c.outcome) {
+                        (ClosingStep::Completed, Some(o)) => Applied::Closed(o),
+                        (ClosingStep::AlreadyCompleted, Some(o)) => Applied::AlreadyCompleted(o),
+                        _ => Applied::Skipped,
+                    },
+                );
+            }
+        }
+        Ok(page
+            .iter()
+            .map(|item| {
+                by_id
+                    .get(item.seen.id.as_str())
+                    .copied()
+                    .unwrap_or(Applied::Skipped)
+            })
+            .collect())
     }
 
     /// An admin's force-close of `seen` (the run as the caller read it),
@@ -267,6 +313,64 @@ impl Store {
             },
         })
     }
+}
+
+/// One run of a reconciliation page: the run as the sweep read it, and what
+/// its adapter decided from its proof.
+#[derive(Debug, Clone, Copy)]
+pub struct ToReconcile<'a> {
+    pub seen: &'a Run,
+    /// Recorded as `context.reconciliation.adapter`.
+    pub adapter: &'a str,
+    pub result: &'a AdapterResult,
+}
+
+/// What applying a reconciliation did to one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// This call closed the run with this outcome.
+    Closed(Outcome),
+    /// The run was already completed (with this outcome); nothing changed.
+    AlreadyCompleted(Outcome),
+    /// Not reconciled, or the run moved since it was read, or a job or an
+    /// open child can still move it: nothing changed.
+    Skipped,
+}
+
+/// The closing write's completion for a reconciliation: the record in
+/// `context.reconciliation`, the proven units, and the reason as a failure
+/// unless the run succeeded.
+fn reconciliation_completion(
+    item: &ToReconcile<'_>,
+    outcome: Outcome,
+    reconciled_at: &str,
+    by: Option<&str>,
+) -> Completion {
+    let (seen, result) = (item.seen, item.result);
+    let record = ReconciliationRecord {
+        adapter: item.adapter.to_owned(),
+        reason_code: result.reason_code.clone(),
+        explanation: result.explanation.clone(),
+        previous_status: seen.status,
+        previous_outcome: seen.outcome,
+        related_artifact: result.related_artifact.clone(),
+        reconciled_at: reconciled_at.to_owned(),
+        by: by.map(str::to_owned),
+    };
+    let mut completion = Completion::new(outcome)
+        .with_proven_succeeded(result.units_succeeded)
+        .with_patch(ContextPatch::new(
+            ["reconciliation"],
+            serde_json::to_value(&record).expect("json"),
+        ));
+    if outcome != Outcome::Succeeded {
+        completion = completion.with_failure(Failure {
+            code: result.reason_code.clone(),
+            message: result.explanation.clone(),
+            unit: None,
+        });
+    }
+    completion
 }
 
 /// What an admin asks of a force-close.
