@@ -1,12 +1,13 @@
 //! The stale sweep (OPERATIONS.md §7): one pass rescues expired leases,
 //! completes fan-out parents whose units are all processed, and reconciles
-//! runs that are stale under their type's timeouts. Runs periodically on
+//! runs that are stale under their type's timeouts, a page at a time (proof
+//! read per page, closes committed per page). Runs periodically on
 //! every node (`OPSLEDGER_RECONCILE_INTERVAL_MS`) and once via
 //! `opsledger reconcile`. Every step is idempotent and state-guarded, so any
 //! number of nodes may sweep at once.
 
 use crate::Registry;
-use crate::reconciler::{ReconcileDecision, reconcile_run};
+use crate::reconciler::{ReconcileDecision, reconcile_page};
 use opsledger_core::RunType;
 use opsledger_store::jobs::RescueReport;
 use opsledger_store::stale::is_stale;
@@ -71,11 +72,10 @@ pub async fn sweep_once(
         .filter(|t| t.is_fan_out())
         .map(|t| t.as_str())
         .collect();
-    for id in store.finished_bulk_run_ids(&fan_out, config.batch()).await? {
-        if let opsledger_store::CompleteResult::Completed(_) = store.maybe_complete_bulk_run(&id).await? {
-            report.bulk_runs_completed += 1;
-        }
-    }
+    // One bounded page per pass, completed in one transaction (a run it
+    // cannot complete would be found again: the next pass takes it up).
+    let finished = store.finished_bulk_run_ids(&fan_out, config.batch()).await?;
+    report.bulk_runs_completed += store.complete_finished_bulk_runs(&finished).await?;
     // Candidates by the shortest timeouts of any type, then each type's own.
     let now = store.now_ms();
     let min_queue = RunType::ALL
@@ -100,14 +100,19 @@ pub async fn sweep_once(
                 config.batch(),
             )
             .await?;
-        for run in page.runs {
-            let t = run.run_type;
-            if is_stale(&run, now, config.queue_timeout(t), config.heartbeat_timeout(t)) {
-                report
-                    .decisions
-                    .push(reconcile_run(store, registry, &run, Some("system")).await?);
-            }
-        }
+        // The page's stale runs: their proof read per adapter in a few
+        // queries, their closes committed in one transaction.
+        let stale: Vec<_> = page
+            .runs
+            .into_iter()
+            .filter(|run| {
+                let t = run.run_type;
+                is_stale(run, now, config.queue_timeout(t), config.heartbeat_timeout(t))
+            })
+            .collect();
+        report
+            .decisions
+            .extend(reconcile_page(store, registry, &stale, Some("system")).await?);
         after = page.next_after;
         if after.is_none() {
             break;

@@ -138,53 +138,74 @@ impl opsledger_engine::ReconciliationAdapter for AddPoliciesAdapter {
 
     async fn reconcile(&self, run: &Run, proof: &ProofReader) -> Result<AdapterResult, StoreError> {
         let sets = proof.backup_sets_created_by(&run.id).await?;
-        let planned = run.summary_counts.total;
-        Ok(match sets.as_slice() {
-            [] => AdapterResult::stale_no_proof("This backup"),
-            [(id, ws, tenant, _)] if ws != &run.workspace_id || Some(tenant) != run.tenant_id.as_ref() => {
-                AdapterResult::new(
-                    Verdict::Failed,
-                    "proof_wrong_scope",
-                    format!("backup set {id} belongs to another tenant"),
-                )
-            }
-            [(id, _, _, items)] => {
-                let artifact = json!({"kind": "backup_set", "id": id, "items": items});
-                let (verdict, code, line) = match planned {
-                    Some(p) if *items == p => (
-                        Verdict::Succeeded,
-                        "backup_set_complete",
-                        format!("all {p} planned policies were captured"),
-                    ),
-                    Some(p) if *items > 0 => (
-                        Verdict::PartiallySucceeded,
-                        "backup_set_incomplete",
-                        format!("{items} of {p} planned policies were captured"),
-                    ),
-                    _ if *items > 0 => (
-                        Verdict::PartiallySucceeded,
-                        "backup_set_unplanned",
-                        format!("{items} policies were captured but the plan was never recorded"),
-                    ),
-                    _ => (
-                        Verdict::Failed,
-                        "backup_set_empty",
-                        "the backup set holds no items".to_owned(),
-                    ),
-                };
-                AdapterResult::new(verdict, code, line)
-                    .with_artifact(artifact)
-                    .with_units_succeeded(*items)
-            }
-            _ => AdapterResult::new(
+        Ok(reconcile_from_sets(run, &sets))
+    }
+
+    /// One query for the page's backup sets (grouped by run), then the rule per run.
+    async fn reconcile_page(
+        &self,
+        runs: &[&Run],
+        proof: &ProofReader,
+    ) -> Result<Vec<AdapterResult>, StoreError> {
+        let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+        let sets = proof.backup_sets_created_by_runs(&ids).await?;
+        Ok(runs
+            .iter()
+            .map(|run| reconcile_from_sets(run, sets.get(&run.id).map_or(&[][..], Vec::as_slice)))
+            .collect())
+    }
+}
+
+/// The add-policies rule applied to one run's proof: `sets`, the backup sets
+/// naming the run as their creator, as `(id, workspace, tenant, items)`.
+/// Pure: the adapter reads, this decides.
+pub fn reconcile_from_sets(run: &Run, sets: &[(String, String, String, u64)]) -> AdapterResult {
+    let planned = run.summary_counts.total;
+    match sets {
+        [] => AdapterResult::stale_no_proof("This backup"),
+        [(id, ws, tenant, _)] if ws != &run.workspace_id || Some(tenant) != run.tenant_id.as_ref() => {
+            AdapterResult::new(
                 Verdict::Failed,
-                "proof_ambiguous",
-                format!(
-                    "{} backup sets name this run; none can be chosen safely",
-                    sets.len()
+                "proof_wrong_scope",
+                format!("backup set {id} belongs to another tenant"),
+            )
+        }
+        [(id, _, _, items)] => {
+            let artifact = json!({"kind": "backup_set", "id": id, "items": items});
+            let (verdict, code, line) = match planned {
+                Some(p) if *items == p => (
+                    Verdict::Succeeded,
+                    "backup_set_complete",
+                    format!("all {p} planned policies were captured"),
                 ),
+                Some(p) if *items > 0 => (
+                    Verdict::PartiallySucceeded,
+                    "backup_set_incomplete",
+                    format!("{items} of {p} planned policies were captured"),
+                ),
+                _ if *items > 0 => (
+                    Verdict::PartiallySucceeded,
+                    "backup_set_unplanned",
+                    format!("{items} policies were captured but the plan was never recorded"),
+                ),
+                _ => (
+                    Verdict::Failed,
+                    "backup_set_empty",
+                    "the backup set holds no items".to_owned(),
+                ),
+            };
+            AdapterResult::new(verdict, code, line)
+                .with_artifact(artifact)
+                .with_units_succeeded(*items)
+        }
+        _ => AdapterResult::new(
+            Verdict::Failed,
+            "proof_ambiguous",
+            format!(
+                "{} backup sets name this run; none can be chosen safely",
+                sets.len()
             ),
-        })
+        ),
     }
 }
 

@@ -281,28 +281,45 @@ impl opsledger_engine::ReconciliationAdapter for InventorySyncAdapter {
         run: &opsledger_core::Run,
         proof: &opsledger_store::proof::ProofReader,
     ) -> Result<opsledger_core::reconcile::AdapterResult, opsledger_store::StoreError> {
-        use opsledger_core::inventory::{RunScope, reconcile};
-        let Some(tenant_id) = run.tenant_id.as_deref() else {
-            return Ok(opsledger_core::reconcile::AdapterResult::stale_no_proof(
-                "This inventory sync",
-            ));
-        };
-        let attempted: Option<Vec<String>> = run
-            .context
-            .pointer("/inventory/attempted_types")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect());
         let linked = proof.inventory_items_linked_to(&run.id).await?;
-        let scope = RunScope {
-            run_id: &run.id,
-            workspace_id: &run.workspace_id,
-            tenant_id,
-        };
-        Ok(reconcile(
-            scope,
-            attempted.as_deref(),
-            &coverage_of(&run.context),
-            &linked,
-        ))
+        Ok(reconcile_from_proof(run, &linked))
     }
+
+    /// One query for the page's linked items (grouped by run), then the rule per run.
+    async fn reconcile_page(
+        &self,
+        runs: &[&opsledger_core::Run],
+        proof: &opsledger_store::proof::ProofReader,
+    ) -> Result<Vec<opsledger_core::reconcile::AdapterResult>, opsledger_store::StoreError> {
+        let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+        let linked = proof.inventory_items_linked_to_runs(&ids).await?;
+        Ok(runs
+            .iter()
+            .map(|run| reconcile_from_proof(run, linked.get(&run.id).map_or(&[][..], Vec::as_slice)))
+            .collect())
+    }
+}
+
+/// The `inventory.sync` rule applied to one run's proof: its attempted types
+/// and coverage (in its context) and `linked`, the inventory items naming
+/// it as their last sync. Pure: the adapter reads, this decides.
+pub fn reconcile_from_proof(
+    run: &opsledger_core::Run,
+    linked: &[opsledger_core::inventory::LinkedItems],
+) -> opsledger_core::reconcile::AdapterResult {
+    use opsledger_core::inventory::{RunScope, reconcile};
+    let Some(tenant_id) = run.tenant_id.as_deref() else {
+        return opsledger_core::reconcile::AdapterResult::stale_no_proof("This inventory sync");
+    };
+    let attempted: Option<Vec<String>> = run
+        .context
+        .pointer("/inventory/attempted_types")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+    let scope = RunScope {
+        run_id: &run.id,
+        workspace_id: &run.workspace_id,
+        tenant_id,
+    };
+    reconcile(scope, attempted.as_deref(), &coverage_of(&run.context), linked)
 }
