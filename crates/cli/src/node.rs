@@ -34,6 +34,10 @@ pub struct NodeArgs {
     /// How often this node runs the stale sweep.
     #[arg(long, env = "OPSLEDGER_RECONCILE_INTERVAL_MS", default_value_t = 30_000)]
     pub reconcile_interval_ms: u64,
+    /// Finished jobs older than this are deleted by the stale sweep (the
+    /// unit ledger stays: it is the proof).
+    #[arg(long, env = "OPSLEDGER_JOB_RETENTION_MS", default_value_t = opsledger_store::job_cleaner::DEFAULT_JOB_RETENTION_MS)]
+    pub job_retention_ms: u64,
     /// How often to look for jobs when not woken.
     #[arg(long, env = "OPSLEDGER_POLL_INTERVAL_MS", default_value_t = 500)]
     pub poll_interval_ms: u64,
@@ -107,6 +111,7 @@ impl NodeArgs {
             queue_timeout_ms: self.queue_timeout_ms,
             heartbeat_timeout_ms: self.heartbeat_timeout_ms,
             batch: 1000,
+            job_retention_ms: Some(self.job_retention_ms),
         }
     }
 

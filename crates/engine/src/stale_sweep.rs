@@ -1,7 +1,7 @@
 //! The stale sweep (OPERATIONS.md §7): one pass rescues expired leases,
 //! completes fan-out parents whose units are all processed, and reconciles
-//! runs that are stale under their type's timeouts, a page at a time (proof
-//! read per page, closes committed per page). Runs periodically on
+//! runs that are stale under their type's timeouts, a page at a time, then
+//! deletes finished jobs past their retention (the job cleaner). Runs periodically on
 //! every node (`OPSLEDGER_RECONCILE_INTERVAL_MS`) and once via
 //! `opsledger reconcile`. Every step is idempotent and state-guarded, so any
 //! number of nodes may sweep at once.
@@ -26,7 +26,16 @@ pub struct SweepConfig {
     /// Rows read per query (rescue, bulk completion, stale candidates); a
     /// pass goes on page by page until nothing is left.
     pub batch: u32,
+    /// `OPSLEDGER_JOB_RETENTION_MS`: finished jobs older than this are
+    /// deleted by the pass (the job cleaner), at most
+    /// [`JOB_CLEANER_BATCHES`] batches of `batch` per pass; `None` keeps
+    /// them. The unit ledger is never deleted.
+    pub job_retention_ms: Option<u64>,
 }
+
+/// Most cleaner batches one pass runs: a large backlog is worked off over
+/// several passes, so one pass never holds up the sweep's other steps.
+pub const JOB_CLEANER_BATCHES: u32 = 10;
 
 impl SweepConfig {
     fn queue_timeout(&self, t: RunType) -> u64 {
@@ -49,6 +58,8 @@ pub struct SweepReport {
     pub run_jobs_exhausted: u64,
     pub bulk_runs_completed: u64,
     pub decisions: Vec<ReconcileDecision>,
+    /// Finished jobs the job cleaner deleted (past their retention).
+    pub jobs_deleted: u64,
 }
 
 /// One sweep pass.
@@ -118,6 +129,11 @@ pub async fn sweep_once(
             break;
         }
     }
+    if let Some(retention) = config.job_retention_ms {
+        report.jobs_deleted = store
+            .clean_finished_jobs(retention, config.batch(), JOB_CLEANER_BATCHES)
+            .await?;
+    }
     Ok(report)
 }
 
@@ -136,7 +152,11 @@ pub async fn run_periodically(
         }
         match sweep_once(&store, &registry, &config).await {
             Ok(r)
-                if r.rescued_for_retry + r.units_failed_by_rescue + r.bulk_runs_completed > 0
+                if r.rescued_for_retry
+                    + r.units_failed_by_rescue
+                    + r.bulk_runs_completed
+                    + r.jobs_deleted
+                    > 0
                     || !r.decisions.is_empty() =>
             {
                 tracing::info!(
@@ -144,6 +164,7 @@ pub async fn run_periodically(
                     units_failed = r.units_failed_by_rescue,
                     bulk_completed = r.bulk_runs_completed,
                     reconciled = r.decisions.len(),
+                    jobs_deleted = r.jobs_deleted,
                     "stale sweep"
                 );
             }

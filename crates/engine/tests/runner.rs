@@ -346,6 +346,7 @@ both_backends!(
             heartbeat_timeout_ms: Some(1),
             queue_timeout_ms: Some(60_000),
             batch: 100,
+            job_retention_ms: None,
         };
         let registry = Registry::new();
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -401,6 +402,7 @@ both_backends!(
             heartbeat_timeout_ms: Some(60_000),
             queue_timeout_ms: Some(1),
             batch: 2,
+            job_retention_ms: None,
         };
         tokio::time::sleep(Duration::from_millis(5)).await;
         let report = opsledger_engine::sweep_once(&store, &registry, &config)

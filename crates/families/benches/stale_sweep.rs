@@ -112,6 +112,7 @@ async fn pass(store: &Store, timeout_ms: u64) -> (usize, Duration) {
         queue_timeout_ms: Some(timeout_ms),
         heartbeat_timeout_ms: Some(timeout_ms),
         batch: 1000,
+        job_retention_ms: None,
     };
     let started = Instant::now();
     let report = sweep_once(store, &registry, &config).await.expect("sweep");

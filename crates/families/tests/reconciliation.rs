@@ -315,6 +315,7 @@ both_backends!(
             heartbeat_timeout_ms: Some(60),
             queue_timeout_ms: None,
             batch: 100,
+            job_retention_ms: None,
         };
         // First pass: the lease is rescued for another attempt; the run is not stale.
         let r = opsledger_engine::sweep_once(&store, &registry(), &config)

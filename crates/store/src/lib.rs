@@ -27,6 +27,7 @@ mod error;
 pub mod files;
 pub mod inventory;
 pub mod job_batches;
+pub mod job_cleaner;
 pub mod jobs;
 pub mod lease;
 mod ledger;
