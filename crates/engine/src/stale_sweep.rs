@@ -101,32 +101,47 @@ pub async fn sweep_once(
         .unwrap_or(0);
     // Every candidate, a page at a time (a run the adapters leave open stays
     // a candidate, so pages continue after the last id rather than restart).
+    // Pages hold disjoint runs, so on PostgreSQL a few are closed at once:
+    // one page's multi-row close is bound by index maintenance, not by the
+    // database's capacity (measured in BENCHMARKS.md).
+    let parallel = store.parallel_writers().max(1);
     let mut after: Option<String> = None;
-    loop {
-        let page = store
-            .stale_run_candidates(
-                now - min_queue as i64,
-                now - min_beat as i64,
-                after.as_deref(),
-                config.batch(),
-            )
-            .await?;
-        // The page's stale runs: their proof read per adapter in a few
-        // queries, their closes committed in one transaction.
-        let stale: Vec<_> = page
-            .runs
-            .into_iter()
-            .filter(|run| {
-                let t = run.run_type;
-                is_stale(run, now, config.queue_timeout(t), config.heartbeat_timeout(t))
-            })
-            .collect();
-        report
-            .decisions
-            .extend(reconcile_page(store, registry, &stale, Some("system")).await?);
-        after = page.next_after;
-        if after.is_none() {
-            break;
+    let mut exhausted = false;
+    while !exhausted {
+        let mut pages = Vec::with_capacity(parallel);
+        while pages.len() < parallel && !exhausted {
+            let page = store
+                .stale_run_candidates(
+                    now - min_queue as i64,
+                    now - min_beat as i64,
+                    after.as_deref(),
+                    config.batch(),
+                )
+                .await?;
+            // The page's stale runs: their proof read per adapter in a few
+            // queries, their closes committed in one transaction.
+            let stale: Vec<_> = page
+                .runs
+                .into_iter()
+                .filter(|run| {
+                    let t = run.run_type;
+                    is_stale(run, now, config.queue_timeout(t), config.heartbeat_timeout(t))
+                })
+                .collect();
+            if !stale.is_empty() {
+                pages.push(stale);
+            }
+            after = page.next_after;
+            exhausted = after.is_none();
+        }
+        let closed = futures::future::join_all(
+            pages
+                .iter()
+                .map(|stale| reconcile_page(store, registry, stale, Some("system"))),
+        )
+        .await;
+        for decisions in closed {
+            report.decisions.extend(decisions?);
         }
     }
     if let Some(retention) = config.job_retention_ms {

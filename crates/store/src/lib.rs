@@ -167,6 +167,16 @@ impl Store {
         }
     }
 
+    /// Write transactions on disjoint rows worth running at once: SQLite has
+    /// one writer at a time (more would only wait on its lock); PostgreSQL
+    /// commits them in parallel.
+    pub fn parallel_writers(&self) -> usize {
+        match self.pool.dialect() {
+            db::Dialect::Sqlite => 1,
+            db::Dialect::Postgres => 4,
+        }
+    }
+
     pub async fn close(&self) {
         self.pool.close().await
     }
