@@ -215,19 +215,35 @@ async fn kill_between_results_and_flush(db: TestStore) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let tally = store.job_tally(&id).await.unwrap();
-        let processed = store.run_head(&id).await.unwrap().unwrap().summary_counts.processed;
+        let processed = store
+            .run_head(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .summary_counts
+            .processed;
         assert_eq!(processed.unwrap_or(0), 0, "nothing may flush before the kill");
         if tally.running == UNITS as u64 && tally.completed == 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "the worker did not take every unit: {tally:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not take every unit: {tally:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // 8 slots for 300 units: at least 292 results were handed over.
     sigkill(&holder);
     holder.wait().await.unwrap();
     assert_eq!(
-        store.run_head(&id).await.unwrap().unwrap().summary_counts.processed.unwrap_or(0),
+        store
+            .run_head(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .summary_counts
+            .processed
+            .unwrap_or(0),
         0,
         "the kill lost the unflushed results, and only them"
     );

@@ -142,7 +142,10 @@ async fn runner(store: &Store, workers: usize, n: u64, flush: FlushPolicy) -> Ru
     let mut registry = Registry::new();
     registry
         .handler(RunType::BackupSetAddPolicies, Arc::new(PlanUnits(Arc::new(keys))))
-        .unit_handler(RunType::BackupSetAddPolicies, Arc::new(RecordUnit(returned.clone())));
+        .unit_handler(
+            RunType::BackupSetAddPolicies,
+            Arc::new(RecordUnit(returned.clone())),
+        );
     let id = fan_out_run(store, &label).await;
     let shutdown = CancellationToken::new();
     let started = Instant::now();
@@ -177,7 +180,11 @@ async fn runner(store: &Store, workers: usize, n: u64, flush: FlushPolicy) -> Ru
     }
     let run = store.get_run(&id).await.expect("run").expect("exists");
     let c = run.summary_counts;
-    assert_eq!((c.total, c.processed, c.succeeded), (Some(n), Some(n), Some(n)), "{label}");
+    assert_eq!(
+        (c.total, c.processed, c.succeeded),
+        (Some(n), Some(n), Some(n)),
+        "{label}"
+    );
     let tally = store.job_tally(&id).await.expect("tally");
     assert_eq!(tally.completed, n + 1, "{label}: every job ended once");
     let mut returned = returned.lock().expect("lock").clone();
@@ -252,7 +259,12 @@ async fn raw(store: &Store, workers: usize, n: u64) -> f64 {
     }
     // Every statement text is the bench's own (ids and keys it generated).
     let rate = n as f64 / started.elapsed().as_secs_f64();
-    let c = store.get_run(&id).await.expect("run").expect("exists").summary_counts;
+    let c = store
+        .get_run(&id)
+        .await
+        .expect("run")
+        .expect("exists")
+        .summary_counts;
     assert_eq!(c.processed, Some(n), "raw: every unit once");
     rate
 }
@@ -359,7 +371,12 @@ async fn bench_backend(db: TestStore, sizes: Sizes, out: &mut Vec<String>) {
             "{backend} w{workers}: runner {:.0}/s (p95 visible {:.0} ms), flush-1 {:.0}/s, raw {raw_rate:.0}/s, row-lock {lock_rate:.0}/s",
             batched.rate, batched.p95_visible_ms, single.rate
         );
-        row("raw database, 100/txn", workers.to_string(), raw_rate, String::new());
+        row(
+            "raw database, 100/txn",
+            workers.to_string(),
+            raw_rate,
+            String::new(),
+        );
         row("row lock per unit", workers.to_string(), lock_rate, String::new());
         row(
             "runner, flush 1",
@@ -393,10 +410,16 @@ async fn main() {
     // Room for 16 runners' claims, batches and heartbeats plus the raw workers.
     let pool = PoolSettings { max_connections: 40 };
     let mut out = Vec::new();
-    bench_backend(testing::sqlite_with(pool).await, SQLITE.scaled(scale), &mut out).await;
-    match testing::postgres_with(pool).await {
-        Some(db) => bench_backend(db, POSTGRES.scaled(scale), &mut out).await,
-        None => out.push("| postgres | SKIPPED (unreachable) | | | | |".into()),
+    // `OPSLEDGER_BENCH_BACKENDS=postgres` (or `sqlite`) runs one of them.
+    let only = std::env::var("OPSLEDGER_BENCH_BACKENDS").unwrap_or_default();
+    if only.is_empty() || only.contains("sqlite") {
+        bench_backend(testing::sqlite_with(pool).await, SQLITE.scaled(scale), &mut out).await;
+    }
+    if only.is_empty() || only.contains("postgres") {
+        match testing::postgres_with(pool).await {
+            Some(db) => bench_backend(db, POSTGRES.scaled(scale), &mut out).await,
+            None => out.push("| postgres | SKIPPED (unreachable) | | | | |".into()),
+        }
     }
     println!();
     println!("| backend | what | workers | units/s | × single-row commit | notes |");

@@ -104,8 +104,12 @@ async fn end_jobs_fenced(
         });
         stmt.push(
             " WHERE jobs.id = v.column1 AND jobs.lease_token = v.column2 AND jobs.run_id = v.column3 \
-             AND jobs.unit_key = v.column4 AND jobs.kind = 'unit' AND jobs.state = 'running' RETURNING id",
+             AND jobs.unit_key = v.column4 AND jobs.kind = 'unit' AND jobs.state = 'running' AND jobs.id IN ",
         );
+        // The id list drives the primary key: joined with the VALUES list
+        // alone, PostgreSQL planned a scan of the whole jobs table per batch.
+        stmt.push_list(chunk.iter().map(|f| f.fence.job_id.as_str()));
+        stmt.push(" RETURNING id");
         let rows: Vec<(String,)> = tx.fetch_all(stmt).await?;
         ended.extend(rows.into_iter().map(|(id,)| id));
     }
@@ -207,10 +211,10 @@ pub(crate) async fn heartbeat_jobs_in(
         push_values(&mut stmt, chunk, |j| {
             vec![j.fence.job_id.clone(), j.fence.lease_token.clone()]
         });
-        stmt.push(
-            " WHERE jobs.id = v.column1 AND jobs.lease_token = v.column2 AND jobs.state = 'running' \
-             RETURNING id",
-        );
+        stmt.push(" WHERE jobs.id = v.column1 AND jobs.lease_token = v.column2 AND jobs.state = 'running' AND jobs.id IN ");
+        // As in end_jobs_fenced: the id list drives the primary key.
+        stmt.push_list(chunk.iter().map(|j| j.fence.job_id.as_str()));
+        stmt.push(" RETURNING id");
         let rows: Vec<(String,)> = tx.fetch_all(stmt).await?;
         held.extend(rows.into_iter().map(|(id,)| id));
     }
