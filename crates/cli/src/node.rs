@@ -146,6 +146,14 @@ pub async fn run(
         args.heartbeat_interval_ms,
         args.lease().as_millis()
     );
+    // A result waiting for its batch stays under the heartbeat, but a wait
+    // near the lease would make every flush a race with the rescuer.
+    anyhow::ensure!(
+        args.flush_max_wait_ms.saturating_mul(4) <= args.lease().as_millis() as u64,
+        "the flush wait ({} ms) must be at most a quarter of the heartbeat timeout ({} ms)",
+        args.flush_max_wait_ms,
+        args.lease().as_millis()
+    );
     let registry = args.registry();
     let runner = Runner::new(
         store.clone(),

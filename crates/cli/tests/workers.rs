@@ -195,9 +195,10 @@ async fn crash_postgres_sigkill_twenty_times() {
     crash_test(db).await;
 }
 
-/// A worker whose batch completer never flushes (60 s, 100 000 results)
-/// executes every unit and hands every result over, and is killed with all of
-/// them unflushed; a second worker must redo them, none lost, none twice.
+/// A worker whose batch completer holds results for 4 s (and up to 100 000
+/// of them) executes every unit and hands every result over, and is killed
+/// with all of them unflushed; a second worker must redo them once their
+/// leases (16 s) expire, none lost, none twice.
 async fn kill_between_results_and_flush(db: TestStore) {
     const UNITS: usize = 300;
     let store = db.store.clone();
@@ -205,9 +206,9 @@ async fn kill_between_results_and_flush(db: TestStore) {
     let mut env = node_env(0);
     env.retain(|(k, _)| *k != "OPSLEDGER_HEARTBEAT_TIMEOUT_MS");
     env.extend([
-        ("OPSLEDGER_HEARTBEAT_TIMEOUT_MS", "5000".to_owned()),
+        ("OPSLEDGER_HEARTBEAT_TIMEOUT_MS", "16000".to_owned()),
         ("OPSLEDGER_FLUSH_MAX_RESULTS", "100000".to_owned()),
-        ("OPSLEDGER_FLUSH_MAX_WAIT_MS", "60000".to_owned()),
+        ("OPSLEDGER_FLUSH_MAX_WAIT_MS", "4000".to_owned()),
     ]);
     let mut holder = worker_with(&db.url, env);
     // Every unit job claimed, its slot freed (so its result was handed

@@ -9,7 +9,9 @@
 //!
 //! - a result not yet flushed is only work: if the node dies, the job's
 //!   lease expires, the unit runs again, and the ledger's unique key counts
-//!   it once (the crash test kills a worker between results and flush);
+//!   it once (the crash test kills a worker between results and flush). A
+//!   waiting result is not heartbeaten, so the flush wait is capped at a
+//!   quarter of the lease (the node refuses more);
 //! - every job end in the batch is fenced on its own by the store, so a
 //!   result whose lease was lost is dropped and the rest land;
 //! - a fan-out parent is completed by `maybe_complete_bulk_run`, once per
@@ -41,15 +43,16 @@ pub struct FlushPolicy {
     /// each result on its own.
     pub max_results: usize,
     /// Commit this long after the oldest result held arrived
-    /// (`OPSLEDGER_FLUSH_MAX_WAIT_MS`): the bound on how stale a run's
-    /// counters may be.
+    /// (`OPSLEDGER_FLUSH_MAX_WAIT_MS`): what batching adds to how stale a
+    /// run's counters are (batches queued behind a slow commit add more).
     pub max_wait: Duration,
 }
 
 impl Default for FlushPolicy {
-    /// Measured in `BENCHMARKS.md`: 100 results reach ~all of the batching
-    /// gain (the flush is shared a hundred ways), and 20 ms keeps a finished
-    /// unit visible well within the 200 ms the console promises.
+    /// 100 results share one flush a hundred ways (9–11× the per-result
+    /// commit on PostgreSQL in `BENCHMARKS.md`); 20 ms is the wait a result
+    /// adds at low load. Under load a result also waits for the batches
+    /// ahead of it (the p95 figures there).
     fn default() -> FlushPolicy {
         FlushPolicy {
             max_results: 100,

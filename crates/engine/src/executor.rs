@@ -40,7 +40,7 @@ impl Execution {
         let liveness = Liveness::default();
         let lease = LeasedRun::new(&self.store, job.fence.clone(), head.clone());
         let span = tracing::info_span!("job", run = %head.id, r#type = %run_type, unit = %job.unit_key, attempt = job.attempt);
-        let returned = match job.kind {
+        let (returned, heartbeat) = match job.kind {
             JobKind::Run => {
                 // A run handler gets the whole run; a unit handler only its
                 // head (a fan-out's context may hold thousands of requested ids).
@@ -70,8 +70,7 @@ impl Execution {
                         format!("this node cannot execute {run_type} runs"),
                     ))),
                 };
-                drop(heartbeat);
-                returned
+                (returned, heartbeat)
             }
             JobKind::Unit => {
                 let heartbeat = self.heartbeat(&job, run_type, &cancel, &stop, &liveness);
@@ -99,8 +98,7 @@ impl Execution {
                         format!("this node cannot execute {run_type} units"),
                     ))),
                 };
-                drop(heartbeat);
-                returned
+                (returned, heartbeat)
             }
         };
         let stop = *stop.lock().expect("lock");
@@ -134,19 +132,28 @@ impl Execution {
             });
             match finish {
                 // Committed with others by the batch completer; the slot is
-                // free as soon as it is handed over.
-                Finish::CommitUnit(result) => match self
-                    .results
-                    .send(PendingUnit {
-                        job: job.clone(),
-                        result,
-                    })
-                    .await
-                {
-                    Ok(()) => Ok(()),
-                    Err(pending) => completer.commit_unit(pending.result).await,
-                },
-                finish => completer.apply(finish).await,
+                // free as soon as it is handed over. The job leaves the
+                // heartbeat's set: renewing it there would lock the rows the
+                // batch is ending (measured: deadlocks, expired leases). The
+                // flush wait is capped at a quarter of the lease instead.
+                Finish::CommitUnit(result) => {
+                    drop(heartbeat);
+                    match self
+                        .results
+                        .send(PendingUnit {
+                            job: job.clone(),
+                            result,
+                        })
+                        .await
+                    {
+                        Ok(()) => Ok(()),
+                        Err(pending) => completer.commit_unit(pending.result).await,
+                    }
+                }
+                finish => {
+                    drop(heartbeat);
+                    completer.apply(finish).await
+                }
             }
         }
         .await;

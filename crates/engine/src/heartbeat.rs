@@ -14,7 +14,7 @@
 use crate::finish::Stop;
 use opsledger_store::Store;
 use opsledger_store::job_batches::HeldJob;
-use opsledger_store::jobs::{ClaimedJob, Heartbeat};
+use opsledger_store::jobs::{ClaimedJob, Fence, Heartbeat};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -84,12 +84,21 @@ pub(crate) struct InFlight(Arc<Mutex<State>>);
 /// its execution was abandoned).
 pub(crate) struct Registration {
     in_flight: InFlight,
-    job_id: String,
+    fence: Fence,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.in_flight.0.lock().expect("lock").jobs.remove(&self.job_id);
+        let mut state = self.in_flight.0.lock().expect("lock");
+        // The same job may have been claimed again by this node under a new
+        // lease (the old one was rescued): that registration is not ours.
+        if state
+            .jobs
+            .get(&self.fence.job_id)
+            .is_some_and(|e| e.held.fence == self.fence)
+        {
+            state.jobs.remove(&self.fence.job_id);
+        }
     }
 }
 
@@ -124,7 +133,7 @@ impl InFlight {
         state.jobs.insert(job.fence.job_id.clone(), entry);
         Registration {
             in_flight: self.clone(),
-            job_id: job.fence.job_id.clone(),
+            fence: job.fence.clone(),
         }
     }
 
@@ -140,7 +149,12 @@ impl InFlight {
             if held.is_empty() {
                 continue;
             }
-            match store.heartbeat_jobs(&held, lease_ms).await {
+            // A beat stuck on a lock or the pool must not hold up shutdown.
+            let beat = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                beat = store.heartbeat_jobs(&held, lease_ms) => beat,
+            };
+            match beat {
                 Ok(beats) => self.apply(&held, &beats),
                 Err(e) => tracing::warn!(jobs = held.len(), error = %e, "heartbeat failed"),
             }
@@ -181,7 +195,12 @@ impl InFlight {
                 Heartbeat::LeaseLost => Stop::LeaseLost,
                 Heartbeat::RunClosed => Stop::RunClosed,
             };
-            if let Some(entry) = state.jobs.get_mut(&job.fence.job_id) {
+            // Only the lease this beat was about (not a newer claim of the job).
+            if let Some(entry) = state
+                .jobs
+                .get_mut(&job.fence.job_id)
+                .filter(|e| e.held.fence == job.fence)
+            {
                 entry.fire(why);
             }
         }
@@ -202,5 +221,53 @@ mod tests {
             !is_stalled(3, 4, t0, t0 + Duration::from_secs(3600), timeout),
             "it moved"
         );
+    }
+
+    fn claim(token: &str) -> ClaimedJob {
+        ClaimedJob {
+            fence: Fence {
+                job_id: "j1".into(),
+                lease_token: token.into(),
+            },
+            run_id: "r1".into(),
+            kind: opsledger_store::jobs::JobKind::Unit,
+            unit_key: "u1".into(),
+            attempt: 1,
+            max_attempts: 3,
+        }
+    }
+
+    #[test]
+    fn a_stale_claims_end_does_not_unregister_the_jobs_new_claim() {
+        let in_flight = InFlight::default();
+        let old = claim("t1");
+        let new = claim("t2");
+        let register = |job: &ClaimedJob| {
+            in_flight.register(
+                job,
+                CancellationToken::new(),
+                Arc::new(Mutex::new(Stop::None)),
+                Liveness::default(),
+                Duration::from_secs(600),
+            )
+        };
+        let old_registration = register(&old);
+        // The old lease was rescued; this node claimed the job again.
+        let new_registration = register(&new);
+        drop(old_registration);
+        let held = in_flight.check_stalls();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].fence, new.fence, "the new claim is still renewed");
+        // A beat about the old lease fires nothing of the new one.
+        in_flight.apply(
+            &[HeldJob {
+                fence: old.fence.clone(),
+                run_id: "r1".into(),
+            }],
+            &[Heartbeat::LeaseLost],
+        );
+        assert_eq!(in_flight.check_stalls().len(), 1);
+        drop(new_registration);
+        assert!(in_flight.check_stalls().is_empty());
     }
 }

@@ -26,7 +26,7 @@ use crate::runs::UnitRecord;
 use crate::{Store, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// Rows per statement: 5 arguments a row stays far below both databases'
+/// Rows per statement: at most 6 arguments a row stays far below both databases'
 /// argument limits (SQLite 32 766, PostgreSQL 65 535).
 const ROWS_PER_STATEMENT: usize = 1000;
 
@@ -77,6 +77,13 @@ fn push_values<'a, T>(stmt: &mut Sql<'a>, items: &[T], cells: impl Fn(&T) -> Vec
     stmt.push(") AS v");
 }
 
+/// Appends `(…)`, the ids of a statement's rows: the list drives the
+/// primary key (joined with the VALUES list alone, PostgreSQL planned a scan
+/// of the whole jobs table per batch).
+fn push_ids<'a>(stmt: &mut Sql<'a>, ids: impl Iterator<Item = &'a str>) {
+    stmt.push_list(ids);
+}
+
 /// Inside `tx`: ends the jobs of `items` fenced, as `state_of` says, and
 /// returns the ids of those whose fence held.
 async fn end_jobs_fenced(
@@ -106,9 +113,7 @@ async fn end_jobs_fenced(
             " WHERE jobs.id = v.column1 AND jobs.lease_token = v.column2 AND jobs.run_id = v.column3 \
              AND jobs.unit_key = v.column4 AND jobs.kind = 'unit' AND jobs.state = 'running' AND jobs.id IN ",
         );
-        // The id list drives the primary key: joined with the VALUES list
-        // alone, PostgreSQL planned a scan of the whole jobs table per batch.
-        stmt.push_list(chunk.iter().map(|f| f.fence.job_id.as_str()));
+        push_ids(&mut stmt, chunk.iter().map(|f| f.fence.job_id.as_str()));
         stmt.push(" RETURNING id");
         let rows: Vec<(String,)> = tx.fetch_all(stmt).await?;
         ended.extend(rows.into_iter().map(|(id,)| id));
@@ -212,8 +217,7 @@ pub(crate) async fn heartbeat_jobs_in(
             vec![j.fence.job_id.clone(), j.fence.lease_token.clone()]
         });
         stmt.push(" WHERE jobs.id = v.column1 AND jobs.lease_token = v.column2 AND jobs.state = 'running' AND jobs.id IN ");
-        // As in end_jobs_fenced: the id list drives the primary key.
-        stmt.push_list(chunk.iter().map(|j| j.fence.job_id.as_str()));
+        push_ids(&mut stmt, chunk.iter().map(|j| j.fence.job_id.as_str()));
         stmt.push(" RETURNING id");
         let rows: Vec<(String,)> = tx.fetch_all(stmt).await?;
         held.extend(rows.into_iter().map(|(id,)| id));
@@ -227,11 +231,15 @@ pub(crate) async fn heartbeat_jobs_in(
     run_ids.dedup();
     let mut alive: HashSet<String> = HashSet::new();
     for chunk in run_ids.chunks(ROWS_PER_STATEMENT) {
+        // The runs' rows are locked in id order, as a batch's counter bumps
+        // take them: two nodes' heartbeat and batch cannot deadlock.
         let mut stmt = sql_built(tx.dialect(), "UPDATE operation_runs SET heartbeat_at = ");
         stmt.push_bind(now)
-            .push(" WHERE status = 'running' AND id IN ")
+            .push(" WHERE status = 'running' AND id IN (SELECT id FROM operation_runs WHERE id IN ")
             .push_list(chunk.iter().copied())
-            .push(" RETURNING id");
+            .push(" ORDER BY id")
+            .push(tx.dialect().for_update())
+            .push(") RETURNING id");
         let rows: Vec<(String,)> = tx.fetch_all(stmt).await?;
         alive.extend(rows.into_iter().map(|(id,)| id));
     }
