@@ -353,7 +353,7 @@ async fn bench_backend(db: TestStore, sizes: Sizes, out: &mut Vec<String>) {
         ));
     };
     row("calibration: single-row commit", "1".into(), calib, String::new());
-    for workers in WORKERS {
+    for workers in worker_counts() {
         let raw_rate = raw(&store, workers, sizes.raw).await;
         let lock_rate = row_lock_per_unit(&store, workers, sizes.row_lock).await;
         let batched = runner(&store, workers, sizes.runner, FlushPolicy::default()).await;
@@ -398,6 +398,26 @@ async fn bench_backend(db: TestStore, sizes: Sizes, out: &mut Vec<String>) {
         );
     }
     db.drop_now().await;
+}
+
+/// The worker counts to run: [`WORKERS`], or `OPSLEDGER_BENCH_WORKERS=4`
+/// (a comma-separated list) to look at one of them.
+fn worker_counts() -> Vec<usize> {
+    match std::env::var("OPSLEDGER_BENCH_WORKERS") {
+        Ok(list) if !list.trim().is_empty() => list
+            .split(',')
+            .map(|w| {
+                w.trim()
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| (1..=64).contains(&n))
+                    .unwrap_or_else(|| {
+                        panic!("OPSLEDGER_BENCH_WORKERS: {w:?} is not a worker count of 1 to 64")
+                    })
+            })
+            .collect(),
+        _ => WORKERS.to_vec(),
+    }
 }
 
 #[tokio::main]

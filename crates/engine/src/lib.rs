@@ -7,7 +7,7 @@
 //! |---|---|
 //! | handler traits, contexts, errors | [`handler`] |
 //! | type → handler / unit handler / adapter | [`registry`] |
-//! | claiming jobs into free slots (the producer) | [`runner`] |
+//! | claiming jobs into free slots (the producer); when it claims | [`runner`], [`claim_pacing`] |
 //! | executing one job; the node's heartbeat and stall check | [`executor`], [`heartbeat`] |
 //! | how a job ends: the pure decision, then its writes | [`finish`], [`completer`] |
 //! | unit results committed many per transaction | [`batch_completer`] |
@@ -15,6 +15,7 @@
 //! | adapter trait, decide + apply; admin force-close | [`reconciler`] |
 
 pub mod batch_completer;
+pub mod claim_pacing;
 mod completer;
 mod executor;
 pub mod finish;

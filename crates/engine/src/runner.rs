@@ -19,13 +19,16 @@
 
 use crate::Registry;
 use crate::batch_completer::{BatchCompleter, FlushPolicy};
+use crate::claim_pacing::{CLAIM_COOLDOWN, ClaimPace, pace};
 use crate::executor::Execution;
 use crate::heartbeat::InFlight;
 use opsledger_store::Store;
+use opsledger_store::claims::ClaimCursor;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
@@ -50,6 +53,9 @@ pub struct RunnerConfig {
     /// How long a handler may go on after its cancel token fired before its
     /// task is aborted.
     pub cancel_grace: Duration,
+    /// With fewer than half the slots free, the least time between two
+    /// claims ([`crate::claim_pacing`]).
+    pub claim_cooldown: Duration,
 }
 
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -69,6 +75,7 @@ impl Default for RunnerConfig {
             flush: FlushPolicy::default(),
             stall_timeout: None,
             cancel_grace: Duration::from_secs(30),
+            claim_cooldown: CLAIM_COOLDOWN,
         }
     }
 }
@@ -124,46 +131,63 @@ impl Runner {
             self.config.lease,
             shutdown.clone(),
         ));
+        let slots = self.config.concurrency.max(1);
+        let mut last_claim: Option<Instant> = None;
+        let mut cursor = ClaimCursor::default();
         loop {
             while in_flight.try_join_next().is_some() {}
             let free = permits.available_permits();
             let mut claimed_any = false;
-            if free > 0 && !shutdown.is_cancelled() {
-                match self
-                    .store
-                    .claim_jobs(&self.config.worker_id, free as u32, self.lease_ms())
-                    .await
-                {
-                    Ok(jobs) => {
-                        claimed_any = !jobs.is_empty();
-                        for job in jobs {
-                            let permit = permits
-                                .clone()
-                                .try_acquire_owned()
-                                .expect("claimed within free permits");
-                            let exec = Execution {
-                                store: self.store.clone(),
-                                registry: self.registry.clone(),
-                                config: self.config.clone(),
-                                in_flight: held.clone(),
-                                results: results.clone(),
-                            };
-                            in_flight.spawn(async move {
-                                exec.execute(job).await;
-                                drop(permit);
-                            });
+            let mut next_claim = None;
+            match pace(
+                free,
+                slots,
+                last_claim.map(|t| t.elapsed()),
+                self.config.claim_cooldown,
+            ) {
+                ClaimPace::Now if !shutdown.is_cancelled() => {
+                    last_claim = Some(Instant::now());
+                    match self
+                        .store
+                        .claim_jobs_from(&mut cursor, &self.config.worker_id, free as u32, self.lease_ms())
+                        .await
+                    {
+                        Ok(jobs) => {
+                            claimed_any = !jobs.is_empty();
+                            for job in jobs {
+                                let permit = permits
+                                    .clone()
+                                    .try_acquire_owned()
+                                    .expect("claimed within free permits");
+                                let exec = Execution {
+                                    store: self.store.clone(),
+                                    registry: self.registry.clone(),
+                                    config: self.config.clone(),
+                                    in_flight: held.clone(),
+                                    results: results.clone(),
+                                };
+                                in_flight.spawn(async move {
+                                    exec.execute(job).await;
+                                    drop(permit);
+                                });
+                            }
                         }
+                        Err(e) => tracing::warn!(error = %e, "claiming jobs failed"),
                     }
-                    Err(e) => tracing::warn!(error = %e, "claiming jobs failed"),
                 }
+                ClaimPace::After(wait) => next_claim = Some(wait),
+                ClaimPace::Now | ClaimPace::Full => {}
             }
             if claimed_any && permits.available_permits() > 0 {
                 continue; // more may be waiting
             }
+            // A few free slots wait out the cooldown (or more slots freeing);
+            // otherwise the poll interval, a wake-up or a freed slot.
+            let wait = next_claim.unwrap_or(self.config.poll_interval);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = tokio::time::sleep(wait) => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
             }
         }

@@ -97,8 +97,6 @@ pub struct JobTally {
     pub cancelled: u64,
 }
 
-type ClaimRow = (String, String, String, String, i64, i64);
-
 /// Inside an open transaction: proceed only while `fence` still holds its
 /// job's lease. The row stays share-locked until commit on PostgreSQL (SQLite
 /// holds the write lock already), so a rescue cannot slip in between this
@@ -248,76 +246,6 @@ pub(crate) async fn rescue_in(tx: &mut Tx, limit: u32) -> Result<RescueReport, S
 }
 
 impl Store {
-    /// Claims up to `limit` available jobs for `worker_id` with a lease of
-    /// `lease_ms`: run jobs first (`'run' < 'unit'`), so a new run is picked
-    /// up even behind a large fan-out; then oldest first.
-    pub async fn claim_jobs(
-        &self,
-        worker_id: &str,
-        limit: u32,
-        lease_ms: u64,
-    ) -> Result<Vec<ClaimedJob>, StoreError> {
-        let now = self.now_ms();
-        let token = new_id();
-        let mut tx = self.begin_write().await?;
-        // A claim lost in a crash is harmless: its token never reached the
-        // disk, so every write of the worker is refused and the job is
-        // claimable again. It need not wait for the flush.
-        crate::job_batches::relax_durability(&mut tx).await?;
-        let rows: Vec<ClaimRow> = tx
-            .fetch_all(
-                sql_owned(format!(
-                    "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_token = $1, \
-                     lease_expires_at = $2, heartbeat_at = $3, worker_id = $4 \
-                     WHERE id IN (SELECT j.id FROM jobs j WHERE j.state = 'available' AND j.run_after <= $3 \
-                                  AND (j.wave = 0 OR j.wave <= ( \
-                                      SELECT MIN(e.wave) FROM jobs e WHERE e.run_id = j.run_id AND e.kind = 'unit' \
-                                      AND e.state IN ('available', 'running'))) \
-                                  ORDER BY j.kind, j.run_after, j.id LIMIT $5{}) \
-                     RETURNING id, run_id, kind, unit_key, attempt, max_attempts",
-                    tx.dialect().skip_locked()
-                ))
-                .bind(&token)
-                .bind(now + lease_ms as i64)
-                .bind(now)
-                .bind(worker_id)
-                .bind(i64::from(limit)),
-            )
-            .await?;
-        for (_, run_id, kind, ..) in &rows {
-            if kind == "run" {
-                tx.execute(
-                    sql(
-                        "UPDATE operation_runs SET status = 'running', started_at = $2, heartbeat_at = $2 \
-                         WHERE id = $1 AND status = 'queued'",
-                    )
-                    .bind(run_id)
-                    .bind(now),
-                )
-                .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, run_id, kind, unit_key, attempt, max_attempts)| ClaimedJob {
-                fence: Fence {
-                    job_id: id,
-                    lease_token: token.clone(),
-                },
-                run_id,
-                kind: if kind == "run" {
-                    JobKind::Run
-                } else {
-                    JobKind::Unit
-                },
-                unit_key,
-                attempt: attempt as u32,
-                max_attempts: max_attempts as u32,
-            })
-            .collect())
-    }
-
     /// Extends the lease and records a heartbeat on the job and its run
     /// (one job of [`Store::heartbeat_jobs`]).
     pub async fn heartbeat_job(

@@ -19,6 +19,7 @@
 pub mod artifacts;
 pub mod backups;
 pub mod children;
+pub mod claims;
 pub mod clock;
 mod closing;
 mod db;
