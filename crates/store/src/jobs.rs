@@ -48,6 +48,10 @@ pub struct ClaimedJob {
     /// 1 for the first attempt.
     pub attempt: u32,
     pub max_attempts: u32,
+    /// A unit job's run as the claim read it, in the claim's transaction:
+    /// one read per claim instead of one per unit job (`None` for run jobs,
+    /// whose executor reads the whole run).
+    pub head: Option<crate::runs::RunHead>,
 }
 
 impl ClaimedJob {

@@ -8,7 +8,7 @@
 //! `processed + n <= total` (and the schema's CHECK constraint).
 
 use crate::StoreError;
-use crate::db::{Tx, sql, sql_built};
+use crate::db::{Dialect, Tx, sql, sql_built};
 use crate::runs::{ContextPatch, RecordSummary, UNIT_INSERT_CHUNK, UnitRecord};
 use opsledger_core::{Failure, UnitOutcome};
 use std::collections::HashSet;
@@ -54,22 +54,38 @@ pub(crate) async fn ledger_in<'a>(
     let now = tx.now();
     let mut new_keys: HashSet<String> = HashSet::new();
     for chunk in sorted.chunks(UNIT_INSERT_CHUNK) {
-        let mut stmt = sql_built(
-            tx.dialect(),
-            "INSERT INTO run_units (run_id, unit_key, outcome, recorded_at) VALUES ",
-        );
-        for (i, u) in chunk.iter().enumerate() {
-            stmt.push(if i == 0 { "(" } else { ", (" });
-            stmt.push_bind(run_id)
-                .push(", ")
-                .push_bind(u.key.as_str())
-                .push(", ")
-                .push_bind(u.outcome.as_str())
-                .push(", ")
-                .push_bind(now)
-                .push(")");
-        }
-        stmt.push(" ON CONFLICT (run_id, unit_key) DO NOTHING RETURNING unit_key");
+        let stmt = match tx.dialect() {
+            // One statement text whatever the batch's size: it stays
+            // prepared (see `Arg::Texts`). UNNEST keeps the sorted order.
+            Dialect::Postgres => sql(
+                "INSERT INTO run_units (run_id, unit_key, outcome, recorded_at) \
+                 SELECT $1, v.unit_key, v.outcome, $2 FROM UNNEST($3::text[], $4::text[]) AS v(unit_key, outcome) \
+                 ON CONFLICT (run_id, unit_key) DO NOTHING RETURNING unit_key",
+            )
+            .bind(run_id)
+            .bind(now)
+            .bind(chunk.iter().map(|u| u.key.clone()).collect::<Vec<String>>())
+            .bind(chunk.iter().map(|u| u.outcome.as_str().to_owned()).collect::<Vec<String>>()),
+            Dialect::Sqlite => {
+                let mut stmt = sql_built(
+                    tx.dialect(),
+                    "INSERT INTO run_units (run_id, unit_key, outcome, recorded_at) VALUES ",
+                );
+                for (i, u) in chunk.iter().enumerate() {
+                    stmt.push(if i == 0 { "(" } else { ", (" });
+                    stmt.push_bind(run_id)
+                        .push(", ")
+                        .push_bind(u.key.as_str())
+                        .push(", ")
+                        .push_bind(u.outcome.as_str())
+                        .push(", ")
+                        .push_bind(now)
+                        .push(")");
+                }
+                stmt.push(" ON CONFLICT (run_id, unit_key) DO NOTHING RETURNING unit_key");
+                stmt
+            }
+        };
         let inserted: Vec<(String,)> = tx.fetch_all(stmt).await?;
         new_keys.extend(inserted.into_iter().map(|(k,)| k));
     }

@@ -86,3 +86,23 @@ both_backends!(
         assert_eq!(got[0].kind, opsledger_store::jobs::JobKind::Run);
     }
 );
+
+both_backends!(
+    a_claimed_unit_job_carries_its_runs_head,
+    |store: Store| async move {
+        let id = fan_out(&store, 3).await;
+        let s = common::scope(&store).await;
+        let later = common::queued_run(&store, &s, opsledger_core::RunType::InventorySync).await;
+        let got = store.claim_jobs("w", 10, LEASE).await.unwrap();
+        assert_eq!(got.len(), 4);
+        let (runs, units): (Vec<_>, Vec<_>) = got
+            .iter()
+            .partition(|j| j.kind == opsledger_store::jobs::JobKind::Run);
+        assert_eq!(runs[0].run_id, later);
+        assert!(runs[0].head.is_none(), "a run job's executor reads the whole run");
+        let head = store.run_head(&id).await.unwrap().unwrap();
+        for unit in units {
+            assert_eq!(unit.head.as_ref(), Some(&head), "read in the claim's transaction");
+        }
+    }
+);
