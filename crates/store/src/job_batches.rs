@@ -182,8 +182,16 @@ pub(crate) async fn finish_unit_jobs_in(
     run_ids.sort_unstable();
     run_ids.dedup();
     let statuses = run_statuses(tx, &run_ids).await?;
+    // The statements return the ids of the jobs they ended, so a job named
+    // by two results with different leases (one stale: rescued and claimed
+    // again on this node) would count both as ended, and the stale one could
+    // decide the ledger's outcome. Only such a job's current lease goes on.
+    let stale = stale_fences(tx, items).await?;
     let running = |f: &UnitFinish| statuses.get(&f.run_id).is_some_and(|s| s == "running");
-    let (open, closed): (Vec<&UnitFinish>, Vec<&UnitFinish>) = items.iter().partition(|f| running(f));
+    let (open, closed): (Vec<&UnitFinish>, Vec<&UnitFinish>) = items
+        .iter()
+        .filter(|f| !stale.contains(&f.fence))
+        .partition(|f| running(f));
     let cancelled = end_jobs_fenced(tx, &closed, |_| "cancelled").await?;
     let ended = end_jobs_fenced(tx, &open, |f| match f.end {
         JobEnd::Completed => "completed",
@@ -214,7 +222,9 @@ pub(crate) async fn finish_unit_jobs_in(
     Ok(items
         .iter()
         .map(|f| {
-            if cancelled.contains(&f.fence.job_id) {
+            if stale.contains(&f.fence) {
+                UnitFinished::LeaseLost
+            } else if cancelled.contains(&f.fence.job_id) {
                 UnitFinished::RunClosed
             } else if ended.contains(&f.fence.job_id) {
                 UnitFinished::Recorded {
@@ -225,6 +235,32 @@ pub(crate) async fn finish_unit_jobs_in(
             }
         })
         .collect())
+}
+
+/// The fences of `items` that name a job another item of `items` names too
+/// and that do not hold its current lease (read only when a job is named twice).
+async fn stale_fences(tx: &mut Tx, items: &[UnitFinish]) -> Result<Vec<Fence>, StoreError> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut twice: Vec<&str> = items
+        .iter()
+        .map(|f| f.fence.job_id.as_str())
+        .filter(|id| !seen.insert(id))
+        .collect();
+    twice.sort_unstable();
+    twice.dedup();
+    let mut stale = Vec::new();
+    for chunk in twice.chunks(ROWS_PER_STATEMENT) {
+        let mut stmt = sql_built(tx.dialect(), "SELECT id, lease_token FROM jobs WHERE id IN ");
+        stmt.push_list(chunk.iter().copied());
+        let rows: Vec<(String, Option<String>)> = tx.fetch_all(stmt).await?;
+        let current: HashMap<String, Option<String>> = rows.into_iter().collect();
+        for f in items.iter().filter(|f| chunk.contains(&f.fence.job_id.as_str())) {
+            if current.get(&f.fence.job_id).and_then(|t| t.as_deref()) != Some(f.fence.lease_token.as_str()) {
+                stale.push(f.fence.clone());
+            }
+        }
+    }
+    Ok(stale)
 }
 
 async fn is_all_processed(tx: &mut Tx, run_id: &str) -> Result<bool, StoreError> {
