@@ -1,5 +1,7 @@
-//! Hostile review of the claim cursor, the claim-time run heads and the
-//! PostgreSQL array binds (commits 81e7aec, e1750dc), on both databases.
+//! Edges of the claim cursor, the claim-time run heads and the PostgreSQL
+//! array binds, on both databases (from a hostile review): the wave gate,
+//! retries, several producers, a clock stepped back, odd unit keys in big
+//! batches, and a stale result beside the current one for the same job.
 
 mod common;
 
