@@ -137,8 +137,18 @@ impl Store {
             .collect();
         let heads = heads_of(&mut tx, unit_runs.into_iter().collect()).await?;
         tx.commit().await?;
-        if last.is_some() {
-            cursor.after = last;
+        if let Some(last) = last {
+            // After the periodic scan from the head, the cursor stays where
+            // it was if that is further: the scan's furthest job is often a
+            // straggler near the head, and moving back there would walk the
+            // dead entries up to the old cursor again. After a short claim it
+            // moves to where this claim ended, even back (a clock stepped
+            // back puts new jobs behind the cursor).
+            let periodic = hint.is_none() && cursor.after.is_some();
+            cursor.after = Some(match cursor.after.take() {
+                Some(old) if periodic => old.max(last),
+                _ => last,
+            });
         }
         Ok(rows
             .into_iter()

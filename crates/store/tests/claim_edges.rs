@@ -59,9 +59,16 @@ both_backends!(
         let mut cursor = ClaimCursor::default();
         let mut held = Vec::new();
         for limit in [1u32, 2, 10, 10] {
-            let got = store.claim_jobs_from(&mut cursor, "w", limit, LEASE).await.unwrap();
+            let got = store
+                .claim_jobs_from(&mut cursor, "w", limit, LEASE)
+                .await
+                .unwrap();
             for j in &got {
-                assert!(w0.contains(&j.unit_key), "wave 1 unit {} claimed before wave 0 ended", j.unit_key);
+                assert!(
+                    w0.contains(&j.unit_key),
+                    "wave 1 unit {} claimed before wave 0 ended",
+                    j.unit_key
+                );
             }
             held.extend(got);
         }
@@ -70,8 +77,17 @@ both_backends!(
         let last = held.pop().unwrap();
         let batch: Vec<_> = held.iter().map(|j| finish(j, UnitOutcome::Succeeded)).collect();
         store.finish_unit_jobs(&batch).await.unwrap();
-        assert!(store.claim_jobs_from(&mut cursor, "w", 10, LEASE).await.unwrap().is_empty());
-        store.finish_unit_jobs(&[finish(&last, UnitOutcome::Succeeded)]).await.unwrap();
+        assert!(
+            store
+                .claim_jobs_from(&mut cursor, "w", 10, LEASE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store
+            .finish_unit_jobs(&[finish(&last, UnitOutcome::Succeeded)])
+            .await
+            .unwrap();
         let got = store.claim_jobs_from(&mut cursor, "w", 10, LEASE).await.unwrap();
         let got: HashSet<String> = got.into_iter().map(|j| j.unit_key).collect();
         assert_eq!(got, w1.iter().cloned().collect::<HashSet<_>>());
@@ -100,7 +116,10 @@ both_backends!(
         let mut seen = false;
         for _ in 0..40 {
             let got = store.claim_jobs_from(&mut cursor, "w", 2, LEASE).await.unwrap();
-            if got.iter().any(|j| j.unit_key == first[0].unit_key && j.run_id == first[0].run_id) {
+            if got
+                .iter()
+                .any(|j| j.unit_key == first[0].unit_key && j.run_id == first[0].run_id)
+            {
                 seen = true;
                 break;
             }
@@ -122,7 +141,10 @@ both_backends!(
         let mut released = 0;
         for round in 0..200 {
             let c = &mut cursors[round % 3];
-            let got = store.claim_jobs_from(c, &format!("w{}", round % 3), 3, 1_000).await.unwrap();
+            let got = store
+                .claim_jobs_from(c, &format!("w{}", round % 3), 3, 1_000)
+                .await
+                .unwrap();
             for j in got {
                 if round % 5 == 0 && released < 10 {
                     // Give some back at once: they sort behind every cursor.
@@ -130,8 +152,15 @@ both_backends!(
                     assert!(store.release_job(&j.fence).await.unwrap());
                     continue;
                 }
-                store.finish_unit_jobs(&[finish(&j, UnitOutcome::Succeeded)]).await.unwrap();
-                assert!(seen.insert((j.run_id.clone(), j.unit_key.clone())), "claimed twice {}", j.unit_key);
+                store
+                    .finish_unit_jobs(&[finish(&j, UnitOutcome::Succeeded)])
+                    .await
+                    .unwrap();
+                assert!(
+                    seen.insert((j.run_id.clone(), j.unit_key.clone())),
+                    "claimed twice {}",
+                    j.unit_key
+                );
             }
         }
         assert_eq!(seen.len(), 40, "lost behind the cursors");
@@ -183,7 +212,10 @@ both_backends!(
             let got = store.claim_jobs_from(&mut cursor, "w", 1, LEASE).await.unwrap();
             claimed_b += got.iter().filter(|j| j.run_id == b).count();
         }
-        assert!(claimed_b > 0, "no job behind the cursor claimed in 2 rescan intervals");
+        assert!(
+            claimed_b > 0,
+            "no job behind the cursor claimed in 2 rescan intervals"
+        );
     }
 );
 
@@ -222,8 +254,14 @@ both_backends!(
         assert_eq!(jobs.len(), n);
         let batch: Vec<_> = jobs.iter().map(|j| finish(j, UnitOutcome::Succeeded)).collect();
         let res = store.finish_unit_jobs(&batch).await.unwrap();
-        assert!(res.iter().all(|r| matches!(r, UnitFinished::Recorded { .. })), "{res:?}");
-        assert!(matches!(res.last(), Some(UnitFinished::Recorded { all_processed: true })));
+        assert!(
+            res.iter().all(|r| matches!(r, UnitFinished::Recorded { .. })),
+            "{res:?}"
+        );
+        assert!(matches!(
+            res.last(),
+            Some(UnitFinished::Recorded { all_processed: true })
+        ));
         let c = store.get_run(&id).await.unwrap().unwrap().summary_counts;
         assert_eq!(c.processed, Some(n as u64));
         assert_eq!(c.succeeded, Some(n as u64));
@@ -251,11 +289,18 @@ both_backends!(
         assert_eq!(new.fence.job_id, old.fence.job_id);
         assert_ne!(new.fence.lease_token, old.fence.lease_token);
         let res = store
-            .finish_unit_jobs(&[finish(&old, UnitOutcome::Failed), finish(&new, UnitOutcome::Succeeded)])
+            .finish_unit_jobs(&[
+                finish(&old, UnitOutcome::Failed),
+                finish(&new, UnitOutcome::Succeeded),
+            ])
             .await
             .unwrap();
         let c = store.get_run(&id).await.unwrap().unwrap().summary_counts;
-        assert_eq!((c.processed, c.succeeded), (Some(1), Some(1)), "the stale result was recorded: {res:?}");
+        assert_eq!(
+            (c.processed, c.succeeded),
+            (Some(1), Some(1)),
+            "the stale result was recorded: {res:?}"
+        );
         assert_eq!(res[0], UnitFinished::LeaseLost);
     }
 );
@@ -266,6 +311,9 @@ both_backends!(
     |store: Store| async move {
         let id = fan_out(&store, 2).await;
         let got = store.claim_jobs("w", 2, LEASE).await.unwrap();
-        assert!(got.iter().all(|j| j.head.as_ref().is_some_and(|h| h.id == id && !h.is_completed())));
+        assert!(
+            got.iter()
+                .all(|j| j.head.as_ref().is_some_and(|h| h.id == id && !h.is_completed()))
+        );
     }
 );
