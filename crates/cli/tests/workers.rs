@@ -81,6 +81,37 @@ fn worker_with(url: &str, env: Vec<(&'static str, String)>) -> Child {
         .expect("spawn worker")
 }
 
+/// A worker whose runner is claiming: spawned logging at `info`, returned
+/// once it said "worker started" (its later output is drained, so a full
+/// pipe never blocks it).
+async fn ready_worker(url: &str) -> Child {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut env = node_env(0);
+    env.retain(|(k, _)| *k != "OPSLEDGER_LOG");
+    env.push(("OPSLEDGER_LOG", "info".into()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opsledger"))
+        .args(["worker", "--db", url])
+        .envs(env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn worker");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let started = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await.expect("read the worker's log") {
+            if line.contains("worker started") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(started, Ok(true), "the worker did not start");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child
+}
+
 fn node_env(latency_ms: u64) -> Vec<(&'static str, String)> {
     vec![
         ("OPSLEDGER_WORKERS", "8".into()),
@@ -305,8 +336,11 @@ async fn two_workers_and_a_server_share_a_fan_out() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let _w1 = worker(&db.url, 0);
-    let _w2 = worker(&db.url, 0);
+    // Each worker must be polling before the fan-out starts: at full speed
+    // it is over in seconds, before a worker started late on a loaded
+    // machine (CI) would claim its share.
+    let _w1 = ready_worker(&db.url).await;
+    let _w2 = ready_worker(&db.url).await;
 
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}/api/v1");

@@ -205,17 +205,17 @@ pub(crate) async fn finish_unit_jobs_in(
         per_run.entry(f.run_id.as_str()).or_default().push(f.unit.clone());
     }
     let mut all_processed: HashMap<&str, bool> = HashMap::new();
+    let mut unread: Vec<&str> = Vec::new();
     for (run_id, units) in &per_run {
         let summary = record_units_in(tx, run_id, units).await?;
         all_processed.insert(run_id, summary.all_processed);
+        if summary.recorded == 0 {
+            unread.push(run_id);
+        }
     }
     // A run whose every unit in this batch was a replay: its counters did not
-    // move, so whether it is done is read.
-    let unread: Vec<&str> = per_run
-        .keys()
-        .copied()
-        .filter(|r| all_processed.get(r) == Some(&false))
-        .collect();
+    // move (the bump that tells whether it is done did not run), so that is
+    // read. A run whose counters moved knows from its bump.
     for run_id in unread {
         all_processed.insert(run_id, is_all_processed(tx, run_id).await?);
     }
