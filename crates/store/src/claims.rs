@@ -117,17 +117,14 @@ impl Store {
         {
             let units = claim.unit_jobs(&mut tx, wanted, Some(after)).await?;
             wanted -= units.len() as u32;
-            last = max_position(&units).or(last);
+            last = max_position(&units);
             rows.extend(units);
         }
         if wanted > 0 {
             // No cursor, a stale one, or the queue after it came up short.
             cursor.head_scanned_at = now;
             let units = claim.unit_jobs(&mut tx, wanted, None).await?;
-            last = match (last, max_position(&units)) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
+            last = last.max(max_position(&units));
             rows.extend(units);
         }
         let unit_runs: BTreeSet<&str> = rows

@@ -16,7 +16,7 @@
 //! as it is now, inside the transaction, and a completed run is never
 //! closed again.
 
-use crate::db::{Sql, Tx, sql, sql_built};
+use crate::db::{Tx, sql, sql_built};
 use crate::ledger::insert_failure;
 use crate::row::{RUN_COLUMNS, run_from_row};
 use crate::runs::{ClosingStep, Completion, FAILURES_PER_RUN};
@@ -36,11 +36,6 @@ pub(crate) struct Closed {
     /// The outcome the run closed with (`Completed`), or had already
     /// (`AlreadyCompleted`); `None` when not ready.
     pub outcome: Option<Outcome>,
-}
-
-/// `SELECT … WHERE {column} IN (ids)` style list of `ids`, bound.
-fn push_ids<'a>(stmt: &mut Sql<'a>, ids: &[&'a str]) {
-    stmt.push_list(ids.iter().copied());
 }
 
 /// Closes `ids` inside `tx` (the body of the closing write, without the
@@ -70,7 +65,7 @@ where
             dialect,
             &format!("SELECT {RUN_COLUMNS} FROM operation_runs WHERE id IN "),
         );
-        push_ids(&mut stmt, chunk);
+        stmt.push_list(chunk.iter().copied());
         stmt.push(" ORDER BY id").push(dialect.for_update());
         for row in tx.rows(stmt).await? {
             let run = run_from_row(&row)?;
@@ -168,7 +163,7 @@ async fn held_by_work_in(
             .push_bind(now)
             .push(after)
             .push(" AND j.run_id IN ");
-        push_ids(&mut stmt, chunk);
+        stmt.push_list(chunk.iter().copied());
         let rows: Vec<(String,)> = tx.fetch_all(stmt).await?;
         held.extend(rows.into_iter().map(|(id,)| id));
         let mut stmt = sql_built(
@@ -178,7 +173,7 @@ async fn held_by_work_in(
                 crate::stale::child_can_move_run("r")
             ),
         );
-        push_ids(&mut stmt, chunk);
+        stmt.push_list(chunk.iter().copied());
         let rows: Vec<(String,)> = tx.fetch_all(stmt).await?;
         held.extend(rows.into_iter().map(|(id,)| id));
     }
@@ -205,7 +200,7 @@ async fn write_closes_in(tx: &mut Tx, closing: &[(&Run, Completion)]) -> Result<
              (SELECT COUNT(*) FROM backup_items i WHERE i.backup_set_id = s.id) \
              FROM backup_sets s WHERE s.created_by_run_id IN ",
         );
-        push_ids(&mut stmt, chunk);
+        stmt.push_list(chunk.iter().copied());
         let rows: Vec<(String, String, i64)> = tx.fetch_all(stmt).await?;
         for (run_id, set_id, items) in rows {
             sets.entry(run_id).or_insert((set_id, items));
@@ -216,7 +211,7 @@ async fn write_closes_in(tx: &mut Tx, closing: &[(&Run, Completion)]) -> Result<
     let mut phased: BTreeSet<String> = BTreeSet::new();
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let mut stmt = sql_built(dialect, "SELECT DISTINCT run_id FROM run_phases WHERE run_id IN ");
-        push_ids(&mut stmt, chunk);
+        stmt.push_list(chunk.iter().copied());
         let rows: Vec<(String,)> = tx.fetch_all(stmt).await?;
         phased.extend(rows.into_iter().map(|(id,)| id));
     }
@@ -349,7 +344,7 @@ async fn write_closes_in(tx: &mut Tx, closing: &[(&Run, Completion)]) -> Result<
         let mut stmt = sql_built(dialect, "UPDATE jobs SET state = 'cancelled', finalized_at = ");
         stmt.push_bind(now)
             .push(" WHERE id IN (SELECT id FROM jobs WHERE state = 'available' AND run_id IN ");
-        push_ids(&mut stmt, chunk);
+        stmt.push_list(chunk.iter().copied());
         stmt.push(dialect.skip_locked()).push(")");
         tx.execute(stmt).await?;
     }
@@ -408,7 +403,7 @@ where
             tx.dialect(),
             "SELECT DISTINCT child_id FROM run_children WHERE child_id IN ",
         );
-        push_ids(&mut stmt, chunk);
+        stmt.push_list(chunk.iter().copied());
         let rows: Vec<(String,)> = tx.fetch_all(stmt).await?;
         children.extend(rows.into_iter().map(|(id,)| id));
     }

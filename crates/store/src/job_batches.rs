@@ -77,13 +77,6 @@ fn push_values<'a, T>(stmt: &mut Sql<'a>, items: &[T], cells: impl Fn(&T) -> Vec
     stmt.push(") AS v");
 }
 
-/// Appends `(…)`, the ids of a statement's rows: the list drives the
-/// primary key (joined with the VALUES list alone, PostgreSQL planned a scan
-/// of the whole jobs table per batch).
-fn push_ids<'a>(stmt: &mut Sql<'a>, ids: impl Iterator<Item = &'a str>) {
-    stmt.push_list(ids);
-}
-
 /// Inside `tx`: ends the jobs of `items` fenced, as `state_of` says, and
 /// returns the ids of those whose fence held.
 async fn end_jobs_fenced(
@@ -139,7 +132,9 @@ async fn end_jobs_fenced(
                     " WHERE jobs.id = v.column1 AND jobs.lease_token = v.column2 AND jobs.run_id = v.column3 \
                      AND jobs.unit_key = v.column4 AND jobs.kind = 'unit' AND jobs.state = 'running' AND jobs.id IN ",
                 );
-                push_ids(&mut stmt, chunk.iter().map(|f| f.fence.job_id.as_str()));
+                // The id list drives the primary key (joined with the VALUES
+                // list alone, PostgreSQL planned a scan of the whole table).
+                stmt.push_list(chunk.iter().map(|f| f.fence.job_id.as_str()));
                 stmt.push(" RETURNING id");
                 stmt
             }
@@ -291,7 +286,7 @@ pub(crate) async fn heartbeat_jobs_in(
             vec![j.fence.job_id.clone(), j.fence.lease_token.clone()]
         });
         stmt.push(" WHERE jobs.id = v.column1 AND jobs.lease_token = v.column2 AND jobs.state = 'running' AND jobs.id IN ");
-        push_ids(&mut stmt, chunk.iter().map(|j| j.fence.job_id.as_str()));
+        stmt.push_list(chunk.iter().map(|j| j.fence.job_id.as_str()));
         stmt.push(" RETURNING id");
         let rows: Vec<(String,)> = tx.fetch_all(stmt).await?;
         held.extend(rows.into_iter().map(|(id,)| id));

@@ -5,29 +5,17 @@
 
 mod common;
 
-use common::{fan_out, queued_run, scope};
+use common::{fan_out, finish, queued_run, scope};
 use opsledger_core::{RunType, UnitOutcome};
 use opsledger_store::claims::{CURSOR_RESCAN_MS, ClaimCursor};
 use opsledger_store::clock::ManualClock;
-use opsledger_store::job_batches::{UnitFinish, UnitFinished};
-use opsledger_store::jobs::{ClaimedJob, JobEnd, JobKind};
-use opsledger_store::{Store, UnitRecord, both_backends, testing};
+use opsledger_store::job_batches::UnitFinished;
+use opsledger_store::jobs::JobKind;
+use opsledger_store::{Store, both_backends, testing};
 use std::collections::HashSet;
 use std::sync::Arc;
 
 const LEASE: u64 = 600_000;
-
-fn finish(job: &ClaimedJob, outcome: UnitOutcome) -> UnitFinish {
-    UnitFinish {
-        fence: job.fence.clone(),
-        run_id: job.run_id.clone(),
-        unit: UnitRecord::new(job.unit_key.clone(), outcome),
-        end: match outcome {
-            UnitOutcome::Failed => JobEnd::Failed,
-            _ => JobEnd::Completed,
-        },
-    }
-}
 
 fn keys(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()

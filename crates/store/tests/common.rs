@@ -146,3 +146,20 @@ pub async fn fan_out(store: &Store, n: usize) -> String {
     assert!(store.complete_job(&run_job.fence).await.unwrap());
     id
 }
+
+/// A batch completer's result for `job`: its unit with `outcome`, the job
+/// ended accordingly.
+pub fn finish(
+    job: &opsledger_store::jobs::ClaimedJob,
+    outcome: opsledger_core::UnitOutcome,
+) -> opsledger_store::job_batches::UnitFinish {
+    opsledger_store::job_batches::UnitFinish {
+        fence: job.fence.clone(),
+        run_id: job.run_id.clone(),
+        unit: opsledger_store::UnitRecord::new(job.unit_key.clone(), outcome),
+        end: match outcome {
+            opsledger_core::UnitOutcome::Failed => opsledger_store::jobs::JobEnd::Failed,
+            _ => opsledger_store::jobs::JobEnd::Completed,
+        },
+    }
+}

@@ -6,25 +6,13 @@
 
 mod common;
 
-use common::fan_out;
+use common::{fan_out, finish};
 use opsledger_core::{Outcome, UnitOutcome};
 use opsledger_store::clock::ManualClock;
 use opsledger_store::job_batches::{HeldJob, UnitFinish, UnitFinished};
-use opsledger_store::jobs::{ClaimedJob, Heartbeat, JobEnd};
+use opsledger_store::jobs::Heartbeat;
 use opsledger_store::{Completion, ContextPatch, Store, UnitRecord, both_backends};
 use std::sync::Arc;
-
-fn finish(job: &ClaimedJob, outcome: UnitOutcome) -> UnitFinish {
-    UnitFinish {
-        fence: job.fence.clone(),
-        run_id: job.run_id.clone(),
-        unit: UnitRecord::new(job.unit_key.clone(), outcome),
-        end: match outcome {
-            UnitOutcome::Failed => JobEnd::Failed,
-            _ => JobEnd::Completed,
-        },
-    }
-}
 
 async fn counts(store: &Store, id: &str) -> (Option<u64>, Option<u64>, Option<u64>) {
     let c = store.get_run(id).await.unwrap().unwrap().summary_counts;
