@@ -14,6 +14,7 @@
 //! | §6 catalog of run families (one [`catalog::TypeSpec`] per type: scope, capability, dedup key, progress, attempts, timeouts) | [`catalog`]   |
 //! | start parameters and their validation | [`params`]  |
 //! | policy types opsledger knows        | [`policy_types`] |
+//! | normalization and content hashes (backup items, read-back equality, drift) | [`normalize`] |
 //! | §7 stale timeouts, retries          | [`catalog`]   |
 //! | §8 adapter results, reconciliation record | [`reconcile`] |
 //! | §8 inventory coverage decision      | [`inventory`] |
@@ -28,6 +29,7 @@ pub mod closing;
 pub mod counts;
 pub mod failure;
 pub mod inventory;
+pub mod normalize;
 pub mod outcome;
 pub mod params;
 pub mod phases;

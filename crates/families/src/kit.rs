@@ -94,12 +94,15 @@ where
             Ok(v) => return Ok(v),
             Err(e) => e,
         };
-        let wait = match &err {
-            ProviderError::Throttled(after) if *after <= MAX_RETRY_AFTER => *after,
-            ProviderError::Service { status, .. } if *status >= 500 => {
-                Duration::from_millis(100 << attempt.min(6))
-            }
-            _ => return Err(Ok(err)),
+        if !err.is_transient() {
+            return Err(Ok(err));
+        }
+        // The source's Retry-After when it gave one (a longer ask than we
+        // honour ends the call), else exponential backoff.
+        let wait = match err.retry_after() {
+            Some(after) if after <= MAX_RETRY_AFTER => after,
+            Some(_) => return Err(Ok(err)),
+            None => Duration::from_millis(100 << attempt.min(6)),
         };
         if attempt >= MAX_ATTEMPTS {
             return Err(Ok(err));
@@ -119,10 +122,10 @@ pub fn provider_error(e: ProviderError, unit: Option<&str>) -> HandlerError {
     if let Some(unit) = unit {
         failure = failure.for_unit(unit.to_owned());
     }
-    let retry_after = match &e {
-        ProviderError::Throttled(d) => Some(*d),
-        ProviderError::Service { status, .. } if *status >= 500 => Some(Duration::ZERO),
-        _ => None,
+    let retry_after = if e.is_transient() {
+        Some(e.retry_after().unwrap_or(Duration::ZERO))
+    } else {
+        None
     };
     HandlerError::Failed { failure, retry_after }
 }
@@ -141,23 +144,11 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(
-            retry(ProviderError::Throttled(Duration::from_secs(3))),
+            retry(ProviderError::throttled(Some(Duration::from_secs(3)), "429")),
             Some(Duration::from_secs(3))
         );
-        assert_eq!(
-            retry(ProviderError::Service {
-                status: 503,
-                message: "x".into()
-            }),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(
-            retry(ProviderError::Service {
-                status: 400,
-                message: "x".into()
-            }),
-            None
-        );
+        assert_eq!(retry(ProviderError::service(503, "x")), Some(Duration::ZERO));
+        assert_eq!(retry(ProviderError::service(400, "x")), None);
         assert_eq!(retry(ProviderError::NotFound("x".into())), None);
     }
 
@@ -168,7 +159,7 @@ mod tests {
         let mut calls = 0;
         let r: Result<(), _> = with_retries(&cancel, &Liveness::default(), || {
             calls += 1;
-            async { Err(ProviderError::Throttled(Duration::ZERO)) }
+            async { Err(ProviderError::throttled(Some(Duration::ZERO), "429")) }
         })
         .await;
         assert_eq!(r.unwrap_err().unwrap_err(), Stopped);
@@ -183,7 +174,7 @@ mod tests {
         let r: Result<(), _> = with_retries(&CancellationToken::new(), &liveness, || {
             calls += 1;
             let answer = if calls < 3 {
-                Err(ProviderError::Throttled(Duration::from_secs(30)))
+                Err(ProviderError::throttled(Some(Duration::from_secs(30)), "429"))
             } else {
                 Ok(())
             };

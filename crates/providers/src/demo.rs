@@ -239,26 +239,28 @@ impl Provider for DemoProvider {
             .ok_or_else(|| ProviderError::UnknownType(type_key.to_owned()))?;
         let offset: usize = match page {
             None => 0,
-            Some(token) => token.parse().map_err(|_| ProviderError::Service {
-                status: 400,
-                message: format!("bad page token `{token}`"),
-            })?,
+            Some(token) => token
+                .parse()
+                .map_err(|_| ProviderError::service(400, format!("bad page token `{token}`")))?,
         };
         self.check_type(type_key)?;
         match self.profile {
             Profile::Partial if type_key == PARTIAL_BROKEN_PAGING && offset > 0 => {
-                return Err(ProviderError::Service {
-                    status: 503,
-                    message: format!(
+                return Err(ProviderError::service(
+                    503,
+                    format!(
                         "503 Service Unavailable on page {} of {type_key}",
                         offset / (PAGE_SIZE * self.scale) + 1
                     ),
-                });
+                ));
             }
             Profile::Throttled if offset == 0 => {
                 let idx = TYPES.iter().position(|t| t.0 == type_key).unwrap_or(0);
                 if idx % 3 == 0 && self.throttle_now(type_key) {
-                    return Err(ProviderError::Throttled(THROTTLE_RETRY_AFTER));
+                    return Err(ProviderError::throttled(
+                        Some(THROTTLE_RETRY_AFTER),
+                        format!("429 Too Many Requests on {type_key}"),
+                    ));
                 }
             }
             _ => {}
@@ -269,6 +271,7 @@ impl Provider for DemoProvider {
         Ok(Page {
             items,
             next: (end < all.len()).then(|| end.to_string()),
+            failures: Vec::new(),
         })
     }
 
@@ -281,13 +284,52 @@ impl Provider for DemoProvider {
         if self.profile == Profile::Throttled {
             let idx = TYPES.iter().position(|t| t.0 == type_key).unwrap_or(0);
             if idx % 3 == 0 && self.throttle_now(&format!("{type_key}/{id}")) {
-                return Err(ProviderError::Throttled(THROTTLE_RETRY_AFTER));
+                return Err(ProviderError::throttled(
+                    Some(THROTTLE_RETRY_AFTER),
+                    format!("429 Too Many Requests on {type_key}"),
+                ));
             }
         }
         all.iter()
             .find(|p| p.id == id)
             .cloned()
             .ok_or_else(|| ProviderError::NotFound(format!("{type_key}/{id}")))
+    }
+
+    async fn directory(&self) -> Result<crate::Directory, ProviderError> {
+        Err(ProviderError::UnsupportedType(
+            "demo directory: in progress".into(),
+        ))
+    }
+
+    async fn create_directory_object(
+        &self,
+        _kind: crate::DirectoryKind,
+        _display_name: &str,
+    ) -> Result<crate::DirectoryEntry, ProviderError> {
+        Err(ProviderError::UnsupportedType("demo writes: in progress".into()))
+    }
+
+    async fn create_policy(&self, _policy_type: &str, _body: &Value) -> Result<Policy, ProviderError> {
+        Err(ProviderError::UnsupportedType("demo writes: in progress".into()))
+    }
+
+    async fn update_policy(
+        &self,
+        _policy_type: &str,
+        _id: &str,
+        _body: &Value,
+    ) -> Result<Policy, ProviderError> {
+        Err(ProviderError::UnsupportedType("demo writes: in progress".into()))
+    }
+
+    async fn assign(
+        &self,
+        _policy_type: &str,
+        _id: &str,
+        _assignments: &[Value],
+    ) -> Result<(), ProviderError> {
+        Err(ProviderError::UnsupportedType("demo writes: in progress".into()))
     }
 }
 

@@ -11,11 +11,16 @@
 //! can retry throttling (honouring `Retry-After`) and record everything else.
 
 pub mod demo;
+pub mod directory;
+mod error;
 
 use async_trait::async_trait;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use directory::{Directory, DirectoryEntry, DirectoryKind};
+pub use error::ProviderError;
 
 /// A policy type the provider exposes, e.g. `deviceConfigurations`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +32,22 @@ pub struct PolicyType {
     pub label: String,
 }
 
-/// One policy as read.
+impl PolicyType {
+    /// The catalog's description of a type.
+    pub fn from_info(info: &opsledger_core::policy_types::PolicyTypeInfo) -> PolicyType {
+        PolicyType {
+            key: info.key.to_owned(),
+            graph_path: info.graph_path.to_owned(),
+            label: info.label.to_owned(),
+        }
+    }
+}
+
+/// One policy as read. From [`Provider::get_policy`] the payload is the
+/// policy **whole**: its own properties, plus `settings` (settings catalog),
+/// `definitionValues` with their `presentationValues` (Administrative
+/// Templates) and `assignments`, each read to its last page. From
+/// [`Provider::list_page`] it is what the collection answered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub id: String,
@@ -35,80 +55,77 @@ pub struct Policy {
     pub payload: Value,
 }
 
+/// A source item that could not be read (a file of a folder export, one
+/// policy of a collection), reported on its own so the rest of the read goes on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ItemFailure {
+    /// Where it came from: a file's path relative to the export's root, or
+    /// `TYPE/ID` for an item of a service.
+    pub source: String,
+    /// Stable snake_case code (`file_malformed_json`, `file_duplicate_id`…).
+    pub code: String,
+    pub message: String,
+}
+
+impl ItemFailure {
+    pub fn new(source: impl Into<String>, code: &str, message: impl Into<String>) -> ItemFailure {
+        ItemFailure {
+            source: source.into(),
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
 /// One page of a policy type; `next` is the token of the following page.
-#[derive(Debug, Clone, PartialEq)]
+/// `failures` are items of this type that could not be read: the type is
+/// still read to its end, but it is not complete.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Page {
     pub items: Vec<Policy>,
     pub next: Option<String>,
+    pub failures: Vec<ItemFailure>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProviderError {
-    /// The tenant as a whole lacks consent or permission: nothing can be read.
-    #[error("permission missing for the tenant: {0}")]
-    PermissionMissing(String),
-    /// This one type is forbidden (a scope missing for it).
-    #[error("forbidden: {0}")]
-    Forbidden(String),
-    /// Throttled (HTTP 429); retry after the given delay.
-    #[error("throttled; retry after {0:?}")]
-    Throttled(Duration),
-    /// The service failed (5xx) or answered something unusable.
-    #[error("service error {status}: {message}")]
-    Service { status: u16, message: String },
-    /// The policy does not exist (any more).
-    #[error("not found: {0}")]
-    NotFound(String),
-    /// The policy type is unknown to this provider.
-    #[error("unknown policy type `{0}`")]
-    UnknownType(String),
-    /// The provider could not be set up (bad spec, missing configuration).
-    #[error("provider unavailable: {0}")]
-    Unavailable(String),
-}
-
-impl ProviderError {
-    /// Stable snake_case code recorded in a run's failures and coverage.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ProviderError::PermissionMissing(_) => "provider_permission_missing",
-            ProviderError::Forbidden(_) => "provider_forbidden",
-            ProviderError::Throttled(_) => "provider_throttled",
-            ProviderError::Service { .. } => "provider_service_error",
-            ProviderError::NotFound(_) => "provider_not_found",
-            ProviderError::UnknownType(_) => "provider_unknown_type",
-            ProviderError::Unavailable(_) => "provider_unavailable",
-        }
-    }
-
-    /// The delay after which a retry may succeed, for transient errors.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            ProviderError::Throttled(d) => Some(*d),
-            _ => None,
-        }
-    }
-
-    /// Whether this is a precondition stop (permission, configuration) rather
-    /// than a failure of the read itself.
-    pub fn is_precondition(&self) -> bool {
-        matches!(
-            self,
-            ProviderError::PermissionMissing(_) | ProviderError::Unavailable(_)
-        )
-    }
-}
-
+/// Reads and writes of one tenant. Every collection is read to its last page
+/// (a provider that cannot must fail, never answer fewer items); errors carry
+/// a stable code and a `Retry-After` when the source gave one.
 #[async_trait]
 pub trait Provider: Send + Sync {
     /// A preflight that fails when the tenant cannot be read at all.
     async fn check_access(&self) -> Result<(), ProviderError>;
-    /// Every policy type this provider exposes, in a stable order.
+    /// Every policy type this tenant exposes, in a stable order. A type the
+    /// tenant has no source for is not listed (it is not "covered with 0").
     async fn policy_types(&self) -> Result<Vec<PolicyType>, ProviderError>;
+    /// Source items that belong to no type (a file that is not JSON of a
+    /// known type, or cannot be decoded far enough to tell): reported once
+    /// per read of the tenant. Services have none.
+    async fn unattributed_failures(&self) -> Result<Vec<ItemFailure>, ProviderError> {
+        Ok(Vec::new())
+    }
     /// One page of a policy type; `page` is `None` for the first page.
     async fn list_page(&self, policy_type: &str, page: Option<&str>) -> Result<Page, ProviderError>;
-    /// One policy by id, as it is now (what a backup captures).
+    /// One policy by id, whole and as it is now (what a backup captures).
     async fn get_policy(&self, policy_type: &str, id: &str) -> Result<Policy, ProviderError>;
+    /// The tenant's directory, read whole: groups, named locations and
+    /// assignment filters, by id and display name.
+    async fn directory(&self) -> Result<Directory, ProviderError>;
+    /// Creates a directory object (a group; named locations and filters are
+    /// policy types, created with [`Provider::create_policy`]).
+    async fn create_directory_object(
+        &self,
+        kind: DirectoryKind,
+        display_name: &str,
+    ) -> Result<DirectoryEntry, ProviderError>;
+    /// Creates a policy from a body (its own `id` and annotations ignored;
+    /// `settings`/`definitionValues` written with it; `assignments` are not:
+    /// [`Provider::assign`] writes them once the policy exists).
+    async fn create_policy(&self, policy_type: &str, body: &Value) -> Result<Policy, ProviderError>;
+    /// Replaces an existing policy's properties and settings with the body's.
+    async fn update_policy(&self, policy_type: &str, id: &str, body: &Value)
+    -> Result<Policy, ProviderError>;
+    /// Replaces a policy's assignments (Graph's `POST …/{id}/assign`).
+    async fn assign(&self, policy_type: &str, id: &str, assignments: &[Value]) -> Result<(), ProviderError>;
 }
 
 /// Settings that apply to every provider built by [`open`].
@@ -163,16 +180,6 @@ pub fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn codes_are_stable() {
-        assert_eq!(
-            ProviderError::Throttled(Duration::from_secs(1)).code(),
-            "provider_throttled"
-        );
-        assert!(ProviderError::PermissionMissing("x".into()).is_precondition());
-        assert!(!ProviderError::Forbidden("x".into()).is_precondition());
-    }
 
     #[test]
     fn open_parses_specs() {

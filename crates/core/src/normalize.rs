@@ -1,0 +1,313 @@
+//! The normalizer: one pure function that turns a policy as a source answered
+//! it into the form two reads of the same configuration share, so content
+//! hashes (backup items, inventory items, "read back equal") and, later, the
+//! baseline diff agree on what "the same" means.
+//!
+//! Rules, applied at every depth (the README lists them too):
+//!
+//! 1. every member named `id` or `version` is dropped — each object's own
+//!    identity is not its content (settings and assignments carry ids too);
+//! 2. server-kept timestamps are dropped: [`TIMESTAMPS`];
+//! 3. every OData annotation is dropped: members whose name starts with `@odata.`
+//!    or contains `@odata.` (`settings@odata.context`, `state@odata.type`);
+//! 4. members whose value is `null` are dropped: Graph omits and nulls
+//!    "not configured" interchangeably;
+//! 5. a string equal (ASCII case-insensitive) to the id of an object of the
+//!    tenant's directory becomes `"<kind>:<display name>"` — a reference
+//!    compares by what it points to, not by a tenant's own id; an id no
+//!    directory knows stays as it is;
+//! 6. arrays are order-insensitive: their elements are normalized, then
+//!    sorted by their natural key — `settingDefinitionId` (of the element or
+//!    its `settingInstance`) for settings, the `target` for assignments — and
+//!    then by their canonical JSON;
+//! 7. the canonical JSON ([`canonical_json`]) writes object members sorted by
+//!    name, without whitespace; the content hash is its SHA-256, hex.
+
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// Server-kept timestamps (rule 2).
+pub const TIMESTAMPS: &[&str] = &[
+    "createdDateTime",
+    "lastModifiedDateTime",
+    "modifiedDateTime",
+    "deletedDateTime",
+    "renewedDateTime",
+];
+
+/// Directory ids and what they name, for rule 5.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names {
+    /// Lowercase id → `"<kind>:<display name>"`.
+    by_id: BTreeMap<String, String>,
+}
+
+impl Names {
+    pub fn insert(&mut self, id: &str, kind: &str, display_name: &str) {
+        self.by_id
+            .entry(id.to_ascii_lowercase())
+            .or_insert_with(|| format!("{kind}:{}", display_name.trim()));
+    }
+
+    /// What a string becomes under rule 5.
+    pub fn resolve(&self, s: &str) -> Option<&str> {
+        if self.by_id.is_empty() {
+            return None;
+        }
+        self.by_id.get(&s.to_ascii_lowercase()).map(String::as_str)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+/// Whether a member is dropped by rules 1–3.
+fn dropped(name: &str) -> bool {
+    name == "id" || name == "version" || name.contains("@odata.") || TIMESTAMPS.contains(&name)
+}
+
+/// The normalized form of `value` (rules 1–6).
+pub fn normalize(value: &Value, names: &Names) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut out = Map::new();
+            for (k, v) in map {
+                if dropped(k) || v.is_null() {
+                    continue;
+                }
+                out.insert(k.clone(), normalize(v, names));
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => {
+            let mut keyed: Vec<(String, String, Value)> = items
+                .iter()
+                .map(|v| {
+                    let n = normalize(v, names);
+                    (natural_key(&n), canonical_json(&n), n)
+                })
+                .collect();
+            keyed.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+            Value::Array(keyed.into_iter().map(|(_, _, v)| v).collect())
+        }
+        Value::String(s) => match names.resolve(s) {
+            Some(name) => Value::String(name.to_owned()),
+            None => value.clone(),
+        },
+        other => other.clone(),
+    }
+}
+
+/// The natural key of a normalized array element (rule 6); empty when it has none.
+pub fn natural_key(v: &Value) -> String {
+    let Some(obj) = v.as_object() else {
+        return String::new();
+    };
+    if let Some(Value::String(id)) = obj.get("settingDefinitionId") {
+        return format!("setting:{id}");
+    }
+    if let Some(Value::String(id)) = obj
+        .get("settingInstance")
+        .and_then(|i| i.get("settingDefinitionId"))
+    {
+        return format!("setting:{id}");
+    }
+    if let Some(Value::String(id)) = obj
+        .get("definition@odata.bind")
+        .or_else(|| obj.get("definitionId"))
+    {
+        return format!("definition:{id}");
+    }
+    if let Some(target) = obj.get("target") {
+        return format!("target:{}", canonical_json(target));
+    }
+    String::new()
+}
+
+/// JSON with object members sorted by name and no whitespace (rule 7).
+/// Written here rather than relying on `serde_json`'s map order, which a
+/// feature flag elsewhere in the build (`preserve_order`) would change.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// The content hash of a policy: SHA-256 (hex) of the canonical JSON of its
+/// normalized form. Equal for two reads of the same configuration, whatever
+/// their ids, annotations, timestamps, array order or tenant.
+pub fn content_hash(value: &Value, names: &Names) -> String {
+    sha256_hex(canonical_json(&normalize(value, names)).as_bytes())
+}
+
+/// SHA-256 of bytes, hex. (The core stays dependency-light: `sha2` is the
+/// one hashing crate of the workspace.)
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    let mut s = String::with_capacity(64);
+    for b in digest {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn names() -> Names {
+        let mut n = Names::default();
+        n.insert("11111111-aaaa-4000-8000-000000000001", "group", "All Staff ");
+        n
+    }
+
+    #[test]
+    fn identity_timestamps_annotations_and_nulls_are_not_content() {
+        let a = json!({
+            "@odata.context": "https://graph.microsoft.com/beta/$metadata#x",
+            "id": "p1", "version": 3, "displayName": "Baseline",
+            "createdDateTime": "2024-01-01T00:00:00Z", "lastModifiedDateTime": "2024-02-01T00:00:00Z",
+            "state@odata.type": "#microsoft.graph.state", "state": "enabled",
+            "description": null,
+            "settings": [{"id": "0", "settingInstance": {"settingDefinitionId": "b", "value": 1}},
+                         {"id": "1", "settingInstance": {"settingDefinitionId": "a", "value": 2}}]
+        });
+        let b = json!({
+            "displayName": "Baseline", "state": "enabled", "id": "other-tenant-id",
+            "settings": [{"settingInstance": {"value": 2, "settingDefinitionId": "a"}, "id": "7"},
+                         {"settingInstance": {"settingDefinitionId": "b", "value": 1}}]
+        });
+        assert_eq!(normalize(&a, &Names::default()), normalize(&b, &Names::default()));
+        assert_eq!(
+            content_hash(&a, &Names::default()),
+            content_hash(&b, &Names::default())
+        );
+        let n = normalize(&a, &Names::default());
+        assert_eq!(n["settings"][0]["settingInstance"]["settingDefinitionId"], "a");
+    }
+
+    #[test]
+    fn a_changed_value_changes_the_hash() {
+        let a = json!({"displayName": "x", "settings": [{"settingDefinitionId": "a", "value": 1}]});
+        let b = json!({"displayName": "x", "settings": [{"settingDefinitionId": "a", "value": 2}]});
+        assert_ne!(
+            content_hash(&a, &Names::default()),
+            content_hash(&b, &Names::default())
+        );
+    }
+
+    #[test]
+    fn references_compare_by_the_name_they_point_to() {
+        let source = json!({"assignments": [{"target": {"groupId": "11111111-AAAA-4000-8000-000000000001"}}],
+                            "conditions": {"users": {"includeGroups": ["11111111-aaaa-4000-8000-000000000001", "All"]}}});
+        let n = normalize(&source, &names());
+        assert_eq!(n["assignments"][0]["target"]["groupId"], "group:All Staff");
+        assert_eq!(
+            n["conditions"]["users"]["includeGroups"],
+            json!(["All", "group:All Staff"])
+        );
+        // The same policy in another tenant, whose group has another id but the same name.
+        let mut other = Names::default();
+        other.insert("22222222-bbbb-4000-8000-000000000002", "group", "All Staff");
+        let target = json!({"assignments": [{"target": {"groupId": "22222222-bbbb-4000-8000-000000000002"}}],
+                            "conditions": {"users": {"includeGroups": ["All", "22222222-bbbb-4000-8000-000000000002"]}}});
+        assert_eq!(content_hash(&source, &names()), content_hash(&target, &other));
+        // An id no directory knows stays an id.
+        let unknown = normalize(&json!({"groupId": "33333333"}), &names());
+        assert_eq!(unknown["groupId"], "33333333");
+    }
+
+    #[test]
+    fn canonical_json_sorts_members_and_escapes() {
+        assert_eq!(
+            canonical_json(&json!({"b": 1, "a": ["x\"y", {"d": null, "c": true}]})),
+            r#"{"a":["x\"y",{"c":true,"d":null}],"b":1}"#
+        );
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-1000i64..1000).prop_map(|n| json!(n)),
+            "[a-c]{0,3}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    "(id|version|name|value|@odata.type|x@odata.type|settingDefinitionId|target)",
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Reverses every array and re-inserts every object's members in reverse order.
+    fn shuffled(v: &Value) -> Value {
+        match v {
+            Value::Array(a) => Value::Array(a.iter().rev().map(shuffled).collect()),
+            Value::Object(m) => {
+                let mut out = Map::new();
+                for (k, v) in m.iter().rev() {
+                    out.insert(k.clone(), shuffled(v));
+                }
+                Value::Object(out)
+            }
+            other => other.clone(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn normalizing_is_idempotent(v in arb_json()) {
+            let once = normalize(&v, &names());
+            prop_assert_eq!(normalize(&once, &names()), once);
+        }
+
+        #[test]
+        fn order_of_arrays_and_members_never_changes_the_hash(v in arb_json()) {
+            prop_assert_eq!(content_hash(&v, &names()), content_hash(&shuffled(&v), &names()));
+        }
+    }
+}
