@@ -13,6 +13,7 @@
 pub mod demo;
 pub mod directory;
 mod error;
+pub mod folder;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -168,7 +169,15 @@ pub fn open(
                 demo::DemoProvider::new(tenant_name, profile, settings.demo_latency).with_scale(scale),
             ))
         }
-        "folder" | "graph" => Err(ProviderError::Unavailable(format!(
+        "folder" => {
+            if arg.trim().is_empty() {
+                return Err(ProviderError::Unavailable(
+                    "folder provider needs a path: folder:PATH".into(),
+                ));
+            }
+            Ok(Arc::new(folder::FolderProvider::new(arg)))
+        }
+        "graph" => Err(ProviderError::Unavailable(format!(
             "the `{kind}` provider is not available in this build (planned; see ROADMAP.md)"
         ))),
         other => Err(ProviderError::Unavailable(format!(

@@ -1,0 +1,253 @@
+//! Writes of a folder tenant (a restore target), in the layout it reads: one
+//! file per policy in its type's export folder, `<name>_Settings.json` for an
+//! Administrative Template's definition values, groups in `Groups/`. Every
+//! file is written whole under a hidden temporary name, flushed, then
+//! renamed over the old one, so a reader (or a crash) never sees half a file.
+
+use super::scan::Item;
+use crate::{DirectoryEntry, DirectoryKind, Policy, ProviderError};
+use opsledger_core::normalize::TIMESTAMPS;
+use opsledger_core::policy_types::PolicyTypeInfo;
+use serde_json::{Map, Value, json};
+use std::path::{Path, PathBuf};
+
+const ADMX: &str = "groupPolicyConfigurations";
+
+fn io_error(path: &Path, e: std::io::Error) -> ProviderError {
+    ProviderError::Unavailable(format!("cannot write `{}`: {e}", path.display()))
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, flush, rename).
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ProviderError> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io_error(path, std::io::ErrorKind::InvalidInput.into()))?;
+    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::now_v7()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_error(path, e));
+    }
+    Ok(())
+}
+
+/// A display name as a file name: characters Windows or Unix refuse become
+/// `_`, and it is kept short.
+pub fn file_stem(display_name: &str) -> String {
+    let cleaned: String = display_name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_control() || "/\\:*?\"<>|".contains(c) {
+                '_'
+            } else {
+                c
+            }
+        })
+        .take(150)
+        .collect();
+    let cleaned = cleaned.trim_matches(|c| c == '.' || c == ' ').to_owned();
+    if cleaned.is_empty() {
+        "unnamed".to_owned()
+    } else {
+        cleaned
+    }
+}
+
+/// The body as stored: without its own id, timestamps, the instance
+/// annotations Graph adds (`@odata.context`, `@odata.id`, `@odata.editLink`
+/// and `x@odata.type`-style member annotations), and its assignments
+/// (written by `assign`). `@odata.type` stays: a Graph restore needs it.
+fn stored_body(body: &Value) -> Map<String, Value> {
+    let mut out = Map::new();
+    if let Some(obj) = body.as_object() {
+        for (k, v) in obj {
+            let annotation = k != "@odata.type" && k.contains("@odata.");
+            if k == "id" || k == "assignments" || TIMESTAMPS.contains(&k.as_str()) || annotation {
+                continue;
+            }
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+fn pretty(v: &Value) -> Vec<u8> {
+    let mut s = serde_json::to_vec_pretty(v).expect("json");
+    s.push(b'\n');
+    s
+}
+
+fn display_name_of(body: &Map<String, Value>) -> String {
+    body.get("displayName")
+        .or_else(|| body.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("unnamed")
+        .to_owned()
+}
+
+/// A free file name for a new object in `dir`.
+fn new_path(dir: &Path, stem: &str, id: &str) -> PathBuf {
+    let plain = dir.join(format!("{stem}.json"));
+    if !plain.exists() {
+        return plain;
+    }
+    dir.join(format!("{stem}_{}.json", &id[..8.min(id.len())]))
+}
+
+/// Writes a policy file (and an Administrative Template's companion).
+fn write_policy_files(
+    path: &Path,
+    type_key: &str,
+    mut body: Map<String, Value>,
+) -> Result<(), ProviderError> {
+    if type_key == ADMX
+        && let Some(values) = body.remove("definitionValues")
+    {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let companion = path.with_file_name(format!("{stem}_Settings.json"));
+        write_atomic(&companion, &pretty(&values))?;
+    }
+    write_atomic(path, &pretty(&Value::Object(body)))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ProviderError> + Send + 'static,
+) -> Result<T, ProviderError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ProviderError::Unavailable(format!("folder write interrupted: {e}")))?
+}
+
+pub async fn create_group(root: &Path, display_name: &str) -> Result<DirectoryEntry, ProviderError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let dir = root.join("Groups");
+    let body = json!({
+        "@odata.type": "#microsoft.graph.group",
+        "id": id,
+        "displayName": display_name,
+        "securityEnabled": true,
+        "mailEnabled": false,
+    });
+    let path = new_path(&dir, &file_stem(display_name), &id);
+    blocking(move || write_atomic(&path, &pretty(&body))).await?;
+    Ok(DirectoryEntry {
+        kind: DirectoryKind::Group,
+        id,
+        display_name: display_name.to_owned(),
+    })
+}
+
+pub async fn create_policy(
+    root: &Path,
+    info: &PolicyTypeInfo,
+    body: &Value,
+) -> Result<Policy, ProviderError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut stored = stored_body(body);
+    let display_name = display_name_of(&stored);
+    stored.insert("id".into(), Value::String(id.clone()));
+    let dir = root.join(info.export_folder);
+    let path = new_path(&dir, &file_stem(&display_name), &id);
+    let key = info.key;
+    let payload = Value::Object(stored.clone());
+    blocking(move || write_policy_files(&path, key, stored)).await?;
+    Ok(Policy {
+        id,
+        display_name,
+        payload,
+    })
+}
+
+/// Rewrites the file (or the collection element) an item came from.
+fn rewrite(root: &Path, item: &Item, type_key: &str, new: Map<String, Value>) -> Result<(), ProviderError> {
+    match item.path.split_once("#value[") {
+        None => write_policy_files(&root.join(&item.path), type_key, new),
+        Some((file, index)) => {
+            let n: usize = index
+                .trim_end_matches(']')
+                .parse()
+                .map_err(|_| ProviderError::Malformed(format!("bad item path `{}`", item.path)))?;
+            let path = root.join(file);
+            let mut whole = super::scan::read_json(&path)
+                .map_err(|(code, msg)| ProviderError::Malformed(format!("{file} {msg} ({code})")))?;
+            let slot = whole
+                .get_mut("value")
+                .and_then(|v| v.get_mut(n))
+                .ok_or_else(|| ProviderError::NotFound(item.path.clone()))?;
+            *slot = Value::Object(new);
+            write_atomic(&path, &pretty(&whole))
+        }
+    }
+}
+
+fn key_of(item: &Item) -> &'static str {
+    match item.kind {
+        super::classify::Kind::Policy(k) => k,
+        super::classify::Kind::Group => "groups",
+    }
+}
+
+pub async fn update_policy(root: &Path, existing: &Item, body: &Value) -> Result<Policy, ProviderError> {
+    let mut stored = stored_body(body);
+    stored.insert("id".into(), Value::String(existing.id.clone()));
+    if let Some(a) = existing.payload.get("assignments") {
+        stored.insert("assignments".into(), a.clone());
+    }
+    let display_name = display_name_of(&stored);
+    let payload = Value::Object(stored.clone());
+    let (root, item) = (root.to_owned(), existing.clone());
+    blocking(move || rewrite(&root, &item, key_of(&item), stored)).await?;
+    Ok(Policy {
+        id: existing.id.clone(),
+        display_name,
+        payload,
+    })
+}
+
+pub async fn assign(root: &Path, existing: &Item, assignments: &[Value]) -> Result<(), ProviderError> {
+    let mut stored = existing.payload.as_object().cloned().unwrap_or_default();
+    stored.insert("assignments".into(), Value::Array(assignments.to_vec()));
+    let (root, item) = (root.to_owned(), existing.clone());
+    blocking(move || rewrite(&root, &item, key_of(&item), stored)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_safe_on_every_system() {
+        assert_eq!(
+            file_stem("CA001: Block / legacy *auth*?"),
+            "CA001_ Block _ legacy _auth__"
+        );
+        assert_eq!(file_stem("  ..  "), "unnamed");
+        assert_eq!(file_stem(&"x".repeat(400)).len(), 150);
+    }
+
+    #[test]
+    fn stored_bodies_lose_identity_timestamps_annotations_and_assignments() {
+        let body = json!({"@odata.context": "c", "@odata.type": "#microsoft.graph.x", "id": "1",
+                          "createdDateTime": "t", "state@odata.type": "#s", "state": "on", "assignments": []});
+        let stored = stored_body(&body);
+        assert_eq!(
+            Value::Object(stored),
+            json!({"@odata.type": "#microsoft.graph.x", "state": "on"})
+        );
+    }
+}
