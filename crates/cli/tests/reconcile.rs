@@ -43,6 +43,8 @@ async fn dead_sync_with_full_coverage(store: &Store, ws: &str, tenant: &str) -> 
             status: CoverageStatus::Covered,
             item_count: items.len() as u64,
             failure_code: None,
+            unreadable_count: 0,
+            unreadable: Vec::new(),
         };
         let unit = UnitRecord {
             context_patch: Some(ContextPatch::new(

@@ -16,6 +16,10 @@ use std::collections::BTreeMap;
 pub enum CoverageStatus {
     /// Every page of the type was read in this run.
     Covered,
+    /// Every page was read, but some of the type's source items (files of a
+    /// folder export) could not be: each is listed in `unreadable`. The
+    /// items read are stored; the type is not complete.
+    Partial,
     /// Reading failed (throttling exhausted, server error, permission on this type…).
     Failed,
     /// A precondition stopped the type before any read (missing permission, not licensed).
@@ -31,6 +35,54 @@ pub struct TypeCoverage {
     pub item_count: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_code: Option<String>,
+    /// How many source items of the type could not be read (a `partial` type).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unreadable_count: u64,
+    /// The first [`MAX_LISTED_FAILURES`] of them, each with its source and reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<ItemFailure>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// How many unreadable items a coverage entry lists by name (the count is exact).
+pub const MAX_LISTED_FAILURES: usize = 200;
+
+/// A source item that could not be read: a file of a folder export (its path
+/// from the export's root) or one item of a service, with a stable code and
+/// the reason in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemFailure {
+    pub source: String,
+    pub code: String,
+    pub message: String,
+}
+
+impl ItemFailure {
+    pub fn new(source: impl Into<String>, code: &str, message: impl Into<String>) -> ItemFailure {
+        ItemFailure {
+            source: source.into(),
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One line naming each of `failures` (up to `max`) with its reason, for a
+/// run's failure list: "a.json: is not valid JSON (file_json_invalid); …".
+pub fn describe_failures(failures: &[ItemFailure], total: u64, max: usize) -> String {
+    let mut parts: Vec<String> = failures
+        .iter()
+        .take(max)
+        .map(|f| format!("{}: {} ({})", f.source, f.message, f.code))
+        .collect();
+    let listed = parts.len() as u64;
+    if total > listed {
+        parts.push(format!("and {} more", total - listed));
+    }
+    parts.join("; ")
 }
 
 /// A decision with a stable reason code, for completion and reconciliation.
@@ -42,38 +94,50 @@ pub struct Decision {
 
 /// Decide an inventory sync's outcome from its attempted types and their coverage.
 ///
-/// - every attempted type covered → `succeeded`;
-/// - some covered, others failed, blocked, skipped or missing → `partially_succeeded`;
+/// - every attempted type covered, and no source item left unread →
+///   `succeeded`;
+/// - some types covered or partial (read with some items unreadable), others
+///   failed, blocked, skipped or missing, or items that belong to no type
+///   unreadable (`unattributed`) → `partially_succeeded`;
 /// - nothing covered and only blocked/skipped reasons → `blocked`;
 /// - otherwise (nothing covered, any failure or missing coverage, or no
 ///   attempted types at all) → `failed`: no proof, fail closed.
 ///
 /// Coverage of a type that was not attempted is ignored: it cannot be proof
 /// for this run.
-pub fn decide(attempted: &[String], coverage: &BTreeMap<String, TypeCoverage>) -> Decision {
+pub fn decide(
+    attempted: &[String],
+    coverage: &BTreeMap<String, TypeCoverage>,
+    unattributed: u64,
+) -> Decision {
     if attempted.is_empty() {
         return Decision {
             outcome: Outcome::Failed,
             reason_code: "inventory_no_attempted_types",
         };
     }
-    let (mut covered, mut failed, mut blocked) = (0usize, 0usize, 0usize);
+    let (mut covered, mut partial, mut failed, mut blocked) = (0usize, 0usize, 0usize, 0usize);
     for t in attempted {
         match coverage.get(t).map(|c| c.status) {
             Some(CoverageStatus::Covered) => covered += 1,
+            Some(CoverageStatus::Partial) => partial += 1,
             Some(CoverageStatus::Blocked | CoverageStatus::Skipped) => blocked += 1,
             Some(CoverageStatus::Failed) | None => failed += 1,
         }
     }
-    if covered == attempted.len() {
+    if covered == attempted.len() && unattributed == 0 {
         Decision {
             outcome: Outcome::Succeeded,
             reason_code: "inventory_fully_covered",
         }
-    } else if covered > 0 {
+    } else if covered + partial > 0 {
         Decision {
             outcome: Outcome::PartiallySucceeded,
-            reason_code: "inventory_partially_covered",
+            reason_code: if failed + blocked == 0 {
+                "inventory_items_unreadable"
+            } else {
+                "inventory_partially_covered"
+            },
         }
     } else if failed == 0 && blocked > 0 {
         Decision {
@@ -119,6 +183,7 @@ pub fn reconcile(
     run: RunScope<'_>,
     attempted: Option<&[String]>,
     coverage: &BTreeMap<String, TypeCoverage>,
+    unattributed: u64,
     linked: &[LinkedItems],
 ) -> AdapterResult {
     let artifact =
@@ -150,20 +215,20 @@ pub fn reconcile(
     let mut refuted = Vec::new();
     for t in attempted {
         if let Some(c) = effective.get(t)
-            && c.status == CoverageStatus::Covered
+            && matches!(c.status, CoverageStatus::Covered | CoverageStatus::Partial)
             && linked_count(t) < c.item_count
         {
             refuted.push(t.clone());
             effective.remove(t);
         }
     }
-    let d = decide(attempted, &effective);
+    let d = decide(attempted, &effective, unattributed);
     let covered = attempted
         .iter()
         .filter(|t| {
             effective
                 .get(*t)
-                .is_some_and(|c| c.status == CoverageStatus::Covered)
+                .is_some_and(|c| matches!(c.status, CoverageStatus::Covered | CoverageStatus::Partial))
         })
         .count();
     let items: u64 = attempted.iter().map(|t| linked_count(t)).sum();
@@ -201,6 +266,8 @@ mod tests {
                         status: *s,
                         item_count: 1,
                         failure_code: None,
+                        unreadable_count: 0,
+                        unreadable: Vec::new(),
                     },
                 )
             })
@@ -215,22 +282,22 @@ mod tests {
 
     #[test]
     fn full_coverage_succeeds() {
-        let d = decide(&types(&["a", "b"]), &cov(&[("a", Covered), ("b", Covered)]));
+        let d = decide(&types(&["a", "b"]), &cov(&[("a", Covered), ("b", Covered)]), 0);
         assert_eq!(d.outcome, Outcome::Succeeded);
     }
 
     #[test]
     fn mixed_is_partial() {
         assert_eq!(
-            decide(&types(&["a", "b"]), &cov(&[("a", Covered), ("b", Failed)])).outcome,
+            decide(&types(&["a", "b"]), &cov(&[("a", Covered), ("b", Failed)]), 0).outcome,
             Outcome::PartiallySucceeded
         );
         assert_eq!(
-            decide(&types(&["a", "b"]), &cov(&[("a", Covered)])).outcome,
+            decide(&types(&["a", "b"]), &cov(&[("a", Covered)]), 0).outcome,
             Outcome::PartiallySucceeded
         );
         assert_eq!(
-            decide(&types(&["a", "b"]), &cov(&[("a", Covered), ("b", Skipped)])).outcome,
+            decide(&types(&["a", "b"]), &cov(&[("a", Covered), ("b", Skipped)]), 0).outcome,
             Outcome::PartiallySucceeded,
             "a skipped type is not success"
         );
@@ -238,7 +305,7 @@ mod tests {
 
     #[test]
     fn only_blocked_reasons_block() {
-        let d = decide(&types(&["a", "b"]), &cov(&[("a", Blocked), ("b", Skipped)]));
+        let d = decide(&types(&["a", "b"]), &cov(&[("a", Blocked), ("b", Skipped)]), 0);
         assert_eq!(
             d,
             Decision {
@@ -250,21 +317,64 @@ mod tests {
 
     #[test]
     fn no_coverage_fails_closed() {
-        assert_eq!(decide(&types(&["a"]), &cov(&[])).outcome, Outcome::Failed);
+        assert_eq!(decide(&types(&["a"]), &cov(&[]), 0).outcome, Outcome::Failed);
         assert_eq!(
-            decide(&types(&["a", "b"]), &cov(&[("a", Blocked), ("b", Failed)])).outcome,
+            decide(&types(&["a", "b"]), &cov(&[("a", Blocked), ("b", Failed)]), 0).outcome,
             Outcome::Failed
         );
         assert_eq!(
-            decide(&types(&["a"]), &cov(&[("a", Blocked)])).outcome,
+            decide(&types(&["a"]), &cov(&[("a", Blocked)]), 0).outcome,
             Outcome::Blocked
         );
-        assert_eq!(decide(&[], &cov(&[("a", Covered)])).outcome, Outcome::Failed);
+        assert_eq!(decide(&[], &cov(&[("a", Covered)]), 0).outcome, Outcome::Failed);
+    }
+
+    #[test]
+    fn unreadable_items_make_a_read_partial_never_succeeded() {
+        let d = decide(&types(&["a", "b"]), &cov(&[("a", Covered), ("b", Partial)]), 0);
+        assert_eq!(
+            d,
+            Decision {
+                outcome: Outcome::PartiallySucceeded,
+                reason_code: "inventory_items_unreadable"
+            }
+        );
+        assert_eq!(
+            decide(&types(&["a"]), &cov(&[("a", Partial)]), 0).outcome,
+            Outcome::PartiallySucceeded
+        );
+        // A file of no type left unread: every type covered is still not success.
+        let d = decide(&types(&["a"]), &cov(&[("a", Covered)]), 1);
+        assert_eq!(d.outcome, Outcome::PartiallySucceeded);
+        assert_eq!(
+            decide(&types(&["a"]), &cov(&[("a", Failed)]), 1).outcome,
+            Outcome::Failed
+        );
+        let r = reconcile(
+            RUN,
+            Some(&types(&["a"])),
+            &cov(&[("a", Covered)]),
+            2,
+            &[linked("w", "t", "a", 1)],
+        );
+        assert_eq!(r.verdict, Verdict::PartiallySucceeded);
+    }
+
+    #[test]
+    fn failures_are_described_by_source_and_reason_with_the_rest_counted() {
+        let f = vec![
+            ItemFailure::new("a.json", "file_json_invalid", "is not valid JSON"),
+            ItemFailure::new("b.json", "file_too_large", "is too large"),
+        ];
+        assert_eq!(
+            describe_failures(&f, 5, 1),
+            "a.json: is not valid JSON (file_json_invalid); and 4 more"
+        );
     }
 
     #[test]
     fn coverage_of_unattempted_types_is_not_proof() {
-        let d = decide(&types(&["a"]), &cov(&[("b", Covered)]));
+        let d = decide(&types(&["a"]), &cov(&[("b", Covered)]), 0);
         assert_eq!(d.outcome, Outcome::Failed);
     }
 
@@ -288,7 +398,7 @@ mod tests {
         let attempted = types(&["a", "b"]);
         let full = cov(&[("a", Covered), ("b", Covered)]);
         let ok = [linked("w", "t", "a", 1), linked("w", "t", "b", 1)];
-        let r = reconcile(RUN, Some(&attempted), &full, &ok);
+        let r = reconcile(RUN, Some(&attempted), &full, 0, &ok);
         assert_eq!(
             (r.verdict, r.reason_code.as_str()),
             (Verdict::Succeeded, "inventory_fully_covered")
@@ -297,20 +407,20 @@ mod tests {
 
         let mixed = cov(&[("a", Covered), ("b", Failed)]);
         assert_eq!(
-            reconcile(RUN, Some(&attempted), &mixed, &ok[..1]).verdict,
+            reconcile(RUN, Some(&attempted), &mixed, 0, &ok[..1]).verdict,
             Verdict::PartiallySucceeded
         );
 
         let blocked = cov(&[("a", Blocked), ("b", Blocked)]);
         assert_eq!(
-            reconcile(RUN, Some(&attempted), &blocked, &[]).verdict,
+            reconcile(RUN, Some(&attempted), &blocked, 0, &[]).verdict,
             Verdict::Blocked
         );
 
         // No coverage at all: never succeeded.
-        let r = reconcile(RUN, Some(&attempted), &cov(&[]), &ok);
+        let r = reconcile(RUN, Some(&attempted), &cov(&[]), 0, &ok);
         assert_eq!(r.verdict, Verdict::Failed);
-        let r = reconcile(RUN, None, &full, &ok);
+        let r = reconcile(RUN, None, &full, 0, &ok);
         assert_eq!(
             (r.verdict, r.reason_code.as_str()),
             (Verdict::Failed, "stale_no_proof")
@@ -322,7 +432,7 @@ mod tests {
         let attempted = types(&["a"]);
         let full = cov(&[("a", Covered)]);
         for bad in [linked("w", "other", "a", 1), linked("x", "t", "a", 1)] {
-            let r = reconcile(RUN, Some(&attempted), &full, &[linked("w", "t", "a", 1), bad]);
+            let r = reconcile(RUN, Some(&attempted), &full, 0, &[linked("w", "t", "a", 1), bad]);
             assert_eq!(
                 (r.verdict, r.reason_code.as_str()),
                 (Verdict::Failed, "proof_wrong_scope")
@@ -334,12 +444,12 @@ mod tests {
     fn coverage_without_its_items_is_ambiguous_and_never_succeeds() {
         let attempted = types(&["a", "b"]);
         let full = cov(&[("a", Covered), ("b", Covered)]);
-        let r = reconcile(RUN, Some(&attempted), &full, &[linked("w", "t", "a", 1)]);
+        let r = reconcile(RUN, Some(&attempted), &full, 0, &[linked("w", "t", "a", 1)]);
         assert_eq!(
             (r.verdict, r.reason_code.as_str()),
             (Verdict::PartiallySucceeded, "inventory_proof_ambiguous")
         );
-        let r = reconcile(RUN, Some(&attempted), &full, &[]);
+        let r = reconcile(RUN, Some(&attempted), &full, 0, &[]);
         assert_eq!(
             (r.verdict, r.reason_code.as_str()),
             (Verdict::Failed, "inventory_proof_ambiguous")

@@ -8,14 +8,19 @@
 //!   `failed` (no items written for it), never "empty".
 //! - **Outcome** comes from coverage through the core rule
 //!   ([`opsledger_core::inventory::decide`]): all covered → succeeded; some
-//!   covered → partially_succeeded; a tenant whose permission is missing →
-//!   blocked, before any total is set.
+//!   covered, or a type read with some of its items unreadable (a folder's
+//!   broken file: `partial`, each file named in the coverage and the run's
+//!   failures), or a source item of no type unreadable
+//!   (`context.inventory.unattributed`) → partially_succeeded; a tenant
+//!   whose permission is missing → blocked, before any total is set.
 //! - **Retries** of the run skip types already in the unit ledger, so a type
 //!   is never counted twice.
 
 use crate::kit::{OpenFailed, Stopped, open_provider, provider_error, with_retries};
 use async_trait::async_trait;
-use opsledger_core::inventory::{CoverageStatus, TypeCoverage, decide};
+use opsledger_core::inventory::{
+    CoverageStatus, ItemFailure, MAX_LISTED_FAILURES, TypeCoverage, decide, describe_failures,
+};
 use opsledger_core::{Failure, Outcome, UnitOutcome};
 use opsledger_engine::{Family, Handler, HandlerError, RunContext};
 use opsledger_providers::{Provider, ProviderError, ProviderSettings};
@@ -86,11 +91,30 @@ impl Handler for InventorySync {
                     }
                     Err(Err(Stopped)) => return Ok(()),
                 };
-                ctx.patch_context(&[ContextPatch::new(
+                // Source items of no type (a folder's file that is not a
+                // policy it can tell): part of the plan's proof, so a retry
+                // or a reconciliation reads the same list.
+                let unattributed =
+                    match with_retries(&ctx.cancel, &ctx.liveness, || provider.unattributed_failures()).await
+                    {
+                        Ok(f) => f,
+                        Err(Ok(e)) => return Err(provider_error(e, None)),
+                        Err(Err(Stopped)) => return Ok(()),
+                    };
+                let mut patches = vec![ContextPatch::new(
                     ["inventory", "attempted_types"],
                     json!(attempted),
-                )])
-                .await?;
+                )];
+                if !unattributed.is_empty() {
+                    patches.push(ContextPatch::new(
+                        ["inventory", "unattributed"],
+                        json!({
+                            "count": unattributed.len(),
+                            "items": &unattributed[..unattributed.len().min(MAX_LISTED_FAILURES)],
+                        }),
+                    ));
+                }
+                ctx.patch_context(&patches).await?;
                 ctx.init_total(attempted.len() as u64).await?;
                 attempted
             }
@@ -100,14 +124,33 @@ impl Handler for InventorySync {
         for policy_type in attempted.iter().filter(|t| !already.contains_key(*t)) {
             let result = match read_type(&ctx, provider.as_ref(), policy_type).await {
                 Err(Err(Stopped)) => return Ok(()),
-                Ok(items) => {
+                Ok((items, unreadable)) => {
+                    let count = unreadable.len() as u64;
                     let coverage = TypeCoverage {
-                        status: CoverageStatus::Covered,
+                        status: if unreadable.is_empty() {
+                            CoverageStatus::Covered
+                        } else {
+                            CoverageStatus::Partial
+                        },
                         item_count: items.len() as u64,
                         failure_code: None,
+                        unreadable_count: count,
+                        unreadable: unreadable.iter().take(MAX_LISTED_FAILURES).cloned().collect(),
                     };
+                    // Every page was read: the items land (the unit succeeds),
+                    // and each unreadable item is named in the run's failures.
+                    let failure = (!unreadable.is_empty()).then(|| {
+                        Failure::new(
+                            "source_items_unreadable",
+                            format!(
+                                "{count} item(s) of {policy_type} could not be read: {}",
+                                describe_failures(&unreadable, count, 20)
+                            ),
+                        )
+                        .for_unit(policy_type.clone())
+                    });
                     // The items and the type's unit commit together.
-                    let unit = unit(policy_type, UnitOutcome::Succeeded, &coverage, None).with_artifact(
+                    let unit = unit(policy_type, UnitOutcome::Succeeded, &coverage, failure).with_artifact(
                         UnitArtifact::InventoryItems {
                             policy_type: policy_type.clone(),
                             items,
@@ -120,6 +163,8 @@ impl Handler for InventorySync {
                         status: f.status,
                         item_count: 0,
                         failure_code: Some(f.error.code().to_owned()),
+                        unreadable_count: 0,
+                        unreadable: Vec::new(),
                     };
                     let failure =
                         Failure::new(f.error.code(), f.error.to_string()).for_unit(policy_type.clone());
@@ -136,19 +181,29 @@ impl Handler for InventorySync {
             return Ok(());
         };
         let coverage = coverage_of(&run.context);
-        let decision = if attempted.is_empty() {
+        let (unattributed_count, unattributed) = unattributed_of(&run.context);
+        let decision = if attempted.is_empty() && unattributed_count == 0 {
             opsledger_core::inventory::Decision {
                 outcome: Outcome::Succeeded,
                 reason_code: "inventory_no_types",
             }
         } else {
-            decide(&attempted, &coverage)
+            decide(&attempted, &coverage, unattributed_count)
         };
-        ctx.complete(Completion::new(decision.outcome).with_patch(ContextPatch::new(
+        let mut completion = Completion::new(decision.outcome).with_patch(ContextPatch::new(
             ["inventory", "reason_code"],
             json!(decision.reason_code),
-        )))
-        .await?;
+        ));
+        if unattributed_count > 0 {
+            completion = completion.with_failure(Failure::new(
+                "source_items_unreadable",
+                format!(
+                    "{unattributed_count} source item(s) of no known policy type could not be read: {}",
+                    describe_failures(&unattributed, unattributed_count, 20)
+                ),
+            ));
+        }
+        ctx.complete(completion).await?;
         Ok(())
     }
 }
@@ -182,6 +237,25 @@ pub fn coverage_of(context: &Value) -> BTreeMap<String, TypeCoverage> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// `context.inventory.unattributed`: how many source items of no type could
+/// not be read, and the first of them.
+pub fn unattributed_of(context: &Value) -> (u64, Vec<ItemFailure>) {
+    let Some(u) = context.pointer("/inventory/unattributed") else {
+        return (0, Vec::new());
+    };
+    let items: Vec<ItemFailure> = u
+        .get("items")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    // A count that does not parse is still a failure recorded: never zero.
+    let count = u
+        .get("count")
+        .and_then(Value::as_u64)
+        .unwrap_or(items.len().max(1) as u64);
+    (count, items)
 }
 
 async fn blocked(ctx: &RunContext, failure: Failure) -> Result<(), HandlerError> {
@@ -233,8 +307,9 @@ async fn read_type(
     ctx: &RunContext,
     provider: &dyn Provider,
     policy_type: &str,
-) -> Result<Vec<ItemSnapshot>, Result<TypeFailure, Stopped>> {
+) -> Result<(Vec<ItemSnapshot>, Vec<ItemFailure>), Result<TypeFailure, Stopped>> {
     let mut items = Vec::new();
+    let mut unreadable = Vec::new();
     let mut page: Option<String> = None;
     loop {
         let token = page.clone();
@@ -258,9 +333,10 @@ async fn read_type(
             display_name: p.display_name,
             payload: p.payload,
         }));
+        unreadable.extend(got.failures);
         match got.next {
             Some(next) => page = Some(next),
-            None => return Ok(items),
+            None => return Ok((items, unreadable)),
         }
     }
 }
@@ -321,5 +397,12 @@ pub fn reconcile_from_proof(
         workspace_id: &run.workspace_id,
         tenant_id,
     };
-    reconcile(scope, attempted.as_deref(), &coverage_of(&run.context), linked)
+    let (unattributed, _) = unattributed_of(&run.context);
+    reconcile(
+        scope,
+        attempted.as_deref(),
+        &coverage_of(&run.context),
+        unattributed,
+        linked,
+    )
 }

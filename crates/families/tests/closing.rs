@@ -255,6 +255,8 @@ both_backends!(
                 status: CoverageStatus::Covered,
                 item_count: 1,
                 failure_code: None,
+                unreadable_count: 0,
+                unreadable: Vec::new(),
             };
             let unit = UnitRecord {
                 context_patch: Some(ContextPatch::new(

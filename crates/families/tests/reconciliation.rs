@@ -75,6 +75,8 @@ fn coverage_unit(t: &str, status: CoverageStatus, items: u64) -> UnitRecord {
         status,
         item_count: items,
         failure_code: None,
+        unreadable_count: 0,
+        unreadable: Vec::new(),
     };
     UnitRecord {
         key: t.into(),

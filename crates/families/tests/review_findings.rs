@@ -47,6 +47,8 @@ both_backends!(
             status: CoverageStatus::Covered,
             item_count: 2,
             failure_code: None,
+            unreadable_count: 0,
+            unreadable: Vec::new(),
         };
         let unit = UnitRecord {
             key: T.into(),

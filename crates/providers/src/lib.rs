@@ -56,27 +56,7 @@ pub struct Policy {
     pub payload: Value,
 }
 
-/// A source item that could not be read (a file of a folder export, one
-/// policy of a collection), reported on its own so the rest of the read goes on.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ItemFailure {
-    /// Where it came from: a file's path relative to the export's root, or
-    /// `TYPE/ID` for an item of a service.
-    pub source: String,
-    /// Stable snake_case code (`file_malformed_json`, `file_duplicate_id`…).
-    pub code: String,
-    pub message: String,
-}
-
-impl ItemFailure {
-    pub fn new(source: impl Into<String>, code: &str, message: impl Into<String>) -> ItemFailure {
-        ItemFailure {
-            source: source.into(),
-            code: code.to_owned(),
-            message: message.into(),
-        }
-    }
-}
+pub use opsledger_core::inventory::ItemFailure;
 
 /// One page of a policy type; `next` is the token of the following page.
 /// `failures` are items of this type that could not be read: the type is
