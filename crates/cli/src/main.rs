@@ -174,7 +174,10 @@ async fn run(command: Command) -> Result<()> {
         } => {
             let store = open(&db).await?;
             let settings = opsledger_providers::ProviderSettings::default();
-            opsledger_providers::open(&provider, &name, &settings)
+            // The provider is checked before anything is stored: the folder
+            // exists and can be read, Graph credentials obtain a token.
+            opsledger_providers::validate(&provider, &name, &settings)
+                .await
                 .with_context(|| format!("provider `{provider}` cannot be used"))?;
             // Unknown workspace, duplicate name: the store's typed errors say so.
             let t = store.create_tenant(&workspace, &name, &provider).await?;

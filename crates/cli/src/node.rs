@@ -100,10 +100,15 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
-    pub fn registry(&self) -> Registry {
-        opsledger_families::registry(ProviderSettings {
+    /// What every provider of this node is built with.
+    pub fn provider_settings(&self) -> ProviderSettings {
+        ProviderSettings {
             demo_latency: Duration::from_millis(self.demo_latency_ms),
-        })
+        }
+    }
+
+    pub fn registry(&self) -> Registry {
+        opsledger_families::registry(self.provider_settings())
     }
 
     pub fn sweep_config(&self) -> SweepConfig {
@@ -193,6 +198,7 @@ pub async fn run(
                 store: store.clone(),
                 registry,
                 wake,
+                providers: args.provider_settings(),
             };
             Some(tokio::spawn(opsledger_server::serve(
                 listener,

@@ -166,6 +166,45 @@ pub fn open(
     }
 }
 
+/// How long validating a provider may take (a token request, a folder check).
+pub const VALIDATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest provider spec accepted (a folder path, a tenant id).
+pub const MAX_SPEC_BYTES: usize = 4096;
+
+/// Checks that a provider spec names a tenant opsledger can use, before the
+/// tenant is stored: the spec parses; a folder exists and is readable; Graph
+/// credentials obtain a token. Demo tenants are generated, so their spec is
+/// the whole check (a `demo:blocked` tenant is valid: it shows a blocked tenant).
+pub async fn validate(
+    spec: &str,
+    tenant_name: &str,
+    settings: &ProviderSettings,
+) -> Result<(), ProviderError> {
+    if spec.len() > MAX_SPEC_BYTES {
+        return Err(ProviderError::Unavailable(format!(
+            "provider spec is {} bytes, over the limit of {MAX_SPEC_BYTES}",
+            spec.len()
+        )));
+    }
+    let provider = open(spec, tenant_name, settings)?;
+    if spec.starts_with("demo:") {
+        return Ok(());
+    }
+    match tokio::time::timeout(VALIDATE_TIMEOUT, provider.check_access()).await {
+        Ok(result) => result,
+        Err(_) => Err(ProviderError::Transient(format!(
+            "no answer within {}s while checking the provider",
+            VALIDATE_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// The kind of a provider spec (`demo`, `folder`, `graph`), for listings.
+pub fn kind_of(spec: &str) -> &str {
+    spec.split_once(':').map_or(spec, |(k, _)| k)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,9 +226,24 @@ mod tests {
             open("healthy", "c", &s),
             Err(ProviderError::Unavailable(_))
         ));
-        assert!(matches!(
-            open("graph:abc", "c", &s),
-            Err(ProviderError::Unavailable(_))
-        ));
+    }
+
+    #[tokio::test]
+    async fn validation_checks_what_the_spec_names() {
+        let s = ProviderSettings::default();
+        validate("demo:blocked", "t", &s).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        validate(&format!("folder:{}", dir.path().display()), "t", &s)
+            .await
+            .unwrap();
+        let e = validate("folder:/nonexistent/export", "t", &s).await.unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/export"), "{e}");
+        assert!(validate("folder:", "t", &s).await.is_err());
+        assert!(
+            validate(&format!("folder:{}", "x".repeat(5000)), "t", &s)
+                .await
+                .is_err()
+        );
+        assert_eq!(kind_of("folder:/a:b"), "folder");
     }
 }

@@ -520,6 +520,7 @@ async fn bench_backend(db: TestStore, scale: f64) -> (u64, Vec<Row>) {
         store: store.clone(),
         registry: opsledger_families::registry(Default::default()),
         wake: Arc::new(tokio::sync::Notify::new()),
+        providers: Default::default(),
     });
     let reps = ((200.0 * scale).round() as usize).clamp(10, 200);
     let only = std::env::var("OPSLEDGER_BENCH_CASES").unwrap_or_default();

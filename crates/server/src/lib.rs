@@ -10,6 +10,7 @@ pub mod http;
 mod operations;
 pub mod render;
 pub mod retry;
+mod tenants;
 
 pub use http::HttpLimits;
 pub use operations::MAX_LIST_BYTES;
@@ -30,6 +31,9 @@ pub struct AppState {
     pub registry: Registry,
     /// Wakes the local runner after a start.
     pub wake: Arc<Notify>,
+    /// What adding a tenant validates its provider with (Graph endpoints and
+    /// credentials from the environment).
+    pub providers: opsledger_providers::ProviderSettings,
 }
 
 /// Largest request body accepted, on every route (`413 body_too_large` past it).
@@ -52,6 +56,10 @@ fn routes(state: AppState) -> Router {
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/api/v1/operation-types", get(operations::operation_types))
+        .route(
+            "/api/v1/workspaces/{ws}/tenants",
+            get(tenants::list).post(tenants::add),
+        )
         .route(
             "/api/v1/workspaces/{ws}/operations",
             post(operations::start).get(operations::list),

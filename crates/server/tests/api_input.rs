@@ -82,6 +82,7 @@ async fn world(store: Store) -> World {
             store,
             registry: opsledger_families::registry(Default::default()),
             wake: Arc::new(tokio::sync::Notify::new()),
+            providers: Default::default(),
         },
         ws,
         tenant_a,
@@ -546,5 +547,102 @@ both_backends!(
         }
         assert_eq!(seen.len(), 402, "every run of the workspace listed once");
         assert!(pages >= 2, "the 6 MB page was cut");
+    }
+);
+
+both_backends!(
+    tenants_are_listed_by_kind_and_added_only_with_a_valid_provider,
+    |store: Store| async move {
+        let w = world(store).await;
+        let path = format!("/api/v1/workspaces/{}/tenants", w.ws);
+        let (status, list, raw) = call(&w, &w.viewer, "GET", &path, None).await;
+        assert_eq!(status, 200, "{raw}");
+        let names: Vec<&str> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["contoso", "fabrikam"],
+            "the other workspace's tenant is not listed"
+        );
+        assert_eq!(list["items"][0]["provider_kind"], "demo");
+        // A member restricted to one tenant sees that one.
+        let (_, list, _) = call(&w, &w.restricted, "GET", &path, None).await;
+        assert_eq!(list["items"].as_array().unwrap().len(), 1);
+        assert_eq!(list["items"][0]["id"], json!(w.tenant_a));
+        let (status, _, _) = call(&w, &w.outsider, "GET", &path, None).await;
+        assert_eq!(status, 404);
+
+        let before = snapshot(&w.state.store).await;
+        let body = |name: &str, provider: &str| {
+            Some(
+                json!({"name": name, "provider": provider})
+                    .to_string()
+                    .into_bytes(),
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let folder = format!("folder:{}", dir.path().display());
+        for (token, name, provider, want, code) in [
+            (&w.operator, "x", folder.as_str(), 403, "forbidden"),
+            (&w.outsider, "x", folder.as_str(), 404, "not_found"),
+            (
+                &w.admin,
+                "x",
+                "folder:/nonexistent/export",
+                422,
+                "provider_invalid",
+            ),
+            (&w.admin, "x", "folder:", 422, "provider_invalid"),
+            (&w.admin, "x", "demo:nope", 422, "provider_invalid"),
+            (&w.admin, "x", "ftp:somewhere", 422, "provider_invalid"),
+            (&w.admin, "", folder.as_str(), 400, "invalid_name"),
+            (&w.admin, "a\u{7}b", folder.as_str(), 400, "invalid_name"),
+            (&w.admin, "contoso", folder.as_str(), 409, "tenant_exists"),
+        ] {
+            let (status, err, raw) = call(&w, token, "POST", &path, body(name, provider)).await;
+            assert_eq!(
+                (status, err["error"]["code"].as_str()),
+                (want, Some(code)),
+                "{name} {provider}: {raw}"
+            );
+        }
+        let (status, err, _) = call(&w, &w.admin, "POST", &path, Some(b"{\"name\":\"x\"}".to_vec())).await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (400, Some("invalid_body"))
+        );
+        let long = "x".repeat(201);
+        let (status, _, _) = call(&w, &w.admin, "POST", &path, body(&long, folder.as_str())).await;
+        assert_eq!(status, 400);
+        let (_, err, _) = call(
+            &w,
+            &w.admin,
+            "POST",
+            &path,
+            body("x", "folder:/nonexistent/export"),
+        )
+        .await;
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("/nonexistent/export")
+        );
+        assert_eq!(
+            snapshot(&w.state.store).await,
+            before,
+            "refused adds change nothing"
+        );
+
+        let (status, created, raw) = call(&w, &w.admin, "POST", &path, body("export", folder.as_str())).await;
+        assert_eq!(status, 201, "{raw}");
+        assert_eq!(created["provider_kind"], "folder");
+        assert_eq!(created["name"], "export");
+        let (_, list, _) = call(&w, &w.viewer, "GET", &path, None).await;
+        assert_eq!(list["items"].as_array().unwrap().len(), 3);
     }
 );

@@ -39,6 +39,7 @@ async fn terminated_connections_never_answer_500() {
         store,
         registry: opsledger_families::registry(Default::default()),
         wake: Arc::new(tokio::sync::Notify::new()),
+        providers: Default::default(),
     };
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -47,6 +47,7 @@ async fn start(limits: HttpLimits) -> Node {
         store,
         registry: opsledger_families::registry(Default::default()),
         wake: Arc::new(tokio::sync::Notify::new()),
+        providers: Default::default(),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
