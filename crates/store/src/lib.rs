@@ -18,6 +18,7 @@
 
 pub mod artifacts;
 pub mod backups;
+pub mod budget;
 pub mod children;
 pub mod claims;
 pub mod clock;
