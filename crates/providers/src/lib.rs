@@ -14,6 +14,7 @@ pub mod demo;
 pub mod directory;
 mod error;
 pub mod folder;
+pub mod graph;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -22,6 +23,8 @@ use std::time::Duration;
 
 pub use directory::{Directory, DirectoryEntry, DirectoryKind};
 pub use error::ProviderError;
+pub use graph::budget::{BudgetError, BudgetLimits, Grant, RequestBudget};
+pub use graph::{GraphSettings, Secret};
 
 /// A policy type the provider exposes, e.g. `deviceConfigurations`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +117,8 @@ pub trait Provider: Send + Sync {
 pub struct ProviderSettings {
     /// Added to every demo provider call (`OPSLEDGER_DEMO_LATENCY_MS`).
     pub demo_latency: Duration,
+    /// How `graph:` tenants are reached, and this node's request budget.
+    pub graph: GraphSettings,
 }
 
 /// Builds the provider named by a tenant's provider spec: `demo:PROFILE`,
@@ -157,9 +162,7 @@ pub fn open(
             }
             Ok(Arc::new(folder::FolderProvider::new(arg)))
         }
-        "graph" => Err(ProviderError::Unavailable(format!(
-            "the `{kind}` provider is not available in this build (planned; see ROADMAP.md)"
-        ))),
+        "graph" => Ok(Arc::new(graph::GraphProvider::open(arg, &settings.graph)?)),
         other => Err(ProviderError::Unavailable(format!(
             "unknown provider kind `{other}` (demo, folder, graph)"
         ))),
