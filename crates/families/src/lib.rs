@@ -7,6 +7,7 @@ pub mod backup_set_add_policies;
 pub mod inventory_sync;
 pub mod kit;
 pub mod policy_sync;
+pub mod request_budget;
 
 use opsledger_core::RunType;
 use opsledger_engine::{Family, Registry};

@@ -173,6 +173,7 @@ both_backends!(
         let run = store.get_run(&id).await.unwrap().unwrap();
         let slow = InventorySync::new(ProviderSettings {
             demo_latency: Duration::from_millis(15),
+            ..ProviderSettings::default()
         });
         let cancel = CancellationToken::new();
         let lease = opsledger_store::testing::lease(&store, &job.fence, &id).await;
