@@ -4,6 +4,7 @@
 
 mod admin;
 mod demo;
+mod fake_graph;
 mod node;
 
 use anyhow::{Context, Result};
@@ -71,6 +72,19 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// A fake Microsoft Graph on loopback serving one tenant read from a demo
+    /// profile or an export folder (accepts OPSLEDGER_GRAPH_CLIENT_ID/_SECRET).
+    FakeGraph {
+        #[arg(long, conflicts_with = "folder", required_unless_present = "folder")]
+        demo: Option<String>,
+        #[arg(long)]
+        folder: Option<PathBuf>,
+        /// The tenant id a node names as `graph:TENANT_ID`.
+        #[arg(long, default_value = "fake.onmicrosoft.com")]
+        tenant_id: String,
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: String,
+    },
     /// Set up an installation: workspaces, users, memberships, tokens.
     Admin {
         #[command(subcommand)]
@@ -125,6 +139,8 @@ enum TenantCommand {
         name: String,
         #[arg(long)]
         provider: String,
+        #[command(flatten)]
+        graph: node::GraphArgs,
     },
 }
 
@@ -163,6 +179,19 @@ async fn run(command: Command) -> Result<()> {
         Command::Reconcile { db, node, json } => reconcile(&db, &node, json).await,
         Command::Runs { command } => runs(command).await,
         Command::Admin { command } => admin::run(command).await,
+        Command::FakeGraph {
+            demo,
+            folder,
+            tenant_id,
+            listen,
+        } => {
+            let spec = match (demo, folder) {
+                (Some(profile), _) => format!("demo:{profile}"),
+                (None, Some(path)) => format!("folder:{}", path.display()),
+                (None, None) => anyhow::bail!("--demo PROFILE or --folder PATH is required"),
+            };
+            fake_graph::run(&spec, &tenant_id, &listen).await
+        }
         Command::Tenant {
             command:
                 TenantCommand::Add {
@@ -170,12 +199,17 @@ async fn run(command: Command) -> Result<()> {
                     workspace,
                     name,
                     provider,
+                    graph,
                 },
         } => {
             let store = open(&db).await?;
-            let settings = opsledger_providers::ProviderSettings::default();
+            let settings = opsledger_providers::ProviderSettings {
+                graph: graph.settings(Some(&store))?,
+                ..Default::default()
+            };
             // The provider is checked before anything is stored: the folder
-            // exists and can be read, Graph credentials obtain a token.
+            // exists and can be read, Graph credentials obtain a token (the
+            // app's id, its secret and its consent in the tenant all hold).
             opsledger_providers::validate(&provider, &name, &settings)
                 .await
                 .with_context(|| format!("provider `{provider}` cannot be used"))?;
@@ -277,7 +311,7 @@ fn url_secrets(url: &str) -> Vec<String> {
 
 async fn reconcile(db: &str, node: &node::NodeArgs, json: bool) -> Result<()> {
     let store = open(db).await?;
-    let report = opsledger_engine::sweep_once(&store, &node.registry(), &node.sweep_config()).await?;
+    let report = opsledger_engine::sweep_once(&store, &node.registry(&store)?, &node.sweep_config()).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

@@ -5,10 +5,13 @@
 use anyhow::{Context, Result};
 use opsledger_engine::stale_sweep::run_periodically;
 use opsledger_engine::{FlushPolicy, Registry, Runner, RunnerConfig, SweepConfig};
-use opsledger_providers::ProviderSettings;
+use opsledger_families::request_budget::StoreBudget;
+use opsledger_providers::graph::budget::LocalBudget;
+use opsledger_providers::{BudgetLimits, GraphSettings, ProviderSettings, Secret};
 use opsledger_server::{AppState, HttpLimits, http};
 use opsledger_store::Store;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -97,18 +100,100 @@ pub struct NodeArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub http_max_connections: u32,
+    #[command(flatten)]
+    pub graph: GraphArgs,
+}
+
+/// How `graph:` tenants are reached. The client secret is not a flag: it is
+/// read from `OPSLEDGER_GRAPH_CLIENT_SECRET` (or the file named by
+/// `OPSLEDGER_GRAPH_CLIENT_SECRET_FILE`) straight into a [`Secret`], so it
+/// never shows in `--help`, in a `Debug` of the arguments, or in `ps`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct GraphArgs {
+    /// The app (client) id of the Entra application.
+    #[arg(long, env = "OPSLEDGER_GRAPH_CLIENT_ID")]
+    pub graph_client_id: Option<String>,
+    /// Token endpoints are `{authority}/{TENANT_ID}/oauth2/v2.0/token`.
+    #[arg(long, env = "OPSLEDGER_GRAPH_AUTHORITY", default_value = opsledger_providers::graph::DEFAULT_AUTHORITY)]
+    pub graph_authority: String,
+    /// Microsoft Graph's base URL (national clouds, the fake Graph).
+    #[arg(long, env = "OPSLEDGER_GRAPH_URL", default_value = opsledger_providers::graph::DEFAULT_GRAPH_URL)]
+    pub graph_url: String,
+    /// Requests per window per app and tenant, shared by every node of the database.
+    #[arg(long, env = "OPSLEDGER_GRAPH_BUDGET_REQUESTS", default_value_t = BudgetLimits::default().requests,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub graph_budget_requests: u32,
+    /// Writes per window per app and tenant.
+    #[arg(long, env = "OPSLEDGER_GRAPH_BUDGET_WRITES", default_value_t = BudgetLimits::default().writes,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub graph_budget_writes: u32,
+    /// The budget's window.
+    #[arg(long, env = "OPSLEDGER_GRAPH_BUDGET_WINDOW_MS", default_value_t = BudgetLimits::default().window.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub graph_budget_window_ms: u64,
+    /// Requests a node takes from the shared budget at once.
+    #[arg(long, env = "OPSLEDGER_GRAPH_BUDGET_SLICE", default_value_t = BudgetLimits::default().slice,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub graph_budget_slice: u32,
+}
+
+impl GraphArgs {
+    /// The Graph settings; with a store, the budget is the database's (shared
+    /// by every node), else this process's own.
+    pub fn settings(&self, store: Option<&Store>) -> Result<GraphSettings> {
+        let secret = match (
+            std::env::var("OPSLEDGER_GRAPH_CLIENT_SECRET")
+                .ok()
+                .filter(|s| !s.is_empty()),
+            std::env::var_os("OPSLEDGER_GRAPH_CLIENT_SECRET_FILE").filter(|s| !s.is_empty()),
+        ) {
+            (Some(s), _) => Some(Secret::new(s)),
+            (None, Some(path)) => {
+                // The error names the file, never its content.
+                let text = std::fs::read_to_string(&path).with_context(|| {
+                    format!(
+                        "reading OPSLEDGER_GRAPH_CLIENT_SECRET_FILE {}",
+                        std::path::Path::new(&path).display()
+                    )
+                })?;
+                Some(Secret::new(text.trim()))
+            }
+            (None, None) => None,
+        };
+        let limits = BudgetLimits {
+            window: Duration::from_millis(self.graph_budget_window_ms),
+            requests: self.graph_budget_requests,
+            writes: self.graph_budget_writes,
+            slice: self.graph_budget_slice.min(self.graph_budget_requests),
+            write_slice: BudgetLimits::default().write_slice.min(self.graph_budget_writes),
+        };
+        let base = GraphSettings {
+            client_id: self.graph_client_id.clone().filter(|s| !s.is_empty()),
+            client_secret: secret,
+            authority: self.graph_authority.clone(),
+            graph_url: self.graph_url.clone(),
+            ..GraphSettings::default()
+        };
+        Ok(match store {
+            Some(store) => base.with_budget(Arc::new(StoreBudget::new(store.clone())), limits),
+            None => base.with_budget(Arc::new(LocalBudget::default()), limits),
+        })
+    }
 }
 
 impl NodeArgs {
-    /// What every provider of this node is built with.
-    pub fn provider_settings(&self) -> ProviderSettings {
-        ProviderSettings {
+    /// What every provider of this node is built with: `graph:` tenants
+    /// spend the store's shared request budget.
+    pub fn provider_settings(&self, store: &Store) -> Result<ProviderSettings> {
+        Ok(ProviderSettings {
             demo_latency: Duration::from_millis(self.demo_latency_ms),
-        }
+            graph: self.graph.settings(Some(store))?,
+        })
     }
 
-    pub fn registry(&self) -> Registry {
-        opsledger_families::registry(self.provider_settings())
+    /// The families with this node's provider settings.
+    pub fn registry(&self, store: &Store) -> Result<Registry> {
+        Ok(opsledger_families::registry(self.provider_settings(store)?))
     }
 
     pub fn sweep_config(&self) -> SweepConfig {
@@ -159,7 +244,7 @@ pub async fn run(
         args.flush_max_wait_ms,
         args.lease().as_millis()
     );
-    let registry = args.registry();
+    let registry = args.registry(&store)?;
     let runner = Runner::new(
         store.clone(),
         registry.clone(),
@@ -198,7 +283,7 @@ pub async fn run(
                 store: store.clone(),
                 registry,
                 wake,
-                providers: args.provider_settings(),
+                providers: args.provider_settings(&store)?,
             };
             Some(tokio::spawn(opsledger_server::serve(
                 listener,

@@ -516,7 +516,7 @@ async fn two_nodes_sharing_one_budget_never_exceed_it() {
     // Both nodes spent slices, not a take per request.
     for s in &sources {
         let takes = s.1.load(std::sync::atomic::Ordering::SeqCst);
-        assert!(takes >= 1 && takes < 96, "{takes}");
+        assert!((1..96).contains(&takes), "{takes}");
     }
     println!("two nodes, 8 readers: 96 requests in {took:?}, at most {max} per 2 s window");
 }
