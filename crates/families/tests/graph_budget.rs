@@ -90,3 +90,97 @@ both_backends!(
         );
     }
 );
+
+/// Runs the runner with `settings` until the run completes.
+async fn run_to_completion(store: &Store, settings: ProviderSettings, id: &str) -> opsledger_core::Run {
+    let registry = opsledger_families::registry(settings);
+    let config = opsledger_engine::RunnerConfig {
+        poll_interval: Duration::from_millis(20),
+        retry_base: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let runner =
+        tokio::spawn(opsledger_engine::Runner::new(store.clone(), registry, config).run(shutdown.clone()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let run = store.get_run(id).await.unwrap().unwrap();
+        if run.is_completed() {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "run did not complete: {run:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    shutdown.cancel();
+    runner.await.unwrap();
+    run
+}
+
+both_backends!(
+    a_graph_type_whose_page_keeps_failing_is_failed_never_covered_with_fewer,
+    |store: Store| async move {
+        use opsledger_core::inventory::CoverageStatus;
+        let tenant_id = "northwind.onmicrosoft.com";
+        let items = |n: usize, p: &str| -> Vec<serde_json::Value> {
+            (0..n)
+                .map(|i| json!({"id": format!("{p}{i}"), "displayName": format!("{p} {i}")}))
+                .collect()
+        };
+        let fake = FakeGraph::start(
+            Model::new("app", "secret").tenant(
+                tenant_id,
+                Tenant::default()
+                    .with("deviceManagement/deviceConfigurations", items(60, "dc"))
+                    .with("deviceManagement/configurationPolicies", items(30, "sc")),
+            ),
+        )
+        .await
+        .unwrap();
+        fake.add_fault(opsledger_fakegraph::Fault::always(
+            "deviceConfigurations?$skiptoken=50",
+            503,
+        ));
+        let settings = ProviderSettings {
+            graph: GraphSettings {
+                client_id: Some("app".into()),
+                client_secret: Some(Secret::new("secret")),
+                authority: fake.authority(),
+                graph_url: fake.graph_url(),
+                retry: RetryPolicy {
+                    max_attempts: 2,
+                    base_delay: Duration::from_millis(5),
+                    max_delay: Duration::from_secs(1),
+                },
+                ..GraphSettings::default()
+            }
+            .with_budget(Arc::new(StoreBudget::new(store.clone())), BudgetLimits::default()),
+            ..ProviderSettings::default()
+        };
+        let ws = store.create_workspace("ws").await.unwrap();
+        let t = store
+            .create_tenant(&ws.id, "northwind", &format!("graph:{tenant_id}"))
+            .await
+            .unwrap();
+        let new = opsledger_store::NewRun::on_tenant(
+            &ws.id,
+            &t.id,
+            opsledger_core::RunType::InventorySync,
+            "test",
+            json!({}),
+        );
+        let id = store.create_run(new).await.unwrap().into_run().id;
+        let run = run_to_completion(&store, settings, &id).await;
+        assert_eq!(
+            run.outcome,
+            opsledger_core::Outcome::PartiallySucceeded,
+            "{run:?}"
+        );
+        let coverage = opsledger_families::inventory_sync::coverage_of(&run.context);
+        let dc = &coverage["deviceConfigurations"];
+        assert_eq!(dc.status, CoverageStatus::Failed);
+        assert_eq!(dc.item_count, 0, "a type not fully read writes no items");
+        assert_eq!(dc.failure_code.as_deref(), Some("provider_service_error"));
+        let sc = &coverage["configurationPolicies"];
+        assert_eq!((sc.status, sc.item_count), (CoverageStatus::Covered, 30));
+    }
+);
