@@ -24,6 +24,7 @@ pub mod claims;
 pub mod clock;
 mod closing;
 mod db;
+pub mod demo_objects;
 pub mod directory;
 mod error;
 pub mod files;
