@@ -47,7 +47,7 @@ pub async fn run(spec: &str, tenant_id: &str, listen: &str) -> Result<()> {
         std::env::var("OPSLEDGER_GRAPH_CLIENT_ID").context("OPSLEDGER_GRAPH_CLIENT_ID is not set")?;
     let secret =
         std::env::var("OPSLEDGER_GRAPH_CLIENT_SECRET").context("OPSLEDGER_GRAPH_CLIENT_SECRET is not set")?;
-    let source = opsledger_providers::open(spec, tenant_id, &ProviderSettings::default())
+    let source = opsledger_providers::open(spec, tenant_id, tenant_id, &ProviderSettings::default())
         .with_context(|| format!("provider `{spec}` cannot be used"))?;
     let tenant = tenant_of(source.as_ref()).await?;
     let policies: usize = tenant.collections.values().map(Vec::len).sum();

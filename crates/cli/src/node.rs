@@ -188,6 +188,7 @@ impl NodeArgs {
         Ok(ProviderSettings {
             demo_latency: Duration::from_millis(self.demo_latency_ms),
             graph: self.graph.settings(Some(store))?,
+            ..ProviderSettings::default()
         })
     }
 

@@ -58,7 +58,7 @@ pub async fn open_provider(
             format!("tenant {tenant_id} does not exist"),
         )));
     };
-    opsledger_providers::open(&tenant.provider, &tenant.name, settings)
+    opsledger_providers::open(&tenant.provider, &tenant.id, &tenant.name, settings)
         .map_err(|e| OpenFailed::Unavailable(Failure::new(e.code(), e.to_string())))
 }
 

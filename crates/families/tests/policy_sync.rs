@@ -29,7 +29,8 @@ async fn start(store: &Store, ws: &str, tenant: &str, policy: &str) -> CreateRes
 /// A policy the demo tenant `contoso` holds.
 async fn some_policy() -> String {
     let provider =
-        opsledger_providers::open("demo:healthy", "contoso", &ProviderSettings::default()).unwrap();
+        opsledger_providers::open("demo:healthy", "contoso", "contoso", &ProviderSettings::default())
+            .unwrap();
     let page = provider.list_page("deviceConfigurations", None).await.unwrap();
     format!("deviceConfigurations/{}", page.items[0].id)
 }

@@ -1,24 +1,46 @@
 //! The demo provider: a tenant generated in-process, deterministic per tenant
 //! name, with Intune-shaped policy JSON across 14 policy types (120+
-//! policies), served in pages like Microsoft Graph.
+//! policies), served in pages like Microsoft Graph, with a directory the
+//! policies are assigned to, and writes that stick.
 //!
-//! Profiles reproduce what real tenants do to a sync:
-//! - `healthy`: every type readable;
-//! - `throttled`: the first page (and every policy) of every third type answers
-//!   429 with a `Retry-After` on every other call; a caller that honours it
-//!   reads everything;
+//! Profiles reproduce what real tenants do to a sync or a restore:
+//! - `healthy`: every type readable and writable;
+//! - `throttled`: the first page (and every policy) of every third type
+//!   answers 429 with a `Retry-After` on every other call, and so do writes
+//!   of those types; a caller that honours it reads and writes everything;
 //! - `partial`: the Conditional Access types are forbidden (a permission
 //!   missing for them), and `deviceManagementScripts` fails on its second page
-//!   every time, so that type is never fully read;
-//! - `blocked`: the tenant's consent is missing; nothing can be read.
+//!   every time, so that type is never fully read; writes of those three
+//!   types are forbidden too, so a restore into it partially succeeds;
+//! - `blocked`: the tenant's consent is missing; nothing can be read or written.
+//!
+//! **Directory.** Every demo tenant has the same groups by name
+//! ([`GROUP_NAMES`]) under ids of its own, so references can be mapped
+//! between tenants by name; its named locations and assignment filters are
+//! its `namedLocations` and `assignmentFilters` policies. Generated policies
+//! are assigned to the tenant's own groups (with filters on some targets),
+//! and Conditional Access policies name its groups and named locations in
+//! their conditions.
+//!
+//! **Writes** (create, update, assign, new groups) are kept in a
+//! [`DemoState`] per tenant key — the tenant's identity, its id in the
+//! ledger — and overlaid on the generated tenant by every read: an update
+//! replaces a generated policy where it stands, a create is listed after
+//! the generated ones. The binary backs the state with its database, so a
+//! restore survives a restart and every node sees it; without one, writes
+//! go to [`MemoryDemoState`], shared by the process and lost with it.
 //!
 //! Every call waits `latency` first (`OPSLEDGER_DEMO_LATENCY_MS`), so progress
 //! can be watched.
 
-use crate::{Page, Policy, PolicyType, Provider, ProviderError};
+mod state;
+
+pub use state::{DemoState, DemoStateError, GROUPS, MemoryDemoState};
+
+use crate::{Directory, DirectoryEntry, DirectoryKind, Page, Policy, PolicyType, Provider, ProviderError};
 use async_trait::async_trait;
 use opsledger_core::policy_types;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -146,21 +168,89 @@ const TYPES: &[(&str, usize, &[&str])] = &[
 const PARTIAL_FORBIDDEN: &[&str] = &["conditionalAccessPolicies", "namedLocations"];
 /// The type whose second page always fails in the `partial` profile.
 const PARTIAL_BROKEN_PAGING: &str = "deviceManagementScripts";
+/// Types the `partial` profile refuses to write, with the permission it lacks.
+const PARTIAL_READ_ONLY: &[(&str, &str)] = &[
+    ("conditionalAccessPolicies", "Policy.ReadWrite.ConditionalAccess"),
+    ("namedLocations", "Policy.ReadWrite.ConditionalAccess"),
+    ("deviceManagementScripts", "DeviceManagementScripts.ReadWrite.All"),
+];
+
+/// Types with no `assignments` collection: Conditional Access is targeted by
+/// its conditions; named locations and filters are what others refer to.
+const UNASSIGNED: &[&str] = &["conditionalAccessPolicies", "namedLocations", "assignmentFilters"];
+
+/// The groups of every demo tenant, by name (their ids differ per tenant).
+pub const GROUP_NAMES: &[&str] = &[
+    "All Staff",
+    "All Corporate Devices",
+    "Pilot Devices",
+    "Finance Users",
+    "Executives",
+    "Contractors",
+    "Frontline Workers",
+    "Developers",
+    "Kiosk Devices",
+    "Break Glass Accounts",
+];
+
+/// The group Conditional Access policies exclude (last of [`GROUP_NAMES`]);
+/// assignments target the others.
+const BREAK_GLASS: &str = "Break Glass Accounts";
+
+/// Named locations and filters generated at every scale (their types' base
+/// counts), so references to them hold whatever the tenant's scale.
+const REFERENCED_LOCATIONS: usize = 3;
+const REFERENCED_FILTERS: usize = 6;
+
+/// The id of a tenant's group: derived from the tenant and the group's name,
+/// as policy ids are, so a tenant is the same every run and two tenants
+/// share names, not ids.
+pub fn group_id(tenant: &str, name: &str) -> String {
+    guid(&digest(&[tenant, "#group", name]))
+}
+
+/// The generated policies of one type, with an index by id (a unit job
+/// reading one policy of thousands must not scan them).
+struct Generated {
+    policies: Vec<Policy>,
+    by_id: HashMap<String, usize>,
+}
+
+impl Generated {
+    fn get(&self, id: &str) -> Option<&Policy> {
+        self.by_id.get(id).map(|&i| &self.policies[i])
+    }
+}
+
+/// The written objects of one type as a read sees them: updates of
+/// generated policies by id, and created policies in creation order.
+struct Overlay {
+    replaced: HashMap<String, Policy>,
+    created: Vec<Policy>,
+}
 
 pub struct DemoProvider {
+    /// The tenant's name: what its generated content is derived from.
     tenant: String,
+    /// The tenant's identity, which its writes are kept under.
+    key: String,
     profile: Profile,
     scale: usize,
     latency: Duration,
+    state: Arc<dyn DemoState>,
 }
 
 impl DemoProvider {
+    /// A demo tenant whose writes are kept under its name, in the
+    /// process-wide [`MemoryDemoState`]; see [`DemoProvider::with_state`].
     pub fn new(tenant: &str, profile: Profile, latency: Duration) -> DemoProvider {
         DemoProvider {
             tenant: tenant.to_owned(),
+            key: tenant.to_owned(),
             profile,
             scale: 1,
             latency,
+            state: Arc::new(MemoryDemoState),
         }
     }
 
@@ -170,31 +260,162 @@ impl DemoProvider {
         self
     }
 
-    /// Every policy of a type, as the tenant holds it.
+    /// Keeps writes in `state` under `key`, the tenant's unique identity
+    /// (its ledger id: names are unique only within a workspace).
+    pub fn with_state(mut self, key: &str, state: Arc<dyn DemoState>) -> DemoProvider {
+        self.key = key.to_owned();
+        self.state = state;
+        self
+    }
+
+    /// Every generated policy of a type, as the generator made it (writes
+    /// are not overlaid: [`Provider::list_page`] reads those too).
     pub fn policies(&self, type_key: &str) -> Option<Vec<Policy>> {
-        self.tenant_policies(type_key).map(|p| p.as_ref().clone())
+        self.generated(type_key).map(|g| g.policies.clone())
     }
 
     /// The generated tenant, shared by every instance of the process: the
     /// "service side" of the demo, generated once per tenant, type and scale
     /// (a unit job reading one policy must not regenerate thousands).
-    fn tenant_policies(&self, type_key: &str) -> Option<Arc<Vec<Policy>>> {
+    fn generated(&self, type_key: &str) -> Option<Arc<Generated>> {
         /// (tenant, policy type, scale) → the generated policies.
-        type Generated = HashMap<(String, String, usize), Arc<Vec<Policy>>>;
-        static TENANTS: LazyLock<Mutex<Generated>> = LazyLock::new(Default::default);
+        type Cache = HashMap<(String, String, usize), Arc<Generated>>;
+        static TENANTS: LazyLock<Mutex<Cache>> = LazyLock::new(Default::default);
         let (idx, (key, base, variants)) = TYPES.iter().enumerate().find(|(_, t)| t.0 == type_key)?;
         let cache_key = (self.tenant.clone(), type_key.to_owned(), self.scale);
         if let Some(hit) = TENANTS.lock().expect("lock").get(&cache_key) {
             return Some(hit.clone());
         }
         let count = (base + (digest(&[&self.tenant, key])[0] % 3) as usize) * self.scale;
-        let all: Arc<Vec<Policy>> = Arc::new(
-            (0..count)
-                .map(|i| generate(&self.tenant, key, variants, idx, i))
-                .collect(),
-        );
+        let policies: Vec<Policy> = (0..count)
+            .map(|i| generate(&self.tenant, key, variants, idx, i))
+            .collect();
+        let by_id = policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.id.clone(), i))
+            .collect();
+        let all = Arc::new(Generated { policies, by_id });
         TENANTS.lock().expect("lock").insert(cache_key, all.clone());
         Some(all)
+    }
+
+    fn generated_or_unknown(&self, type_key: &str) -> Result<Arc<Generated>, ProviderError> {
+        self.generated(type_key)
+            .ok_or_else(|| ProviderError::UnknownType(type_key.to_owned()))
+    }
+
+    /// What was written into a type, split against the generated policies.
+    async fn overlay(&self, type_key: &str, generated: &Generated) -> Result<Overlay, ProviderError> {
+        let mut overlay = Overlay {
+            replaced: HashMap::new(),
+            created: Vec::new(),
+        };
+        for (id, body) in self.state.list(&self.key, type_key).await.map_err(state_failed)? {
+            let policy = policy_of(id, body);
+            if generated.get(&policy.id).is_some() {
+                overlay.replaced.insert(policy.id.clone(), policy);
+            } else {
+                overlay.created.push(policy);
+            }
+        }
+        Ok(overlay)
+    }
+
+    /// Every policy of a type as it is now: generated ones (updated where
+    /// written) and then created ones.
+    async fn current_all(&self, type_key: &str) -> Result<Vec<Policy>, ProviderError> {
+        let generated = self.generated_or_unknown(type_key)?;
+        let mut overlay = self.overlay(type_key, &generated).await?;
+        let mut all: Vec<Policy> = generated
+            .policies
+            .iter()
+            .map(|p| overlay.replaced.remove(&p.id).unwrap_or_else(|| p.clone()))
+            .collect();
+        all.append(&mut overlay.created);
+        Ok(all)
+    }
+
+    /// One policy as it is now (written, else generated).
+    async fn current(&self, type_key: &str, id: &str) -> Result<Policy, ProviderError> {
+        let generated = self.generated_or_unknown(type_key)?;
+        if let Some(body) = self
+            .state
+            .get(&self.key, type_key, id)
+            .await
+            .map_err(state_failed)?
+        {
+            return Ok(policy_of(id.to_owned(), body));
+        }
+        generated
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ProviderError::NotFound(format!("{type_key}/{id}")))
+    }
+
+    /// The directory as it is now (no latency, no profile check: callers do those).
+    async fn read_directory(&self) -> Result<Directory, ProviderError> {
+        let mut directory = Directory::default();
+        for name in GROUP_NAMES {
+            directory.insert(DirectoryEntry {
+                kind: DirectoryKind::Group,
+                id: group_id(&self.tenant, name),
+                display_name: (*name).to_owned(),
+            });
+        }
+        for (id, body) in self.state.list(&self.key, GROUPS).await.map_err(state_failed)? {
+            let display_name = body["displayName"].as_str().unwrap_or_default().to_owned();
+            directory.insert(DirectoryEntry {
+                kind: DirectoryKind::Group,
+                id,
+                display_name,
+            });
+        }
+        for kind in [DirectoryKind::NamedLocation, DirectoryKind::AssignmentFilter] {
+            let type_key = kind.policy_type().expect("a policy-type kind");
+            for p in self.current_all(type_key).await? {
+                directory.insert(DirectoryEntry {
+                    kind,
+                    id: p.id,
+                    display_name: p.display_name,
+                });
+            }
+        }
+        Ok(directory)
+    }
+
+    /// The throttled profile's 429 for `resource` of an every-third type.
+    fn throttle(&self, type_key: &str, resource: &str) -> Result<(), ProviderError> {
+        if self.profile == Profile::Throttled {
+            let idx = TYPES.iter().position(|t| t.0 == type_key).unwrap_or(0);
+            if idx % 3 == 0 && self.throttle_now(resource) {
+                return Err(ProviderError::throttled(
+                    Some(THROTTLE_RETRY_AFTER),
+                    format!("429 Too Many Requests on {type_key}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the tenant takes a write of this type: a known type, consent
+    /// given, and (in `partial`) not one of the types it lacks a permission for.
+    fn check_write(&self, type_key: &str) -> Result<Arc<Generated>, ProviderError> {
+        let generated = self.generated_or_unknown(type_key)?;
+        match self.profile {
+            Profile::Blocked => Err(ProviderError::PermissionMissing(format!(
+                "tenant `{}` has no consent",
+                self.tenant
+            ))),
+            Profile::Partial => match PARTIAL_READ_ONLY.iter().find(|(t, _)| *t == type_key) {
+                Some((_, permission)) => Err(ProviderError::Forbidden(format!(
+                    "403 Forbidden: writing {type_key} requires {permission}, which tenant `{}` has not granted",
+                    self.tenant
+                ))),
+                None => Ok(generated),
+            },
+            _ => Ok(generated),
+        }
     }
 
     async fn wait(&self) {
@@ -234,9 +455,7 @@ impl Provider for DemoProvider {
 
     async fn list_page(&self, type_key: &str, page: Option<&str>) -> Result<Page, ProviderError> {
         self.wait().await;
-        let all = self
-            .tenant_policies(type_key)
-            .ok_or_else(|| ProviderError::UnknownType(type_key.to_owned()))?;
+        let generated = self.generated_or_unknown(type_key)?;
         let offset: usize = match page {
             None => 0,
             Some(token) => token
@@ -254,23 +473,23 @@ impl Provider for DemoProvider {
                     ),
                 ));
             }
-            Profile::Throttled if offset == 0 => {
-                let idx = TYPES.iter().position(|t| t.0 == type_key).unwrap_or(0);
-                if idx % 3 == 0 && self.throttle_now(type_key) {
-                    return Err(ProviderError::throttled(
-                        Some(THROTTLE_RETRY_AFTER),
-                        format!("429 Too Many Requests on {type_key}"),
-                    ));
-                }
-            }
+            Profile::Throttled if offset == 0 => self.throttle(type_key, type_key)?,
             _ => {}
         }
-        let page_size = PAGE_SIZE * self.scale;
-        let end = (offset + page_size).min(all.len());
-        let items = all.get(offset..end).map(<[Policy]>::to_vec).unwrap_or_default();
+        // The generated policies (updated ones where they stand), then the
+        // created ones: offsets into that sequence are the page tokens.
+        let mut overlay = self.overlay(type_key, &generated).await?;
+        let total = generated.policies.len() + overlay.created.len();
+        let end = (offset + PAGE_SIZE * self.scale).min(total);
+        let items = (offset.min(end)..end)
+            .map(|i| match generated.policies.get(i) {
+                Some(p) => overlay.replaced.remove(&p.id).unwrap_or_else(|| p.clone()),
+                None => overlay.created[i - generated.policies.len()].clone(),
+            })
+            .collect();
         Ok(Page {
             items,
-            next: (end < all.len()).then(|| end.to_string()),
+            next: (end < total).then(|| end.to_string()),
             failures: Vec::new(),
         })
     }
@@ -278,59 +497,237 @@ impl Provider for DemoProvider {
     async fn get_policy(&self, type_key: &str, id: &str) -> Result<Policy, ProviderError> {
         self.wait().await;
         self.check_type(type_key)?;
-        let all = self
-            .tenant_policies(type_key)
-            .ok_or_else(|| ProviderError::UnknownType(type_key.to_owned()))?;
-        if self.profile == Profile::Throttled {
-            let idx = TYPES.iter().position(|t| t.0 == type_key).unwrap_or(0);
-            if idx % 3 == 0 && self.throttle_now(&format!("{type_key}/{id}")) {
-                return Err(ProviderError::throttled(
-                    Some(THROTTLE_RETRY_AFTER),
-                    format!("429 Too Many Requests on {type_key}"),
-                ));
-            }
-        }
-        all.iter()
-            .find(|p| p.id == id)
-            .cloned()
-            .ok_or_else(|| ProviderError::NotFound(format!("{type_key}/{id}")))
+        self.generated_or_unknown(type_key)?;
+        self.throttle(type_key, &format!("{type_key}/{id}"))?;
+        self.current(type_key, id).await
     }
 
-    async fn directory(&self) -> Result<crate::Directory, ProviderError> {
-        Err(ProviderError::UnsupportedType(
-            "demo directory: in progress".into(),
-        ))
+    /// Groups, named locations and assignment filters, read whole. The
+    /// `partial` profile reads its directory too: its missing permissions
+    /// are about policy types, and a restore into it must be able to map
+    /// the references it can write.
+    async fn directory(&self) -> Result<Directory, ProviderError> {
+        self.wait().await;
+        if self.profile == Profile::Blocked {
+            return Err(ProviderError::PermissionMissing(format!(
+                "tenant `{}` has no consent",
+                self.tenant
+            )));
+        }
+        self.read_directory().await
     }
 
     async fn create_directory_object(
         &self,
-        _kind: crate::DirectoryKind,
-        _display_name: &str,
-    ) -> Result<crate::DirectoryEntry, ProviderError> {
-        Err(ProviderError::UnsupportedType("demo writes: in progress".into()))
+        kind: DirectoryKind,
+        display_name: &str,
+    ) -> Result<DirectoryEntry, ProviderError> {
+        self.wait().await;
+        if self.profile == Profile::Blocked {
+            return Err(ProviderError::PermissionMissing(format!(
+                "tenant `{}` has no consent",
+                self.tenant
+            )));
+        }
+        if kind != DirectoryKind::Group {
+            return Err(ProviderError::UnsupportedType(format!(
+                "a {} is a policy type ({}): create it with create_policy",
+                kind.as_str(),
+                kind.policy_type().unwrap_or_default()
+            )));
+        }
+        let display_name = display_name.trim();
+        if display_name.is_empty() {
+            return Err(ProviderError::Malformed("a group needs a display name".into()));
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let body = json!({"id": id, "displayName": display_name});
+        self.state
+            .put(&self.key, GROUPS, &id, &body)
+            .await
+            .map_err(state_failed)?;
+        Ok(DirectoryEntry {
+            kind,
+            id,
+            display_name: display_name.to_owned(),
+        })
     }
 
-    async fn create_policy(&self, _policy_type: &str, _body: &Value) -> Result<Policy, ProviderError> {
-        Err(ProviderError::UnsupportedType("demo writes: in progress".into()))
+    async fn create_policy(&self, type_key: &str, body: &Value) -> Result<Policy, ProviderError> {
+        self.wait().await;
+        self.check_write(type_key)?;
+        self.throttle(type_key, &format!("write/{type_key}"))?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut payload = writable(type_key, body)?;
+        if !UNASSIGNED.contains(&type_key) {
+            // Created unassigned: `assign` writes the targets once the policy exists.
+            payload.insert("assignments".into(), json!([]));
+        }
+        self.store(type_key, id, payload).await
     }
 
-    async fn update_policy(
+    async fn update_policy(&self, type_key: &str, id: &str, body: &Value) -> Result<Policy, ProviderError> {
+        self.wait().await;
+        self.check_write(type_key)?;
+        self.throttle(type_key, &format!("write/{type_key}"))?;
+        let existing = self.current(type_key, id).await?;
+        let mut payload = writable(type_key, body)?;
+        // An update replaces properties and settings; the type and the
+        // assignments stay what they were unless the body names a type.
+        if !payload.contains_key("@odata.type")
+            && let Some(t) = existing.payload.get("@odata.type")
+        {
+            payload.insert("@odata.type".into(), t.clone());
+        }
+        if let Some(a) = existing.payload.get("assignments") {
+            payload.insert("assignments".into(), a.clone());
+        }
+        self.store(type_key, id.to_owned(), payload).await
+    }
+
+    async fn assign(&self, type_key: &str, id: &str, assignments: &[Value]) -> Result<(), ProviderError> {
+        self.wait().await;
+        self.check_write(type_key)?;
+        if UNASSIGNED.contains(&type_key) {
+            return Err(ProviderError::UnsupportedType(format!(
+                "{type_key} has no assignments (Conditional Access is targeted by its conditions)"
+            )));
+        }
+        self.throttle(type_key, &format!("write/{type_key}"))?;
+        let existing = self.current(type_key, id).await?;
+        let directory = self.read_directory().await?;
+        let written = assignments
+            .iter()
+            .map(|a| assignment(id, a, &directory))
+            .collect::<Result<Vec<Value>, ProviderError>>()?;
+        let mut payload = match existing.payload {
+            Value::Object(m) => m,
+            _ => {
+                return Err(ProviderError::Malformed(format!(
+                    "{type_key}/{id} is not an object"
+                )));
+            }
+        };
+        payload.insert("assignments".into(), Value::Array(written));
+        self.store(type_key, id.to_owned(), payload).await?;
+        Ok(())
+    }
+}
+
+impl DemoProvider {
+    /// Writes a policy's payload into the state; the policy as now read.
+    async fn store(
         &self,
-        _policy_type: &str,
-        _id: &str,
-        _body: &Value,
+        type_key: &str,
+        id: String,
+        mut payload: Map<String, Value>,
     ) -> Result<Policy, ProviderError> {
-        Err(ProviderError::UnsupportedType("demo writes: in progress".into()))
+        payload.insert("id".into(), Value::String(id.clone()));
+        if !payload.contains_key("@odata.type") {
+            let variant = TYPES
+                .iter()
+                .find(|t| t.0 == type_key)
+                .map(|t| t.2[0])
+                .unwrap_or("entity");
+            payload.insert("@odata.type".into(), json!(format!("#microsoft.graph.{variant}")));
+        }
+        let payload = Value::Object(payload);
+        self.state
+            .put(&self.key, type_key, &id, &payload)
+            .await
+            .map_err(state_failed)?;
+        Ok(policy_of(id, payload))
     }
+}
 
-    async fn assign(
-        &self,
-        _policy_type: &str,
-        _id: &str,
-        _assignments: &[Value],
-    ) -> Result<(), ProviderError> {
-        Err(ProviderError::UnsupportedType("demo writes: in progress".into()))
+/// A body's writable properties: its own id, OData annotations other than
+/// `@odata.type`, and `assignments` (written by `assign` only) are not.
+fn writable(type_key: &str, body: &Value) -> Result<Map<String, Value>, ProviderError> {
+    let Value::Object(body) = body else {
+        return Err(ProviderError::Malformed(format!(
+            "a {type_key} body must be a JSON object"
+        )));
+    };
+    let payload: Map<String, Value> = body
+        .iter()
+        .filter(|(k, _)| {
+            let k = k.as_str();
+            k != "id" && k != "assignments" && (k == "@odata.type" || !k.contains("@odata."))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let named = ["displayName", "name"].iter().any(|k| {
+        payload
+            .get(*k)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.trim().is_empty())
+    });
+    if !named {
+        return Err(ProviderError::Malformed(format!(
+            "a {type_key} body needs a `displayName` (or `name`)"
+        )));
     }
+    Ok(payload)
+}
+
+/// One assignment as the tenant keeps it: its target's group and filter
+/// must be the tenant's own (an id from another tenant is refused, as Graph
+/// refuses it: a restore must map references by name first).
+fn assignment(policy_id: &str, a: &Value, directory: &Directory) -> Result<Value, ProviderError> {
+    let target = a
+        .get("target")
+        .and_then(Value::as_object)
+        .ok_or_else(|| ProviderError::Malformed("an assignment needs a `target` object".into()))?;
+    let known = |field: &str, kind: DirectoryKind| -> Result<Option<String>, ProviderError> {
+        match target.get(field).and_then(Value::as_str) {
+            None | Some("") | Some("00000000-0000-0000-0000-000000000000") => Ok(None),
+            Some(id) => match directory.by_id(id) {
+                Some(e) if e.kind == kind => Ok(Some(e.id.clone())),
+                _ => Err(ProviderError::NotFound(format!(
+                    "{} `{id}` (in an assignment's {field}) is not in the tenant's directory",
+                    kind.as_str()
+                ))),
+            },
+        }
+    };
+    let group = known("groupId", DirectoryKind::Group)?;
+    known(
+        "deviceAndAppManagementAssignmentFilterId",
+        DirectoryKind::AssignmentFilter,
+    )?;
+    let suffix = match &group {
+        Some(g) => g.clone(),
+        None => target
+            .get("@odata.type")
+            .and_then(Value::as_str)
+            .unwrap_or("target")
+            .trim_start_matches("#microsoft.graph.")
+            .to_owned(),
+    };
+    let mut out = a.as_object().cloned().unwrap_or_default();
+    out.retain(|k, _| !k.contains("@odata.") || k == "@odata.type");
+    out.insert("id".into(), json!(format!("{policy_id}_{suffix}")));
+    Ok(Value::Object(out))
+}
+
+/// A policy from its payload (ids of written objects are their keys).
+fn policy_of(id: String, payload: Value) -> Policy {
+    let display_name = payload
+        .get("displayName")
+        .or_else(|| payload.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    Policy {
+        id,
+        display_name,
+        payload,
+    }
+}
+
+/// The demo's state failed: to the caller, the service did not answer.
+fn state_failed(e: DemoStateError) -> ProviderError {
+    ProviderError::Transient(e.to_string())
 }
 
 /// Calls per `tenant/resource`, shared by every provider instance of the
@@ -482,8 +879,7 @@ fn generate(tenant: &str, type_key: &str, variants: &[&str], type_idx: usize, i:
         }
         "conditionalAccessPolicies" => json!({
             "displayName": format!("CA{:03} - {audience}", i + 1), "state": (["enabled", "enabledForReportingButNotEnforced", "disabled"][d[23] as usize % 3]),
-            "conditions": {"users": {"includeUsers": ["All"], "excludeGroups": [guid(&digest(&[&id, "breakglass"]))]},
-                           "applications": {"includeApplications": ["All"]}, "clientAppTypes": ["all"]},
+            "conditions": ca_conditions(tenant, &d),
             "grantControls": {"operator": "OR", "builtInControls": ["mfa"]},
         }),
         "namedLocations" => json!({"displayName": format!("{audience} office"), "isTrusted": flag(23),
@@ -496,6 +892,9 @@ fn generate(tenant: &str, type_key: &str, variants: &[&str], type_idx: usize, i:
     for (k, v) in extra.as_object().expect("object") {
         obj.insert(k.clone(), v.clone());
     }
+    if !UNASSIGNED.contains(&type_key) {
+        obj.insert("assignments".into(), assignments(tenant, &id, &d));
+    }
     let display = obj
         .get("displayName")
         .or_else(|| obj.get("name"))
@@ -507,6 +906,76 @@ fn generate(tenant: &str, type_key: &str, variants: &[&str], type_idx: usize, i:
         display_name: display,
         payload,
     }
+}
+
+/// The id the generator gives policy `i` of a type.
+fn generated_id(tenant: &str, type_key: &str, i: usize) -> String {
+    guid(&digest(&[tenant, type_key, &i.to_string()]))
+}
+
+/// The groups assignments target: every group but the break-glass one.
+fn assignable_group(tenant: &str, n: usize) -> String {
+    let targets: Vec<&str> = GROUP_NAMES
+        .iter()
+        .copied()
+        .filter(|g| *g != BREAK_GLASS)
+        .collect();
+    group_id(tenant, targets[n % targets.len()])
+}
+
+/// 0 to 3 group targets of a policy, deterministic per tenant and policy:
+/// the first two include (one in three with an assignment filter, either
+/// way), the third excludes; the groups are distinct.
+fn assignments(tenant: &str, policy_id: &str, d: &[u8; 32]) -> Value {
+    let count = d[30] as usize % 4;
+    let first = d[31] as usize;
+    let targets: Vec<Value> = (0..count)
+        .map(|k| {
+            let b = digest(&[policy_id, "assignment", &k.to_string()]);
+            // Strides of 3 over the 9 assignable groups never repeat one.
+            let group = assignable_group(tenant, first + 3 * k);
+            let target = if k == 2 {
+                json!({"@odata.type": "#microsoft.graph.exclusionGroupAssignmentTarget", "groupId": group})
+            } else if b[0].is_multiple_of(3) {
+                json!({"@odata.type": "#microsoft.graph.groupAssignmentTarget", "groupId": group,
+                       "deviceAndAppManagementAssignmentFilterId": generated_id(tenant, "assignmentFilters", b[1] as usize % REFERENCED_FILTERS),
+                       "deviceAndAppManagementAssignmentFilterType": if b[2].is_multiple_of(2) { "include" } else { "exclude" }})
+            } else {
+                json!({"@odata.type": "#microsoft.graph.groupAssignmentTarget", "groupId": group,
+                       "deviceAndAppManagementAssignmentFilterId": null,
+                       "deviceAndAppManagementAssignmentFilterType": "none"})
+            };
+            json!({"id": format!("{policy_id}_{group}"), "target": target})
+        })
+        .collect();
+    Value::Array(targets)
+}
+
+/// A Conditional Access policy's conditions: all users or one or two of the
+/// tenant's groups, the break-glass group excluded, and one of its named
+/// locations included (or excluded from "All").
+fn ca_conditions(tenant: &str, d: &[u8; 32]) -> Value {
+    let (include_users, include_groups): (Vec<&str>, Vec<String>) = if d[24].is_multiple_of(3) {
+        (vec!["All"], Vec::new())
+    } else {
+        let groups = (0..1 + d[25] as usize % 2)
+            .map(|k| assignable_group(tenant, d[26] as usize + 3 * k))
+            .collect();
+        (Vec::new(), groups)
+    };
+    let location = generated_id(tenant, "namedLocations", d[27] as usize % REFERENCED_LOCATIONS);
+    let locations = if d[28].is_multiple_of(2) {
+        json!({"includeLocations": [location], "excludeLocations": []})
+    } else {
+        json!({"includeLocations": ["All"], "excludeLocations": [location]})
+    };
+    json!({
+        "users": {"includeUsers": include_users, "includeGroups": include_groups,
+                  "excludeGroups": [group_id(tenant, BREAK_GLASS)]},
+        "applications": {"includeApplications": ["All"]},
+        "clientAppTypes": ["all"],
+        "locations": locations,
+    })
 }
 
 fn short(type_key: &str) -> &'static str {
@@ -620,5 +1089,308 @@ mod tests {
             Err(ProviderError::PermissionMissing(_))
         ));
         assert!(p.list_page("deviceConfigurations", None).await.is_err());
+    }
+
+    fn names(d: &Directory, kind: DirectoryKind) -> Vec<String> {
+        let mut n: Vec<String> = d
+            .entries
+            .iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| e.display_name.clone())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[tokio::test]
+    async fn directories_share_group_names_across_tenants_but_not_ids() {
+        let a = DemoProvider::new("contoso", Profile::Healthy, Duration::ZERO);
+        let b = DemoProvider::new("fabrikam", Profile::Healthy, Duration::ZERO);
+        let (da, db) = (a.directory().await.unwrap(), b.directory().await.unwrap());
+        let groups = names(&da, DirectoryKind::Group);
+        assert_eq!(groups.len(), GROUP_NAMES.len());
+        assert_eq!(groups, names(&db, DirectoryKind::Group));
+        for e in &da.entries {
+            assert!(db.by_id(&e.id).is_none(), "{} shared by two tenants", e.id);
+        }
+        // Named locations and filters are the tenant's policies of those types.
+        for kind in [DirectoryKind::NamedLocation, DirectoryKind::AssignmentFilter] {
+            let policies = read_all(&a, kind.policy_type().unwrap()).await.unwrap();
+            let entries: Vec<_> = da.entries.iter().filter(|e| e.kind == kind).collect();
+            assert_eq!(entries.len(), policies.len());
+            for p in &policies {
+                let e = da
+                    .by_id(&p.id)
+                    .expect("every policy of the type is in the directory");
+                assert_eq!((e.kind, e.display_name.as_str()), (kind, p.display_name.as_str()));
+            }
+        }
+        assert!(matches!(
+            DemoProvider::new("tailspin", Profile::Blocked, Duration::ZERO)
+                .directory()
+                .await,
+            Err(ProviderError::PermissionMissing(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn assignments_and_conditions_point_at_the_tenants_own_objects() {
+        let p = DemoProvider::new("contoso", Profile::Healthy, Duration::ZERO);
+        let own = p.directory().await.unwrap();
+        let other = DemoProvider::new("fabrikam", Profile::Healthy, Duration::ZERO)
+            .directory()
+            .await
+            .unwrap();
+        let is = |id: &str, kind: DirectoryKind| {
+            assert_eq!(own.by_id(id).map(|e| e.kind), Some(kind), "{id}");
+            assert!(other.by_id(id).is_none());
+        };
+        let (mut targets, mut filtered, mut excluded, mut unassigned) = (0, 0, 0, 0);
+        for t in p.policy_types().await.unwrap() {
+            for listed in read_all(&p, &t.key).await.unwrap() {
+                let whole = p.get_policy(&t.key, &listed.id).await.unwrap();
+                assert_eq!(whole, listed);
+                if t.key == "configurationPolicies" {
+                    assert!(!whole.payload["settings"].as_array().unwrap().is_empty());
+                }
+                if t.key == "conditionalAccessPolicies" {
+                    let c = &whole.payload["conditions"];
+                    for g in c["users"]["includeGroups"].as_array().unwrap() {
+                        is(g.as_str().unwrap(), DirectoryKind::Group);
+                    }
+                    for g in c["users"]["excludeGroups"].as_array().unwrap() {
+                        is(g.as_str().unwrap(), DirectoryKind::Group);
+                    }
+                    for l in ["includeLocations", "excludeLocations"] {
+                        for id in c["locations"][l].as_array().unwrap() {
+                            if id != "All" {
+                                is(id.as_str().unwrap(), DirectoryKind::NamedLocation);
+                            }
+                        }
+                    }
+                    assert!(whole.payload.get("assignments").is_none());
+                    continue;
+                }
+                let Some(assignments) = whole.payload.get("assignments") else {
+                    assert!(UNASSIGNED.contains(&t.key.as_str()), "{}", t.key);
+                    continue;
+                };
+                let assignments = assignments.as_array().unwrap();
+                assert!(assignments.len() <= 3);
+                unassigned += usize::from(assignments.is_empty());
+                for a in assignments {
+                    targets += 1;
+                    let target = &a["target"];
+                    is(target["groupId"].as_str().unwrap(), DirectoryKind::Group);
+                    if let Some(f) = target["deviceAndAppManagementAssignmentFilterId"].as_str() {
+                        is(f, DirectoryKind::AssignmentFilter);
+                        filtered += 1;
+                    }
+                    excluded += usize::from(
+                        target["@odata.type"] == "#microsoft.graph.exclusionGroupAssignmentTarget",
+                    );
+                }
+            }
+        }
+        assert!(
+            targets > 50 && filtered > 5 && excluded > 5 && unassigned > 5,
+            "{targets} {filtered} {excluded} {unassigned}"
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_overlay_reads_and_are_seen_by_another_instance() {
+        // A tenant name of its own: the in-memory state is shared by the process.
+        let name = "overlay-test";
+        let p = DemoProvider::new(name, Profile::Healthy, Duration::ZERO);
+        let t = "deviceConfigurations";
+        let before = read_all(&p, t).await.unwrap();
+        let target = before[3].clone();
+
+        let mut body = target.payload.clone();
+        body["displayName"] = json!("Updated by a restore");
+        body["passwordMinimumLength"] = json!(14);
+        let updated = p.update_policy(t, &target.id, &body).await.unwrap();
+        assert_eq!(updated.id, target.id);
+        assert_eq!(
+            updated.payload["assignments"], target.payload["assignments"],
+            "kept"
+        );
+
+        let created = p
+            .create_policy(
+                t,
+                &json!({"id": "ignored", "@odata.context": "x", "displayName": "New one",
+                                      "@odata.type": "#microsoft.graph.windows10GeneralConfiguration",
+                                      "assignments": [{"target": {}}]}),
+            )
+            .await
+            .unwrap();
+        assert_ne!(created.id, "ignored");
+        assert_eq!(created.payload["assignments"], json!([]));
+        assert!(created.payload.get("@odata.context").is_none());
+
+        // A second instance (another worker, another node in one process) sees both.
+        let q = DemoProvider::new(name, Profile::Healthy, Duration::ZERO);
+        let after = read_all(&q, t).await.unwrap();
+        assert_eq!(after.len(), before.len() + 1);
+        assert_eq!(after[3].display_name, "Updated by a restore");
+        assert_eq!(after[3].payload["passwordMinimumLength"], 14);
+        assert_eq!(after.last().unwrap().id, created.id);
+        assert_eq!(&after[..3], &before[..3]);
+        assert_eq!(q.get_policy(t, &created.id).await.unwrap(), created);
+
+        // Assign to the tenant's own groups (one created now); another tenant's id is refused.
+        let group = q
+            .create_directory_object(DirectoryKind::Group, "Restored Group")
+            .await
+            .unwrap();
+        let directory = p.directory().await.unwrap();
+        assert_eq!(directory.by_name(DirectoryKind::Group, "restored group").len(), 1);
+        let filter = directory
+            .entries
+            .iter()
+            .find(|e| e.kind == DirectoryKind::AssignmentFilter)
+            .unwrap();
+        let assignments = vec![
+            json!({"target": {"@odata.type": "#microsoft.graph.groupAssignmentTarget", "groupId": group.id,
+                              "deviceAndAppManagementAssignmentFilterId": filter.id,
+                              "deviceAndAppManagementAssignmentFilterType": "include"}}),
+            json!({"target": {"@odata.type": "#microsoft.graph.allDevicesAssignmentTarget"}}),
+        ];
+        p.assign(t, &created.id, &assignments).await.unwrap();
+        let read = q.get_policy(t, &created.id).await.unwrap();
+        let written = read.payload["assignments"].as_array().unwrap();
+        assert_eq!(written.len(), 2);
+        assert_eq!(written[0]["target"]["groupId"], group.id.as_str());
+        assert_eq!(written[0]["id"], format!("{}_{}", created.id, group.id));
+        let foreign = group_id("fabrikam", "All Staff");
+        let refused = p
+            .assign(t, &created.id, &[json!({"target": {"groupId": foreign}})])
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, ProviderError::NotFound(_)), "{refused}");
+        assert_eq!(
+            q.get_policy(t, &created.id).await.unwrap(),
+            read,
+            "a refused assign wrote nothing"
+        );
+
+        // Writes are kept under the tenant's key: a tenant of the same name elsewhere does not see them.
+        let elsewhere = DemoProvider::new(name, Profile::Healthy, Duration::ZERO)
+            .with_state("another-tenant-id", Arc::new(MemoryDemoState));
+        assert_eq!(read_all(&elsewhere, t).await.unwrap(), before);
+
+        // Unknown ids, unnamed bodies, directory kinds that are policy types.
+        assert!(matches!(
+            p.update_policy(t, "nope", &body).await,
+            Err(ProviderError::NotFound(_))
+        ));
+        assert!(matches!(
+            p.create_policy(t, &json!({"x": 1})).await,
+            Err(ProviderError::Malformed(_))
+        ));
+        assert!(matches!(
+            p.create_directory_object(DirectoryKind::NamedLocation, "HQ")
+                .await,
+            Err(ProviderError::UnsupportedType(_))
+        ));
+        assert!(matches!(
+            p.assign("conditionalAccessPolicies", "x", &[]).await,
+            Err(ProviderError::UnsupportedType(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_created_named_location_joins_the_directory() {
+        let p = DemoProvider::new("location-test", Profile::Healthy, Duration::ZERO);
+        let created = p
+            .create_policy(
+                "namedLocations",
+                &json!({"@odata.type": "#microsoft.graph.ipNamedLocation", "displayName": "New HQ"}),
+            )
+            .await
+            .unwrap();
+        let d = p.directory().await.unwrap();
+        assert_eq!(d.by_id(&created.id).unwrap().kind, DirectoryKind::NamedLocation);
+        assert!(created.payload.get("assignments").is_none());
+    }
+
+    #[tokio::test]
+    async fn partial_refuses_writes_of_some_types_and_blocked_all() {
+        let p = DemoProvider::new("partial-writes", Profile::Partial, Duration::ZERO);
+        let body = json!({"displayName": "x"});
+        for t in [
+            "conditionalAccessPolicies",
+            "namedLocations",
+            "deviceManagementScripts",
+        ] {
+            let e = p.create_policy(t, &body).await.unwrap_err();
+            assert!(matches!(e, ProviderError::Forbidden(_)), "{t}: {e}");
+            assert!(e.to_string().contains("writing"), "{e}");
+        }
+        let script = p.policies("deviceManagementScripts").unwrap()[0].id.clone();
+        assert!(matches!(
+            p.update_policy("deviceManagementScripts", &script, &body).await,
+            Err(ProviderError::Forbidden(_))
+        ));
+        assert!(matches!(
+            p.assign("deviceManagementScripts", &script, &[]).await,
+            Err(ProviderError::Forbidden(_))
+        ));
+        assert_eq!(
+            read_all(&p, "deviceManagementScripts")
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            "provider_service_error"
+        );
+        // The rest is writable, so a restore into it partially succeeds.
+        let created = p.create_policy("deviceConfigurations", &body).await.unwrap();
+        assert_eq!(
+            p.get_policy("deviceConfigurations", &created.id).await.unwrap(),
+            created
+        );
+        p.assign("deviceConfigurations", &created.id, &[]).await.unwrap();
+        assert!(p.directory().await.is_ok());
+
+        let blocked = DemoProvider::new("blocked-writes", Profile::Blocked, Duration::ZERO);
+        assert!(matches!(
+            blocked.create_policy("deviceConfigurations", &body).await,
+            Err(ProviderError::PermissionMissing(_))
+        ));
+        assert!(matches!(
+            blocked.create_directory_object(DirectoryKind::Group, "g").await,
+            Err(ProviderError::PermissionMissing(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn throttled_writes_answer_429_once_then_write() {
+        let p = DemoProvider::new("throttled-writes", Profile::Throttled, Duration::ZERO);
+        let body = json!({"displayName": "x"});
+        let err = p.create_policy("deviceConfigurations", &body).await.unwrap_err();
+        assert_eq!(err.retry_after(), Some(THROTTLE_RETRY_AFTER));
+        let created = p.create_policy("deviceConfigurations", &body).await.unwrap();
+        assert_eq!(
+            p.current_all("deviceConfigurations")
+                .await
+                .unwrap()
+                .last()
+                .unwrap()
+                .id,
+            created.id,
+            "only the answered call wrote"
+        );
+        assert_eq!(
+            p.current_all("deviceConfigurations")
+                .await
+                .unwrap()
+                .iter()
+                .filter(|x| x.display_name == "x")
+                .count(),
+            1
+        );
     }
 }

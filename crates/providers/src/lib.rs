@@ -119,12 +119,19 @@ pub struct ProviderSettings {
     pub demo_latency: Duration,
     /// How `graph:` tenants are reached, and this node's request budget.
     pub graph: GraphSettings,
+    /// Where demo tenants keep what is written into them (the binary's
+    /// database, so writes survive restarts and every node sees them);
+    /// `None`: the process-wide [`demo::MemoryDemoState`].
+    pub demo_state: Option<Arc<dyn demo::DemoState>>,
 }
 
 /// Builds the provider named by a tenant's provider spec: `demo:PROFILE`,
-/// `folder:PATH` or `graph:TENANT_ID`.
+/// `folder:PATH` or `graph:TENANT_ID`. `tenant_id` is the tenant's unique
+/// identity (its ledger id), which a demo tenant keeps its writes under;
+/// `tenant_name` is what its generated content derives from.
 pub fn open(
     spec: &str,
+    tenant_id: &str,
     tenant_name: &str,
     settings: &ProviderSettings,
 ) -> Result<Arc<dyn Provider>, ProviderError> {
@@ -150,8 +157,14 @@ pub fn open(
                 None => (arg, 1),
             };
             let profile: demo::Profile = profile.parse()?;
+            let state: Arc<dyn demo::DemoState> = match &settings.demo_state {
+                Some(state) => state.clone(),
+                None => Arc::new(demo::MemoryDemoState),
+            };
             Ok(Arc::new(
-                demo::DemoProvider::new(tenant_name, profile, settings.demo_latency).with_scale(scale),
+                demo::DemoProvider::new(tenant_name, profile, settings.demo_latency)
+                    .with_scale(scale)
+                    .with_state(tenant_id, state),
             ))
         }
         "folder" => {
@@ -190,7 +203,8 @@ pub async fn validate(
             spec.len()
         )));
     }
-    let provider = open(spec, tenant_name, settings)?;
+    // The tenant has no id yet: nothing is written through this provider.
+    let provider = open(spec, "", tenant_name, settings)?;
     if spec.starts_with("demo:") {
         return Ok(());
     }
@@ -215,18 +229,18 @@ mod tests {
     #[test]
     fn open_parses_specs() {
         let s = ProviderSettings::default();
-        assert!(open("demo:healthy", "contoso", &s).is_ok());
-        assert!(open("demo:healthy:20", "contoso", &s).is_ok());
+        assert!(open("demo:healthy", "t1", "contoso", &s).is_ok());
+        assert!(open("demo:healthy:20", "t1", "contoso", &s).is_ok());
         assert!(matches!(
-            open("demo:healthy:0", "c", &s),
+            open("demo:healthy:0", "t1", "c", &s),
             Err(ProviderError::Unavailable(_))
         ));
         assert!(matches!(
-            open("demo:nope", "c", &s),
+            open("demo:nope", "t1", "c", &s),
             Err(ProviderError::Unavailable(_))
         ));
         assert!(matches!(
-            open("healthy", "c", &s),
+            open("healthy", "t1", "c", &s),
             Err(ProviderError::Unavailable(_))
         ));
     }

@@ -86,7 +86,7 @@ fn settings(fake: &FakeGraph) -> ProviderSettings {
 }
 
 fn open(s: &ProviderSettings) -> Arc<dyn Provider> {
-    opsledger_providers::open(&format!("graph:{TENANT}"), "contoso", s).unwrap()
+    opsledger_providers::open(&format!("graph:{TENANT}"), "t-contoso", "contoso", s).unwrap()
 }
 
 /// Every item of a type through `list_page`, page by page: (items, pages).
