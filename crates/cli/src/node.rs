@@ -183,12 +183,16 @@ impl GraphArgs {
 
 impl NodeArgs {
     /// What every provider of this node is built with: `graph:` tenants
-    /// spend the store's shared request budget.
+    /// spend the store's shared request budget; demo tenants keep their
+    /// writes in the store (a restore into one survives a restart and every
+    /// node sees it).
     pub fn provider_settings(&self, store: &Store) -> Result<ProviderSettings> {
         Ok(ProviderSettings {
             demo_latency: Duration::from_millis(self.demo_latency_ms),
             graph: self.graph.settings(Some(store))?,
-            ..ProviderSettings::default()
+            demo_state: Some(std::sync::Arc::new(
+                opsledger_families::demo_state::StoreDemoState::new(store.clone()),
+            )),
         })
     }
 

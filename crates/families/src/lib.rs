@@ -4,6 +4,7 @@
 //! by family (ROADMAP.md).
 
 pub mod backup_set_add_policies;
+pub mod demo_state;
 pub mod inventory_sync;
 pub mod kit;
 pub mod policy_sync;
