@@ -99,6 +99,30 @@ pub fn normalize(value: &Value, names: &Names) -> Value {
     }
 }
 
+/// The references a value makes to directory objects: every string in it
+/// that is a known id, with what it names (`"<kind>:<display name>"`). What
+/// a backup item stores so a restore can map it by name.
+pub fn references(value: &Value, names: &Names) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if !names.is_empty() {
+        collect_references(value, names, &mut out);
+    }
+    out
+}
+
+fn collect_references(value: &Value, names: &Names, out: &mut BTreeMap<String, String>) {
+    match value {
+        Value::String(s) => {
+            if let Some(name) = names.resolve(s) {
+                out.insert(s.clone(), name.to_owned());
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_references(v, names, out)),
+        Value::Object(map) => map.values().for_each(|v| collect_references(v, names, out)),
+        _ => {}
+    }
+}
+
 /// The natural key of a normalized array element (rule 6); empty when it has none.
 pub fn natural_key(v: &Value) -> String {
     let Some(obj) = v.as_object() else {
@@ -249,6 +273,9 @@ mod tests {
         // An id no directory knows stays an id.
         let unknown = normalize(&json!({"groupId": "33333333"}), &names());
         assert_eq!(unknown["groupId"], "33333333");
+        let refs = references(&source, &names());
+        assert_eq!(refs.len(), 2, "the id in two spellings: {refs:?}");
+        assert!(refs.values().all(|n| n == "group:All Staff"));
     }
 
     #[test]

@@ -134,7 +134,17 @@ impl RunContext {
 
     /// The run's backup set, created once.
     pub async fn backup_set(&self, name: &str) -> Result<String, StoreError> {
-        self.marked(self.lease.backup_set(name).await)
+        self.marked(self.lease.backup_set(name, None).await)
+    }
+
+    /// The run's backup set, created once with the tenant's directory as
+    /// read now (the names its items' references point to).
+    pub async fn backup_set_with_directory(
+        &self,
+        name: &str,
+        directory: &serde_json::Value,
+    ) -> Result<String, StoreError> {
+        self.marked(self.lease.backup_set(name, Some(directory)).await)
     }
 
     /// Completes the run (a stalled attempt cannot close a run another

@@ -7,24 +7,31 @@
 //!   any work: its policies are unknown, not zero) — creates the run's backup set (once, even when retried), and
 //!   enqueues one unit job per policy while setting `total`, in one
 //!   transaction. Zero units complete the run at once.
+//!   The tenant's directory is read once and stored with the set; a tenant
+//!   that cannot be read at all ends `blocked` here.
 //! - **Unit** (unit job): reads the policy from the provider as it is now and
-//!   writes the backup item in the same transaction as the unit's finish.
+//!   writes the backup item in the same transaction as the unit's finish,
+//!   with the names its references point to (from the set's directory) and
+//!   the hash of its normalized content.
 //!   Throttling is retried after `Retry-After`; a policy that cannot be read
 //!   is a failed unit, never a missing one.
 //! - **Outcome** by `maybe_complete_bulk_run`; **proof** for reconciliation
 //!   is the run's backup set and its items.
 
-use crate::kit::{open_provider, provider_error};
+use crate::kit::{OpenFailed, Stopped, open_provider, provider_error, with_retries};
 use async_trait::async_trait;
+use opsledger_core::normalize::Names;
 use opsledger_core::reconcile::{AdapterResult, Verdict};
 use opsledger_core::{Failure, Outcome, Run, RunType};
 use opsledger_engine::{Family, Handler, HandlerError, RunContext, UnitContext, UnitHandler, UnitResult};
+use opsledger_providers::Directory;
 use opsledger_providers::ProviderSettings;
 use opsledger_store::artifacts::UnitArtifact;
 use opsledger_store::backups::BackupItem;
 use opsledger_store::proof::ProofReader;
 use opsledger_store::{Completion, ContextPatch, StoreError};
 use serde_json::{Value, json};
+use std::sync::{Arc, LazyLock, Mutex};
 
 /// The family's descriptor: its run handler, its unit handler and its
 /// adapter (the catalog entry, [`opsledger_core::RunType::spec`], holds the rest).
@@ -80,8 +87,47 @@ impl Handler for AddPolicies {
                 refs.into_iter().map(|(t, id)| format!("{t}/{id}")).collect()
             }
         };
+        // The tenant's directory, read once for the set: each item stores
+        // the names its references point to, from this snapshot.
+        let provider = match open_provider(ctx.reads(), &self.providers).await {
+            Ok(p) => p,
+            Err(OpenFailed::Unavailable(failure)) => {
+                ctx.complete(Completion::new(Outcome::Blocked).with_failure(failure))
+                    .await?;
+                return Ok(());
+            }
+            Err(OpenFailed::Store(e)) => return Err(e.into()),
+        };
+        let directory = match with_retries(&ctx.cancel, &ctx.liveness, || provider.directory()).await {
+            Ok(d) => Some(d),
+            Err(Err(Stopped)) => return Ok(()),
+            Err(Ok(e)) if e.is_precondition() => {
+                ctx.complete(
+                    Completion::new(Outcome::Blocked).with_failure(Failure::new(e.code(), e.to_string())),
+                )
+                .await?;
+                return Ok(());
+            }
+            Err(Ok(e)) if e.is_transient() => return Err(provider_error(e, None)),
+            Err(Ok(e)) => {
+                // The policies can still be captured; their references stay
+                // ids, and the set says its directory is missing.
+                ctx.patch_context(&[ContextPatch::new(
+                    ["backup_set", "directory_unreadable"],
+                    json!({"code": e.code(), "message": e.to_string()}),
+                )])
+                .await?;
+                None
+            }
+        };
         let name = format!("Backup {}", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"));
-        let set_id = ctx.backup_set(&name).await?;
+        let set_id = match &directory {
+            Some(d) => {
+                ctx.backup_set_with_directory(&name, &serde_json::to_value(d).expect("json"))
+                    .await?
+            }
+            None => ctx.backup_set(&name).await?,
+        };
         ctx.patch_context(&[ContextPatch::new(["backup_set", "id"], json!(set_id))])
             .await?;
         let total = ctx
@@ -114,15 +160,46 @@ impl UnitHandler for AddPolicyUnit {
             r = provider.get_policy(policy_type, policy_id) => r,
         }
         .map_err(|e| provider_error(e, Some(&ctx.unit_key)))?;
+        let names = set_names(&ctx.reads).await?;
+        let refs = opsledger_core::normalize::references(&policy.payload, &names);
         let item = BackupItem {
             policy_type: policy_type.to_owned(),
             external_id: policy.id,
             display_name: policy.display_name,
+            content_sha256: opsledger_core::normalize::content_hash(&policy.payload, &names),
+            refs: json!(refs),
             payload: policy.payload,
         };
         // Written into the run's own backup set with the unit's recording.
         Ok(UnitResult::succeeded().with_artifact(UnitArtifact::BackupItem(item)))
     }
+}
+
+/// The names of the directory stored with the run's backup set, parsed once
+/// per set and process (a fan-out's units share one set; a tenant's
+/// directory can be thousands of groups, so it is not re-read per unit).
+async fn set_names(reads: &opsledger_store::lease::RunReads) -> Result<Arc<Names>, HandlerError> {
+    /// Backup set id → its directory's names; bounded, oldest dropped first.
+    static CACHE: LazyLock<Mutex<Vec<(String, Arc<Names>)>>> = LazyLock::new(Default::default);
+    const CACHED_SETS: usize = 16;
+    let Some((set_id, directory)) = reads.backup_set_directory().await? else {
+        return Ok(Arc::new(Names::default()));
+    };
+    if let Some((_, names)) = CACHE.lock().expect("lock").iter().find(|(id, _)| *id == set_id) {
+        return Ok(names.clone());
+    }
+    let names = Arc::new(
+        directory
+            .and_then(|d| serde_json::from_value::<Directory>(d).ok())
+            .map(|d| d.names())
+            .unwrap_or_default(),
+    );
+    let mut cache = CACHE.lock().expect("lock");
+    if cache.len() >= CACHED_SETS {
+        cache.remove(0);
+    }
+    cache.push((set_id, names.clone()));
+    Ok(names)
 }
 
 /// Reconciles a stale add-policies run from its backup set: complete with

@@ -131,3 +131,60 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    items_name_what_their_references_point_to,
+    |store: Store| async move {
+        // The real Conditional Access export: its policies exclude groups by id.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/ca-baseline");
+        let ws = store.create_workspace("ws").await.unwrap().id;
+        let t = store
+            .create_tenant(&ws, "export", &format!("folder:{}", path.display()))
+            .await
+            .unwrap()
+            .id;
+        let sync = run(&store, &ws, &t, RunType::InventorySync, json!({})).await;
+        assert_eq!(sync.outcome, Outcome::Succeeded, "{:?}", sync.failures);
+        let backup = run(&store, &ws, &t, RunType::BackupSetAddPolicies, json!({})).await;
+        assert_eq!(backup.outcome, Outcome::Succeeded, "{:?}", backup.failures);
+        let set = backup.context["backup_set"]["id"].as_str().unwrap();
+        let items = store.backup_item_hashes(set).await.unwrap();
+        assert_eq!(items.len(), 39);
+        // The directory was stored with the set, and every CA policy's
+        // excluded groups are named in its item.
+        let (_, directory) = store
+            .backup_set_directory_of_run(&backup.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let directory: opsledger_providers::Directory = serde_json::from_value(directory.unwrap()).unwrap();
+        assert_eq!(directory.entries.len(), 34 + 3);
+        let named: usize = items
+            .iter()
+            .filter(|(_, refs, _)| {
+                refs.as_object().is_some_and(|r| {
+                    r.values()
+                        .any(|n| n.as_str().is_some_and(|n| n.starts_with("group:CA")))
+                })
+            })
+            .count();
+        assert!(named >= 30, "{named} of 39 items name a CA exclusion group");
+        // The hash is the normalizer's, over the references resolved by name:
+        // the same policy re-read from another copy hashes the same.
+        let provider = opsledger_providers::open(
+            &format!("folder:{}", path.display()),
+            &t,
+            "export",
+            &ProviderSettings::default(),
+        )
+        .unwrap();
+        let names = directory.names();
+        for (id, _, sha) in items.iter().take(5) {
+            let p = match provider.get_policy("conditionalAccessPolicies", id).await {
+                Ok(p) => p,
+                Err(_) => provider.get_policy("namedLocations", id).await.unwrap(),
+            };
+            assert_eq!(&opsledger_core::normalize::content_hash(&p.payload, &names), sha);
+        }
+    }
+);

@@ -62,7 +62,7 @@ async fn backup_in_progress(store: &Store, ws: &str, tenant: &str, total: usize,
     let id = start(store, ws, tenant, RunType::BackupSetAddPolicies).await;
     let parent = store.claim_jobs("w", 1, 60_000).await.unwrap().pop().unwrap();
     let parent_run = lease(store, &parent.fence, &id).await;
-    parent_run.backup_set("Backup").await.unwrap();
+    parent_run.backup_set("Backup", None).await.unwrap();
     let keys: Vec<String> = (0..total)
         .map(|i| format!("deviceConfigurations/p{i:04}"))
         .collect();
@@ -76,6 +76,8 @@ async fn backup_in_progress(store: &Store, ws: &str, tenant: &str, total: usize,
             external_id: job.unit_key.clone(),
             display_name: job.unit_key.clone(),
             payload: json!({"id": job.unit_key}),
+            refs: json!({}),
+            content_sha256: "0".repeat(64),
         };
         let unit = UnitRecord::new(job.unit_key.clone(), UnitOutcome::Succeeded)
             .with_artifact(UnitArtifact::BackupItem(item));

@@ -64,7 +64,13 @@ both_backends!(
                 ..ProviderSettings::default()
             };
             for _ in 0..4 {
-                let p = opsledger_providers::open(&format!("graph:{TENANT}"), "t-fabrikam", "fabrikam", &settings).unwrap();
+                let p = opsledger_providers::open(
+                    &format!("graph:{TENANT}"),
+                    "t-fabrikam",
+                    "fabrikam",
+                    &settings,
+                )
+                .unwrap();
                 readers.push(tokio::spawn(async move {
                     for _ in 0..4 {
                         assert_eq!(read_all(p.as_ref()).await, 60);

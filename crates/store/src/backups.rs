@@ -6,7 +6,6 @@ use crate::db::{Tx, sql};
 use crate::jobs::{Fence, check_fence};
 use crate::{Store, StoreError, new_id};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// A policy captured into a backup set.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,7 +13,12 @@ pub struct BackupItem {
     pub policy_type: String,
     pub external_id: String,
     pub display_name: String,
+    /// The policy whole, as read.
     pub payload: Value,
+    /// What its references point to: directory id → `"<kind>:<display name>"`.
+    pub refs: Value,
+    /// SHA-256 of its normalized content (`opsledger_core::normalize::content_hash`).
+    pub content_sha256: String,
 }
 
 /// The backup set a run created (unique per run, see migration 0003).
@@ -36,8 +40,8 @@ pub(crate) async fn insert_item_in(tx: &mut Tx, run_id: &str, item: &BackupItem)
     tx.execute(
         sql(
             "INSERT INTO backup_items (id, backup_set_id, policy_type, external_id, display_name, payload, \
-             payload_sha256, captured_by_run_id, captured_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             payload_sha256, captured_by_run_id, captured_at, refs) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (backup_set_id, policy_type, external_id) DO NOTHING",
         )
         .bind(new_id())
@@ -46,9 +50,10 @@ pub(crate) async fn insert_item_in(tx: &mut Tx, run_id: &str, item: &BackupItem)
         .bind(&item.external_id)
         .bind(&item.display_name)
         .bind(payload.as_str())
-        .bind(hex::encode(Sha256::digest(payload.as_bytes())))
+        .bind(&item.content_sha256)
         .bind(run_id)
-        .bind(tx.now()),
+        .bind(tx.now())
+        .bind(serde_json::to_string(&item.refs).expect("json")),
     )
     .await?;
     Ok(())
@@ -65,6 +70,7 @@ impl Store {
         workspace_id: &str,
         tenant_id: &str,
         name: &str,
+        directory: Option<&Value>,
     ) -> Result<String, StoreError> {
         let mut tx = self.begin_write().await?;
         check_fence(&mut tx, fence, run_id).await?;
@@ -72,15 +78,16 @@ impl Store {
         // rescued lease) race on the unique index, not on a read.
         tx.execute(
             sql(
-                "INSERT INTO backup_sets (id, workspace_id, tenant_id, name, created_by_run_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (created_by_run_id) DO NOTHING",
+                "INSERT INTO backup_sets (id, workspace_id, tenant_id, name, created_by_run_id, created_at, directory) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (created_by_run_id) DO NOTHING",
             )
             .bind(new_id())
             .bind(workspace_id)
             .bind(tenant_id)
             .bind(name)
             .bind(run_id)
-            .bind(self.now_ms()),
+            .bind(self.now_ms())
+            .bind(directory.map(|d| serde_json::to_string(d).expect("json"))),
         )
         .await?;
         let (id,): (String,) = tx.fetch_one(sql(SET_OF_RUN).bind(run_id)).await?;
@@ -92,6 +99,41 @@ impl Store {
     pub async fn backup_set_of_run(&self, run_id: &str) -> Result<Option<String>, StoreError> {
         let row: Option<(String,)> = self.pool.fetch_optional(sql(SET_OF_RUN).bind(run_id)).await?;
         Ok(row.map(|(id,)| id))
+    }
+
+    /// The backup set created by `run_id` and the directory stored with it.
+    pub async fn backup_set_directory_of_run(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<(String, Option<Value>)>, StoreError> {
+        let row: Option<(String, Option<String>)> = self
+            .pool
+            .fetch_optional(
+                sql("SELECT id, directory FROM backup_sets WHERE created_by_run_id = $1").bind(run_id),
+            )
+            .await?;
+        Ok(row.map(|(id, d)| (id, d.and_then(|d| serde_json::from_str(&d).ok()))))
+    }
+
+    /// `(external_id, refs, payload_sha256)` of every item of a backup set, by type and id.
+    pub async fn backup_item_hashes(
+        &self,
+        backup_set_id: &str,
+    ) -> Result<Vec<(String, Value, String)>, StoreError> {
+        let rows: Vec<(String, String, String)> = self
+            .pool
+            .fetch_all(
+                sql(
+                    "SELECT external_id, refs, payload_sha256 FROM backup_items WHERE backup_set_id = $1 \
+                     ORDER BY policy_type, external_id",
+                )
+                .bind(backup_set_id),
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, refs, sha)| (id, serde_json::from_str(&refs).unwrap_or(Value::Null), sha))
+            .collect())
     }
 
     /// Number of items in a backup set.

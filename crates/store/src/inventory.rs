@@ -5,7 +5,6 @@
 use crate::db::{Tx, sql, sql_built};
 use crate::{Store, StoreError, new_id};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// Rows per multi-row upsert (10 bind parameters each).
@@ -75,7 +74,10 @@ async fn upsert_scoped_in(
         .into_values()
         .map(|i| {
             let payload = serde_json::to_string(&i.payload).expect("json");
-            let digest = hex::encode(Sha256::digest(payload.as_bytes()));
+            // The content hash of the normalized policy (no directory here:
+            // references stay ids), so a re-read that changed nothing but
+            // timestamps, annotations or order keeps its hash.
+            let digest = opsledger_core::normalize::content_hash(&i.payload, &Default::default());
             (i, payload, digest)
         })
         .collect();

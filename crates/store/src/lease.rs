@@ -151,8 +151,12 @@ impl LeasedRun {
     }
 
     /// The run's backup set, created on first call (a retried parent gets
-    /// the same set).
-    pub async fn backup_set(&self, name: &str) -> Result<String, StoreError> {
+    /// the same set), with the tenant's directory when one was read.
+    pub async fn backup_set(
+        &self,
+        name: &str,
+        directory: Option<&serde_json::Value>,
+    ) -> Result<String, StoreError> {
         let run = &self.reads.run;
         let tenant = run
             .tenant_id
@@ -162,7 +166,7 @@ impl LeasedRun {
                 expected: "tenant",
             })?;
         self.store()
-            .backup_set_for_run(&self.fence, &run.id, &run.workspace_id, tenant, name)
+            .backup_set_for_run(&self.fence, &run.id, &run.workspace_id, tenant, name, directory)
             .await
     }
 
@@ -216,5 +220,13 @@ impl RunReads {
     /// The backup set this run created, if any.
     pub async fn backup_set_id(&self) -> Result<Option<String>, StoreError> {
         self.store.backup_set_of_run(&self.run.id).await
+    }
+
+    /// The directory stored with this run's backup set: `(set id, directory)`;
+    /// the directory is `None` when the set was taken without one.
+    pub async fn backup_set_directory(
+        &self,
+    ) -> Result<Option<(String, Option<serde_json::Value>)>, StoreError> {
+        self.store.backup_set_directory_of_run(&self.run.id).await
     }
 }

@@ -655,7 +655,7 @@ both_backends!(
             Err(StoreError::LeaseLost { .. })
         ));
         assert!(matches!(
-            stalled.backup_set("Backup").await,
+            stalled.backup_set("Backup", None).await,
             Err(StoreError::LeaseLost { .. })
         ));
         assert!(matches!(
@@ -670,7 +670,7 @@ both_backends!(
         assert_eq!(store.backup_set_of_run(&id).await.unwrap(), None);
         // The holder plans once.
         let live = testing::lease(&store, &b.fence, &id).await;
-        live.backup_set("Backup").await.unwrap();
+        live.backup_set("Backup", None).await.unwrap();
         assert_eq!(live.enqueue_units(&keys, 3).await.unwrap(), 1);
     }
 );
