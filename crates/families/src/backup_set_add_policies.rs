@@ -180,7 +180,8 @@ impl UnitHandler for AddPolicyUnit {
 /// directory can be thousands of groups, so it is not re-read per unit).
 async fn set_names(reads: &opsledger_store::lease::RunReads) -> Result<Arc<Names>, HandlerError> {
     /// Backup set id → its directory's names; bounded, oldest dropped first.
-    static CACHE: LazyLock<Mutex<Vec<(String, Arc<Names>)>>> = LazyLock::new(Default::default);
+    type SetNames = Vec<(String, Arc<Names>)>;
+    static CACHE: LazyLock<Mutex<SetNames>> = LazyLock::new(Default::default);
     const CACHED_SETS: usize = 16;
     let Some((set_id, directory)) = reads.backup_set_directory().await? else {
         return Ok(Arc::new(Names::default()));
