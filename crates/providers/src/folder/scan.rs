@@ -83,9 +83,10 @@ pub fn scan(root: &Path) -> Result<Scan, ScanError> {
     let mut s = Scan::default();
     let mut migrations: Vec<Migration> = Vec::new();
     let mut files: Vec<(PathBuf, String, Option<Kind>)> = Vec::new();
+    // One level past the limit is listed, so a folder not walked is named.
     let walker = walkdir::WalkDir::new(root)
         .follow_links(false)
-        .max_depth(MAX_DEPTH)
+        .max_depth(MAX_DEPTH + 1)
         .sort_by_file_name();
     for entry in walker {
         let entry = match entry {
@@ -106,6 +107,29 @@ pub fn scan(root: &Path) -> Result<Scan, ScanError> {
             continue;
         }
         let folder = folder_of(root, entry.path(), entry.file_type().is_dir());
+        // Not read, but named: a folder past the depth limit, a link (not
+        // followed) to a JSON file or a folder. Its type is then not complete.
+        let not_read = if entry.file_type().is_dir() && entry.depth() > MAX_DEPTH {
+            Some(format!("is a folder more than {MAX_DEPTH} levels deep: not read"))
+        } else if entry.file_type().is_symlink()
+            && (name.to_ascii_lowercase().ends_with(".json")
+                || std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()))
+        {
+            Some("is a symbolic link: not followed, not read".to_owned())
+        } else {
+            None
+        };
+        if let Some(reason) = not_read {
+            let failure = ItemFailure::new(rel(root, entry.path()), "file_unreadable", reason);
+            match folder_of(root, entry.path(), false) {
+                Some(Kind::Policy(key)) => {
+                    s.exposed.insert(key);
+                    s.failures.entry(key).or_default().push(failure);
+                }
+                _ => s.unattributed.push(failure),
+            }
+            continue;
+        }
         if entry.file_type().is_dir() {
             if entry.depth() > 0
                 && let Some(Kind::Policy(key)) = folder_kind(&name)

@@ -43,7 +43,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ProviderError> {
 }
 
 /// A display name as a file name: characters Windows or Unix refuse become
-/// `_`, and it is kept short.
+/// `_`, and it is kept short (at most 150 bytes, so that with `_Settings`,
+/// a suffix and the temporary name's it stays under the usual 255-byte
+/// limit in any script).
 pub fn file_stem(display_name: &str) -> String {
     let cleaned: String = display_name
         .trim()
@@ -55,7 +57,10 @@ pub fn file_stem(display_name: &str) -> String {
                 c
             }
         })
-        .take(150)
+        .scan(0usize, |bytes, c| {
+            *bytes += c.len_utf8();
+            (*bytes <= 150).then_some(c)
+        })
         .collect();
     let cleaned = cleaned.trim_matches(|c| c == '.' || c == ' ').to_owned();
     if cleaned.is_empty() {
@@ -97,13 +102,21 @@ fn display_name_of(body: &Map<String, Value>) -> String {
         .to_owned()
 }
 
-/// A free file name for a new object in `dir`.
+/// A free file name for a new object in `dir`: its name, else its name and
+/// the random end of its id (a UUIDv7's first digits are a timestamp, the
+/// same for objects created within a minute).
 fn new_path(dir: &Path, stem: &str, id: &str) -> PathBuf {
     let plain = dir.join(format!("{stem}.json"));
     if !plain.exists() {
         return plain;
     }
-    dir.join(format!("{stem}_{}.json", &id[..8.min(id.len())]))
+    let tail: String = id.chars().rev().filter(char::is_ascii_hexdigit).take(12).collect();
+    let tail: String = tail.chars().rev().collect();
+    let with_id = dir.join(format!("{stem}_{tail}.json"));
+    if !with_id.exists() {
+        return with_id;
+    }
+    dir.join(format!("{stem}_{}.json", uuid::Uuid::now_v7().simple()))
 }
 
 /// Writes a policy file (and an Administrative Template's companion).
