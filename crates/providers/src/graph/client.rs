@@ -119,11 +119,18 @@ impl GraphClient {
         let mut items = Vec::new();
         let mut next = Some(url.to_owned());
         let mut pages = 0;
+        let mut seen = std::collections::HashSet::new();
         while let Some(url) = next.take() {
             pages += 1;
             if pages > MAX_PAGES {
                 return Err(ProviderError::Malformed(format!(
                     "{url}: more than {MAX_PAGES} pages"
+                )));
+            }
+            if !seen.insert(url.clone()) {
+                return Err(ProviderError::Malformed(format!(
+                    "{}: `@odata.nextLink` leads back to a page already read",
+                    self.shown(&url)
                 )));
             }
             let (page, link) = self.page(&url).await?;
@@ -146,6 +153,13 @@ impl GraphClient {
             None | Some(Value::Null) => None,
             Some(Value::String(link)) => {
                 self.check_link(link)?;
+                if link == url {
+                    // Followed, it would be read for ever.
+                    return Err(ProviderError::Malformed(format!(
+                        "{}: `@odata.nextLink` is the page itself",
+                        self.shown(url)
+                    )));
+                }
                 Some(link.clone())
             }
             Some(other) => {
