@@ -16,6 +16,14 @@ type Answer = (u16, Vec<(&'static str, String)>, String);
 
 /// Serves `answer(path_and_query, base)` for every request but the token's.
 async fn serve(answer: impl Fn(&str, &str) -> Answer + Send + Sync + 'static) -> (String, Arc<AtomicUsize>) {
+    serve_token(r#"{"access_token":"tok","token_type":"Bearer","expires_in":3600}"#, answer).await
+}
+
+/// The same, with the token endpoint answering `token`.
+async fn serve_token(
+    token: &'static str,
+    answer: impl Fn(&str, &str) -> Answer + Send + Sync + 'static,
+) -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let count = Arc::new(AtomicUsize::new(0));
@@ -45,7 +53,7 @@ async fn serve(answer: impl Fn(&str, &str) -> Answer + Send + Sync + 'static) ->
                     buf.drain(..end + 4 + len);
                     let target = head.split(' ').nth(1).unwrap_or("/").to_owned();
                     let (status, headers, body) = if target.contains("/oauth2/v2.0/token") {
-                        (200, vec![], r#"{"access_token":"tok","token_type":"Bearer","expires_in":3600}"#.to_owned())
+                        (200, vec![], token.to_owned())
                     } else {
                         count.fetch_add(1, Ordering::SeqCst);
                         answer(&target, &base)
@@ -154,4 +162,21 @@ async fn odd_answers_are_errors_with_codes() {
     let e = p.list_page("configurationPolicies", None).await.unwrap_err();
     assert!(matches!(e, ProviderError::Malformed(_)), "{e:?}");
     assert!(!format!("{e}").contains("secret-value"));
+}
+
+/// A token endpoint saying its token never expires (`expires_in` at the
+/// top of u64) must not crash the process: the refresh time overflowed
+/// `Instant` (a panic in the worker or the API handler).
+#[tokio::test]
+async fn a_token_that_never_expires_does_not_crash() {
+    let (base, _) = serve_token(
+        r#"{"access_token":"tok","token_type":"Bearer","expires_in":18446744073709551615}"#,
+        |_, _| (200, vec![], r#"{"value":[]}"#.to_owned()),
+    )
+    .await;
+    let p = provider(&base);
+    let read = tokio::spawn(async move { p.list_page("deviceConfigurations", None).await.map(|_| ()) });
+    let got = read.await;
+    assert!(got.is_ok(), "the read panicked: {got:?}");
+    got.unwrap().unwrap();
 }

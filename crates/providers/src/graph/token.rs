@@ -111,9 +111,14 @@ impl TokenSlot {
         // Short-lived tokens (tests, some clouds) keep half their life.
         let margin = REFRESH_MARGIN.min(expires_in / 2);
         let token = Token { value, generation };
+        // An `expires_in` past what an Instant holds (a token endpoint's
+        // "never") is as good as a year: refreshed on a 401 all the same.
+        let refresh_at = started
+            .checked_add(expires_in - margin)
+            .unwrap_or_else(|| started + Duration::from_secs(365 * 24 * 3600));
         *current = Some(Cached {
             token: token.clone(),
-            refresh_at: started + expires_in - margin,
+            refresh_at,
         });
         Ok(token)
     }
