@@ -181,3 +181,42 @@ both_backends!(
         assert!(run.failures[0].message.contains("/nonexistent/opsledger-export"));
     }
 );
+
+// Review: a policy file the walk does not read (a symbolic link, a folder
+// past the depth limit) makes the sync partial and is named, never a
+// `succeeded` run with a policy missing.
+both_backends!(
+    files_the_walk_does_not_read_make_the_sync_partial,
+    |store: Store| async move {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_tree(&testdata("ca-baseline"), tmp.path());
+        let outside = tempfile::tempdir().unwrap();
+        let ca = tmp.path().join("Config/ConditionalAccess");
+        let first = std::fs::read_dir(&ca).unwrap().next().unwrap().unwrap().path();
+        let moved = outside.path().join("moved.json");
+        std::fs::rename(&first, &moved).unwrap();
+        std::os::unix::fs::symlink(&moved, &first).unwrap();
+        let mut deep = tmp.path().join("Config/NamedLocations");
+        for n in 0..40 {
+            deep = deep.join(format!("d{n}"));
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("x.json"), b"{\"displayName\": \"deep\"}").unwrap();
+        let (run, _) = sync_folder(&store, tmp.path()).await;
+        assert_eq!(
+            (run.status, run.outcome),
+            (RunStatus::Completed, Outcome::PartiallySucceeded),
+            "{run:?}"
+        );
+        assert_eq!(
+            counts(&run),
+            [
+                ("conditionalAccessPolicies".to_owned(), CoverageStatus::Partial, 35),
+                ("namedLocations".to_owned(), CoverageStatus::Partial, 3),
+            ]
+        );
+        let ca = &coverage_of(&run.context)["conditionalAccessPolicies"];
+        assert_eq!(ca.unreadable[0].code, "file_unreadable");
+        assert!(ca.unreadable[0].message.contains("symbolic link"));
+    }
+);

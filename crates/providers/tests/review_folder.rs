@@ -176,3 +176,29 @@ async fn a_display_name_cannot_write_outside_the_folder() {
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(items.len(), 6, "a `.hidden` name must not become a hidden, skipped file");
 }
+
+/// A Graph collection saved whole, with one element of no known type and
+/// one Conditional Access policy: the policy is read (or its type is marked
+/// incomplete), not dropped with the file while its type reads as covered.
+#[tokio::test]
+async fn one_bad_element_does_not_hide_the_others_types() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_json(
+        &tmp.path().join("ConditionalAccess/ca1.json"),
+        &json!({"id": "ca1", "displayName": "CA1"}),
+    );
+    write_json(
+        &tmp.path().join("dump.json"),
+        &json!({"value": [
+            {"@odata.type": "#microsoft.graph.conditionalAccessPolicy", "id": "ca2", "displayName": "CA2"},
+            {"something": "else"}
+        ]}),
+    );
+    let p = FolderProvider::new(tmp.path());
+    let (items, failures) = read_type(&p, "conditionalAccessPolicies").await;
+    assert!(
+        items.len() == 2 || !failures.is_empty(),
+        "CA2 was dropped and conditionalAccessPolicies reads complete: {items:?}; unattributed {:?}",
+        p.unattributed_failures().await.unwrap()
+    );
+}

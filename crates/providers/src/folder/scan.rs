@@ -171,7 +171,7 @@ pub fn scan(root: &Path) -> Result<Scan, ScanError> {
             companions.insert(main, (abs.clone(), path.clone()));
             continue;
         }
-        parsed.push(parse_file(abs, path, *folder));
+        parsed.extend(parse_file(abs, path, *folder));
     }
     let mut items: Vec<Item> = Vec::new();
     for p in parsed {
@@ -225,13 +225,15 @@ pub fn scan(root: &Path) -> Result<Scan, ScanError> {
     }
     for (abs, path) in companions.into_values() {
         let folder = files.iter().find(|f| f.1 == path).and_then(|f| f.2);
-        match parse_file(&abs, &path, folder) {
-            Parsed::Items(mut list) => items.append(&mut list),
-            Parsed::Failure(Some(key), f) => {
-                s.exposed.insert(key);
-                s.failures.entry(key).or_default().push(f);
+        for p in parse_file(&abs, &path, folder) {
+            match p {
+                Parsed::Items(mut list) => items.append(&mut list),
+                Parsed::Failure(Some(key), f) => {
+                    s.exposed.insert(key);
+                    s.failures.entry(key).or_default().push(f);
+                }
+                Parsed::Failure(None, f) => s.unattributed.push(f),
             }
-            Parsed::Failure(None, f) => s.unattributed.push(f),
         }
     }
 
@@ -373,20 +375,22 @@ pub fn read_json(path: &Path) -> Result<Value, (&'static str, String)> {
     serde_json::from_str(&text).map_err(|e| ("file_json_invalid", format!("is not valid JSON: {e}")))
 }
 
-fn parse_file(abs: &Path, path: &str, folder: Option<Kind>) -> Parsed {
+/// What a file holds: its items, and a failure per element that cannot be
+/// read (a collection's other elements are still read).
+fn parse_file(abs: &Path, path: &str, folder: Option<Kind>) -> Vec<Parsed> {
     let folder_key = match folder {
         Some(Kind::Policy(k)) => Some(k),
         _ => None,
     };
     let v = match read_json(abs) {
         Ok(v) => v,
-        Err((code, msg)) => return Parsed::Failure(folder_key, ItemFailure::new(path, code, msg)),
+        Err((code, msg)) => return vec![Parsed::Failure(folder_key, ItemFailure::new(path, code, msg))],
     };
     let Value::Object(obj) = &v else {
-        return Parsed::Failure(
+        return vec![Parsed::Failure(
             folder_key,
             ItemFailure::new(path, "file_not_an_object", "holds JSON that is not an object"),
-        );
+        )];
     };
     // A Graph collection answer saved whole: `{"@odata.context": "…#deviceManagement/x", "value": [...]}`.
     let collection = obj.get("value").and_then(Value::as_array).filter(|_| {
@@ -408,6 +412,7 @@ fn parse_file(abs: &Path, path: &str, folder: Option<Kind>) -> Parsed {
         None => (vec![&v], None),
     };
     let mut items = Vec::new();
+    let mut out = Vec::new();
     for (n, element) in elements.into_iter().enumerate() {
         let where_ = if collection.is_some() {
             format!("{path}#value[{n}]")
@@ -415,24 +420,26 @@ fn parse_file(abs: &Path, path: &str, folder: Option<Kind>) -> Parsed {
             path.to_owned()
         };
         if !element.is_object() {
-            return Parsed::Failure(
+            out.push(Parsed::Failure(
                 folder_key,
                 ItemFailure::new(
                     where_,
                     "file_not_an_object",
                     "holds an element that is not an object",
                 ),
-            );
+            ));
+            continue;
         }
         let Some(kind) = item_kind(folder.or(context_kind), element) else {
-            return Parsed::Failure(
+            out.push(Parsed::Failure(
                 None,
                 ItemFailure::new(
                     where_,
                     "file_type_unknown",
                     "its policy type cannot be told: no type folder, @odata.type, @odata.context or known shape",
                 ),
-            );
+            ));
+            continue;
         };
         let stem = Path::new(path)
             .file_stem()
@@ -451,14 +458,15 @@ fn parse_file(abs: &Path, path: &str, folder: Option<Kind>) -> Parsed {
         {
             Some(id) => id.to_owned(),
             None if kind == Kind::Group => {
-                return Parsed::Failure(
+                out.push(Parsed::Failure(
                     None,
                     ItemFailure::new(
                         where_,
                         "file_missing_id",
                         "is a group without an id: it cannot map references",
                     ),
-                );
+                ));
+                continue;
             }
             None => derived_id(kind, &display_name),
         };
@@ -470,7 +478,8 @@ fn parse_file(abs: &Path, path: &str, folder: Option<Kind>) -> Parsed {
             path: where_,
         });
     }
-    Parsed::Items(items)
+    out.push(Parsed::Items(items));
+    out
 }
 
 /// A stable id for an item exported without one: from its type and name, so
