@@ -67,6 +67,10 @@ pub struct NodeArgs {
     /// Added to every demo provider call, so progress can be watched.
     #[arg(long, env = "OPSLEDGER_DEMO_LATENCY_MS", default_value_t = 0)]
     pub demo_latency_ms: u64,
+    /// Folders under which `folder:` tenants may be added over the API
+    /// (`:`-separated); none by default. The CLI's `tenant add` is not confined.
+    #[arg(long, env = "OPSLEDGER_FOLDER_ROOTS", value_delimiter = ':')]
+    pub folder_roots: Vec<std::path::PathBuf>,
     /// Time a client has to send a complete request head (from connecting,
     /// or from the first byte of a next request on a kept-alive connection).
     #[arg(
@@ -193,6 +197,7 @@ impl NodeArgs {
             demo_state: Some(std::sync::Arc::new(
                 opsledger_families::demo_state::StoreDemoState::new(store.clone()),
             )),
+            folder_roots: Some(self.folder_roots.clone()),
         })
     }
 

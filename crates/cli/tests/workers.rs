@@ -373,7 +373,13 @@ async fn two_workers_and_a_server_share_a_fan_out() {
         started.elapsed().as_secs_f64()
     );
     assert_exactly_once(&store, &run, UNITS as u64).await;
-    assert_eq!(run.outcome, Outcome::Succeeded);
+    assert_eq!(
+        run.outcome,
+        Outcome::Succeeded,
+        "{} failures, first: {:?}",
+        run.failures.len(),
+        &run.failures[..run.failures.len().min(3)]
+    );
     let workers = store.job_workers(&id).await.unwrap();
     assert!(workers.len() >= 3, "every process took a share: {workers:?}");
 }

@@ -6,12 +6,20 @@
 //! Rules, applied at every depth (the README lists them too):
 //!
 //! 1. every member named `id` or `version` is dropped — each object's own
-//!    identity is not its content (settings and assignments carry ids too);
+//!    identity is not its content (settings and assignments carry ids too) —
+//!    except in an object whose only content is its `id`: that is a
+//!    reference (`authenticationStrength: {"id": …}`), not an identity;
 //! 2. server-kept timestamps are dropped: [`TIMESTAMPS`];
 //! 3. every OData annotation is dropped: members whose name starts with `@odata.`
-//!    or contains `@odata.` (`settings@odata.context`, `state@odata.type`);
+//!    or contains `@odata.` (`settings@odata.context`, `state@odata.type`) —
+//!    except bindings (`definition@odata.bind`): they say *which* object a
+//!    value is for (an Administrative Template's setting), and are kept as
+//!    the last segment of their URL (`groupPolicyDefinitions('…')`), the same
+//!    from any host or API version;
 //! 4. members whose value is `null` are dropped: Graph omits and nulls
-//!    "not configured" interchangeably;
+//!    "not configured" interchangeably; an integral number written as a
+//!    float (`1.0`) is the integer (`1`): exporters write integral doubles
+//!    either way;
 //! 5. a string equal (ASCII case-insensitive) to the id of an object of the
 //!    tenant's directory becomes `"<kind>:<display name>"` — a reference
 //!    compares by what it points to, not by a tenant's own id; an id no
@@ -62,9 +70,25 @@ impl Names {
     }
 }
 
-/// Whether a member is dropped by rules 1–3.
+/// Whether a member is dropped by rules 1–3 (`id` is decided by the caller: rule 1's exception).
 fn dropped(name: &str) -> bool {
-    name == "id" || name == "version" || name.contains("@odata.") || TIMESTAMPS.contains(&name)
+    name == "version" || (name.contains("@odata.") && !is_binding(name)) || TIMESTAMPS.contains(&name)
+}
+
+fn is_binding(name: &str) -> bool {
+    name.ends_with("@odata.bind")
+}
+
+/// A binding's URL as its last segment: `groupPolicyDefinitions('x')`.
+fn binding_target(v: &Value) -> Value {
+    match v {
+        Value::String(url) => {
+            let path = url.split('?').next().unwrap_or(url);
+            Value::String(path.rsplit('/').next().unwrap_or(path).to_owned())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(binding_target).collect()),
+        other => other.clone(),
+    }
 }
 
 /// The normalized form of `value` (rules 1–6).
@@ -73,13 +97,33 @@ pub fn normalize(value: &Value, names: &Names) -> Value {
         Value::Object(map) => {
             let mut out = Map::new();
             for (k, v) in map {
-                if dropped(k) || v.is_null() {
+                if k == "id" || dropped(k) || v.is_null() {
                     continue;
                 }
-                out.insert(k.clone(), normalize(v, names));
+                let v = if is_binding(k) {
+                    binding_target(v)
+                } else {
+                    v.clone()
+                };
+                out.insert(k.clone(), normalize(&v, names));
+            }
+            // Rule 1's exception: `{"id": …}` alone is a reference to something.
+            if out.is_empty()
+                && let Some(id) = map.get("id").filter(|v| !v.is_null())
+            {
+                out.insert("id".into(), normalize(id, names));
             }
             Value::Object(out)
         }
+        Value::Number(n) => match n.as_f64() {
+            // Rule 4; within ±2^53 a double is an exact integer.
+            Some(f)
+                if !n.is_i64() && !n.is_u64() && f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 =>
+            {
+                Value::from(f as i64)
+            }
+            _ => value.clone(),
+        },
         Value::Array(items) => {
             let mut keyed: Vec<(String, String, Value)> = items
                 .iter()

@@ -11,7 +11,6 @@ use serde_json::json;
 /// annotation makes "Turn off Autoplay = enabled" equal "Allow Cortana =
 /// enabled".
 #[test]
-#[ignore = "review finding: not fixed (changes content hashes; see the review report)"]
 fn admx_values_for_different_definitions_are_different() {
     let names = Names::default();
     let bind = |def: &str| {
@@ -37,7 +36,6 @@ fn admx_values_for_different_definitions_are_different() {
 /// `1.0` are one value (PowerShell's ConvertTo-Json and other exporters
 /// write integral doubles either way).
 #[test]
-#[ignore = "review finding: not fixed (changes content hashes; see the review report)"]
 fn one_and_one_point_zero_are_the_same_value() {
     let names = Names::default();
     assert_eq!(
@@ -50,7 +48,6 @@ fn one_and_one_point_zero_are_the_same_value() {
 /// bodies Graph accepts (`grantControls.authenticationStrength: {"id": …}`):
 /// two Conditional Access policies requiring different strengths differ.
 #[test]
-#[ignore = "review finding: not fixed (changes content hashes; see the review report)"]
 fn a_reference_held_only_by_an_id_member_is_content() {
     let names = Names::default();
     let ca = |strength: &str| {
@@ -70,9 +67,7 @@ fn a_reference_held_only_by_an_id_member_is_content() {
 #[ignore = "design limit: arrays are order-insensitive by rule 6"]
 fn the_order_of_a_simple_collection_is_content() {
     let names = Names::default();
-    let v = |a: &str, b: &str| {
-        json!({"simpleSettingCollectionValue": [{"value": a}, {"value": b}]})
-    };
+    let v = |a: &str, b: &str| json!({"simpleSettingCollectionValue": [{"value": a}, {"value": b}]});
     assert_ne!(
         content_hash(&v("https://a", "https://b"), &names),
         content_hash(&v("https://b", "https://a"), &names)

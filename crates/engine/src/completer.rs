@@ -31,7 +31,11 @@ impl Completer<'_> {
                 let delay = backoff(self.config.retry_base, job.attempt, Some(asked));
                 tracing::info!(run = %job.run_id, code = %failure.code, ?delay, "retrying: {}", failure.message);
                 store
-                    .retry_job(fence, &failure.message, delay.as_millis() as u64)
+                    .retry_job(
+                        fence,
+                        &failure.message,
+                        u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    )
                     .await?;
             }
             Finish::CommitUnit(result) => self.commit_unit(result).await?,

@@ -88,8 +88,13 @@ fn hostname() -> String {
 /// never shorter than what the failure asked for.
 pub fn backoff(base: Duration, attempt: u32, asked: Option<Duration>) -> Duration {
     let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-    exp.min(MAX_BACKOFF).max(asked.unwrap_or_default())
+    // A source may ask for any delay; past a day it is a broken header, not advice.
+    exp.min(MAX_BACKOFF)
+        .max(asked.unwrap_or_default().min(MAX_ASKED_DELAY))
 }
+
+/// The longest `Retry-After` a retry honours.
+pub const MAX_ASKED_DELAY: Duration = Duration::from_secs(24 * 3600);
 
 pub struct Runner {
     store: Store,
@@ -211,6 +216,7 @@ mod tests {
     #[test]
     fn backoff_doubles_caps_and_honours_retry_after() {
         let base = Duration::from_secs(1);
+        assert_eq!(backoff(base, 1, Some(Duration::MAX)), MAX_ASKED_DELAY);
         assert_eq!(backoff(base, 1, None), Duration::from_secs(1));
         assert_eq!(backoff(base, 3, None), Duration::from_secs(4));
         assert_eq!(backoff(base, 30, None), MAX_BACKOFF);

@@ -175,20 +175,23 @@ impl UnitHandler for AddPolicyUnit {
     }
 }
 
-/// The names of the directory stored with the run's backup set, parsed once
-/// per set and process (a fan-out's units share one set; a tenant's
-/// directory can be thousands of groups, so it is not re-read per unit).
+/// The names of the directory stored with the run's backup set, read and
+/// parsed once per run and process: a fan-out's units share one set (one
+/// per run, never replaced), and a tenant's directory can be thousands of
+/// objects, so it is not fetched per unit.
 async fn set_names(reads: &opsledger_store::lease::RunReads) -> Result<Arc<Names>, HandlerError> {
-    /// Backup set id → its directory's names; bounded, oldest dropped first.
-    type SetNames = Vec<(String, Arc<Names>)>;
-    static CACHE: LazyLock<Mutex<SetNames>> = LazyLock::new(Default::default);
-    const CACHED_SETS: usize = 16;
-    let Some((set_id, directory)) = reads.backup_set_directory().await? else {
-        return Ok(Arc::new(Names::default()));
-    };
-    if let Some((_, names)) = CACHE.lock().expect("lock").iter().find(|(id, _)| *id == set_id) {
+    /// Run id → its set's directory names; bounded, oldest dropped first.
+    type RunNames = Vec<(String, Arc<Names>)>;
+    static CACHE: LazyLock<Mutex<RunNames>> = LazyLock::new(Default::default);
+    const CACHED_RUNS: usize = 16;
+    let run_id = &reads.head().id;
+    if let Some((_, names)) = CACHE.lock().expect("lock").iter().find(|(id, _)| id == run_id) {
         return Ok(names.clone());
     }
+    let Some((_, directory)) = reads.backup_set_directory().await? else {
+        // No set yet is not cached: the unit fails on its write anyway.
+        return Ok(Arc::new(Names::default()));
+    };
     let names = Arc::new(
         directory
             .and_then(|d| serde_json::from_value::<Directory>(d).ok())
@@ -196,10 +199,10 @@ async fn set_names(reads: &opsledger_store::lease::RunReads) -> Result<Arc<Names
             .unwrap_or_default(),
     );
     let mut cache = CACHE.lock().expect("lock");
-    if cache.len() >= CACHED_SETS {
+    if cache.len() >= CACHED_RUNS {
         cache.remove(0);
     }
-    cache.push((set_id, names.clone()));
+    cache.push((run_id.clone(), names.clone()));
     Ok(names)
 }
 

@@ -301,6 +301,10 @@ async fn attempted_types(
     Ok(keys)
 }
 
+/// Pages of one type read at most (100 000 at Graph's 25 a page is
+/// 2.5 million policies).
+pub const MAX_PAGES: usize = 100_000;
+
 /// Reads every page of one type. Any page that cannot be read fails the
 /// whole type: a partial read is not coverage.
 async fn read_type(
@@ -311,6 +315,7 @@ async fn read_type(
     let mut items = Vec::new();
     let mut unreadable = Vec::new();
     let mut page: Option<String> = None;
+    let mut seen = std::collections::HashSet::new();
     loop {
         let token = page.clone();
         let got = with_retries(&ctx.cancel, &ctx.liveness, || {
@@ -335,6 +340,16 @@ async fn read_type(
         }));
         unreadable.extend(got.failures);
         match got.next {
+            // A source that hands back a page it gave before, or never
+            // ends, has not been read: the type fails, never loops.
+            Some(next) if !seen.insert(next.clone()) || seen.len() > MAX_PAGES => {
+                return Err(Ok(TypeFailure {
+                    status: CoverageStatus::Failed,
+                    error: ProviderError::Malformed(format!(
+                        "{policy_type}: the pages do not end (a page repeated, or more than {MAX_PAGES})"
+                    )),
+                }));
+            }
             Some(next) => page = Some(next),
             None => return Ok((items, unreadable)),
         }

@@ -211,7 +211,11 @@ both_backends!(
         assert_eq!(
             counts(&run),
             [
-                ("conditionalAccessPolicies".to_owned(), CoverageStatus::Partial, 35),
+                (
+                    "conditionalAccessPolicies".to_owned(),
+                    CoverageStatus::Partial,
+                    35
+                ),
                 ("namedLocations".to_owned(), CoverageStatus::Partial, 3),
             ]
         );

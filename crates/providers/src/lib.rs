@@ -123,6 +123,12 @@ pub struct ProviderSettings {
     /// database, so writes survive restarts and every node sees them);
     /// `None`: the process-wide [`demo::MemoryDemoState`].
     pub demo_state: Option<Arc<dyn demo::DemoState>>,
+    /// The folders a `folder:` tenant may be added under ([`validate`]):
+    /// `None` accepts any path (the CLI, run by whoever owns the machine);
+    /// `Some` (the API: `OPSLEDGER_FOLDER_ROOTS`, none by default) accepts
+    /// only paths that resolve inside one of them, so a workspace admin
+    /// cannot point a tenant at the server's own files.
+    pub folder_roots: Option<Vec<std::path::PathBuf>>,
 }
 
 /// Builds the provider named by a tenant's provider spec: `demo:PROFILE`,
@@ -203,6 +209,9 @@ pub async fn validate(
             spec.len()
         )));
     }
+    if let (Some(("folder", path)), Some(roots)) = (spec.split_once(':'), &settings.folder_roots) {
+        check_folder_root(path, roots).await?;
+    }
     // The tenant has no id yet: nothing is written through this provider.
     let provider = open(spec, "", tenant_name, settings)?;
     if spec.starts_with("demo:") {
@@ -214,6 +223,33 @@ pub async fn validate(
             "no answer within {}s while checking the provider",
             VALIDATE_TIMEOUT.as_secs()
         ))),
+    }
+}
+
+/// Refuses a folder that does not resolve (symlinks and `..` followed)
+/// inside one of `roots`. A folder that does not exist gets the same answer
+/// as one outside, so the answer says nothing of what exists elsewhere.
+async fn check_folder_root(path: &str, roots: &[std::path::PathBuf]) -> Result<(), ProviderError> {
+    let (path, roots) = (std::path::PathBuf::from(path), roots.to_vec());
+    let inside = tokio::task::spawn_blocking(move || {
+        let Ok(resolved) = std::fs::canonicalize(&path) else {
+            return false;
+        };
+        roots
+            .iter()
+            .filter_map(|r| std::fs::canonicalize(r).ok())
+            .any(|root| resolved.starts_with(root))
+    })
+    .await
+    .unwrap_or(false);
+    if inside {
+        Ok(())
+    } else {
+        Err(ProviderError::Unavailable(
+            "the folder is not an existing folder inside the folder roots this server allows \
+             (OPSLEDGER_FOLDER_ROOTS on the server; none are allowed by default)"
+                .into(),
+        ))
     }
 }
 
@@ -262,5 +298,34 @@ mod tests {
                 .is_err()
         );
         assert_eq!(kind_of("folder:/a:b"), "folder");
+        // Confined to roots: inside passes; outside, `..` out, a symlink out
+        // and a folder that does not exist get one answer.
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("export")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.path().join("escape")).unwrap();
+        let confined = ProviderSettings {
+            folder_roots: Some(vec![root.path().to_owned()]),
+            ..ProviderSettings::default()
+        };
+        let r = root.path().display();
+        validate(&format!("folder:{r}/export"), "t", &confined)
+            .await
+            .unwrap();
+        let mut answers = Vec::new();
+        for spec in [
+            "folder:/".to_owned(),
+            format!("folder:{r}/export/../.."),
+            format!("folder:{r}/escape"),
+            format!("folder:{r}/missing"),
+            format!("folder:{}", dir.path().display()),
+        ] {
+            answers.push(validate(&spec, "t", &confined).await.unwrap_err().to_string());
+        }
+        assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+        let none = ProviderSettings {
+            folder_roots: Some(Vec::new()),
+            ..ProviderSettings::default()
+        };
+        assert!(validate(&format!("folder:{r}/export"), "t", &none).await.is_err());
     }
 }

@@ -35,7 +35,12 @@ async fn policies_with_one_display_name_never_overwrite_each_other() {
     for n in 0..4 {
         let body = json!({"@odata.type": "#microsoft.graph.conditionalAccessPolicy",
                           "displayName": "Baseline", "state": format!("s{n}")});
-        ids.push(p.create_policy("conditionalAccessPolicies", &body).await.unwrap().id);
+        ids.push(
+            p.create_policy("conditionalAccessPolicies", &body)
+                .await
+                .unwrap()
+                .id,
+        );
     }
     let reread = FolderProvider::new(tmp.path());
     let (items, failures) = read_type(&reread, "conditionalAccessPolicies").await;
@@ -141,7 +146,10 @@ async fn odd_encodings_are_each_reported() {
         ("utf32.json", utf32),
         ("bom-bad.json", bom_bad),
         ("nul.json", b"{\"displayName\": \"a\0b\"}".to_vec()),
-        ("deep.json", format!("{}{}", "[".repeat(5000), "]".repeat(5000)).into_bytes()),
+        (
+            "deep.json",
+            format!("{}{}", "[".repeat(5000), "]".repeat(5000)).into_bytes(),
+        ),
     ] {
         std::fs::write(ca.join(name), bytes).unwrap();
     }
@@ -164,7 +172,14 @@ async fn a_display_name_cannot_write_outside_the_folder() {
     let root = tmp.path().join("tenant");
     std::fs::create_dir_all(&root).unwrap();
     let p = FolderProvider::new(&root);
-    for name in ["../../etc/passwd", "..", "/abs/olute", "..\\..\\win", "a\0b", ".hidden"] {
+    for name in [
+        "../../etc/passwd",
+        "..",
+        "/abs/olute",
+        "..\\..\\win",
+        "a\0b",
+        ".hidden",
+    ] {
         let body = json!({"displayName": name, "@odata.type": "#microsoft.graph.conditionalAccessPolicy"});
         p.create_policy("conditionalAccessPolicies", &body).await.unwrap();
     }
@@ -174,7 +189,11 @@ async fn a_display_name_cannot_write_outside_the_folder() {
     }
     let (items, failures) = read_type(&FolderProvider::new(&root), "conditionalAccessPolicies").await;
     assert!(failures.is_empty(), "{failures:?}");
-    assert_eq!(items.len(), 6, "a `.hidden` name must not become a hidden, skipped file");
+    assert_eq!(
+        items.len(),
+        6,
+        "a `.hidden` name must not become a hidden, skipped file"
+    );
 }
 
 /// A Graph collection saved whole, with one element of no known type and

@@ -16,7 +16,11 @@ type Answer = (u16, Vec<(&'static str, String)>, String);
 
 /// Serves `answer(path_and_query, base)` for every request but the token's.
 async fn serve(answer: impl Fn(&str, &str) -> Answer + Send + Sync + 'static) -> (String, Arc<AtomicUsize>) {
-    serve_token(r#"{"access_token":"tok","token_type":"Bearer","expires_in":3600}"#, answer).await
+    serve_token(
+        r#"{"access_token":"tok","token_type":"Bearer","expires_in":3600}"#,
+        answer,
+    )
+    .await
 }
 
 /// The same, with the token endpoint answering `token`.
@@ -41,11 +45,17 @@ async fn serve_token(
                         Ok(n) => n,
                     };
                     buf.extend_from_slice(&chunk[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
                     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                     let len: usize = head
                         .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
                         .unwrap_or(0);
                     if buf.len() < end + 4 + len {
                         continue;
@@ -58,7 +68,10 @@ async fn serve_token(
                         count.fetch_add(1, Ordering::SeqCst);
                         answer(&target, &base)
                     };
-                    let mut out = format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n", body.len());
+                    let mut out = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+                        body.len()
+                    );
                     for (k, v) in headers {
                         out.push_str(&format!("{k}: {v}\r\n"));
                     }
@@ -101,17 +114,24 @@ async fn a_next_link_to_the_same_page_stops_at_once() {
     let (base, count) = serve(|target, base| {
         if target.contains("/settings") {
             let link = format!("{base}{target}");
-            (200, vec![], format!(r#"{{"value":[{{"id":"s"}}],"@odata.nextLink":"{link}"}}"#))
+            (
+                200,
+                vec![],
+                format!(r#"{{"value":[{{"id":"s"}}],"@odata.nextLink":"{link}"}}"#),
+            )
         } else {
             (200, vec![], r#"{"id":"p1","displayName":"p"}"#.to_owned())
         }
     })
     .await;
     let p = provider(&base);
-    let e = tokio::time::timeout(Duration::from_secs(30), p.get_policy("configurationPolicies", "p1"))
-        .await
-        .expect("the read ends")
-        .unwrap_err();
+    let e = tokio::time::timeout(
+        Duration::from_secs(30),
+        p.get_policy("configurationPolicies", "p1"),
+    )
+    .await
+    .expect("the read ends")
+    .unwrap_err();
     assert!(matches!(e, ProviderError::Malformed(_)), "{e:?}");
     assert!(
         count.load(Ordering::SeqCst) < 10,
@@ -126,7 +146,11 @@ async fn a_next_link_to_the_same_page_stops_at_once() {
 async fn a_policy_list_page_linking_to_itself_is_refused() {
     let (base, _) = serve(|target, base| {
         let link = format!("{base}{target}");
-        (200, vec![], format!(r#"{{"value":[{{"id":"a","displayName":"a"}}],"@odata.nextLink":"{link}"}}"#))
+        (
+            200,
+            vec![],
+            format!(r#"{{"value":[{{"id":"a","displayName":"a"}}],"@odata.nextLink":"{link}"}}"#),
+        )
     })
     .await;
     let p = provider(&base);
@@ -145,7 +169,11 @@ async fn a_policy_list_page_linking_to_itself_is_refused() {
 async fn odd_answers_are_errors_with_codes() {
     let (base, _) = serve(|target, _| {
         if target.contains("deviceConfigurations") {
-            (429, vec![("retry-after", "18446744073709551615".to_owned())], "{}".to_owned())
+            (
+                429,
+                vec![("retry-after", "18446744073709551615".to_owned())],
+                "{}".to_owned(),
+            )
         } else if target.contains("deviceCompliancePolicies") {
             (429, vec![("retry-after", "-5".to_owned())], "{}".to_owned())
         } else {

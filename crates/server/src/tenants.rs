@@ -67,6 +67,14 @@ pub fn check_tenant_name(name: &str) -> Result<(), String> {
     if name.chars().any(char::is_control) {
         return Err("a tenant name cannot hold control characters".into());
     }
+    // Invisible and direction-changing characters make look-alike names.
+    let invisible = |c: char| {
+        matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{00AD}')
+    };
+    if name.chars().any(invisible) {
+        return Err("a tenant name cannot hold invisible or direction-changing characters".into());
+    }
     Ok(())
 }
 

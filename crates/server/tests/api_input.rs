@@ -82,7 +82,12 @@ async fn world(store: Store) -> World {
             store,
             registry: opsledger_families::registry(Default::default()),
             wake: Arc::new(tokio::sync::Notify::new()),
-            providers: Default::default(),
+            // As a server configured with OPSLEDGER_FOLDER_ROOTS: only
+            // folders under the temporary directory may be added.
+            providers: opsledger_providers::ProviderSettings {
+                folder_roots: Some(vec![std::env::temp_dir()]),
+                ..Default::default()
+            },
         },
         ws,
         tenant_a,
@@ -679,12 +684,16 @@ both_backends!(
                 "provider_invalid",
             ),
             (
-                json!({"name": "x", "provider": format!("folder:{d}\u{0}")}).to_string().into_bytes(),
+                json!({"name": "x", "provider": format!("folder:{d}\u{0}")})
+                    .to_string()
+                    .into_bytes(),
                 422,
                 "provider_invalid",
             ),
             (
-                json!({"name": "x", "provider": format!("folder:{d}\n")}).to_string().into_bytes(),
+                json!({"name": "x", "provider": format!("folder:{d}\n")})
+                    .to_string()
+                    .into_bytes(),
                 422,
                 "provider_invalid",
             ),
@@ -696,17 +705,23 @@ both_backends!(
                 "provider_invalid",
             ),
             (
-                json!({"name": "x", "provider": "graph:../../evil"}).to_string().into_bytes(),
+                json!({"name": "x", "provider": "graph:../../evil"})
+                    .to_string()
+                    .into_bytes(),
                 422,
                 "provider_invalid",
             ),
             (
-                json!({"name": "x\u{0}", "provider": format!("folder:{d}")}).to_string().into_bytes(),
+                json!({"name": "x\u{0}", "provider": format!("folder:{d}")})
+                    .to_string()
+                    .into_bytes(),
                 400,
                 "invalid_name",
             ),
             (
-                json!({"name": "x", "provider": "demo:healthy:99999999999999999999"}).to_string().into_bytes(),
+                json!({"name": "x", "provider": "demo:healthy:99999999999999999999"})
+                    .to_string()
+                    .into_bytes(),
                 422,
                 "provider_invalid",
             ),
@@ -719,7 +734,11 @@ both_backends!(
                 "{}: {raw}",
                 String::from_utf8_lossy(&body)
             );
-            assert!(raw.len() < 2000, "an error echoes at most a short spec: {}", raw.len());
+            assert!(
+                raw.len() < 2000,
+                "an error echoes at most a short spec: {}",
+                raw.len()
+            );
         }
         // A body over the limit: refused before it is read whole.
         let huge = format!(r#"{{"name":"x","provider":"folder:{}"}}"#, "a".repeat(8 << 20));
@@ -731,11 +750,19 @@ both_backends!(
             &w.viewer,
             "POST",
             &path,
-            Some(json!({"name": "x", "provider": format!("folder:{d}")}).to_string().into_bytes()),
+            Some(
+                json!({"name": "x", "provider": format!("folder:{d}")})
+                    .to_string()
+                    .into_bytes(),
+            ),
         )
         .await;
         assert_eq!(status, 403);
-        assert_eq!(snapshot(&w.state.store).await, before, "refused adds change nothing");
+        assert_eq!(
+            snapshot(&w.state.store).await,
+            before,
+            "refused adds change nothing"
+        );
     }
 );
 
@@ -744,13 +771,17 @@ both_backends!(
 /// export) lets any workspace admin read every JSON file the server can read
 /// into its ledger, and a sync of `/` walks the whole file system.
 #[tokio::test]
-#[ignore = "review finding: folder specs are not confined (not fixed)"]
 async fn a_folder_spec_cannot_name_the_servers_own_file_system() {
     let db = opsledger_store::testing::sqlite().await;
     let w = world(db.store.clone()).await;
     let path = format!("/api/v1/workspaces/{}/tenants", w.ws);
-    for (n, spec) in ["folder:/", "folder:/proc", "folder:/root", "folder:/etc"].iter().enumerate() {
-        let body = json!({"name": format!("fs{n}"), "provider": spec}).to_string().into_bytes();
+    for (n, spec) in ["folder:/", "folder:/proc", "folder:/root", "folder:/etc"]
+        .iter()
+        .enumerate()
+    {
+        let body = json!({"name": format!("fs{n}"), "provider": spec})
+            .to_string()
+            .into_bytes();
         let (status, _, raw) = call(&w, &w.admin, "POST", &path, Some(body)).await;
         assert_ne!(status, 201, "{spec} was accepted: {raw}");
     }

@@ -322,7 +322,7 @@ impl Store {
                      WHERE id = $1 AND lease_token = $2 AND state = 'running' AND attempt < max_attempts")
                 .bind(&fence.job_id)
                 .bind(&fence.lease_token)
-                .bind(self.now_ms() + delay_ms as i64)
+                .bind(self.now_ms().saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX)))
                 .bind(error),
             )
             .await?;

@@ -14,8 +14,11 @@ use std::path::{Path, PathBuf};
 pub const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
 /// Folders deeper than this are not walked (a loop guard; symlinks are not followed).
 pub const MAX_DEPTH: usize = 32;
-/// A folder with more files than this is refused as a whole.
+/// A folder with more JSON files than this is refused as a whole.
 pub const MAX_FILES: usize = 200_000;
+/// A folder with more entries than this (files of any kind and folders) is
+/// refused as a whole: an export is not a file system.
+pub const MAX_ENTRIES: usize = 1_000_000;
 
 /// One policy or group read from a file.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,7 +56,7 @@ pub enum ScanError {
     NotADirectory(String),
     #[error("folder `{path}` cannot be read: {reason}")]
     Unreadable { path: String, reason: String },
-    #[error("folder `{0}` holds more than {MAX_FILES} files")]
+    #[error("folder `{0}` holds more than {MAX_FILES} JSON files or {MAX_ENTRIES} entries")]
     TooManyFiles(String),
 }
 
@@ -83,6 +86,7 @@ pub fn scan(root: &Path) -> Result<Scan, ScanError> {
     let mut s = Scan::default();
     let mut migrations: Vec<Migration> = Vec::new();
     let mut files: Vec<(PathBuf, String, Option<Kind>)> = Vec::new();
+    let mut visited = 0usize;
     // One level past the limit is listed, so a folder not walked is named.
     let walker = walkdir::WalkDir::new(root)
         .follow_links(false)
@@ -93,14 +97,23 @@ pub fn scan(root: &Path) -> Result<Scan, ScanError> {
             Ok(e) => e,
             Err(e) => {
                 let path = e.path().map(|p| rel(root, p)).unwrap_or_default();
-                s.unattributed.push(ItemFailure::new(
-                    path,
-                    "file_unreadable",
-                    format!("cannot be read: {e}"),
-                ));
+                let failure = ItemFailure::new(path, "file_unreadable", format!("cannot be read: {e}"));
+                // A folder that cannot be opened belongs to its own type
+                // folder (or the one above): that type is not complete.
+                match e.path().and_then(|p| folder_of(root, p, true)) {
+                    Some(Kind::Policy(key)) => {
+                        s.exposed.insert(key);
+                        s.failures.entry(key).or_default().push(failure);
+                    }
+                    _ => s.unattributed.push(failure),
+                }
                 continue;
             }
         };
+        visited += 1;
+        if visited > MAX_ENTRIES {
+            return Err(ScanError::TooManyFiles(root.display().to_string()));
+        }
         let name = entry.file_name().to_string_lossy().into_owned();
         if entry.depth() > 0 && name.starts_with('.') {
             // Hidden files and our own temporary files of an interrupted write.

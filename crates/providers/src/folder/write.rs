@@ -110,7 +110,12 @@ fn new_path(dir: &Path, stem: &str, id: &str) -> PathBuf {
     if !plain.exists() {
         return plain;
     }
-    let tail: String = id.chars().rev().filter(char::is_ascii_hexdigit).take(12).collect();
+    let tail: String = id
+        .chars()
+        .rev()
+        .filter(char::is_ascii_hexdigit)
+        .take(12)
+        .collect();
     let tail: String = tail.chars().rev().collect();
     let with_id = dir.join(format!("{stem}_{tail}.json"));
     if !with_id.exists() {

@@ -298,7 +298,7 @@ impl RetryPolicy {
 }
 
 /// `Retry-After` in seconds (Graph sends seconds; an HTTP date is ignored
-/// and backoff applies).
+/// and backoff applies), at most a day: more is a broken header.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)?
@@ -307,7 +307,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .trim()
         .parse::<u64>()
         .ok()
-        .map(Duration::from_secs)
+        .map(|s| Duration::from_secs(s.min(24 * 3600)))
 }
 
 /// Graph's own words from an error body (`{"error":{"code","message"}}`).

@@ -152,7 +152,11 @@ fn writable(body: &Value) -> Value {
         match v {
             Value::Object(m) => Value::Object(
                 m.iter()
-                    .filter(|(k, _)| *k == "@odata.type" || !k.contains("@odata."))
+                    // Bindings (`definition@odata.bind`) say which object a
+                    // value is for: Graph needs them, like `@odata.type`.
+                    .filter(|(k, _)| {
+                        *k == "@odata.type" || k.ends_with("@odata.bind") || !k.contains("@odata.")
+                    })
                     .map(|(k, v)| (k.clone(), clean(v)))
                     .collect(),
             ),
@@ -171,10 +175,39 @@ fn writable(body: &Value) -> Value {
 
 /// A definition value of an Administrative Template as Graph creates it:
 /// no ids on it or its presentation values.
-fn writable_definition_value(dv: &Value) -> Value {
-    let mut dv = writable(dv);
+/// A definition (or presentation) read with `$expand` becomes the binding
+/// Graph wants on a write: `definition: {"id": X}` → `definition@odata.bind`.
+fn bind_expanded(v: &mut Value, member: &str, url_of: impl Fn(&str) -> String) {
+    let Value::Object(m) = v else { return };
+    let bind = format!("{member}@odata.bind");
+    if let Some(expanded) = m.remove(member)
+        && !m.contains_key(&bind)
+        && let Some(id) = expanded.get("id").and_then(Value::as_str)
+    {
+        m.insert(bind, Value::String(url_of(id)));
+    }
+}
+
+fn writable_definition_value(client: &client::GraphClient, dv: &Value) -> Value {
+    let mut dv = dv.clone();
+    let definition = dv
+        .get("definition")
+        .and_then(|d| d.get("id"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    bind_expanded(&mut dv, "definition", |id| {
+        client.url(&format!("deviceManagement/groupPolicyDefinitions('{id}')"))
+    });
+    let mut dv = writable(&dv);
     if let Some(Value::Array(pvs)) = dv.get_mut("presentationValues") {
         for pv in pvs.iter_mut() {
+            if let Some(def) = &definition {
+                bind_expanded(pv, "presentation", |id| {
+                    client.url(&format!(
+                        "deviceManagement/groupPolicyDefinitions('{def}')/presentations('{id}')"
+                    ))
+                });
+            }
             *pv = writable(pv);
         }
     }
@@ -335,7 +368,11 @@ impl Provider for GraphProvider {
                 payload.insert("settings".into(), Value::Array(settings));
             }
             "groupPolicyConfigurations" => {
-                let mut values = self.client.get_all(&format!("{base}/definitionValues")).await?;
+                // Expanded, so each value says which setting it is for.
+                let mut values = self
+                    .client
+                    .get_all(&format!("{base}/definitionValues?$expand=definition"))
+                    .await?;
                 for dv in values.iter_mut() {
                     let dv_id = dv
                         .get("id")
@@ -349,7 +386,7 @@ impl Provider for GraphProvider {
                     let pvs = self
                         .client
                         .get_all(&format!(
-                            "{base}/definitionValues/{}/presentationValues",
+                            "{base}/definitionValues/{}/presentationValues?$expand=presentation",
                             encode(&dv_id)
                         ))
                         .await?;
@@ -462,7 +499,7 @@ impl Provider for GraphProvider {
                 .send(
                     Method::POST,
                     &format!("{base}/definitionValues"),
-                    Some(&writable_definition_value(dv)),
+                    Some(&writable_definition_value(&self.client, dv)),
                     Access::Write,
                 )
                 .await?;
@@ -499,7 +536,10 @@ impl Provider for GraphProvider {
                     // the current ones deleted, the body's added, in one call.
                     let current = self.client.get_all(&format!("{url}/definitionValues")).await?;
                     let deleted: Vec<Value> = current.iter().filter_map(|dv| dv.get("id").cloned()).collect();
-                    let added: Vec<Value> = wanted.iter().map(writable_definition_value).collect();
+                    let added: Vec<Value> = wanted
+                        .iter()
+                        .map(|dv| writable_definition_value(&self.client, dv))
+                        .collect();
                     let action = json!({"added": added, "updated": [], "deletedIds": deleted});
                     self.client
                         .send(
