@@ -198,7 +198,7 @@ impl RunType {
                 reconciliation: Adapter,
                 capability: Admin,
                 dedup: ScopeAnd(&["dry_run"]),
-                params: &[],
+                params: &[p::BACKUP_SET_ID, p::ITEM_IDS, p::DRY_RUN, p::CREATE_MISSING_GROUPS],
                 unit_noun: "backup items",
                 fan_out: true,
                 // A restore writes to a tenant: retry less eagerly.

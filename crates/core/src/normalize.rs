@@ -15,11 +15,15 @@
 //!    except bindings (`definition@odata.bind`): they say *which* object a
 //!    value is for (an Administrative Template's setting), and are kept as
 //!    the last segment of their URL (`groupPolicyDefinitions('…')`), the same
-//!    from any host or API version;
+//!    from any host or API version; so is every advertised OData action or
+//!    function (members named `#…`, e.g. `#microsoft.graph.restore`, whose
+//!    target URL names the object's own id);
 //! 4. members whose value is `null` are dropped: Graph omits and nulls
 //!    "not configured" interchangeably; an integral number written as a
 //!    float (`1.0`) is the integer (`1`): exporters write integral doubles
-//!    either way;
+//!    either way; an empty `assignments` list is dropped too: a policy
+//!    assigned to no one reads as `[]` from Graph and without the member
+//!    from an export;
 //! 5. a string equal (ASCII case-insensitive) to the id of an object of the
 //!    tenant's directory becomes `"<kind>:<display name>"` — a reference
 //!    compares by what it points to, not by a tenant's own id; an id no
@@ -72,7 +76,17 @@ impl Names {
 
 /// Whether a member is dropped by rules 1–3 (`id` is decided by the caller: rule 1's exception).
 fn dropped(name: &str) -> bool {
-    name == "version" || (name.contains("@odata.") && !is_binding(name)) || TIMESTAMPS.contains(&name)
+    name == "version"
+        || (name.contains("@odata.") && !is_binding(name))
+        || is_operation_advertisement(name)
+        || TIMESTAMPS.contains(&name)
+}
+
+/// An OData action or function a service advertises on the object
+/// (`"#microsoft.graph.restore": {"target": ".../namedLocations('<id>')/..."}`):
+/// service metadata naming the object's own id, never its content.
+pub fn is_operation_advertisement(name: &str) -> bool {
+    name.starts_with('#')
 }
 
 fn is_binding(name: &str) -> bool {
@@ -97,7 +111,8 @@ pub fn normalize(value: &Value, names: &Names) -> Value {
         Value::Object(map) => {
             let mut out = Map::new();
             for (k, v) in map {
-                if k == "id" || dropped(k) || v.is_null() {
+                let unassigned = k == "assignments" && v.as_array().is_some_and(Vec::is_empty);
+                if k == "id" || dropped(k) || v.is_null() || unassigned {
                     continue;
                 }
                 let v = if is_binding(k) {
@@ -254,6 +269,24 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn advertised_operations_are_not_content() {
+        let names = Names::default();
+        let a = serde_json::json!({"displayName": "x", "#microsoft.graph.restore": {"target": "https://graph/x('1')/restore"}});
+        let b = serde_json::json!({"displayName": "x"});
+        assert_eq!(content_hash(&a, &names), content_hash(&b, &names));
+    }
+
+    #[test]
+    fn no_assignments_and_an_empty_list_are_the_same() {
+        let names = Names::default();
+        let a = serde_json::json!({"displayName": "x", "assignments": []});
+        let b = serde_json::json!({"displayName": "x"});
+        assert_eq!(content_hash(&a, &names), content_hash(&b, &names));
+        let c = serde_json::json!({"displayName": "x", "assignments": [{"target": {}}]});
+        assert_ne!(content_hash(&a, &names), content_hash(&c, &names));
+    }
     use proptest::prelude::*;
     use serde_json::json;
 

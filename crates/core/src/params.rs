@@ -17,14 +17,24 @@ pub enum ParamKind {
     PolicyRefs,
     /// One `TYPE/ID` reference.
     PolicyRef,
+    /// The id of an opsledger artifact (a backup set…): a lower-case
+    /// hyphenated UUID, as opsledger issues them. Whether it exists, and in
+    /// the caller's scope, is checked by the API before any run exists.
+    ArtifactId,
+    /// A non-empty list of distinct artifact ids (items of a backup set…).
+    ArtifactIds,
+    /// `true` or `false`; `false` is the default, so it is dropped (a start
+    /// saying `false` and one saying nothing are the same work).
+    Flag,
 }
 
 impl ParamKind {
     /// The type as `GET /api/v1/operation-types` names it.
     pub fn type_name(self) -> &'static str {
         match self {
-            ParamKind::PolicyTypes | ParamKind::PolicyRefs => "string[]",
-            ParamKind::PolicyRef => "string",
+            ParamKind::PolicyTypes | ParamKind::PolicyRefs | ParamKind::ArtifactIds => "string[]",
+            ParamKind::PolicyRef | ParamKind::ArtifactId => "string",
+            ParamKind::Flag => "boolean",
         }
     }
 }
@@ -62,6 +72,34 @@ pub mod catalog {
         required: false,
         default: Some("every inventoried policy of the tenant"),
         description: "policies to capture as `TYPE/ID`, e.g. [\"deviceConfigurations/1b2c…\"]",
+    };
+    pub const BACKUP_SET_ID: ParamSpec = ParamSpec {
+        name: "backup_set_id",
+        kind: ParamKind::ArtifactId,
+        required: false,
+        default: Some("the target tenant's latest complete backup set"),
+        description: "the backup set to restore: a set of any tenant of the workspace",
+    };
+    pub const ITEM_IDS: ParamSpec = ParamSpec {
+        name: "item_ids",
+        kind: ParamKind::ArtifactIds,
+        required: false,
+        default: Some("every item of the backup set"),
+        description: "the backup items to restore (ids from GET …/backup-sets/{id}); only these are touched",
+    };
+    pub const DRY_RUN: ParamSpec = ParamSpec {
+        name: "dry_run",
+        kind: ParamKind::Flag,
+        required: false,
+        default: Some("false"),
+        description: "write nothing to the tenant; record per item what would be created, updated or left unchanged",
+    };
+    pub const CREATE_MISSING_GROUPS: ParamSpec = ParamSpec {
+        name: "create_missing_groups",
+        kind: ParamKind::Flag,
+        required: false,
+        default: Some("false: a reference to a group the target lacks fails its item (`reference_unmapped`)"),
+        description: "create, by name, the groups the restored items refer to and the target lacks, before the policies",
     };
 }
 
@@ -130,6 +168,24 @@ pub fn is_valid_id(s: &str) -> bool {
     (1..=MAX_ID_LEN).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// An opsledger id: a lower-case hyphenated UUID (what opsledger issues;
+/// any other spelling of one would be a second name for it).
+pub fn is_artifact_id(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        })
+}
+
+fn check_artifact_id(s: &str) -> Result<(), String> {
+    if is_artifact_id(s) {
+        Ok(())
+    } else {
+        Err("is not an id opsledger issued (a lower-case hyphenated UUID)".into())
+    }
 }
 
 /// A value quoted for an error message: escaped, and cut short.
@@ -262,9 +318,13 @@ pub fn validate(t: RunType, params: &Value) -> Result<Value, ParamError> {
                 });
             }
             None | Some(Value::Null) => {}
-            Some(v) => {
-                out.insert(spec.name.into(), normalized(spec, v)?);
-            }
+            Some(v) => match normalized(spec, v)? {
+                // A flag's default: the same work as leaving it out.
+                Value::Bool(false) => {}
+                v => {
+                    out.insert(spec.name.into(), v);
+                }
+            },
         }
     }
     Ok(Value::Object(out))
@@ -297,6 +357,31 @@ fn normalized(spec: &ParamSpec, v: &Value) -> Result<Value, ParamError> {
             })?;
             Value::String(s.to_owned())
         }
+        ParamKind::ArtifactId => {
+            let s = v.as_str().ok_or_else(|| ParamError::Invalid {
+                param: spec.name.to_owned(),
+                message: format!("must be a string, got {}", shown(v)),
+            })?;
+            check_artifact_id(s).map_err(|e| ParamError::Invalid {
+                param: spec.name.to_owned(),
+                message: format!("{} {e}", shown(v)),
+            })?;
+            Value::String(s.to_owned())
+        }
+        ParamKind::ArtifactIds => {
+            let mut list = distinct_strings(spec.name, v, MAX_POLICY_IDS, default, check_artifact_id)?;
+            list.sort();
+            list.into()
+        }
+        ParamKind::Flag => match v {
+            Value::Bool(b) => Value::Bool(*b),
+            other => {
+                return Err(ParamError::Invalid {
+                    param: spec.name.to_owned(),
+                    message: format!("must be true or false, got {}", shown(other)),
+                });
+            }
+        },
     })
 }
 
@@ -407,6 +492,39 @@ mod tests {
         assert_eq!(
             validate(RunType::InventorySync, &json!({"policy_types": null})).unwrap(),
             json!({})
+        );
+    }
+
+    #[test]
+    fn restore_params_are_ids_and_flags() {
+        let set = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+        let v = validate(
+            RunType::BackupSetRestore,
+            &json!({"backup_set_id": set, "item_ids": [set, set], "dry_run": true, "create_missing_groups": false}),
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"backup_set_id": set, "item_ids": [set], "dry_run": true}),
+            "false is the default, so it is dropped"
+        );
+        assert_eq!(
+            validate(RunType::BackupSetRestore, &json!({"dry_run": false})).unwrap(),
+            validate(RunType::BackupSetRestore, &json!({})).unwrap()
+        );
+        for bad in [
+            json!({"backup_set_id": set.to_uppercase()}),
+            json!({"backup_set_id": "x"}),
+            json!({"backup_set_id": 1}),
+            json!({"item_ids": ["nope"]}),
+            json!({"dry_run": "true"}),
+            json!({"dry_run": 1}),
+        ] {
+            assert_eq!(err(RunType::BackupSetRestore, bad.clone()).code(), "invalid_params", "{bad}");
+        }
+        assert_eq!(
+            err(RunType::BackupSetRestore, json!({"item_ids": []})).code(),
+            "empty_selection"
         );
     }
 

@@ -4,6 +4,7 @@
 //! by family (ROADMAP.md).
 
 pub mod backup_set_add_policies;
+pub mod backup_set_restore;
 pub mod demo_state;
 pub mod inventory_sync;
 pub mod kit;
@@ -23,8 +24,8 @@ pub fn family(t: RunType, providers: &ProviderSettings) -> Option<Family> {
         RunType::InventorySync => Some(inventory_sync::family(providers)),
         RunType::BackupSetAddPolicies => Some(backup_set_add_policies::family(providers)),
         RunType::PolicySync => Some(policy_sync::family(providers)),
-        RunType::BackupSetRestore
-        | RunType::BackupSetUpdate
+        RunType::BackupSetRestore => Some(backup_set_restore::family(providers)),
+        RunType::BackupSetUpdate
         | RunType::BackupSetDelete
         | RunType::BackupScheduleExecute
         | RunType::BaselineCapture

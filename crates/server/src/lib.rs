@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 mod files;
 pub mod http;
+mod named_artifacts;
 mod operations;
 pub mod render;
 pub mod retry;

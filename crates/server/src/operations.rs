@@ -132,6 +132,7 @@ pub async fn start(
     }
     let params = opsledger_core::params::validate(run_type, &body.params)
         .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    crate::named_artifacts::check(&state, &access, run_type, &params).await?;
     let new = NewRun {
         workspace_id: ws,
         tenant_id: body.tenant_id,

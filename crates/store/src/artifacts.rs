@@ -11,6 +11,7 @@ use crate::backups::BackupItem;
 use crate::db::Tx;
 use crate::files::StagedFile;
 use crate::inventory::ItemSnapshot;
+use crate::restores::RestoreResult;
 
 /// What a unit writes besides its ledger row.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +31,25 @@ pub enum UnitArtifact {
     /// A file written under a temporary name ([`crate::files`]), moved into
     /// place with its row (size, SHA-256).
     File(StagedFile),
+    /// What a restore unit did to its target, failures included.
+    RestoreResult(RestoreResult),
+}
+
+impl UnitArtifact {
+    /// Whether the artifact is written for a unit that failed: a restore's
+    /// failed result is proof of what was attempted (and its history);
+    /// every other artifact exists only for work that was done.
+    pub fn kept_when_failed(&self) -> bool {
+        matches!(self, UnitArtifact::RestoreResult(_))
+    }
+
+    /// What the artifact adds to the run's `created` / `updated` counters.
+    pub fn counters(&self) -> (i64, i64) {
+        match self {
+            UnitArtifact::RestoreResult(r) => r.counters(),
+            _ => (0, 0),
+        }
+    }
 }
 
 /// Writes `artifact` of run `run_id` inside `tx`: of its unit `unit_key`, or
@@ -50,5 +70,8 @@ pub(crate) async fn write_in(
                 .await
         }
         UnitArtifact::BackupItem(item) => crate::backups::insert_item_in(tx, run_id, item).await,
+        UnitArtifact::RestoreResult(result) => {
+            crate::restores::insert_result_in(tx, run_id, unit_key, result).await
+        }
     }
 }

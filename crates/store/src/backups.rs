@@ -21,6 +21,13 @@ pub struct BackupItem {
     pub content_sha256: String,
 }
 
+/// When a backup set is **complete** (every planned item captured), as a SQL
+/// condition on `backup_sets s`: the run that created it closed `succeeded`
+/// (its bulk outcome says every planned unit landed). Derived, never stored,
+/// so it cannot disagree with the run; the one definition every read uses.
+pub const SET_IS_COMPLETE: &str = "EXISTS (SELECT 1 FROM operation_runs r WHERE r.id = s.created_by_run_id \
+     AND r.status = 'completed' AND r.outcome = 'succeeded')";
+
 /// The backup set a run created (unique per run, see migration 0003).
 const SET_OF_RUN: &str = "SELECT id FROM backup_sets WHERE created_by_run_id = $1";
 

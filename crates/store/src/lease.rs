@@ -222,6 +222,48 @@ impl RunReads {
         self.store.backup_set_of_run(&self.run.id).await
     }
 
+    /// Backup set `set_id` if it is of the run's workspace (a restore may
+    /// read any tenant's set of its workspace, never another workspace's).
+    pub async fn backup_set(&self, set_id: &str) -> Result<Option<crate::restores::SetHead>, StoreError> {
+        self.store.backup_set_head(&self.run.workspace_id, set_id).await
+    }
+
+    /// The run's tenant's newest complete backup set.
+    pub async fn latest_complete_backup_set(&self) -> Result<Option<crate::restores::SetHead>, StoreError> {
+        match &self.run.tenant_id {
+            Some(t) => self.store.latest_complete_backup_set(t).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The items of set `set_id` (of the run's workspace) without payloads.
+    pub async fn backup_item_heads(&self, set_id: &str) -> Result<Vec<crate::restores::ItemHead>, StoreError> {
+        if self.backup_set(set_id).await?.is_none() {
+            return Ok(Vec::new());
+        }
+        self.store.backup_item_heads(set_id).await
+    }
+
+    /// Item `item_id` of set `set_id` (of the run's workspace), whole.
+    pub async fn backup_item(
+        &self,
+        set_id: &str,
+        item_id: &str,
+    ) -> Result<Option<crate::restores::ItemWhole>, StoreError> {
+        if self.backup_set(set_id).await?.is_none() {
+            return Ok(None);
+        }
+        self.store.backup_item(set_id, item_id).await
+    }
+
+    /// The object of the run's tenant an earlier restore of `item_id` wrote or found.
+    pub async fn restored_target_of(&self, item_id: &str) -> Result<Option<String>, StoreError> {
+        match &self.run.tenant_id {
+            Some(t) => self.store.restored_target_of(item_id, t).await,
+            None => Ok(None),
+        }
+    }
+
     /// The directory stored with this run's backup set: `(set id, directory)`;
     /// the directory is `None` when the set was taken without one.
     pub async fn backup_set_directory(

@@ -105,7 +105,11 @@ pub(crate) async fn ledger_in<'a>(
     // writes nothing), and never for a failed unit; a refused bump (run
     // closed, total passed) rolls them back with the rest.
     for u in &fresh {
-        if let Some(artifact) = u.artifact.as_ref().filter(|_| u.outcome != UnitOutcome::Failed) {
+        if let Some(artifact) = u
+            .artifact
+            .as_ref()
+            .filter(|a| u.outcome != UnitOutcome::Failed || a.kept_when_failed())
+        {
             crate::artifacts::write_in(tx, run_id, Some(&u.key), artifact).await?;
         }
     }
@@ -142,11 +146,20 @@ pub(crate) async fn record_units_in(
     let now = tx.now();
     let count = |o: UnitOutcome| fresh.iter().filter(|u| u.outcome == o).count() as i64;
     let n = fresh.len() as i64;
-    let updated: Option<(i64, i64)> = tx
+    // `created` / `updated` (OPERATIONS.md §3) count what the fresh units'
+    // artifacts wrote; a run that writes nothing keeps them unset.
+    let (created, updated) = fresh
+        .iter()
+        .filter_map(|u| u.artifact.as_ref())
+        .map(|a| a.counters())
+        .fold((0i64, 0i64), |(c, u), (dc, du)| (c + dc, u + du));
+    let bumped: Option<(i64, i64)> = tx
         .fetch_optional(
             sql("UPDATE operation_runs SET processed = processed + $2, \
                  succeeded = COALESCE(succeeded, 0) + $3, failed = COALESCE(failed, 0) + $4, \
-                 skipped = COALESCE(skipped, 0) + $5, heartbeat_at = $6 \
+                 skipped = COALESCE(skipped, 0) + $5, heartbeat_at = $6, \
+                 created = CASE WHEN $7 > 0 THEN COALESCE(created, 0) + $7 ELSE created END, \
+                 updated = CASE WHEN $8 > 0 THEN COALESCE(updated, 0) + $8 ELSE updated END \
                  WHERE id = $1 AND status = 'running' AND total IS NOT NULL AND processed + $2 <= total \
                  RETURNING processed, total")
             .bind(run_id)
@@ -154,10 +167,12 @@ pub(crate) async fn record_units_in(
             .bind(count(UnitOutcome::Succeeded))
             .bind(count(UnitOutcome::Failed))
             .bind(count(UnitOutcome::Skipped))
-            .bind(now),
+            .bind(now)
+            .bind(created)
+            .bind(updated),
         )
         .await?;
-    let Some((processed, total)) = updated else {
+    let Some((processed, total)) = bumped else {
         return Err(refusal(tx, run_id, n as u64).await);
     };
     summary.all_processed = processed >= total;

@@ -36,6 +36,7 @@ pub mod lease;
 mod ledger;
 mod phases;
 pub mod proof;
+pub mod restores;
 mod row;
 pub mod runs;
 pub mod stale;

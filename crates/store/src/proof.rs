@@ -130,6 +130,24 @@ impl ProofReader {
     }
 }
 
+impl ProofReader {
+    /// The restore results run `run_id` recorded (one per unit).
+    pub async fn restore_results_of(
+        &self,
+        run_id: &str,
+    ) -> Result<Vec<crate::restores::StoredRestoreResult>, StoreError> {
+        self.store.restore_results_of(run_id).await
+    }
+
+    /// The restore results of many runs, grouped by run.
+    pub async fn restore_results_of_runs(
+        &self,
+        run_ids: &[&str],
+    ) -> Result<BTreeMap<String, Vec<crate::restores::StoredRestoreResult>>, StoreError> {
+        self.store.restore_results_of_runs(run_ids).await
+    }
+}
+
 /// Run ids per batched proof query (bound parameters stay far below either
 /// database's limit).
 const PROOF_IDS_PER_QUERY: usize = 500;

@@ -1,0 +1,947 @@
+//! `backup_set.restore`: writes the items of a backup set into the run's
+//! tenant (the **target**), one unit job per item, in dependency waves
+//! (OPERATIONS.md §5, §6, §8).
+//!
+//! - **Parent** (run job): resolves the set (the one named, of any tenant of
+//!   the workspace, or the target's latest complete set — none ends
+//!   `blocked`, `no_backup_set`), checks the target can be read and written
+//!   at all (a blocked target ends `blocked` before any write), reads the
+//!   target's directory, and plans the units in waves: groups to create
+//!   (only with `create_missing_groups`), named locations and assignment
+//!   filters, then every other policy — so nothing is written before what it
+//!   refers to. The plan (`context.restore`) and `total` are written once; a
+//!   retried parent keeps them.
+//! - **Unit** (unit job, one per item): maps every reference the item makes
+//!   (the names its backup recorded) to the target's own ids through the
+//!   target's directory — a reference that cannot be mapped fails the unit
+//!   (`reference_unmapped`, naming it), it is never dropped or left pointing
+//!   at the source tenant. It then looks the object up in the target (by the
+//!   id an earlier restore recorded, else by type and display name) before
+//!   creating it, so a unit re-run after a crash never creates a duplicate;
+//!   compares normalized content (`unchanged`: nothing written), else writes
+//!   the policy and then its assignments (`created` / `updated`). A dry run
+//!   writes nothing and records what would change. Each unit's result is a
+//!   [`RestoreResult`] committed with its ledger row, failures included.
+//! - **Outcome** by `maybe_complete_bulk_run` (all items restored →
+//!   succeeded; some failed → partially_succeeded; all failed → failed);
+//!   **proof** for reconciliation is this run's own per-item results on
+//!   this target ([`reconcile_from_results`]).
+
+use crate::kit::{OpenFailed, Stopped, open_provider, provider_error, with_retries};
+use async_trait::async_trait;
+use opsledger_core::normalize::{Names, content_hash, sha256_hex};
+use opsledger_core::reconcile::{AdapterResult, Verdict};
+use opsledger_core::{Failure, Outcome, Run, RunType, UnitOutcome};
+use opsledger_engine::{Family, Handler, HandlerError, RunContext, UnitContext, UnitHandler, UnitResult};
+use opsledger_providers::{Directory, DirectoryKind, Policy, Provider, ProviderError, ProviderSettings};
+use opsledger_store::artifacts::UnitArtifact;
+use opsledger_store::lease::RunReads;
+use opsledger_store::proof::ProofReader;
+use opsledger_store::restores::{ItemHead, RestoreOutcome, RestoreResult, StoredRestoreResult};
+use opsledger_store::{Completion, ContextPatch, StoreError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, LazyLock, Mutex};
+
+/// The family's descriptor.
+pub fn family(providers: &ProviderSettings) -> Family {
+    Family {
+        run: Arc::new(Restore {
+            providers: providers.clone(),
+        }),
+        units: Some(Arc::new(RestoreUnit {
+            providers: providers.clone(),
+        })),
+        adapter: Some(Arc::new(RestoreAdapter)),
+    }
+}
+
+/// The policy types written in the first wave: what other policies refer to.
+pub const FIRST_WAVE_TYPES: [&str; 2] = ["namedLocations", "assignmentFilters"];
+
+/// Unit keys: `item/<backup item id>` or `group/<hash of the group's name>`.
+const ITEM: &str = "item/";
+const GROUP: &str = "group/";
+
+/// The restore's plan, written once by the parent into `context.restore`
+/// and read by every unit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    pub backup_set_id: String,
+    pub source_tenant_id: String,
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Unit key → name of each group the restore creates (wave 1).
+    #[serde(default)]
+    pub groups: BTreeMap<String, String>,
+    /// Items that share their type and display name with another item of the
+    /// restore: which target object each is cannot be told, so they fail.
+    #[serde(default)]
+    pub ambiguous: BTreeSet<String>,
+    pub items: u64,
+}
+
+pub struct Restore {
+    pub providers: ProviderSettings,
+}
+
+fn blocked(code: &str, message: impl Into<String>) -> Completion {
+    Completion::new(Outcome::Blocked).with_failure(Failure::new(code, message))
+}
+
+/// `displayName`, or `name` (the settings catalog), trimmed and without case:
+/// how a policy is matched in the target.
+pub fn match_name(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+fn group_key(name: &str) -> String {
+    format!("{GROUP}{}", &sha256_hex(match_name(name).as_bytes())[..32])
+}
+
+/// The waves of a restore's units: groups to create, then named locations
+/// and assignment filters, then every other policy. Pure: the plan's shape.
+pub fn waves(items: &[ItemHead], groups: &BTreeMap<String, String>) -> Vec<Vec<String>> {
+    let first: Vec<String> = groups
+        .keys()
+        .cloned()
+        .chain(
+            items
+                .iter()
+                .filter(|i| FIRST_WAVE_TYPES.contains(&i.policy_type.as_str()))
+                .map(|i| format!("{ITEM}{}", i.id)),
+        )
+        .collect();
+    let second: Vec<String> = items
+        .iter()
+        .filter(|i| !FIRST_WAVE_TYPES.contains(&i.policy_type.as_str()))
+        .map(|i| format!("{ITEM}{}", i.id))
+        .collect();
+    [first, second].into_iter().filter(|w| !w.is_empty()).collect()
+}
+
+/// Items sharing type and match name with another selected item.
+pub fn ambiguous_items(items: &[ItemHead]) -> BTreeSet<String> {
+    let mut by_name: BTreeMap<(String, String), Vec<&str>> = BTreeMap::new();
+    for i in items {
+        by_name
+            .entry((i.policy_type.clone(), match_name(&i.display_name)))
+            .or_default()
+            .push(&i.id);
+    }
+    by_name
+        .into_values()
+        .filter(|ids| ids.len() > 1)
+        .flatten()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The groups the items refer to (`group:<name>` references) that the
+/// target's directory has no group of that name for, by unit key.
+pub fn missing_groups(items: &[ItemHead], target: &Directory) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        for named in item.refs.values() {
+            if let Some(name) = named.strip_prefix("group:")
+                && target.by_name(DirectoryKind::Group, name).is_empty()
+            {
+                out.entry(group_key(name)).or_insert_with(|| name.trim().to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl Handler for Restore {
+    async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
+        let run = &ctx.run;
+        if run.tenant_id.is_none() {
+            return Err(HandlerError::permanent("tenant_missing", "a restore needs a target tenant"));
+        }
+        if let Some(total) = run.summary_counts.total {
+            tracing::info!(run = %run.id, total, "restore units already planned");
+            return Ok(());
+        }
+        let params = run.context.get("params").cloned().unwrap_or(Value::Null);
+        let flag = |name: &str| params.get(name).and_then(Value::as_bool).unwrap_or(false);
+        let (dry_run, create_groups) = (flag("dry_run"), flag("create_missing_groups"));
+        let reads = ctx.reads();
+        let set = match params.get("backup_set_id").and_then(Value::as_str) {
+            Some(id) => match reads.backup_set(id).await? {
+                Some(set) => set,
+                None => {
+                    ctx.complete(blocked(
+                        "backup_set_not_found",
+                        format!("backup set {id} no longer exists in this workspace"),
+                    ))
+                    .await?;
+                    return Ok(());
+                }
+            },
+            None => match reads.latest_complete_backup_set().await? {
+                Some(set) => set,
+                None => {
+                    ctx.complete(blocked(
+                        "no_backup_set",
+                        "this tenant has no complete backup set: name one in `backup_set_id`, or back the tenant up first",
+                    ))
+                    .await?;
+                    return Ok(());
+                }
+            },
+        };
+        let cross_tenant = Some(&set.tenant_id) != run.tenant_id.as_ref();
+        if set.directory.is_none() && cross_tenant {
+            // Its references are bare ids of the source tenant: restored
+            // elsewhere they would point at nothing, or at the wrong object.
+            ctx.complete(blocked(
+                "backup_set_without_directory",
+                format!(
+                    "backup set {} was taken without its tenant's directory, so its references cannot be \
+                     mapped to another tenant; restore it into its own tenant, or take a new backup",
+                    set.id
+                ),
+            ))
+            .await?;
+            return Ok(());
+        }
+        // The target first: a blocked target ends blocked before any write.
+        let provider = match open_provider(reads, &self.providers).await {
+            Ok(p) => p,
+            Err(OpenFailed::Unavailable(failure)) => {
+                ctx.complete(Completion::new(Outcome::Blocked).with_failure(failure))
+                    .await?;
+                return Ok(());
+            }
+            Err(OpenFailed::Store(e)) => return Err(e.into()),
+        };
+        let directory = match with_retries(&ctx.cancel, &ctx.liveness, || async {
+            provider.check_access().await?;
+            provider.directory().await
+        })
+        .await
+        {
+            Ok(d) => d,
+            Err(Err(Stopped)) => return Ok(()),
+            Err(Ok(e)) if e.is_precondition() => {
+                ctx.complete(Completion::new(Outcome::Blocked).with_failure(Failure::new(e.code(), e.to_string())))
+                    .await?;
+                return Ok(());
+            }
+            Err(Ok(e)) if e.is_transient() => return Err(provider_error(e, None)),
+            Err(Ok(e)) => {
+                ctx.complete(Completion::new(Outcome::Failed).with_failure(Failure::new(
+                    "target_directory_unreadable",
+                    format!("the target's directory cannot be read, so no reference can be mapped: {e}"),
+                )))
+                .await?;
+                return Ok(());
+            }
+        };
+        let mut items = reads.backup_item_heads(&set.id).await?;
+        if let Some(named) = params.get("item_ids").and_then(Value::as_array) {
+            let named: BTreeSet<&str> = named.iter().filter_map(Value::as_str).collect();
+            let found: BTreeSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
+            if let Some(missing) = named.iter().find(|id| !found.contains(**id)) {
+                ctx.complete(blocked(
+                    "backup_item_not_found",
+                    format!("backup item {missing} is not in backup set {}", set.id),
+                ))
+                .await?;
+                return Ok(());
+            }
+            items.retain(|i| named.contains(i.id.as_str()));
+        }
+        let groups = if create_groups {
+            missing_groups(&items, &directory)
+        } else {
+            BTreeMap::new()
+        };
+        let plan = Plan {
+            backup_set_id: set.id.clone(),
+            source_tenant_id: set.tenant_id.clone(),
+            dry_run,
+            ambiguous: ambiguous_items(&items),
+            items: items.len() as u64,
+            groups,
+        };
+        let waves = waves(&items, &plan.groups);
+        ctx.patch_context(&[ContextPatch::new(["restore"], serde_json::to_value(&plan).expect("json"))])
+            .await?;
+        let waves: Vec<&[String]> = waves.iter().map(Vec::as_slice).collect();
+        let total = ctx
+            .enqueue_unit_waves(&waves, RunType::BackupSetRestore.max_attempts())
+            .await?;
+        tracing::info!(run = %run.id, total, set = %set.id, dry_run, "planned restore units");
+        Ok(())
+    }
+}
+
+pub struct RestoreUnit {
+    pub providers: ProviderSettings,
+}
+
+/// The plan of a run, read once per run and process (a fan-out's units
+/// share it, and the run's context can hold 10 000 item ids).
+async fn plan_of(reads: &RunReads) -> Result<Arc<Plan>, HandlerError> {
+    type Plans = Vec<(String, Arc<Plan>)>;
+    static CACHE: LazyLock<Mutex<Plans>> = LazyLock::new(Default::default);
+    const CACHED_RUNS: usize = 16;
+    let run_id = &reads.head().id;
+    if let Some((_, plan)) = CACHE.lock().expect("lock").iter().find(|(id, _)| id == run_id) {
+        return Ok(plan.clone());
+    }
+    let run = reads.reload().await?.ok_or_else(|| StoreError::RunNotFound(run_id.clone()))?;
+    let plan: Plan = run
+        .context
+        .get("restore")
+        .cloned()
+        .and_then(|p| serde_json::from_value(p).ok())
+        .ok_or_else(|| HandlerError::permanent("restore_plan_missing", "the restore's plan was never recorded"))?;
+    let plan = Arc::new(plan);
+    let mut cache = CACHE.lock().expect("lock");
+    if cache.len() >= CACHED_RUNS {
+        cache.remove(0);
+    }
+    cache.push((run_id.clone(), plan.clone()));
+    Ok(plan)
+}
+
+/// What one unit concluded, before it becomes a [`UnitResult`].
+struct Done {
+    outcome: RestoreOutcome,
+    target_id: Option<String>,
+    detail: Value,
+    failure: Option<Failure>,
+}
+
+impl Done {
+    fn ok(outcome: RestoreOutcome, target_id: Option<String>, detail: Value) -> Done {
+        Done {
+            outcome,
+            target_id,
+            detail,
+            failure: None,
+        }
+    }
+
+    fn failed(code: &str, message: String, target_id: Option<String>, detail: Value) -> Done {
+        Done {
+            outcome: RestoreOutcome::Failed,
+            target_id,
+            detail,
+            failure: Some(Failure::new(code, message)),
+        }
+    }
+}
+
+/// A provider call inside a unit: throttling retried in place; a stop or a
+/// transient error that outlasted the retries goes back to the runner (the
+/// unit is retried whole, which is safe: it looks before it writes).
+async fn call<T, F, Fut>(ctx: &UnitContext, f: F) -> Result<Result<T, ProviderError>, HandlerError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
+    match with_retries(&ctx.cancel, &ctx.liveness, f).await {
+        Ok(v) => Ok(Ok(v)),
+        Err(Err(Stopped)) => Err(HandlerError::Stopped),
+        // Not the unit's last attempt: the runner retries it after backoff.
+        // On its last, the failure is the unit's result like any other, so
+        // every unit that ends has its restore result.
+        Err(Ok(e)) if e.is_transient() && ctx.attempt < RunType::BackupSetRestore.max_attempts() => {
+            Err(provider_error(e, Some(&ctx.unit_key)))
+        }
+        Err(Ok(e)) => Ok(Err(e)),
+    }
+}
+
+#[async_trait]
+impl UnitHandler for RestoreUnit {
+    async fn execute(&self, ctx: UnitContext) -> Result<UnitResult, HandlerError> {
+        let plan = plan_of(&ctx.reads).await?;
+        let provider = open_provider(&ctx.reads, &self.providers).await?;
+        let (item_id, done) = if ctx.unit_key.starts_with(GROUP) {
+            (None, restore_group(&ctx, &plan, provider.as_ref()).await?)
+        } else if let Some(id) = ctx.unit_key.strip_prefix(ITEM) {
+            (Some(id.to_owned()), restore_item(&ctx, &plan, provider.as_ref(), id).await?)
+        } else {
+            return Err(HandlerError::permanent(
+                "invalid_unit_key",
+                format!("unit `{}` is not a restore unit", ctx.unit_key),
+            ));
+        };
+        let result = RestoreResult {
+            backup_set_id: plan.backup_set_id.clone(),
+            backup_item_id: item_id,
+            outcome: done.outcome,
+            dry_run: plan.dry_run,
+            target_id: done.target_id,
+            detail: done.detail,
+        };
+        Ok(UnitResult {
+            outcome: if done.failure.is_some() {
+                UnitOutcome::Failed
+            } else {
+                UnitOutcome::Succeeded
+            },
+            failure: done.failure.map(|f| f.for_unit(ctx.unit_key.clone())),
+            artifact: Some(UnitArtifact::RestoreResult(result)),
+        })
+    }
+}
+
+async fn restore_group(ctx: &UnitContext, plan: &Plan, provider: &dyn Provider) -> Result<Done, HandlerError> {
+    let Some(name) = plan.groups.get(&ctx.unit_key) else {
+        return Err(HandlerError::permanent(
+            "invalid_unit_key",
+            format!("unit `{}` is not a group of the plan", ctx.unit_key),
+        ));
+    };
+    let detail = json!({"kind": "group", "name": name});
+    let directory = match call(ctx, || provider.directory()).await? {
+        Ok(d) => d,
+        Err(e) => return Ok(Done::failed(e.code(), e.to_string(), None, detail)),
+    };
+    // Looked up by name first: a unit re-run after its create finds it.
+    match directory.by_name(DirectoryKind::Group, name).as_slice() {
+        [one] => return Ok(Done::ok(RestoreOutcome::Unchanged, Some(one.id.clone()), detail)),
+        [] => {}
+        many => {
+            return Ok(Done::failed(
+                "ambiguous_target",
+                format!("the target has {} groups named `{name}`", many.len()),
+                None,
+                detail,
+            ));
+        }
+    }
+    if plan.dry_run {
+        return Ok(Done::ok(RestoreOutcome::Created, None, detail));
+    }
+    match call(ctx, || provider.create_directory_object(DirectoryKind::Group, name)).await? {
+        Ok(entry) => Ok(Done::ok(RestoreOutcome::Created, Some(entry.id), detail)),
+        Err(e) => Ok(Done::failed(e.code(), e.to_string(), None, detail)),
+    }
+}
+
+/// The target's directory for second-wave units, read once per run and
+/// process: the second wave starts only when the first (which creates groups
+/// and named locations) is recorded, so the directory no longer changes
+/// under the restore. First-wave units read it fresh.
+async fn second_wave_directory(
+    ctx: &UnitContext,
+    provider: &dyn Provider,
+) -> Result<Result<Arc<Directory>, ProviderError>, HandlerError> {
+    type Directories = Vec<(String, Arc<Directory>)>;
+    static CACHE: LazyLock<Mutex<Directories>> = LazyLock::new(Default::default);
+    const CACHED_RUNS: usize = 8;
+    let run_id = &ctx.run.id;
+    if let Some((_, d)) = CACHE.lock().expect("lock").iter().find(|(id, _)| id == run_id) {
+        return Ok(Ok(d.clone()));
+    }
+    let d = match call(ctx, || provider.directory()).await? {
+        Ok(d) => Arc::new(d),
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut cache = CACHE.lock().expect("lock");
+    if cache.len() >= CACHED_RUNS {
+        cache.remove(0);
+    }
+    cache.push((run_id.clone(), d.clone()));
+    Ok(Ok(d))
+}
+
+/// How an item's references map to the target: source id → target id, or
+/// the references that cannot be mapped, each named.
+pub fn map_references(
+    refs: &BTreeMap<String, String>,
+    target: &Directory,
+    groups_to_create: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, Vec<String>> {
+    let mut mapped = BTreeMap::new();
+    let mut unmapped = Vec::new();
+    for (source_id, named) in refs {
+        let (kind, name) = named.split_once(':').unwrap_or(("", named));
+        let kind = DirectoryKind::ALL.into_iter().find(|k| k.as_str() == kind);
+        let Some(kind) = kind else {
+            unmapped.push(format!("`{named}` (id {source_id}): not a directory object opsledger maps"));
+            continue;
+        };
+        match target.by_name(kind, name).as_slice() {
+            [one] => {
+                mapped.insert(source_id.clone(), one.id.clone());
+            }
+            [] if kind == DirectoryKind::Group && groups_to_create.values().any(|g| match_name(g) == match_name(name)) => {
+                // Planned to be created by this (dry) run: it will map.
+                mapped.insert(source_id.clone(), format!("(group `{}` to be created)", name.trim()));
+            }
+            [] => unmapped.push(format!(
+                "{} `{}` (id {source_id} in the backup) is not in the target's directory",
+                kind.as_str(),
+                name.trim()
+            )),
+            many => unmapped.push(format!(
+                "{} `{}` (id {source_id} in the backup) names {} objects in the target; none is chosen",
+                kind.as_str(),
+                name.trim(),
+                many.len()
+            )),
+        }
+    }
+    if unmapped.is_empty() { Ok(mapped) } else { Err(unmapped) }
+}
+
+/// `value` with every string that is a mapped source id (any case) replaced
+/// by the target's id.
+pub fn remap(value: &Value, mapped: &BTreeMap<String, String>) -> Value {
+    if mapped.is_empty() {
+        return value.clone();
+    }
+    let lower: BTreeMap<String, &String> = mapped.iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+    fn walk(v: &Value, lower: &BTreeMap<String, &String>) -> Value {
+        match v {
+            Value::String(s) => match lower.get(&s.to_ascii_lowercase()) {
+                Some(to) => Value::String((*to).clone()),
+                None => v.clone(),
+            },
+            Value::Array(a) => Value::Array(a.iter().map(|x| walk(x, lower)).collect()),
+            Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), walk(x, lower))).collect()),
+            other => other.clone(),
+        }
+    }
+    walk(value, &lower)
+}
+
+/// The target's policy of `policy_type` this item is: the one an earlier
+/// restore recorded, else the one with its display name. `Err` names why
+/// none can be chosen (two of that name).
+async fn find_existing(
+    ctx: &UnitContext,
+    provider: &dyn Provider,
+    policy_type: &str,
+    item_id: &str,
+    name: &str,
+) -> Result<Result<Option<(Policy, &'static str)>, ProviderError>, HandlerError> {
+    if let Some(target_id) = ctx.reads.restored_target_of(item_id).await? {
+        match call(ctx, || provider.get_policy(policy_type, &target_id)).await? {
+            Ok(p) => return Ok(Ok(Some((p, "earlier_restore")))),
+            // Deleted in the target since: look it up by name.
+            Err(ProviderError::NotFound(_)) => {}
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    let wanted = match_name(name);
+    let mut matches: Vec<String> = Vec::new();
+    let mut page: Option<String> = None;
+    let mut pages = 0u32;
+    loop {
+        let p = match call(ctx, || provider.list_page(policy_type, page.as_deref())).await? {
+            Ok(p) => p,
+            // A tenant without the type has none of it (an empty folder).
+            Err(ProviderError::UnknownType(_)) => break,
+            Err(e) => return Ok(Err(e)),
+        };
+        matches.extend(
+            p.items
+                .iter()
+                .filter(|i| match_name(&i.display_name) == wanted)
+                .map(|i| i.id.clone()),
+        );
+        pages += 1;
+        match p.next {
+            Some(next) if pages < 100_000 => page = Some(next),
+            _ => break,
+        }
+    }
+    match matches.as_slice() {
+        [] => Ok(Ok(None)),
+        [id] => match call(ctx, || provider.get_policy(policy_type, id)).await? {
+            Ok(p) => Ok(Ok(Some((p, "name")))),
+            Err(e) => Ok(Err(e)),
+        },
+        many => Ok(Err(ProviderError::Malformed(format!(
+            "the target has {} {policy_type} policies named `{}`; none is chosen",
+            many.len(),
+            name.trim()
+        )))),
+    }
+}
+
+/// The body a restore writes: the item as backed up, references mapped,
+/// without what the source service kept about its own copy — its
+/// annotations (`@odata.type` aside: it says what the object is) and the
+/// operations it advertised (`#microsoft.graph.restore`, whose URL names the
+/// source's id) — nor its assignments (written after the policy exists).
+pub fn writable_body(desired: &Value) -> Value {
+    fn strip(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .filter(|(k, _)| {
+                        !opsledger_core::normalize::is_operation_advertisement(k)
+                            && (k.as_str() == "@odata.type" || !k.contains("@odata.") || k.ends_with("@odata.bind"))
+                    })
+                    .map(|(k, x)| (k.clone(), strip(x)))
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
+            other => other.clone(),
+        }
+    }
+    let mut body = strip(desired);
+    if let Value::Object(m) = &mut body {
+        m.remove("assignments");
+    }
+    body
+}
+
+fn assignments_of(v: &Value) -> Option<&Vec<Value>> {
+    v.get("assignments").and_then(Value::as_array)
+}
+
+async fn restore_item(
+    ctx: &UnitContext,
+    plan: &Plan,
+    provider: &dyn Provider,
+    item_id: &str,
+) -> Result<Done, HandlerError> {
+    let Some(item) = ctx.reads.backup_item(&plan.backup_set_id, item_id).await? else {
+        return Ok(Done::failed(
+            "backup_item_not_found",
+            format!("backup item {item_id} is no longer in backup set {}", plan.backup_set_id),
+            None,
+            json!({}),
+        ));
+    };
+    let head = &item.head;
+    let mut detail = Map::new();
+    detail.insert("policy_type".into(), json!(head.policy_type));
+    detail.insert("display_name".into(), json!(head.display_name));
+    if plan.ambiguous.contains(item_id) {
+        return Ok(Done::failed(
+            "ambiguous_source_name",
+            format!(
+                "another item of this restore is also a {} named `{}`: which target object each is cannot be told",
+                head.policy_type, head.display_name
+            ),
+            None,
+            Value::Object(detail),
+        ));
+    }
+    let directory = if FIRST_WAVE_TYPES.contains(&head.policy_type.as_str()) {
+        call(ctx, || provider.directory()).await?.map(Arc::new)
+    } else {
+        second_wave_directory(ctx, provider).await?
+    };
+    let directory = match directory {
+        Ok(d) => d,
+        Err(e) => return Ok(Done::failed(e.code(), e.to_string(), None, Value::Object(detail))),
+    };
+    // A named location or filter is in the directory itself: its own id is
+    // not a reference (the target gives it an id of its own).
+    let mut refs = head.refs.clone();
+    refs.retain(|id, _| !id.eq_ignore_ascii_case(&head.external_id));
+    let mapped = match map_references(&refs, &directory, &plan.groups) {
+        Ok(m) => m,
+        Err(unmapped) => {
+            detail.insert("unmapped".into(), json!(unmapped));
+            return Ok(Done::failed(
+                "reference_unmapped",
+                format!("{} cannot be restored: {}", head.display_name, unmapped.join("; ")),
+                None,
+                Value::Object(detail),
+            ));
+        }
+    };
+    detail.insert("mapped".into(), json!(mapped));
+    let desired = remap(&item.payload, &mapped);
+    let names: Names = directory.names();
+    let existing = match find_existing(ctx, provider, &head.policy_type, item_id, &head.display_name).await? {
+        Ok(e) => e,
+        Err(e) => {
+            let code = if matches!(e, ProviderError::Malformed(_)) { "ambiguous_target" } else { e.code() };
+            return Ok(Done::failed(code, e.to_string(), None, Value::Object(detail)));
+        }
+    };
+    let assignments = assignments_of(&desired).cloned();
+    let body = writable_body(&desired);
+    let Some((existing, matched_by)) = existing else {
+        detail.insert("matched_by".into(), json!("none"));
+        if plan.dry_run {
+            return Ok(Done::ok(RestoreOutcome::Created, None, Value::Object(detail)));
+        }
+        let created = match call(ctx, || provider.create_policy(&head.policy_type, &body)).await? {
+            Ok(p) => p,
+            Err(e) => return Ok(Done::failed(e.code(), e.to_string(), None, Value::Object(detail))),
+        };
+        if let Some(a) = assignments.filter(|a| !a.is_empty())
+            && let Err(e) = call(ctx, || provider.assign(&head.policy_type, &created.id, &a)).await?
+        {
+            // The policy exists (its id is recorded, so the next restore
+            // finds it); its assignments did not land.
+            return Ok(Done::failed(
+                e.code(),
+                format!("created, but its assignments were not written: {e}"),
+                Some(created.id),
+                Value::Object(detail),
+            ));
+        }
+        return Ok(Done::ok(RestoreOutcome::Created, Some(created.id), Value::Object(detail)));
+    };
+    detail.insert("matched_by".into(), json!(matched_by));
+    let target_id = Some(existing.id.clone());
+    if content_hash(&existing.payload, &names) == content_hash(&desired, &names) {
+        return Ok(Done::ok(RestoreOutcome::Unchanged, target_id, Value::Object(detail)));
+    }
+    if plan.dry_run {
+        return Ok(Done::ok(RestoreOutcome::Updated, target_id, Value::Object(detail)));
+    }
+    // Written only where it differs: the body, then the assignments.
+    let without = |v: &Value| {
+        let mut v = v.clone();
+        if let Value::Object(m) = &mut v {
+            m.remove("assignments");
+        }
+        content_hash(&v, &names)
+    };
+    if without(&existing.payload) != without(&desired)
+        && let Err(e) = call(ctx, || provider.update_policy(&head.policy_type, &existing.id, &body)).await?
+    {
+        return Ok(Done::failed(e.code(), e.to_string(), target_id, Value::Object(detail)));
+    }
+    let current = assignments_of(&existing.payload).cloned().unwrap_or_default();
+    if let Some(a) = assignments
+        && content_hash(&Value::Array(a.clone()), &names) != content_hash(&Value::Array(current), &names)
+        && let Err(e) = call(ctx, || provider.assign(&head.policy_type, &existing.id, &a)).await?
+    {
+        return Ok(Done::failed(
+            e.code(),
+            format!("updated, but its assignments were not written: {e}"),
+            target_id,
+            Value::Object(detail),
+        ));
+    }
+    Ok(Done::ok(RestoreOutcome::Updated, target_id, Value::Object(detail)))
+}
+
+/// Reconciles a stale restore from its own per-item results on its target.
+pub struct RestoreAdapter;
+
+#[async_trait]
+impl opsledger_engine::ReconciliationAdapter for RestoreAdapter {
+    fn name(&self) -> &'static str {
+        "backup_set_restore"
+    }
+
+    async fn reconcile(&self, run: &Run, proof: &ProofReader) -> Result<AdapterResult, StoreError> {
+        let results = proof.restore_results_of(&run.id).await?;
+        Ok(reconcile_from_results(run, &results))
+    }
+
+    async fn reconcile_page(&self, runs: &[&Run], proof: &ProofReader) -> Result<Vec<AdapterResult>, StoreError> {
+        let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+        let results = proof.restore_results_of_runs(&ids).await?;
+        Ok(runs
+            .iter()
+            .map(|run| reconcile_from_results(run, results.get(&run.id).map_or(&[][..], Vec::as_slice)))
+            .collect())
+    }
+}
+
+/// The restore rule on one run's proof: its per-unit results. Every planned
+/// unit with a result and none failed → succeeded; some restored → partially
+/// succeeded; none restored → failed; a result of another scope → failed.
+/// Pure: the adapter reads, this decides.
+pub fn reconcile_from_results(run: &Run, results: &[StoredRestoreResult]) -> AdapterResult {
+    if let Some(r) = results
+        .iter()
+        .find(|r| r.workspace_id != run.workspace_id || Some(&r.target_tenant_id) != run.tenant_id.as_ref() || r.run_id != run.id)
+    {
+        return AdapterResult::new(
+            Verdict::Failed,
+            "proof_wrong_scope",
+            format!("restore result {} names another target", r.unit_key),
+        );
+    }
+    if results.is_empty() {
+        return AdapterResult::stale_no_proof("This restore");
+    }
+    let restored = results.iter().filter(|r| r.outcome != RestoreOutcome::Failed).count() as u64;
+    let failed = results.len() as u64 - restored;
+    let sets: BTreeSet<&str> = results.iter().map(|r| r.backup_set_id.as_str()).collect();
+    let artifact = json!({"kind": "backup_set", "id": sets.iter().next(), "restored": restored, "failed": failed});
+    let planned = run.summary_counts.total;
+    let (verdict, code, line) = match planned {
+        Some(p) if restored == p && failed == 0 => (
+            Verdict::Succeeded,
+            "restore_complete",
+            format!("all {p} planned items have their restore result"),
+        ),
+        _ if restored > 0 => (
+            Verdict::PartiallySucceeded,
+            "restore_incomplete",
+            match planned {
+                Some(p) => format!("{restored} of {p} planned items were restored ({failed} failed)"),
+                None => format!("{restored} items were restored but the plan was never recorded"),
+            },
+        ),
+        _ => (
+            Verdict::Failed,
+            "restore_nothing_restored",
+            format!("none of the items was restored ({failed} failed)"),
+        ),
+    };
+    AdapterResult::new(verdict, code, line)
+        .with_artifact(artifact)
+        .with_units_succeeded(restored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opsledger_providers::DirectoryEntry;
+
+    fn head(id: &str, t: &str, name: &str, refs: &[(&str, &str)]) -> ItemHead {
+        ItemHead {
+            id: id.into(),
+            policy_type: t.into(),
+            external_id: id.into(),
+            display_name: name.into(),
+            refs: refs.iter().map(|(a, b)| ((*a).into(), (*b).into())).collect(),
+        }
+    }
+
+    fn dir(entries: &[(DirectoryKind, &str, &str)]) -> Directory {
+        Directory {
+            entries: entries
+                .iter()
+                .map(|(kind, id, name)| DirectoryEntry {
+                    kind: *kind,
+                    id: (*id).into(),
+                    display_name: (*name).into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn what_others_refer_to_comes_first() {
+        let items = [
+            head("1", "deviceConfigurations", "A", &[]),
+            head("2", "namedLocations", "Office", &[]),
+            head("3", "conditionalAccessPolicies", "CA", &[]),
+            head("4", "assignmentFilters", "Win", &[]),
+        ];
+        let groups = BTreeMap::from([(group_key("Pilot"), "Pilot".to_owned())]);
+        let w = waves(&items, &groups);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[0], vec![group_key("Pilot"), "item/2".into(), "item/4".into()]);
+        assert_eq!(w[1], vec!["item/1".to_owned(), "item/3".into()]);
+        // No first-wave unit: one wave.
+        assert_eq!(waves(&items[..1], &BTreeMap::new()).len(), 1);
+        assert!(waves(&[], &BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn references_map_by_name_or_are_named_unmapped() {
+        let target = dir(&[
+            (DirectoryKind::Group, "T-1", "All Staff"),
+            (DirectoryKind::NamedLocation, "T-2", "Office"),
+            (DirectoryKind::Group, "T-3", "Twice"),
+            (DirectoryKind::Group, "T-4", "twice "),
+        ]);
+        let refs = BTreeMap::from([
+            ("S-1".to_owned(), "group: all staff".to_owned()),
+            ("S-2".to_owned(), "named_location:Office".to_owned()),
+        ]);
+        let m = map_references(&refs, &target, &BTreeMap::new()).unwrap();
+        assert_eq!(m["S-1"], "T-1");
+        assert_eq!(m["S-2"], "T-2");
+        let refs = BTreeMap::from([
+            ("S-9".to_owned(), "group:Finance".to_owned()),
+            ("S-8".to_owned(), "group:Twice".to_owned()),
+        ]);
+        let e = map_references(&refs, &target, &BTreeMap::new()).unwrap_err();
+        assert_eq!(e.len(), 2);
+        assert!(e.iter().any(|m| m.contains("`Finance`") && m.contains("S-9")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("2 objects")), "{e:?}");
+        // A group this run creates maps.
+        let creating = BTreeMap::from([(group_key("Finance"), "Finance".to_owned())]);
+        let refs = BTreeMap::from([("S-9".to_owned(), "group:Finance".to_owned())]);
+        assert!(map_references(&refs, &target, &creating).is_ok());
+    }
+
+    #[test]
+    fn remap_replaces_every_mapped_id_and_nothing_else() {
+        let body = json!({"displayName": "S-1", "id": "keep", "conditions": {"users": {"includeGroups": ["s-1", "x"]}},
+                          "assignments": [{"target": {"groupId": "S-1", "deviceAndAppManagementAssignmentFilterId": "S-2"}}]});
+        let mapped = BTreeMap::from([("S-1".to_owned(), "T-1".to_owned()), ("S-2".to_owned(), "T-2".to_owned())]);
+        let out = remap(&body, &mapped);
+        let text = out.to_string();
+        assert!(!text.contains("S-1") && !text.contains("s-1") && !text.contains("S-2"), "{text}");
+        assert_eq!(out["conditions"]["users"]["includeGroups"], json!(["T-1", "x"]));
+        assert_eq!(out["id"], "keep");
+    }
+
+    #[test]
+    fn missing_groups_and_ambiguous_names() {
+        let target = dir(&[(DirectoryKind::Group, "T-1", "All Staff")]);
+        let items = [
+            head("1", "deviceConfigurations", "A", &[("S-1", "group:All Staff"), ("S-2", "group:Pilot")]),
+            head("2", "deviceConfigurations", " a ", &[("S-3", "group:pilot"), ("S-4", "named_location:X")]),
+            head("3", "deviceCompliancePolicies", "A", &[]),
+        ];
+        let missing = missing_groups(&items, &target);
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert_eq!(missing.values().next().unwrap(), "Pilot");
+        assert_eq!(
+            ambiguous_items(&items),
+            BTreeSet::from(["1".to_owned(), "2".to_owned()])
+        );
+    }
+
+    fn run(total: Option<u64>) -> Run {
+        let mut r: Run = serde_json::from_value(json!({
+            "id": "r", "workspace_id": "w", "tenant_id": "t", "type": "backup_set.restore",
+            "status": "running", "outcome": "pending", "initiator": "test", "created_at": 0
+        }))
+        .unwrap();
+        r.summary_counts.total = total;
+        r
+    }
+
+    fn result(key: &str, outcome: RestoreOutcome, tenant: &str) -> StoredRestoreResult {
+        StoredRestoreResult {
+            run_id: "r".into(),
+            unit_key: key.into(),
+            workspace_id: "w".into(),
+            target_tenant_id: tenant.into(),
+            backup_set_id: "s".into(),
+            backup_item_id: Some(key.into()),
+            outcome,
+            dry_run: false,
+            target_id: None,
+        }
+    }
+
+    #[test]
+    fn reconciliation_needs_this_runs_results_on_this_target() {
+        use RestoreOutcome::*;
+        let all = [result("a", Created, "t"), result("b", Unchanged, "t")];
+        let v = |r: AdapterResult| r.verdict;
+        assert_eq!(v(reconcile_from_results(&run(Some(2)), &all)), Verdict::Succeeded);
+        let some = [result("a", Created, "t"), result("b", Failed, "t")];
+        assert_eq!(v(reconcile_from_results(&run(Some(2)), &some)), Verdict::PartiallySucceeded);
+        assert_eq!(v(reconcile_from_results(&run(Some(3)), &all)), Verdict::PartiallySucceeded);
+        let none = [result("a", Failed, "t")];
+        assert_eq!(v(reconcile_from_results(&run(Some(2)), &none)), Verdict::Failed);
+        assert_eq!(v(reconcile_from_results(&run(Some(2)), &[])), Verdict::Failed);
+        let elsewhere = [result("a", Created, "t"), result("b", Created, "other")];
+        let r = reconcile_from_results(&run(Some(2)), &elsewhere);
+        assert_eq!((r.verdict, r.reason_code.as_str()), (Verdict::Failed, "proof_wrong_scope"));
+    }
+}

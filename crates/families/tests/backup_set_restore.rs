@@ -1,0 +1,471 @@
+//! `backup_set.restore` end to end through two in-process runners on both
+//! databases: demo tenants (whose every write goes through a counting
+//! state, the provider's write log), and folder tenants made from the real
+//! exports in `testdata/`.
+
+use async_trait::async_trait;
+use opsledger_core::normalize::content_hash;
+use opsledger_core::{Outcome, Run, RunType};
+use opsledger_engine::{Runner, RunnerConfig};
+use opsledger_providers::demo::{DemoState, DemoStateError, MemoryDemoState};
+use opsledger_providers::{Directory, Provider, ProviderSettings};
+use opsledger_store::restores::RestoreOutcome;
+use opsledger_store::{NewRun, Store, both_backends};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The demo tenants' state, counting every write per tenant: what a restore
+/// touched, and that a dry run or an idempotent re-run touched nothing.
+#[derive(Debug, Default)]
+struct WriteLog {
+    writes: Mutex<Vec<(String, String, String)>>,
+    count: AtomicU64,
+}
+
+impl WriteLog {
+    fn of(&self, tenant: &str) -> Vec<(String, String)> {
+        self.writes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _, _)| t == tenant)
+            .map(|(_, c, id)| (c.clone(), id.clone()))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl DemoState for WriteLog {
+    async fn put(&self, tenant: &str, collection: &str, id: &str, body: &Value) -> Result<(), DemoStateError> {
+        self.writes
+            .lock()
+            .unwrap()
+            .push((tenant.to_owned(), collection.to_owned(), id.to_owned()));
+        self.count.fetch_add(1, Ordering::SeqCst);
+        MemoryDemoState.put(tenant, collection, id, body).await
+    }
+    async fn get(&self, tenant: &str, collection: &str, id: &str) -> Result<Option<Value>, DemoStateError> {
+        MemoryDemoState.get(tenant, collection, id).await
+    }
+    async fn list(&self, tenant: &str, collection: &str) -> Result<Vec<(String, Value)>, DemoStateError> {
+        MemoryDemoState.list(tenant, collection).await
+    }
+}
+
+struct Env {
+    store: Store,
+    ws: String,
+    log: Arc<WriteLog>,
+    settings: ProviderSettings,
+}
+
+async fn env(store: Store) -> Env {
+    let ws = store.create_workspace("ws").await.unwrap().id;
+    let log = Arc::new(WriteLog::default());
+    let settings = ProviderSettings {
+        demo_state: Some(log.clone()),
+        ..ProviderSettings::default()
+    };
+    Env {
+        store,
+        ws,
+        log,
+        settings,
+    }
+}
+
+impl Env {
+    async fn tenant(&self, name: &str, spec: &str) -> String {
+        self.store.create_tenant(&self.ws, name, spec).await.unwrap().id
+    }
+
+    async fn run(&self, tenant: &str, t: RunType, params: Value) -> Run {
+        let new = NewRun::on_tenant(&self.ws, tenant, t, "test", params);
+        let id = self.store.create_run(new).await.unwrap().into_run().id;
+        let registry = opsledger_families::registry(self.settings.clone());
+        let config = RunnerConfig {
+            concurrency: 8,
+            poll_interval: Duration::from_millis(10),
+            ..Default::default()
+        };
+        let shutdown = CancellationToken::new();
+        let a = tokio::spawn(
+            Runner::new(self.store.clone(), registry.clone(), config.clone()).run(shutdown.clone()),
+        );
+        let b = tokio::spawn(Runner::new(self.store.clone(), registry, config).run(shutdown.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        let done = loop {
+            let r = self.store.get_run(&id).await.unwrap().unwrap();
+            if std::env::var("DBG").is_ok() { eprintln!("{:?} {:?} {:?}", r.status, r.summary_counts, r.failures.first()); }
+            if r.is_completed() {
+                break r;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{r:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        shutdown.cancel();
+        a.await.unwrap();
+        b.await.unwrap();
+        done
+    }
+
+    /// Inventory, then a backup of every policy: the backup set's id.
+    async fn backup(&self, tenant: &str) -> String {
+        let sync = self.run(tenant, RunType::InventorySync, json!({})).await;
+        assert!(
+            matches!(sync.outcome, Outcome::Succeeded | Outcome::PartiallySucceeded),
+            "{sync:?}"
+        );
+        let backup = self.run(tenant, RunType::BackupSetAddPolicies, json!({})).await;
+        assert_eq!(backup.outcome, Outcome::Succeeded, "{:?}", backup.failures);
+        backup.context["backup_set"]["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn restore(&self, target: &str, params: Value) -> Run {
+        self.run(target, RunType::BackupSetRestore, params).await
+    }
+
+    fn provider(&self, spec: &str, tenant: &str) -> Arc<dyn Provider> {
+        opsledger_providers::open(spec, tenant, "x", &self.settings).unwrap()
+    }
+
+    /// `result` of every unit of `run`.
+    async fn results(&self, run: &Run) -> Vec<RestoreOutcome> {
+        self.store
+            .restore_results_of(&run.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.outcome)
+            .collect()
+    }
+}
+
+fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(name)
+}
+
+/// Every policy of a tenant, whole, with its type: `(type, name, hash)`.
+async fn read_back(p: &dyn Provider) -> Vec<(String, String, String)> {
+    let names = p.directory().await.map(|d| d.names()).unwrap_or_default();
+    let mut out = Vec::new();
+    for t in p.policy_types().await.unwrap() {
+        let mut page = None;
+        loop {
+            let got = p.list_page(&t.key, page.as_deref()).await.unwrap();
+            for item in &got.items {
+                let whole = p.get_policy(&t.key, &item.id).await.unwrap();
+                out.push((
+                    t.key.clone(),
+                    whole.display_name.trim().to_lowercase(),
+                    content_hash(&whole.payload, &names),
+                ));
+            }
+            match got.next {
+                Some(n) => page = Some(n),
+                None => break,
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+both_backends!(
+    a_healthy_backup_restores_into_each_demo_profile,
+    |store: Store| async move {
+        let e = env(store).await;
+        let source = e.tenant("contoso", "demo:healthy").await;
+        let set = e.backup(&source).await;
+        let items = e.store.backup_item_heads(&set).await.unwrap().len() as u64;
+        for (profile, outcome) in [
+            ("healthy", Outcome::Succeeded),
+            ("throttled", Outcome::Succeeded),
+            ("partial", Outcome::PartiallySucceeded),
+            ("blocked", Outcome::Blocked),
+        ] {
+            let target = e.tenant(&format!("target-{profile}"), &format!("demo:{profile}")).await;
+            let run = e.restore(&target, json!({ "backup_set_id": set })).await;
+            assert_eq!(run.outcome, outcome, "{profile}: {:?}", run.failures);
+            let c = &run.summary_counts;
+            if profile == "blocked" {
+                assert_eq!(c.total, None, "blocked before any plan");
+                assert!(e.log.of(&target).is_empty(), "nothing written into a blocked tenant");
+                continue;
+            }
+            assert_eq!((c.total, c.processed), (Some(items), Some(items)), "{profile}");
+            let written = c.created.unwrap_or(0) + c.updated.unwrap_or(0);
+            assert!(written > 0, "{profile}: {c:?}");
+            if profile == "partial" {
+                let codes: Vec<&str> = run.failures.iter().map(|f| f.code.as_str()).collect();
+                assert!(codes.contains(&"provider_forbidden"), "{codes:?}");
+            }
+            assert_eq!(e.results(&run).await.len() as u64, items, "every unit has its result: {:?}", run.failures);
+        }
+    }
+);
+
+both_backends!(
+    the_acsc_export_restores_into_a_demo_tenant_and_again_unchanged,
+    |store: Store| async move {
+        let e = env(store).await;
+        let path = testdata("acsc-intune-hardening");
+        let spec = format!("folder:{}", path.display());
+        let source = e.tenant("acsc", &spec).await;
+        let set = e.backup(&source).await;
+        // The demo tenant has no `intents` type: the settings catalog items.
+        let items: Vec<String> = e
+            .store
+            .backup_item_heads(&set)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.policy_type == "configurationPolicies")
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(items.len(), 6);
+        let target = e.tenant("demo", "demo:healthy").await;
+        let first = e
+            .restore(&target, json!({ "backup_set_id": set, "item_ids": items }))
+            .await;
+        assert_eq!(first.outcome, Outcome::Succeeded, "{:?}", first.failures);
+        assert_eq!(e.results(&first).await, vec![RestoreOutcome::Created; 6]);
+        assert_eq!(first.summary_counts.created, Some(6));
+        // Read back from the target, each equals its backup after normalization.
+        let p = e.provider("demo:healthy", &target);
+        let names = p.directory().await.unwrap().names();
+        for r in e.store.restore_results_of(&first.id).await.unwrap() {
+            let item = e
+                .store
+                .backup_item(&set, r.backup_item_id.as_deref().unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            let back = p
+                .get_policy("configurationPolicies", r.target_id.as_deref().unwrap())
+                .await
+                .unwrap();
+            if std::env::var("DBG").is_ok() {
+                eprintln!("BACK {}", opsledger_core::normalize::canonical_json(&opsledger_core::normalize::normalize(&back.payload, &names)));
+                eprintln!("ITEM {}", opsledger_core::normalize::canonical_json(&opsledger_core::normalize::normalize(&item.payload, &Default::default())));
+            }
+            assert_eq!(content_hash(&back.payload, &names), item.content_sha256);
+        }
+        let writes = e.log.of(&target).len();
+        let again = e
+            .restore(&target, json!({ "backup_set_id": set, "item_ids": items }))
+            .await;
+        assert_eq!(again.outcome, Outcome::Succeeded, "{:?}", again.failures);
+        assert_eq!(e.results(&again).await, vec![RestoreOutcome::Unchanged; 6]);
+        assert_eq!(e.log.of(&target).len(), writes, "a second restore writes nothing");
+        assert_eq!(
+            (again.summary_counts.created, again.summary_counts.updated),
+            (None, None)
+        );
+    }
+);
+
+/// A copy of the CA baseline's ids: every id of its directory and policies.
+fn source_ids(store_dir: &Directory, items: &[opsledger_store::restores::ItemHead]) -> Vec<String> {
+    let mut ids: Vec<String> = store_dir.entries.iter().map(|e| e.id.to_lowercase()).collect();
+    ids.extend(items.iter().flat_map(|i| i.refs.keys().map(|k| k.to_lowercase())));
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// The target folder's own directory: an id derived from a name (a file
+/// without an id) is the same in both folders, and is the target's own.
+async fn p_dir(e: &Env, root: &tempfile::TempDir, tenant: &str) -> Directory {
+    e.provider(&format!("folder:{}", root.path().display()), tenant)
+        .directory()
+        .await
+        .unwrap()
+}
+
+fn folder_text(root: &Path) -> String {
+    let mut all = String::new();
+    for e in walkdir::WalkDir::new(root) {
+        let e = e.unwrap();
+        if e.file_type().is_file() {
+            all.push_str(&std::fs::read_to_string(e.path()).unwrap().to_lowercase());
+        }
+    }
+    all
+}
+
+both_backends!(
+    the_ca_baseline_restores_into_an_empty_folder_with_every_reference_remapped,
+    |store: Store| async move {
+        let e = env(store).await;
+        let spec = format!("folder:{}", testdata("ca-baseline").display());
+        let source = e.tenant("ca", &spec).await;
+        let set = e.backup(&source).await;
+        let head = e.store.backup_set_head(&e.ws, &set).await.unwrap().unwrap();
+        let directory: Directory = serde_json::from_value(head.directory.clone().unwrap()).unwrap();
+        let heads = e.store.backup_item_heads(&set).await.unwrap();
+        assert_eq!(heads.len(), 39);
+
+        // Without creating groups: the named locations land, every policy
+        // naming a group the empty target lacks fails, naming it.
+        let empty = tempfile::tempdir().unwrap();
+        let target_spec = format!("folder:{}", empty.path().display());
+        let target = e.tenant("empty", &target_spec).await;
+        let run = e.restore(&target, json!({ "backup_set_id": set })).await;
+        assert_eq!(run.outcome, Outcome::PartiallySucceeded, "{:?}", run.summary_counts);
+        let unmapped: Vec<_> = run.failures.iter().filter(|f| f.code == "reference_unmapped").collect();
+        assert!(!unmapped.is_empty());
+        assert!(unmapped[0].message.contains("group `"), "{}", unmapped[0].message);
+        let n = unmapped.len() as u64;
+        assert_eq!(
+            (run.summary_counts.created, run.summary_counts.failed),
+            (Some(39 - n), Some(n)),
+            "every item but those naming a missing group was created"
+        );
+
+        // With `create_missing_groups`: groups and named locations first,
+        // then every policy, none of the source's ids left in the target.
+        let fresh = tempfile::tempdir().unwrap();
+        let target = e.tenant("fresh", &format!("folder:{}", fresh.path().display())).await;
+        let run = e
+            .restore(&target, json!({ "backup_set_id": set, "create_missing_groups": true }))
+            .await;
+        assert_eq!(run.outcome, Outcome::Succeeded, "{:?}", run.failures);
+        let groups = run.context["restore"]["groups"].as_object().unwrap().len() as u64;
+        assert!(groups > 0);
+        assert_eq!(run.summary_counts.total, Some(39 + groups));
+        assert_eq!(run.summary_counts.created, Some(39 + groups));
+        let text = folder_text(fresh.path());
+        let own = p_dir(&e, &fresh, &target).await;
+        for id in source_ids(&directory, &heads).into_iter().filter(|id| own.by_id(id).is_none()) {
+            if text.contains(&id) && std::env::var("DBG").is_ok() {
+                for e in walkdir::WalkDir::new(fresh.path()) {
+                    let e = e.unwrap();
+                    if e.file_type().is_file() && std::fs::read_to_string(e.path()).unwrap().to_lowercase().contains(&id) {
+                        eprintln!("IN {}: {}", e.path().display(), std::fs::read_to_string(e.path()).unwrap());
+                    }
+                }
+                eprintln!("SOURCE {:?}", directory.by_id(&id));
+            }
+            assert!(!text.contains(&id), "source id {id} survived in the target");
+        }
+        // And the target reads back equal to the backup, by name.
+        let p = e.provider(&format!("folder:{}", fresh.path().display()), &target);
+        let back = read_back(p.as_ref()).await;
+        let names = directory.names();
+        let mut expected = Vec::new();
+        for h in &heads {
+            let item = e.store.backup_item(&set, &h.id).await.unwrap().unwrap();
+            expected.push((
+                h.policy_type.clone(),
+                h.display_name.trim().to_lowercase(),
+                content_hash(&item.payload, &names),
+            ));
+        }
+        expected.sort();
+        assert_eq!(back, expected);
+    }
+);
+
+both_backends!(
+    only_the_named_items_are_touched_and_a_dry_run_touches_none,
+    |store: Store| async move {
+        let e = env(store).await;
+        let source = e.tenant("contoso", "demo:healthy").await;
+        let set = e.backup(&source).await;
+        let heads = e.store.backup_item_heads(&set).await.unwrap();
+        let twenty: Vec<_> = heads
+            .iter()
+            .filter(|h| h.policy_type == "deviceConfigurations" || h.policy_type == "deviceCompliancePolicies")
+            .take(20)
+            .collect();
+        assert_eq!(twenty.len(), 20);
+        let three: Vec<String> = twenty.iter().take(3).map(|h| h.id.clone()).collect();
+        let target = e.tenant("fabrikam", "demo:healthy").await;
+
+        let dry = e
+            .restore(&target, json!({ "backup_set_id": set, "item_ids": three, "dry_run": true }))
+            .await;
+        assert_eq!(dry.outcome, Outcome::Succeeded, "{:?}", dry.failures);
+        assert_eq!(dry.summary_counts.total, Some(3));
+        assert!(e.log.of(&target).is_empty(), "a dry run writes nothing");
+        assert_eq!(e.results(&dry).await, vec![RestoreOutcome::Created; 3]);
+        assert_eq!(dry.summary_counts.created, None, "nothing was created");
+
+        let run = e.restore(&target, json!({ "backup_set_id": set, "item_ids": three })).await;
+        assert_eq!(run.outcome, Outcome::Succeeded, "{:?}", run.failures);
+        let touched: std::collections::BTreeSet<String> =
+            e.log.of(&target).into_iter().map(|(_, id)| id).collect();
+        let restored: std::collections::BTreeSet<String> = e
+            .store
+            .restore_results_of(&run.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.target_id.unwrap())
+            .collect();
+        assert_eq!(touched, restored, "exactly the three named items were written");
+        assert_eq!(touched.len(), 3);
+    }
+);
+
+both_backends!(
+    a_unit_rerun_after_its_create_makes_no_duplicate,
+    |store: Store| async move {
+        let e = env(store).await;
+        let source = e.tenant("contoso", "demo:healthy").await;
+        let set = e.backup(&source).await;
+        let head = e
+            .store
+            .backup_item_heads(&set)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|h| {
+                h.policy_type == "deviceConfigurations"
+                    && !h.refs.is_empty()
+                    && h.refs.values().all(|n| n.starts_with("group:"))
+            })
+            .expect("a policy assigned to groups only");
+        let item = e.store.backup_item(&set, &head.id).await.unwrap().unwrap();
+        let target = e.tenant("fabrikam", "demo:healthy").await;
+        // The unit's create landed, then its worker died before recording it.
+        let p = e.provider("demo:healthy", &target);
+        let mut body = item.payload.clone();
+        body.as_object_mut().unwrap().remove("assignments");
+        p.create_policy("deviceConfigurations", &body).await.unwrap();
+        let run = e
+            .restore(&target, json!({ "backup_set_id": set, "item_ids": [head.id] }))
+            .await;
+        assert_eq!(run.outcome, Outcome::Succeeded, "{:?}", run.failures);
+        assert_eq!(e.results(&run).await, vec![RestoreOutcome::Updated]);
+        let named = read_back(p.as_ref())
+            .await
+            .into_iter()
+            .filter(|(t, n, _)| t == "deviceConfigurations" && *n == head.display_name.trim().to_lowercase())
+            .count();
+        assert_eq!(named, 1, "no duplicate");
+    }
+);
+
+both_backends!(
+    a_target_without_a_complete_set_is_blocked,
+    |store: Store| async move {
+        let e = env(store).await;
+        let target = e.tenant("contoso", "demo:healthy").await;
+        let run = e.restore(&target, json!({})).await;
+        assert_eq!(run.outcome, Outcome::Blocked);
+        assert_eq!(run.failures[0].code, "no_backup_set");
+        assert_eq!(run.summary_counts.total, None);
+        // Its own latest complete set is the default.
+        let set = e.backup(&target).await;
+        let run = e.restore(&target, json!({})).await;
+        assert_eq!(run.outcome, Outcome::Succeeded, "{:?}", run.failures);
+        assert_eq!(run.context["restore"]["backup_set_id"], set);
+        assert!(e.results(&run).await.iter().all(|r| *r == RestoreOutcome::Unchanged));
+    }
+);
