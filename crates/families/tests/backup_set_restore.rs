@@ -40,7 +40,13 @@ impl WriteLog {
 
 #[async_trait]
 impl DemoState for WriteLog {
-    async fn put(&self, tenant: &str, collection: &str, id: &str, body: &Value) -> Result<(), DemoStateError> {
+    async fn put(
+        &self,
+        tenant: &str,
+        collection: &str,
+        id: &str,
+        body: &Value,
+    ) -> Result<(), DemoStateError> {
         self.writes
             .lock()
             .unwrap()
@@ -100,7 +106,6 @@ impl Env {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
         let done = loop {
             let r = self.store.get_run(&id).await.unwrap().unwrap();
-            if std::env::var("DBG").is_ok() { eprintln!("{:?} {:?} {:?}", r.status, r.summary_counts, r.failures.first()); }
             if r.is_completed() {
                 break r;
             }
@@ -146,7 +151,9 @@ impl Env {
 }
 
 fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata")
+        .join(name)
 }
 
 /// Every policy of a tenant, whole, with its type: `(type, name, hash)`.
@@ -188,13 +195,18 @@ both_backends!(
             ("partial", Outcome::PartiallySucceeded),
             ("blocked", Outcome::Blocked),
         ] {
-            let target = e.tenant(&format!("target-{profile}"), &format!("demo:{profile}")).await;
+            let target = e
+                .tenant(&format!("target-{profile}"), &format!("demo:{profile}"))
+                .await;
             let run = e.restore(&target, json!({ "backup_set_id": set })).await;
             assert_eq!(run.outcome, outcome, "{profile}: {:?}", run.failures);
             let c = &run.summary_counts;
             if profile == "blocked" {
                 assert_eq!(c.total, None, "blocked before any plan");
-                assert!(e.log.of(&target).is_empty(), "nothing written into a blocked tenant");
+                assert!(
+                    e.log.of(&target).is_empty(),
+                    "nothing written into a blocked tenant"
+                );
                 continue;
             }
             assert_eq!((c.total, c.processed), (Some(items), Some(items)), "{profile}");
@@ -204,7 +216,12 @@ both_backends!(
                 let codes: Vec<&str> = run.failures.iter().map(|f| f.code.as_str()).collect();
                 assert!(codes.contains(&"provider_forbidden"), "{codes:?}");
             }
-            assert_eq!(e.results(&run).await.len() as u64, items, "every unit has its result: {:?}", run.failures);
+            assert_eq!(
+                e.results(&run).await.len() as u64,
+                items,
+                "every unit has its result: {:?}",
+                run.failures
+            );
         }
     }
 );
@@ -249,10 +266,6 @@ both_backends!(
                 .get_policy("configurationPolicies", r.target_id.as_deref().unwrap())
                 .await
                 .unwrap();
-            if std::env::var("DBG").is_ok() {
-                eprintln!("BACK {}", opsledger_core::normalize::canonical_json(&opsledger_core::normalize::normalize(&back.payload, &names)));
-                eprintln!("ITEM {}", opsledger_core::normalize::canonical_json(&opsledger_core::normalize::normalize(&item.payload, &Default::default())));
-            }
             assert_eq!(content_hash(&back.payload, &names), item.content_sha256);
         }
         let writes = e.log.of(&target).len();
@@ -316,8 +329,17 @@ both_backends!(
         let target_spec = format!("folder:{}", empty.path().display());
         let target = e.tenant("empty", &target_spec).await;
         let run = e.restore(&target, json!({ "backup_set_id": set })).await;
-        assert_eq!(run.outcome, Outcome::PartiallySucceeded, "{:?}", run.summary_counts);
-        let unmapped: Vec<_> = run.failures.iter().filter(|f| f.code == "reference_unmapped").collect();
+        assert_eq!(
+            run.outcome,
+            Outcome::PartiallySucceeded,
+            "{:?}",
+            run.summary_counts
+        );
+        let unmapped: Vec<_> = run
+            .failures
+            .iter()
+            .filter(|f| f.code == "reference_unmapped")
+            .collect();
         assert!(!unmapped.is_empty());
         assert!(unmapped[0].message.contains("group `"), "{}", unmapped[0].message);
         let n = unmapped.len() as u64;
@@ -330,9 +352,14 @@ both_backends!(
         // With `create_missing_groups`: groups and named locations first,
         // then every policy, none of the source's ids left in the target.
         let fresh = tempfile::tempdir().unwrap();
-        let target = e.tenant("fresh", &format!("folder:{}", fresh.path().display())).await;
+        let target = e
+            .tenant("fresh", &format!("folder:{}", fresh.path().display()))
+            .await;
         let run = e
-            .restore(&target, json!({ "backup_set_id": set, "create_missing_groups": true }))
+            .restore(
+                &target,
+                json!({ "backup_set_id": set, "create_missing_groups": true }),
+            )
             .await;
         assert_eq!(run.outcome, Outcome::Succeeded, "{:?}", run.failures);
         let groups = run.context["restore"]["groups"].as_object().unwrap().len() as u64;
@@ -341,16 +368,10 @@ both_backends!(
         assert_eq!(run.summary_counts.created, Some(39 + groups));
         let text = folder_text(fresh.path());
         let own = p_dir(&e, &fresh, &target).await;
-        for id in source_ids(&directory, &heads).into_iter().filter(|id| own.by_id(id).is_none()) {
-            if text.contains(&id) && std::env::var("DBG").is_ok() {
-                for e in walkdir::WalkDir::new(fresh.path()) {
-                    let e = e.unwrap();
-                    if e.file_type().is_file() && std::fs::read_to_string(e.path()).unwrap().to_lowercase().contains(&id) {
-                        eprintln!("IN {}: {}", e.path().display(), std::fs::read_to_string(e.path()).unwrap());
-                    }
-                }
-                eprintln!("SOURCE {:?}", directory.by_id(&id));
-            }
+        for id in source_ids(&directory, &heads)
+            .into_iter()
+            .filter(|id| own.by_id(id).is_none())
+        {
             assert!(!text.contains(&id), "source id {id} survived in the target");
         }
         // And the target reads back equal to the backup, by name.
@@ -380,7 +401,9 @@ both_backends!(
         let heads = e.store.backup_item_heads(&set).await.unwrap();
         let twenty: Vec<_> = heads
             .iter()
-            .filter(|h| h.policy_type == "deviceConfigurations" || h.policy_type == "deviceCompliancePolicies")
+            .filter(|h| {
+                h.policy_type == "deviceConfigurations" || h.policy_type == "deviceCompliancePolicies"
+            })
             .take(20)
             .collect();
         assert_eq!(twenty.len(), 20);
@@ -388,7 +411,10 @@ both_backends!(
         let target = e.tenant("fabrikam", "demo:healthy").await;
 
         let dry = e
-            .restore(&target, json!({ "backup_set_id": set, "item_ids": three, "dry_run": true }))
+            .restore(
+                &target,
+                json!({ "backup_set_id": set, "item_ids": three, "dry_run": true }),
+            )
             .await;
         assert_eq!(dry.outcome, Outcome::Succeeded, "{:?}", dry.failures);
         assert_eq!(dry.summary_counts.total, Some(3));
@@ -396,7 +422,9 @@ both_backends!(
         assert_eq!(e.results(&dry).await, vec![RestoreOutcome::Created; 3]);
         assert_eq!(dry.summary_counts.created, None, "nothing was created");
 
-        let run = e.restore(&target, json!({ "backup_set_id": set, "item_ids": three })).await;
+        let run = e
+            .restore(&target, json!({ "backup_set_id": set, "item_ids": three }))
+            .await;
         assert_eq!(run.outcome, Outcome::Succeeded, "{:?}", run.failures);
         let touched: std::collections::BTreeSet<String> =
             e.log.of(&target).into_iter().map(|(_, id)| id).collect();
@@ -466,6 +494,97 @@ both_backends!(
         let run = e.restore(&target, json!({})).await;
         assert_eq!(run.outcome, Outcome::Succeeded, "{:?}", run.failures);
         assert_eq!(run.context["restore"]["backup_set_id"], set);
-        assert!(e.results(&run).await.iter().all(|r| *r == RestoreOutcome::Unchanged));
+        assert!(
+            e.results(&run)
+                .await
+                .iter()
+                .all(|r| *r == RestoreOutcome::Unchanged)
+        );
+    }
+);
+
+both_backends!(
+    an_assignment_to_a_group_the_target_lacks_is_unmapped_unless_created,
+    |store: Store| async move {
+        let e = env(store).await;
+        let source = e.tenant("contoso", "demo:healthy").await;
+        // One policy of the source is assigned to a group only it has.
+        let p = e.provider("demo:healthy", &source);
+        let group = p
+            .create_directory_object(opsledger_providers::DirectoryKind::Group, "Only At Contoso")
+            .await
+            .unwrap();
+        let policy = p.list_page("deviceConfigurations", None).await.unwrap().items[0].clone();
+        p.assign(
+            "deviceConfigurations",
+            &policy.id,
+            &[json!({"target": {"@odata.type": "#microsoft.graph.groupAssignmentTarget", "groupId": group.id}})],
+        )
+        .await
+        .unwrap();
+        let set = e.backup(&source).await;
+        let heads = e.store.backup_item_heads(&set).await.unwrap();
+        let item = heads.iter().find(|h| h.external_id == policy.id).unwrap();
+        assert_eq!(item.refs[&group.id], "group:Only At Contoso");
+        let other = heads
+            .iter()
+            .find(|h| {
+                h.policy_type == "deviceCompliancePolicies"
+                    && h.refs.values().all(|n| n.starts_with("group:"))
+            })
+            .unwrap();
+        let ids = json!([item.id, other.id]);
+
+        let target = e.tenant("fabrikam", "demo:healthy").await;
+        let run = e
+            .restore(&target, json!({"backup_set_id": set, "item_ids": ids}))
+            .await;
+        assert_eq!(run.outcome, Outcome::PartiallySucceeded, "{:?}", run.failures);
+        assert_eq!(run.failures.len(), 1);
+        let f = &run.failures[0];
+        assert_eq!(f.code, "reference_unmapped");
+        assert_eq!(f.unit.as_deref(), Some(format!("item/{}", item.id).as_str()));
+        assert!(
+            f.message.contains("Only At Contoso") && f.message.contains(&group.id),
+            "{}",
+            f.message
+        );
+        let t = e.provider("demo:healthy", &target);
+        assert!(
+            t.directory()
+                .await
+                .unwrap()
+                .by_name(opsledger_providers::DirectoryKind::Group, "Only At Contoso")
+                .is_empty(),
+            "no group is created unless asked"
+        );
+
+        let run = e
+            .restore(
+                &target,
+                json!({"backup_set_id": set, "item_ids": ids, "create_missing_groups": true}),
+            )
+            .await;
+        assert_eq!(run.outcome, Outcome::Succeeded, "{:?}", run.failures);
+        let made = t.directory().await.unwrap();
+        let made = made.by_name(opsledger_providers::DirectoryKind::Group, "Only At Contoso");
+        assert_eq!(made.len(), 1);
+        assert_ne!(
+            made[0].id, group.id,
+            "the target's own group, not the source's id"
+        );
+        let restored = e.store.restore_results_of(&run.id).await.unwrap();
+        let unit = restored
+            .iter()
+            .find(|r| r.backup_item_id.as_deref() == Some(item.id.as_str()))
+            .unwrap();
+        let back = t
+            .get_policy("deviceConfigurations", unit.target_id.as_deref().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            back.payload["assignments"][0]["target"]["groupId"],
+            made[0].id.as_str()
+        );
     }
 );
