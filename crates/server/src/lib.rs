@@ -4,6 +4,7 @@
 //! progress contract.
 
 pub mod auth;
+mod backup_sets;
 pub mod error;
 mod files;
 pub mod http;
@@ -74,6 +75,12 @@ fn routes(state: AppState) -> Router {
         .route(
             "/api/v1/workspaces/{ws}/operations/{id}/force-close",
             post(operations::force_close),
+        )
+        .route("/api/v1/workspaces/{ws}/backup-sets", get(backup_sets::list))
+        .route("/api/v1/workspaces/{ws}/backup-sets/{id}", get(backup_sets::show))
+        .route(
+            "/api/v1/workspaces/{ws}/backup-sets/{id}/export",
+            get(backup_sets::export),
         )
         .fallback(
             |uri: Uri| async move { error::ApiError::not_found(format!("no such route: {}", uri.path())) },

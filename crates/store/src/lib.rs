@@ -17,6 +17,7 @@
 //! writers never deadlock upgrading a read lock.
 
 pub mod artifacts;
+pub mod backup_reads;
 pub mod backups;
 pub mod budget;
 pub mod children;

@@ -25,7 +25,7 @@
 pub mod classify;
 pub mod decode;
 pub mod scan;
-mod write;
+pub mod write;
 
 use crate::{Directory, DirectoryEntry, DirectoryKind, Page, Policy, PolicyType, Provider, ProviderError};
 use async_trait::async_trait;

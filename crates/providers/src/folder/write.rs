@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 const ADMX: &str = "groupPolicyConfigurations";
 
+/// The folder a tenant's groups are written to (and read from).
+pub const GROUPS_FOLDER: &str = "Groups";
+
 fn io_error(path: &Path, e: std::io::Error) -> ProviderError {
     ProviderError::Unavailable(format!("cannot write `{}`: {e}", path.display()))
 }
@@ -94,21 +97,41 @@ fn pretty(v: &Value) -> Vec<u8> {
     s
 }
 
-fn display_name_of(body: &Map<String, Value>) -> String {
-    body.get("displayName")
-        .or_else(|| body.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or("unnamed")
-        .to_owned()
+/// The files a policy is written as, by name inside its type's export
+/// folder: `<stem>.json` with the body and, for an Administrative
+/// Template, its definition values in `<stem>_Settings.json` (companion
+/// first). Pure: the one layout a folder write and a backup set's export
+/// (`GET …/backup-sets/{id}/export`) share, and the one the scan reads.
+pub fn policy_files(type_key: &str, stem: &str, mut body: Map<String, Value>) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::with_capacity(2);
+    if type_key == ADMX
+        && let Some(values) = body.remove("definitionValues")
+    {
+        files.push((format!("{stem}_Settings.json"), pretty(&values)));
+    }
+    files.push((format!("{stem}.json"), pretty(&Value::Object(body))));
+    files
 }
 
-/// A free file name for a new object in `dir`: its name, else its name and
-/// the random end of its id (a UUIDv7's first digits are a timestamp, the
-/// same for objects created within a minute).
-fn new_path(dir: &Path, stem: &str, id: &str) -> PathBuf {
-    let plain = dir.join(format!("{stem}.json"));
-    if !plain.exists() {
-        return plain;
+/// A group's file, as `Groups/<stem>.json` holds it (what the scan reads
+/// back into the directory: its id and name).
+pub fn group_file(id: &str, display_name: &str) -> Vec<u8> {
+    pretty(&json!({
+        "@odata.type": "#microsoft.graph.group",
+        "id": id,
+        "displayName": display_name,
+        "securityEnabled": true,
+        "mailEnabled": false,
+    }))
+}
+
+/// A stem for an object with id `id` that is not `taken`: `stem`, else
+/// `stem` and the random end of the id (a UUIDv7's first digits are a
+/// timestamp, the same for objects created within a minute), else `stem`
+/// and a new UUID.
+pub fn free_stem(stem: &str, id: &str, taken: impl Fn(&str) -> bool) -> String {
+    if !taken(stem) {
+        return stem.to_owned();
     }
     let tail: String = id
         .chars()
@@ -117,30 +140,48 @@ fn new_path(dir: &Path, stem: &str, id: &str) -> PathBuf {
         .take(12)
         .collect();
     let tail: String = tail.chars().rev().collect();
-    let with_id = dir.join(format!("{stem}_{tail}.json"));
-    if !with_id.exists() {
+    let with_id = format!("{stem}_{tail}");
+    if !taken(&with_id) {
         return with_id;
     }
-    dir.join(format!("{stem}_{}.json", uuid::Uuid::now_v7().simple()))
+    format!("{stem}_{}", uuid::Uuid::now_v7().simple())
 }
 
-/// Writes a policy file (and an Administrative Template's companion).
-fn write_policy_files(
-    path: &Path,
-    type_key: &str,
-    mut body: Map<String, Value>,
-) -> Result<(), ProviderError> {
-    if type_key == ADMX
-        && let Some(values) = body.remove("definitionValues")
-    {
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let companion = path.with_file_name(format!("{stem}_Settings.json"));
-        write_atomic(&companion, &pretty(&values))?;
+fn display_name_of(body: &Map<String, Value>) -> String {
+    body.get("displayName")
+        .or_else(|| body.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("unnamed")
+        .to_owned()
+}
+
+/// A free file name for a new object in `dir` ([`free_stem`] against the files there).
+fn new_path(dir: &Path, stem: &str, id: &str) -> PathBuf {
+    let stem = free_stem(stem, id, |s| dir.join(format!("{s}.json")).exists());
+    dir.join(format!("{stem}.json"))
+}
+
+/// Writes a policy file (and an Administrative Template's companion), as [`policy_files`] lays them out.
+fn write_policy_files(path: &Path, type_key: &str, body: Map<String, Value>) -> Result<(), ProviderError> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io_error(path, std::io::ErrorKind::InvalidInput.into()))?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let main = format!("{stem}.json");
+    for (name, bytes) in policy_files(type_key, &stem, body) {
+        // The policy's own file keeps its exact name: a rewritten export
+        // file may spell its extension `.JSON`.
+        let target = if name == main {
+            path.to_owned()
+        } else {
+            dir.join(name)
+        };
+        write_atomic(&target, &bytes)?;
     }
-    write_atomic(path, &pretty(&Value::Object(body)))
+    Ok(())
 }
 
 async fn blocking<T: Send + 'static>(
@@ -153,16 +194,10 @@ async fn blocking<T: Send + 'static>(
 
 pub async fn create_group(root: &Path, display_name: &str) -> Result<DirectoryEntry, ProviderError> {
     let id = uuid::Uuid::now_v7().to_string();
-    let dir = root.join("Groups");
-    let body = json!({
-        "@odata.type": "#microsoft.graph.group",
-        "id": id,
-        "displayName": display_name,
-        "securityEnabled": true,
-        "mailEnabled": false,
-    });
+    let dir = root.join(GROUPS_FOLDER);
+    let bytes = group_file(&id, display_name);
     let path = new_path(&dir, &file_stem(display_name), &id);
-    blocking(move || write_atomic(&path, &pretty(&body))).await?;
+    blocking(move || write_atomic(&path, &bytes)).await?;
     Ok(DirectoryEntry {
         kind: DirectoryKind::Group,
         id,
@@ -256,6 +291,38 @@ mod tests {
         );
         assert_eq!(file_stem("  ..  "), "unnamed");
         assert_eq!(file_stem(&"x".repeat(400)).len(), 150);
+    }
+
+    #[test]
+    fn an_administrative_template_is_two_files_any_other_policy_one() {
+        let body = |v: Value| v.as_object().cloned().unwrap();
+        let admx = policy_files(
+            "groupPolicyConfigurations",
+            "Edge",
+            body(json!({"displayName": "Edge", "definitionValues": [{"enabled": true}]})),
+        );
+        let names: Vec<&str> = admx.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["Edge_Settings.json", "Edge.json"]);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&admx[0].1).unwrap(),
+            json!([{"enabled": true}])
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(&admx[1].1).unwrap(),
+            json!({"displayName": "Edge"})
+        );
+        let other = policy_files("deviceConfigurations", "X", body(json!({"definitionValues": []})));
+        assert_eq!(other.len(), 1);
+        assert_eq!(other[0].0, "X.json");
+    }
+
+    #[test]
+    fn a_taken_stem_gets_the_end_of_the_id() {
+        let id = "01930000-aaaa-7bbb-8ccc-0123456789ab";
+        assert_eq!(free_stem("A", id, |_| false), "A");
+        assert_eq!(free_stem("A", id, |s| s == "A"), "A_0123456789ab");
+        let third = free_stem("A", id, |s| s == "A" || s == "A_0123456789ab");
+        assert!(third.starts_with("A_") && third.len() == 34, "{third}");
     }
 
     #[test]
