@@ -41,6 +41,9 @@ pub struct NodeArgs {
     /// unit ledger stays: it is the proof).
     #[arg(long, env = "OPSLEDGER_JOB_RETENTION_MS", default_value_t = opsledger_store::job_cleaner::DEFAULT_JOB_RETENTION_MS)]
     pub job_retention_ms: u64,
+    /// How often this node's scheduler looks for due schedule slots.
+    #[arg(long, env = "OPSLEDGER_SCHEDULER_INTERVAL_MS", default_value_t = 5000)]
+    pub scheduler_interval_ms: u64,
     /// How often to look for jobs when not woken.
     #[arg(long, env = "OPSLEDGER_POLL_INTERVAL_MS", default_value_t = 500)]
     pub poll_interval_ms: u64,
@@ -281,6 +284,12 @@ pub async fn run(
         Duration::from_millis(args.reconcile_interval_ms),
         shutdown.clone(),
     ));
+    let scheduler = tokio::spawn(opsledger_engine::scheduler::run_periodically(
+        store.clone(),
+        Duration::from_millis(args.scheduler_interval_ms),
+        wake.clone(),
+        shutdown.clone(),
+    ));
     let server = match listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -315,6 +324,7 @@ pub async fn run(
     }
     runner.await?;
     sweeper.await?;
+    scheduler.await?;
     store.close().await;
     Ok(())
 }

@@ -417,3 +417,129 @@ async fn demo_keeps_its_secrets_private() {
     assert!(!log.contains('\u{1b}'), "colour codes in a log file:\n{log}");
     child.kill().await.unwrap();
 }
+
+/// A run started by `who`, followed to its end; every state truthful, and
+/// counted progress seen strictly between 0 and total while running.
+async fn started_and_followed(demo: &Demo, who: &str, body: Value, expect: &str) -> Value {
+    let (status, run) = demo
+        .post(
+            who,
+            &format!("/api/v1/workspaces/{}/operations", demo.ws()),
+            body.clone(),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}: {run}");
+    let states = demo.follow(run["id"].as_str().unwrap()).await;
+    assert_truthful(&states);
+    let last = states.last().unwrap().clone();
+    assert_eq!(last["outcome"], expect, "{body}: {last}");
+    if expect != "blocked" {
+        let mid = states.iter().any(|s| {
+            let p = &s["progress"];
+            s["status"] == "running"
+                && p["mode"] == "counted"
+                && p["processed"].as_u64().unwrap() > 0
+                && p["processed"].as_u64() < p["total"].as_u64()
+        });
+        assert!(mid, "{body}: never saw 0 < processed < total while running");
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_backs_up_restores_and_schedules_truthfully() {
+    let demo = Demo::start().await;
+    let admin = "admin@demo.test";
+    let healthy = demo.tenant("healthy");
+    started_and_followed(
+        &demo,
+        admin,
+        json!({"type": "inventory.sync", "tenant_id": healthy}),
+        "succeeded",
+    )
+    .await;
+    let backup = started_and_followed(
+        &demo,
+        admin,
+        json!({"type": "backup_set.add_policies", "tenant_id": healthy}),
+        "succeeded",
+    )
+    .await;
+    let set = backup["context"]["backup_set"]["id"].as_str().unwrap().to_owned();
+    let (status, detail) = demo
+        .get(
+            admin,
+            &format!("/api/v1/workspaces/{}/backup-sets/{set}", demo.ws()),
+        )
+        .await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["complete"], true);
+    // Twenty device configurations and compliance policies: assigned to groups
+    // (and filters) every demo tenant has by name, so they map everywhere.
+    let items: Vec<Value> = detail["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["type"] == "deviceConfigurations" || i["type"] == "deviceCompliancePolicies")
+        .filter(|i| {
+            i["refs"]
+                .as_object()
+                .unwrap()
+                .values()
+                .all(|n| n.as_str().unwrap().starts_with("group:"))
+        })
+        .take(20)
+        .map(|i| i["id"].clone())
+        .collect();
+    assert_eq!(items.len(), 20);
+    // And one Conditional Access policy, a type the partial tenant may not write.
+    let ca = detail["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "conditionalAccessPolicies")
+        .unwrap()["id"]
+        .clone();
+    let mut with_ca = items.clone();
+    with_ca.push(ca);
+    for (profile, selected, expect) in [
+        ("throttled", &items, "succeeded"),
+        ("partial", &with_ca, "partially_succeeded"),
+        ("blocked", &items, "blocked"),
+    ] {
+        let run = started_and_followed(
+            &demo,
+            admin,
+            json!({"type": "backup_set.restore", "tenant_id": demo.tenant(profile),
+                   "params": {"backup_set_id": set, "item_ids": selected}}),
+            expect,
+        )
+        .await;
+        if expect != "blocked" {
+            // Created, or updated where the target has a policy of that name.
+            let c = &run["summary_counts"];
+            let written = c["created"].as_u64().unwrap_or(0) + c["updated"].as_u64().unwrap_or(0);
+            assert_eq!(written, 20, "{run}");
+        }
+    }
+    // A backup schedule, executed now: counted by policy types.
+    let (status, schedule) = demo
+        .post(
+            admin,
+            &format!("/api/v1/workspaces/{}/schedules", demo.ws()),
+            json!({"name": "nightly", "run_type": "backup.schedule.execute", "tenant_id": healthy,
+                   "cron": "0 2 * * *", "timezone": "Europe/Brussels"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{schedule}");
+    let run = started_and_followed(
+        &demo,
+        admin,
+        json!({"type": "backup.schedule.execute", "tenant_id": healthy,
+               "params": {"schedule_id": schedule["id"]}}),
+        "succeeded",
+    )
+    .await;
+    assert_eq!(run["context"]["backup_schedule_id"], schedule["id"]);
+    assert_eq!(run["summary_counts"]["total"], 14, "one unit per policy type");
+}

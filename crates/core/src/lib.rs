@@ -37,6 +37,7 @@ pub mod policy_types;
 pub mod progress;
 pub mod reconcile;
 pub mod run;
+pub mod schedule;
 pub mod status;
 
 pub use catalog::{ProgressKind, RunType, Scope};

@@ -26,6 +26,14 @@ pub enum ParamKind {
     /// `true` or `false`; `false` is the default, so it is dropped (a start
     /// saying `false` and one saying nothing are the same work).
     Flag,
+    /// `true` or `false`, both kept: `false` is a value here (unlock), not a
+    /// default — leaving the parameter out means "unchanged".
+    Bool,
+    /// Text people read (a name, a label): trimmed, then `min` to `max`
+    /// characters, without control, invisible or direction-changing
+    /// characters (they make look-alike names). With `min` 0, `""` is a
+    /// value (it clears), not a default.
+    DisplayText { min: usize, max: usize },
 }
 
 impl ParamKind {
@@ -33,8 +41,8 @@ impl ParamKind {
     pub fn type_name(self) -> &'static str {
         match self {
             ParamKind::PolicyTypes | ParamKind::PolicyRefs | ParamKind::ArtifactIds => "string[]",
-            ParamKind::PolicyRef | ParamKind::ArtifactId => "string",
-            ParamKind::Flag => "boolean",
+            ParamKind::PolicyRef | ParamKind::ArtifactId | ParamKind::DisplayText { .. } => "string",
+            ParamKind::Flag | ParamKind::Bool => "boolean",
         }
     }
 }
@@ -94,6 +102,51 @@ pub mod catalog {
         default: Some("false"),
         description: "write nothing to the tenant; record per item what would be created, updated or left unchanged",
     };
+    pub const SCHEDULE_ID: ParamSpec = ParamSpec {
+        name: "schedule_id",
+        kind: ParamKind::ArtifactId,
+        required: true,
+        default: None,
+        description: "the schedule the run executes (the scheduler names it; GET …/schedules lists them)",
+    };
+    /// The set `backup_set.update` and `backup_set.delete` act on (their dedup key).
+    pub const BACKUP_SET_OF_TENANT: ParamSpec = ParamSpec {
+        name: "backup_set_id",
+        kind: ParamKind::ArtifactId,
+        required: true,
+        default: None,
+        description: "the backup set, a set of the run's tenant (ids from GET …/backup-sets)",
+    };
+    pub const SET_NAME: ParamSpec = ParamSpec {
+        name: "name",
+        kind: ParamKind::DisplayText {
+            min: 1,
+            max: super::MAX_DISPLAY_TEXT_CHARS,
+        },
+        required: false,
+        default: Some("unchanged"),
+        description: "the set's new name: 1 to 200 characters, no control or invisible characters \
+                      (an update gives at least one of `name`, `label`, `retention_locked`)",
+    };
+    pub const SET_LABEL: ParamSpec = ParamSpec {
+        name: "label",
+        kind: ParamKind::DisplayText {
+            min: 0,
+            max: super::MAX_DISPLAY_TEXT_CHARS,
+        },
+        required: false,
+        default: Some("unchanged"),
+        description: "a label: 0 to 200 characters, \"\" clears it",
+    };
+    pub const RETENTION_LOCKED: ParamSpec = ParamSpec {
+        name: "retention_locked",
+        kind: ParamKind::Bool,
+        required: false,
+        default: Some("unchanged"),
+        description: "true: the set cannot be deleted until an update sets it false again",
+    };
+    /// What a `backup_set.update` may change: it must change at least one.
+    pub const BACKUP_SET_CHANGES: &[&str] = &["name", "label", "retention_locked"];
     pub const CREATE_MISSING_GROUPS: ParamSpec = ParamSpec {
         name: "create_missing_groups",
         kind: ParamKind::Flag,
@@ -110,6 +163,8 @@ pub const MAX_POLICY_TYPES: usize = 64;
 pub const MAX_POLICY_IDS: usize = 10_000;
 /// Longest id inside a parameter (INTERFACE.md: `[A-Za-z0-9_.-]{1,128}`).
 pub const MAX_ID_LEN: usize = 128;
+/// Longest display text (a backup set's name or label), in characters.
+pub const MAX_DISPLAY_TEXT_CHARS: usize = 200;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParamError {
@@ -142,6 +197,11 @@ pub enum ParamError {
         got: usize,
         limit: usize,
     },
+    #[error("{run_type} needs at least one of {}", .params.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", "))]
+    NoneOf {
+        run_type: RunType,
+        params: &'static [&'static str],
+    },
 }
 
 impl ParamError {
@@ -150,7 +210,7 @@ impl ParamError {
         match self {
             ParamError::NotAnObject | ParamError::Invalid { .. } => "invalid_params",
             ParamError::Unknown { .. } => "unknown_param",
-            ParamError::Missing { .. } => "missing_param",
+            ParamError::Missing { .. } | ParamError::NoneOf { .. } => "missing_param",
             ParamError::EmptySelection { .. } => "empty_selection",
             ParamError::TooMany { .. } => "param_limit_exceeded",
         }
@@ -160,6 +220,48 @@ impl ParamError {
 /// The parameters `t` accepts.
 pub fn specs(t: RunType) -> &'static [ParamSpec] {
     t.spec().params
+}
+
+/// Parameters each optional alone of which a start of `t` must give at
+/// least one: an update that changes nothing is no work, refused at start.
+pub fn at_least_one_of(t: RunType) -> &'static [&'static str] {
+    match t {
+        RunType::BackupSetUpdate => catalog::BACKUP_SET_CHANGES,
+        _ => &[],
+    }
+}
+
+/// Characters a display text may not hold besides control characters:
+/// invisible ones and direction overrides, which make two different texts
+/// look the same (the rule tenant names follow too).
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{E0000}'..='\u{E007F}')
+}
+
+/// `s` trimmed, if it is `min` to `max` characters of readable text; or why not.
+pub fn check_display_text(s: &str, min: usize, max: usize) -> Result<String, String> {
+    let text = s.trim();
+    let chars = text.chars().count();
+    if chars < min {
+        return Err(if min == 1 {
+            "must not be empty or blank".to_owned()
+        } else {
+            format!("must be at least {min} characters")
+        });
+    }
+    if chars > max {
+        return Err(format!("is {chars} characters; at most {max} are allowed"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err("must not hold control characters (newlines, tabs, NUL…)".to_owned());
+    }
+    if text.chars().any(is_invisible) {
+        return Err("must not hold invisible or direction-changing characters".to_owned());
+    }
+    Ok(text.to_owned())
 }
 
 /// An id as INTERFACE.md allows it inside parameters: `[A-Za-z0-9_.-]{1,128}`.
@@ -320,12 +422,19 @@ pub fn validate(t: RunType, params: &Value) -> Result<Value, ParamError> {
             None | Some(Value::Null) => {}
             Some(v) => match normalized(spec, v)? {
                 // A flag's default: the same work as leaving it out.
-                Value::Bool(false) => {}
+                Value::Bool(false) if spec.kind == ParamKind::Flag => {}
                 v => {
                     out.insert(spec.name.into(), v);
                 }
             },
         }
+    }
+    let group = at_least_one_of(t);
+    if !group.is_empty() && !group.iter().any(|p| out.contains_key(*p)) {
+        return Err(ParamError::NoneOf {
+            run_type: t,
+            params: group,
+        });
     }
     Ok(Value::Object(out))
 }
@@ -373,7 +482,7 @@ fn normalized(spec: &ParamSpec, v: &Value) -> Result<Value, ParamError> {
             list.sort();
             list.into()
         }
-        ParamKind::Flag => match v {
+        ParamKind::Flag | ParamKind::Bool => match v {
             Value::Bool(b) => Value::Bool(*b),
             other => {
                 return Err(ParamError::Invalid {
@@ -382,6 +491,17 @@ fn normalized(spec: &ParamSpec, v: &Value) -> Result<Value, ParamError> {
                 });
             }
         },
+        ParamKind::DisplayText { min, max } => {
+            let s = v.as_str().ok_or_else(|| ParamError::Invalid {
+                param: spec.name.to_owned(),
+                message: format!("must be a string, got {}", shown(v)),
+            })?;
+            let text = check_display_text(s, min, max).map_err(|e| ParamError::Invalid {
+                param: spec.name.to_owned(),
+                message: format!("{} {e}", shown(v)),
+            })?;
+            Value::String(text)
+        }
     })
 }
 
@@ -520,12 +640,129 @@ mod tests {
             json!({"dry_run": "true"}),
             json!({"dry_run": 1}),
         ] {
-            assert_eq!(err(RunType::BackupSetRestore, bad.clone()).code(), "invalid_params", "{bad}");
+            assert_eq!(
+                err(RunType::BackupSetRestore, bad.clone()).code(),
+                "invalid_params",
+                "{bad}"
+            );
         }
         assert_eq!(
             err(RunType::BackupSetRestore, json!({"item_ids": []})).code(),
             "empty_selection"
         );
+    }
+
+    #[test]
+    fn backup_set_updates_keep_false_and_empty_and_need_a_change() {
+        let set = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+        let v = validate(
+            RunType::BackupSetUpdate,
+            &json!({"backup_set_id": set, "name": "  Quarterly  ", "label": "", "retention_locked": false}),
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"backup_set_id": set, "name": "Quarterly", "label": "", "retention_locked": false}),
+            "false unlocks and \"\" clears: neither is a default to drop; names are trimmed"
+        );
+        let e = err(RunType::BackupSetUpdate, json!({"backup_set_id": set}));
+        assert_eq!(e.code(), "missing_param");
+        assert!(
+            e.to_string().contains("`name`, `label`, `retention_locked`"),
+            "{e}"
+        );
+        // Nulls are "unchanged": still nothing to do.
+        let e = err(
+            RunType::BackupSetUpdate,
+            json!({"backup_set_id": set, "name": null}),
+        );
+        assert_eq!(e.code(), "missing_param");
+        assert_eq!(
+            err(RunType::BackupSetUpdate, json!({"name": "x"})).code(),
+            "missing_param"
+        );
+        assert_eq!(
+            err(RunType::BackupSetDelete, json!({})).code(),
+            "missing_param",
+            "a delete names its set"
+        );
+        assert_eq!(
+            validate(RunType::BackupSetDelete, &json!({"backup_set_id": set})).unwrap(),
+            json!({"backup_set_id": set})
+        );
+        assert_eq!(
+            err(
+                RunType::BackupSetDelete,
+                json!({"backup_set_id": set, "name": "x"})
+            )
+            .code(),
+            "unknown_param"
+        );
+    }
+
+    #[test]
+    fn display_texts_are_bounded_and_readable() {
+        let set = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+        let update = |field: &str, v: Value| {
+            validate(RunType::BackupSetUpdate, &json!({"backup_set_id": set, field: v}))
+        };
+        let max = "é".repeat(MAX_DISPLAY_TEXT_CHARS);
+        assert_eq!(
+            update("name", json!(max)).unwrap()["name"],
+            json!(max),
+            "characters, not bytes"
+        );
+        assert_eq!(
+            update("label", json!("   ")).unwrap()["label"],
+            "",
+            "blank clears a label"
+        );
+        for bad in [
+            json!(""),
+            json!("   "),
+            json!("é".repeat(MAX_DISPLAY_TEXT_CHARS + 1)),
+            json!("a\nb"),
+            json!("a\u{0}b"),
+            json!("a\u{7f}b"),
+            json!("evil\u{202e}txt.exe"),
+            json!("zero\u{200b}width"),
+            json!("soft\u{00ad}hyphen"),
+            json!("line\u{2028}separator"),
+            json!("tag\u{e0041}"),
+            json!(1),
+            json!(["a"]),
+        ] {
+            let e = update("name", bad.clone()).unwrap_err();
+            assert_eq!(e.code(), "invalid_params", "{bad}");
+            assert!(e.to_string().contains("`name`"), "{e}");
+            assert!(!e.to_string().contains('\u{202e}'), "shown escaped: {e}");
+        }
+        assert_eq!(
+            update("label", json!("x".repeat(MAX_DISPLAY_TEXT_CHARS + 1)))
+                .unwrap_err()
+                .code(),
+            "invalid_params"
+        );
+        for bad in [json!("true"), json!(0), json!(null)] {
+            // null is "unchanged": with nothing else, nothing to do.
+            let e = update("retention_locked", bad.clone()).unwrap_err();
+            assert!(
+                matches!(e.code(), "invalid_params" | "missing_param"),
+                "{bad}: {e}"
+            );
+        }
+        assert_eq!(
+            update("retention_locked", json!(true)).unwrap()["retention_locked"],
+            true
+        );
+        let listed = serde_json::to_value(specs(RunType::BackupSetUpdate)).unwrap();
+        let types: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["string", "string", "string", "boolean"]);
     }
 
     #[test]

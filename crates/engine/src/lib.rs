@@ -24,6 +24,7 @@ pub mod heartbeat;
 pub mod reconciler;
 pub mod registry;
 pub mod runner;
+pub mod scheduler;
 pub mod stale_sweep;
 
 pub use batch_completer::FlushPolicy;

@@ -147,7 +147,8 @@ pub fn missing_groups(items: &[ItemHead], target: &Directory) -> BTreeMap<String
             if let Some(name) = named.strip_prefix("group:")
                 && target.by_name(DirectoryKind::Group, name).is_empty()
             {
-                out.entry(group_key(name)).or_insert_with(|| name.trim().to_owned());
+                out.entry(group_key(name))
+                    .or_insert_with(|| name.trim().to_owned());
             }
         }
     }
@@ -159,7 +160,10 @@ impl Handler for Restore {
     async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
         let run = &ctx.run;
         if run.tenant_id.is_none() {
-            return Err(HandlerError::permanent("tenant_missing", "a restore needs a target tenant"));
+            return Err(HandlerError::permanent(
+                "tenant_missing",
+                "a restore needs a target tenant",
+            ));
         }
         if let Some(total) = run.summary_counts.total {
             tracing::info!(run = %run.id, total, "restore units already planned");
@@ -227,8 +231,10 @@ impl Handler for Restore {
             Ok(d) => d,
             Err(Err(Stopped)) => return Ok(()),
             Err(Ok(e)) if e.is_precondition() => {
-                ctx.complete(Completion::new(Outcome::Blocked).with_failure(Failure::new(e.code(), e.to_string())))
-                    .await?;
+                ctx.complete(
+                    Completion::new(Outcome::Blocked).with_failure(Failure::new(e.code(), e.to_string())),
+                )
+                .await?;
                 return Ok(());
             }
             Err(Ok(e)) if e.is_transient() => return Err(provider_error(e, None)),
@@ -269,8 +275,11 @@ impl Handler for Restore {
             groups,
         };
         let waves = waves(&items, &plan.groups);
-        ctx.patch_context(&[ContextPatch::new(["restore"], serde_json::to_value(&plan).expect("json"))])
-            .await?;
+        ctx.patch_context(&[ContextPatch::new(
+            ["restore"],
+            serde_json::to_value(&plan).expect("json"),
+        )])
+        .await?;
         let waves: Vec<&[String]> = waves.iter().map(Vec::as_slice).collect();
         let total = ctx
             .enqueue_unit_waves(&waves, RunType::BackupSetRestore.max_attempts())
@@ -294,13 +303,18 @@ async fn plan_of(reads: &RunReads) -> Result<Arc<Plan>, HandlerError> {
     if let Some((_, plan)) = CACHE.lock().expect("lock").iter().find(|(id, _)| id == run_id) {
         return Ok(plan.clone());
     }
-    let run = reads.reload().await?.ok_or_else(|| StoreError::RunNotFound(run_id.clone()))?;
+    let run = reads
+        .reload()
+        .await?
+        .ok_or_else(|| StoreError::RunNotFound(run_id.clone()))?;
     let plan: Plan = run
         .context
         .get("restore")
         .cloned()
         .and_then(|p| serde_json::from_value(p).ok())
-        .ok_or_else(|| HandlerError::permanent("restore_plan_missing", "the restore's plan was never recorded"))?;
+        .ok_or_else(|| {
+            HandlerError::permanent("restore_plan_missing", "the restore's plan was never recorded")
+        })?;
     let plan = Arc::new(plan);
     let mut cache = CACHE.lock().expect("lock");
     if cache.len() >= CACHED_RUNS {
@@ -367,7 +381,10 @@ impl UnitHandler for RestoreUnit {
         let (item_id, done) = if ctx.unit_key.starts_with(GROUP) {
             (None, restore_group(&ctx, &plan, provider.as_ref()).await?)
         } else if let Some(id) = ctx.unit_key.strip_prefix(ITEM) {
-            (Some(id.to_owned()), restore_item(&ctx, &plan, provider.as_ref(), id).await?)
+            (
+                Some(id.to_owned()),
+                restore_item(&ctx, &plan, provider.as_ref(), id).await?,
+            )
         } else {
             return Err(HandlerError::permanent(
                 "invalid_unit_key",
@@ -394,7 +411,11 @@ impl UnitHandler for RestoreUnit {
     }
 }
 
-async fn restore_group(ctx: &UnitContext, plan: &Plan, provider: &dyn Provider) -> Result<Done, HandlerError> {
+async fn restore_group(
+    ctx: &UnitContext,
+    plan: &Plan,
+    provider: &dyn Provider,
+) -> Result<Done, HandlerError> {
     let Some(name) = plan.groups.get(&ctx.unit_key) else {
         return Err(HandlerError::permanent(
             "invalid_unit_key",
@@ -422,7 +443,11 @@ async fn restore_group(ctx: &UnitContext, plan: &Plan, provider: &dyn Provider) 
     if plan.dry_run {
         return Ok(Done::ok(RestoreOutcome::Created, None, detail));
     }
-    match call(ctx, || provider.create_directory_object(DirectoryKind::Group, name)).await? {
+    match call(ctx, || {
+        provider.create_directory_object(DirectoryKind::Group, name)
+    })
+    .await?
+    {
         Ok(entry) => Ok(Done::ok(RestoreOutcome::Created, Some(entry.id), detail)),
         Err(e) => Ok(Done::failed(e.code(), e.to_string(), None, detail)),
     }
@@ -468,16 +493,25 @@ pub fn map_references(
         let (kind, name) = named.split_once(':').unwrap_or(("", named));
         let kind = DirectoryKind::ALL.into_iter().find(|k| k.as_str() == kind);
         let Some(kind) = kind else {
-            unmapped.push(format!("`{named}` (id {source_id}): not a directory object opsledger maps"));
+            unmapped.push(format!(
+                "`{named}` (id {source_id}): not a directory object opsledger maps"
+            ));
             continue;
         };
         match target.by_name(kind, name).as_slice() {
             [one] => {
                 mapped.insert(source_id.clone(), one.id.clone());
             }
-            [] if kind == DirectoryKind::Group && groups_to_create.values().any(|g| match_name(g) == match_name(name)) => {
+            [] if kind == DirectoryKind::Group
+                && groups_to_create
+                    .values()
+                    .any(|g| match_name(g) == match_name(name)) =>
+            {
                 // Planned to be created by this (dry) run: it will map.
-                mapped.insert(source_id.clone(), format!("(group `{}` to be created)", name.trim()));
+                mapped.insert(
+                    source_id.clone(),
+                    format!("(group `{}` to be created)", name.trim()),
+                );
             }
             [] => unmapped.push(format!(
                 "{} `{}` (id {source_id} in the backup) is not in the target's directory",
@@ -492,7 +526,11 @@ pub fn map_references(
             )),
         }
     }
-    if unmapped.is_empty() { Ok(mapped) } else { Err(unmapped) }
+    if unmapped.is_empty() {
+        Ok(mapped)
+    } else {
+        Err(unmapped)
+    }
 }
 
 /// `value` with every string that is a mapped source id (any case) replaced
@@ -583,7 +621,9 @@ pub fn writable_body(desired: &Value) -> Value {
                 m.iter()
                     .filter(|(k, _)| {
                         !opsledger_core::normalize::is_operation_advertisement(k)
-                            && (k.as_str() == "@odata.type" || !k.contains("@odata.") || k.ends_with("@odata.bind"))
+                            && (k.as_str() == "@odata.type"
+                                || !k.contains("@odata.")
+                                || k.ends_with("@odata.bind"))
                     })
                     .map(|(k, x)| (k.clone(), strip(x)))
                     .collect(),
@@ -612,7 +652,10 @@ async fn restore_item(
     let Some(item) = ctx.reads.backup_item(&plan.backup_set_id, item_id).await? else {
         return Ok(Done::failed(
             "backup_item_not_found",
-            format!("backup item {item_id} is no longer in backup set {}", plan.backup_set_id),
+            format!(
+                "backup item {item_id} is no longer in backup set {}",
+                plan.backup_set_id
+            ),
             None,
             json!({}),
         ));
@@ -651,7 +694,11 @@ async fn restore_item(
             detail.insert("unmapped".into(), json!(unmapped));
             return Ok(Done::failed(
                 "reference_unmapped",
-                format!("{} cannot be restored: {}", head.display_name, unmapped.join("; ")),
+                format!(
+                    "{} cannot be restored: {}",
+                    head.display_name,
+                    unmapped.join("; ")
+                ),
                 None,
                 Value::Object(detail),
             ));
@@ -663,7 +710,11 @@ async fn restore_item(
     let existing = match find_existing(ctx, provider, &head.policy_type, item_id, &head.display_name).await? {
         Ok(e) => e,
         Err(e) => {
-            let code = if matches!(e, ProviderError::Malformed(_)) { "ambiguous_target" } else { e.code() };
+            let code = if matches!(e, ProviderError::Malformed(_)) {
+                "ambiguous_target"
+            } else {
+                e.code()
+            };
             return Ok(Done::failed(code, e.to_string(), None, Value::Object(detail)));
         }
     };
@@ -690,15 +741,27 @@ async fn restore_item(
                 Value::Object(detail),
             ));
         }
-        return Ok(Done::ok(RestoreOutcome::Created, Some(created.id), Value::Object(detail)));
+        return Ok(Done::ok(
+            RestoreOutcome::Created,
+            Some(created.id),
+            Value::Object(detail),
+        ));
     };
     detail.insert("matched_by".into(), json!(matched_by));
     let target_id = Some(existing.id.clone());
     if content_hash(&existing.payload, &names) == content_hash(&desired, &names) {
-        return Ok(Done::ok(RestoreOutcome::Unchanged, target_id, Value::Object(detail)));
+        return Ok(Done::ok(
+            RestoreOutcome::Unchanged,
+            target_id,
+            Value::Object(detail),
+        ));
     }
     if plan.dry_run {
-        return Ok(Done::ok(RestoreOutcome::Updated, target_id, Value::Object(detail)));
+        return Ok(Done::ok(
+            RestoreOutcome::Updated,
+            target_id,
+            Value::Object(detail),
+        ));
     }
     // Written only where it differs: the body, then the assignments.
     let without = |v: &Value| {
@@ -709,9 +772,17 @@ async fn restore_item(
         content_hash(&v, &names)
     };
     if without(&existing.payload) != without(&desired)
-        && let Err(e) = call(ctx, || provider.update_policy(&head.policy_type, &existing.id, &body)).await?
+        && let Err(e) = call(ctx, || {
+            provider.update_policy(&head.policy_type, &existing.id, &body)
+        })
+        .await?
     {
-        return Ok(Done::failed(e.code(), e.to_string(), target_id, Value::Object(detail)));
+        return Ok(Done::failed(
+            e.code(),
+            e.to_string(),
+            target_id,
+            Value::Object(detail),
+        ));
     }
     let current = assignments_of(&existing.payload).cloned().unwrap_or_default();
     if let Some(a) = assignments
@@ -725,7 +796,11 @@ async fn restore_item(
             Value::Object(detail),
         ));
     }
-    Ok(Done::ok(RestoreOutcome::Updated, target_id, Value::Object(detail)))
+    Ok(Done::ok(
+        RestoreOutcome::Updated,
+        target_id,
+        Value::Object(detail),
+    ))
 }
 
 /// Reconciles a stale restore from its own per-item results on its target.
@@ -742,7 +817,11 @@ impl opsledger_engine::ReconciliationAdapter for RestoreAdapter {
         Ok(reconcile_from_results(run, &results))
     }
 
-    async fn reconcile_page(&self, runs: &[&Run], proof: &ProofReader) -> Result<Vec<AdapterResult>, StoreError> {
+    async fn reconcile_page(
+        &self,
+        runs: &[&Run],
+        proof: &ProofReader,
+    ) -> Result<Vec<AdapterResult>, StoreError> {
         let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
         let results = proof.restore_results_of_runs(&ids).await?;
         Ok(runs
@@ -757,10 +836,11 @@ impl opsledger_engine::ReconciliationAdapter for RestoreAdapter {
 /// succeeded; none restored → failed; a result of another scope → failed.
 /// Pure: the adapter reads, this decides.
 pub fn reconcile_from_results(run: &Run, results: &[StoredRestoreResult]) -> AdapterResult {
-    if let Some(r) = results
-        .iter()
-        .find(|r| r.workspace_id != run.workspace_id || Some(&r.target_tenant_id) != run.tenant_id.as_ref() || r.run_id != run.id)
-    {
+    if let Some(r) = results.iter().find(|r| {
+        r.workspace_id != run.workspace_id
+            || Some(&r.target_tenant_id) != run.tenant_id.as_ref()
+            || r.run_id != run.id
+    }) {
         return AdapterResult::new(
             Verdict::Failed,
             "proof_wrong_scope",
@@ -770,10 +850,14 @@ pub fn reconcile_from_results(run: &Run, results: &[StoredRestoreResult]) -> Ada
     if results.is_empty() {
         return AdapterResult::stale_no_proof("This restore");
     }
-    let restored = results.iter().filter(|r| r.outcome != RestoreOutcome::Failed).count() as u64;
+    let restored = results
+        .iter()
+        .filter(|r| r.outcome != RestoreOutcome::Failed)
+        .count() as u64;
     let failed = results.len() as u64 - restored;
     let sets: BTreeSet<&str> = results.iter().map(|r| r.backup_set_id.as_str()).collect();
-    let artifact = json!({"kind": "backup_set", "id": sets.iter().next(), "restored": restored, "failed": failed});
+    let artifact =
+        json!({"kind": "backup_set", "id": sets.iter().next(), "restored": restored, "failed": failed});
     let planned = run.summary_counts.total;
     let (verdict, code, line) = match planned {
         Some(p) if restored == p && failed == 0 => (
@@ -867,7 +951,10 @@ mod tests {
         ]);
         let e = map_references(&refs, &target, &BTreeMap::new()).unwrap_err();
         assert_eq!(e.len(), 2);
-        assert!(e.iter().any(|m| m.contains("`Finance`") && m.contains("S-9")), "{e:?}");
+        assert!(
+            e.iter().any(|m| m.contains("`Finance`") && m.contains("S-9")),
+            "{e:?}"
+        );
         assert!(e.iter().any(|m| m.contains("2 objects")), "{e:?}");
         // A group this run creates maps.
         let creating = BTreeMap::from([(group_key("Finance"), "Finance".to_owned())]);
@@ -879,10 +966,16 @@ mod tests {
     fn remap_replaces_every_mapped_id_and_nothing_else() {
         let body = json!({"displayName": "S-1", "id": "keep", "conditions": {"users": {"includeGroups": ["s-1", "x"]}},
                           "assignments": [{"target": {"groupId": "S-1", "deviceAndAppManagementAssignmentFilterId": "S-2"}}]});
-        let mapped = BTreeMap::from([("S-1".to_owned(), "T-1".to_owned()), ("S-2".to_owned(), "T-2".to_owned())]);
+        let mapped = BTreeMap::from([
+            ("S-1".to_owned(), "T-1".to_owned()),
+            ("S-2".to_owned(), "T-2".to_owned()),
+        ]);
         let out = remap(&body, &mapped);
         let text = out.to_string();
-        assert!(!text.contains("S-1") && !text.contains("s-1") && !text.contains("S-2"), "{text}");
+        assert!(
+            !text.contains("S-1") && !text.contains("s-1") && !text.contains("S-2"),
+            "{text}"
+        );
         assert_eq!(out["conditions"]["users"]["includeGroups"], json!(["T-1", "x"]));
         assert_eq!(out["id"], "keep");
     }
@@ -891,8 +984,18 @@ mod tests {
     fn missing_groups_and_ambiguous_names() {
         let target = dir(&[(DirectoryKind::Group, "T-1", "All Staff")]);
         let items = [
-            head("1", "deviceConfigurations", "A", &[("S-1", "group:All Staff"), ("S-2", "group:Pilot")]),
-            head("2", "deviceConfigurations", " a ", &[("S-3", "group:pilot"), ("S-4", "named_location:X")]),
+            head(
+                "1",
+                "deviceConfigurations",
+                "A",
+                &[("S-1", "group:All Staff"), ("S-2", "group:Pilot")],
+            ),
+            head(
+                "2",
+                "deviceConfigurations",
+                " a ",
+                &[("S-3", "group:pilot"), ("S-4", "named_location:X")],
+            ),
             head("3", "deviceCompliancePolicies", "A", &[]),
         ];
         let missing = missing_groups(&items, &target);
@@ -905,13 +1008,27 @@ mod tests {
     }
 
     fn run(total: Option<u64>) -> Run {
-        let mut r: Run = serde_json::from_value(json!({
-            "id": "r", "workspace_id": "w", "tenant_id": "t", "type": "backup_set.restore",
-            "status": "running", "outcome": "pending", "initiator": "test", "created_at": 0
-        }))
-        .unwrap();
-        r.summary_counts.total = total;
-        r
+        Run {
+            id: "r".into(),
+            workspace_id: "w".into(),
+            tenant_id: Some("t".into()),
+            parent_id: None,
+            run_type: opsledger_core::RunType::BackupSetRestore,
+            status: opsledger_core::RunStatus::Running,
+            outcome: Outcome::Pending,
+            summary_counts: opsledger_core::SummaryCounts {
+                total,
+                ..Default::default()
+            },
+            phases: None,
+            context: json!({}),
+            failures: Vec::new(),
+            initiator: "test".into(),
+            created_at: 0,
+            started_at: None,
+            heartbeat_at: None,
+            completed_at: None,
+        }
     }
 
     fn result(key: &str, outcome: RestoreOutcome, tenant: &str) -> StoredRestoreResult {
@@ -935,13 +1052,22 @@ mod tests {
         let v = |r: AdapterResult| r.verdict;
         assert_eq!(v(reconcile_from_results(&run(Some(2)), &all)), Verdict::Succeeded);
         let some = [result("a", Created, "t"), result("b", Failed, "t")];
-        assert_eq!(v(reconcile_from_results(&run(Some(2)), &some)), Verdict::PartiallySucceeded);
-        assert_eq!(v(reconcile_from_results(&run(Some(3)), &all)), Verdict::PartiallySucceeded);
+        assert_eq!(
+            v(reconcile_from_results(&run(Some(2)), &some)),
+            Verdict::PartiallySucceeded
+        );
+        assert_eq!(
+            v(reconcile_from_results(&run(Some(3)), &all)),
+            Verdict::PartiallySucceeded
+        );
         let none = [result("a", Failed, "t")];
         assert_eq!(v(reconcile_from_results(&run(Some(2)), &none)), Verdict::Failed);
         assert_eq!(v(reconcile_from_results(&run(Some(2)), &[])), Verdict::Failed);
         let elsewhere = [result("a", Created, "t"), result("b", Created, "other")];
         let r = reconcile_from_results(&run(Some(2)), &elsewhere);
-        assert_eq!((r.verdict, r.reason_code.as_str()), (Verdict::Failed, "proof_wrong_scope"));
+        assert_eq!(
+            (r.verdict, r.reason_code.as_str()),
+            (Verdict::Failed, "proof_wrong_scope")
+        );
     }
 }

@@ -3,8 +3,11 @@
 //! — so a reader sees it in one place. The rest of the catalog lands family
 //! by family (ROADMAP.md).
 
+pub mod backup_schedule_execute;
 pub mod backup_set_add_policies;
+pub mod backup_set_delete;
 pub mod backup_set_restore;
+pub mod backup_set_update;
 pub mod demo_state;
 pub mod inventory_sync;
 pub mod kit;
@@ -25,10 +28,10 @@ pub fn family(t: RunType, providers: &ProviderSettings) -> Option<Family> {
         RunType::BackupSetAddPolicies => Some(backup_set_add_policies::family(providers)),
         RunType::PolicySync => Some(policy_sync::family(providers)),
         RunType::BackupSetRestore => Some(backup_set_restore::family(providers)),
-        RunType::BackupSetUpdate
-        | RunType::BackupSetDelete
-        | RunType::BackupScheduleExecute
-        | RunType::BaselineCapture
+        RunType::BackupScheduleExecute => Some(backup_schedule_execute::family(providers)),
+        RunType::BackupSetUpdate => Some(backup_set_update::family()),
+        RunType::BackupSetDelete => Some(backup_set_delete::family(providers)),
+        RunType::BaselineCapture
         | RunType::BaselineCompare
         | RunType::ReviewPackGenerate
         | RunType::EvidenceSnapshotGenerate

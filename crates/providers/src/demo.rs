@@ -882,8 +882,10 @@ fn generate(tenant: &str, type_key: &str, variants: &[&str], type_idx: usize, i:
             "conditions": ca_conditions(tenant, &d),
             "grantControls": {"operator": "OR", "builtInControls": ["mfa"]},
         }),
-        "namedLocations" => json!({"displayName": format!("{audience} office {}", i + 1), "isTrusted": flag(23),
-                                   "ipRanges": [{"@odata.type": "#microsoft.graph.iPv4CidrRange", "cidrAddress": format!("203.0.113.{}/32", d[24])}]}),
+        "namedLocations" => {
+            json!({"displayName": format!("{audience} office {}", i + 1), "isTrusted": flag(23),
+                                   "ipRanges": [{"@odata.type": "#microsoft.graph.iPv4CidrRange", "cidrAddress": format!("203.0.113.{}/32", d[24])}]})
+        }
         "assignmentFilters" => json!({"displayName": display_name, "platform": "windows10AndLater",
                                       "rule": format!("(device.deviceOwnership -eq \"Corporate\") and (device.osVersion -startsWith \"10.0.{}\")", 19000 + d[23] as u32 * 10)}),
         _ => json!({"displayName": display_name}),

@@ -19,7 +19,7 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use opsledger_core::access::Capability;
 use opsledger_providers::folder::write::{GROUPS_FOLDER, file_stem, free_stem, group_file, policy_files};
 use opsledger_providers::{Directory, DirectoryKind};
@@ -104,12 +104,7 @@ fn list_filter(query: Option<&str>) -> Result<BackupSetFilter, ApiError> {
     Ok(f)
 }
 
-/// A time as RFC 3339 in UTC with milliseconds, as every time of the API.
-fn ts(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
-}
+use crate::render::ts;
 
 fn set_json(s: &BackupSetSummary) -> Map<String, Value> {
     let mut m = Map::new();

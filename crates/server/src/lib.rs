@@ -12,6 +12,7 @@ mod named_artifacts;
 mod operations;
 pub mod render;
 pub mod retry;
+mod schedules;
 mod tenants;
 
 pub use http::HttpLimits;
@@ -75,6 +76,16 @@ fn routes(state: AppState) -> Router {
         .route(
             "/api/v1/workspaces/{ws}/operations/{id}/force-close",
             post(operations::force_close),
+        )
+        .route(
+            "/api/v1/workspaces/{ws}/schedules",
+            get(schedules::list).post(schedules::create),
+        )
+        .route(
+            "/api/v1/workspaces/{ws}/schedules/{id}",
+            get(schedules::show)
+                .patch(schedules::update)
+                .delete(schedules::delete),
         )
         .route("/api/v1/workspaces/{ws}/backup-sets", get(backup_sets::list))
         .route("/api/v1/workspaces/{ws}/backup-sets/{id}", get(backup_sets::show))

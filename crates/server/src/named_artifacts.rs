@@ -2,28 +2,63 @@
 //! does not exist, or lies outside what the caller may see, is refused at
 //! start and creates nothing — `404` for the artifact (as for a run: a set
 //! of another workspace or of a tenant the member cannot see answers like
-//! one that exists nowhere), `400` for a part of it that is not there.
-//! A **default** artifact that is missing is not refused here: the run is
-//! created and ends `blocked`, naming what is missing.
+//! one that exists nowhere), `400` for a part of it that is not there or a
+//! set of another tenant than the run's, `409` for a set that exists but
+//! cannot be deleted now. A **default** artifact that is missing is not
+//! refused here: the run is created and ends `blocked`, naming what is missing.
+//!
+//! A backup set that is deleted or being deleted (`SET_IS_DELETED`) does not
+//! exist for a restore or an update. For a delete it does while items are
+//! left (a delete that ended part-way is finished by another), and a delete
+//! of a set whose delete is running returns that run (its dedup key).
+//! These checks answer at once; the families check the same again when
+//! their run executes, and the writes check inside their transactions.
 
 use crate::AppState;
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::retry;
+use axum::http::StatusCode;
 use opsledger_core::RunType;
+use opsledger_store::backup_set_writes::SetLifecycle;
 use serde_json::Value;
 use std::collections::BTreeSet;
 
-/// Checks the artifacts `params` (validated) name for a start of `run_type`.
-pub async fn check(
+/// Checks the artifacts `params` (validated) name for a start of `run_type`
+/// on `tenant_id` (the run's tenant; `None` skips only the check that a set
+/// acted on is of that tenant, which the family then ends `blocked`).
+pub async fn check_start(
     state: &AppState,
     access: &Access,
     run_type: RunType,
+    tenant_id: Option<&str>,
     params: &Value,
 ) -> Result<(), ApiError> {
-    if run_type != RunType::BackupSetRestore {
-        return Ok(());
+    match run_type {
+        RunType::BackupSetRestore => check_restore(state, access, params).await,
+        RunType::BackupSetUpdate | RunType::BackupSetDelete => {
+            check_set_acted_on(state, access, run_type, tenant_id, params).await
+        }
+        RunType::BackupScheduleExecute => check_schedule(state, access, tenant_id, params).await,
+        _ => Ok(()),
     }
+}
+
+fn set_not_found() -> ApiError {
+    ApiError::not_found("backup set not found")
+}
+
+/// Backup set `set_id` as the caller may see it: of the workspace, of a
+/// tenant the caller sees; else `404`, the same for every reason.
+async fn visible_set(state: &AppState, access: &Access, set_id: &str) -> Result<SetLifecycle, ApiError> {
+    let store = &state.store;
+    let ws = access.visibility.workspace_id.as_str();
+    let set = retry::read(move || store.backup_set_lifecycle(ws, set_id)).await?;
+    set.filter(|s| access.covers_tenant(Some(&s.tenant_id)))
+        .ok_or_else(set_not_found)
+}
+
+async fn check_restore(state: &AppState, access: &Access, params: &Value) -> Result<(), ApiError> {
     let set_id = params.get("backup_set_id").and_then(Value::as_str);
     let item_ids: Option<BTreeSet<&str>> = params
         .get("item_ids")
@@ -38,13 +73,13 @@ pub async fn check(
         }
         return Ok(());
     };
-    let store = &state.store;
-    let ws = access.visibility.workspace_id.as_str();
-    let set = retry::read(move || store.backup_set_head(ws, set_id)).await?;
-    let Some(set) = set.filter(|s| access.covers_tenant(Some(&s.tenant_id))) else {
-        return Err(ApiError::not_found("backup set not found"));
-    };
+    let set = visible_set(state, access, set_id).await?;
+    // Being deleted: its items are going, nothing is restored from it.
+    if set.deleted {
+        return Err(set_not_found());
+    }
     if let Some(named) = item_ids {
+        let store = &state.store;
         let set_id = set.id.as_str();
         let items = retry::read(move || store.backup_item_heads(set_id)).await?;
         let present: BTreeSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
@@ -54,6 +89,116 @@ pub async fn check(
                 format!("`item_ids`: {missing} is not an item of backup set {}", set.id),
             ));
         }
+    }
+    Ok(())
+}
+
+/// `backup_set.update` and `backup_set.delete`: the set exists for the
+/// caller, is of the run's tenant, and (for a delete) may be deleted now.
+async fn check_set_acted_on(
+    state: &AppState,
+    access: &Access,
+    run_type: RunType,
+    tenant_id: Option<&str>,
+    params: &Value,
+) -> Result<(), ApiError> {
+    // Required by the type's parameters (validated before this check).
+    let Some(set_id) = params.get("backup_set_id").and_then(Value::as_str) else {
+        return Err(ApiError::bad_request(
+            "missing_param",
+            format!("{run_type} needs `backup_set_id`"),
+        ));
+    };
+    let set = visible_set(state, access, set_id).await?;
+    let gone = match run_type {
+        RunType::BackupSetDelete => set.deleted_at.is_some() && !set.has_items,
+        _ => set.deleted,
+    };
+    if gone {
+        return Err(set_not_found());
+    }
+    if let Some(tenant) = tenant_id
+        && tenant != set.tenant_id
+    {
+        return Err(ApiError::bad_request(
+            "backup_set_other_tenant",
+            format!(
+                "backup set {set_id} belongs to another tenant than `tenant_id`: start {run_type} on the set's tenant"
+            ),
+        ));
+    }
+    if run_type != RunType::BackupSetDelete {
+        // An update is never refused for the set's state: unlocking a
+        // locked set is how it becomes deletable.
+        return Ok(());
+    }
+    if set.retention_locked {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "backup_set_locked",
+            format!(
+                "backup set {set_id} is retention-locked: unlock it first \
+                 (backup_set.update with `retention_locked: false`)"
+            ),
+        ));
+    }
+    if let Some(writer) = &set.writing_run_id {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "backup_set_in_use",
+            format!(
+                "backup set {set_id} is still being written by run {writer}; delete it when that run ends"
+            ),
+        ));
+    }
+    let store = &state.store;
+    let ws = access.visibility.workspace_id.as_str();
+    let restores = retry::read(move || store.active_restores_of_set(ws, set_id)).await?;
+    // The restore is not named: its target may be a tenant the caller
+    // does not see (a restore reads sets of any tenant of the workspace).
+    if !restores.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "backup_set_in_use",
+            format!(
+                "backup set {set_id} is read by an active backup_set.restore; delete it when the restore \
+                 ends, or cancel the restore"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A scheduled backup started by hand names a schedule of the workspace
+/// the caller may see, of the run's tenant (or of every tenant).
+async fn check_schedule(
+    state: &AppState,
+    access: &Access,
+    tenant_id: Option<&str>,
+    params: &Value,
+) -> Result<(), ApiError> {
+    let Some(id) = params.get("schedule_id").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let (store, ws) = (&state.store, access.visibility.workspace_id.as_str());
+    let schedule = retry::read(move || store.schedule(ws, id))
+        .await?
+        .filter(|s| access.covers_tenant(s.tenant_id.as_deref()))
+        .ok_or_else(|| ApiError::not_found("schedule not found"))?;
+    if schedule.run_type != RunType::BackupScheduleExecute {
+        return Err(ApiError::bad_request(
+            "invalid_params",
+            format!(
+                "schedule {id} starts {}, not backup.schedule.execute",
+                schedule.run_type
+            ),
+        ));
+    }
+    if schedule.tenant_id.is_some() && schedule.tenant_id.as_deref() != tenant_id {
+        return Err(ApiError::bad_request(
+            "schedule_other_tenant",
+            format!("schedule {id} backs up another tenant"),
+        ));
     }
     Ok(())
 }

@@ -132,7 +132,8 @@ pub async fn start(
     }
     let params = opsledger_core::params::validate(run_type, &body.params)
         .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
-    crate::named_artifacts::check(&state, &access, run_type, &params).await?;
+    crate::named_artifacts::check_start(&state, &access, run_type, body.tenant_id.as_deref(), &params)
+        .await?;
     let new = NewRun {
         workspace_id: ws,
         tenant_id: body.tenant_id,

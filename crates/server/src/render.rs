@@ -29,7 +29,8 @@ pub struct RunJson<'a> {
     pub completed_at: Option<String>,
 }
 
-fn ts(ms: i64) -> String {
+/// A time as RFC 3339 in UTC with milliseconds, as every time of the API.
+pub fn ts(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::Millis, true)

@@ -3,10 +3,12 @@
 //! writes them in the same transaction as the unit, for a unit new to the
 //! ledger and not failed (so a unit is counted as done if and only if its
 //! artifact landed, and a duplicate delivery writes nothing). Each kind lives in its own module
-//! ([`crate::inventory`], [`crate::backups`]); this enum is the one list of
-//! kinds, matched exhaustively where they are written.
+//! ([`crate::inventory`], [`crate::backups`], [`crate::restores`],
+//! [`crate::backup_set_writes`]); this enum is the one list of kinds, matched
+//! exhaustively where they are written.
 
 use crate::StoreError;
+use crate::backup_set_writes::SetUpdate;
 use crate::backups::BackupItem;
 use crate::db::Tx;
 use crate::files::StagedFile;
@@ -28,11 +30,22 @@ pub enum UnitArtifact {
     InventoryItemReread { policy_type: String, item: ItemSnapshot },
     /// A policy captured into the run's own backup set.
     BackupItem(BackupItem),
+    /// The policies of one type captured into the run's own backup set
+    /// (`backup.schedule.execute` counts policy types, not policies).
+    BackupItems(Vec<BackupItem>),
     /// A file written under a temporary name ([`crate::files`]), moved into
     /// place with its row (size, SHA-256).
     File(StagedFile),
     /// What a restore unit did to its target, failures included.
     RestoreResult(RestoreResult),
+    /// The change of a `backup_set.update`, written by its close.
+    BackupSetUpdated(SetUpdate),
+    /// An item removed by a unit of `backup_set.delete`; the set is marked
+    /// deleted with it ([`crate::backup_set_writes`]).
+    BackupItemDeleted { backup_set_id: String, item_id: String },
+    /// A set with no item left marked deleted, by the close of a
+    /// `backup_set.delete` that had no unit to do it.
+    BackupSetDeleted { backup_set_id: String },
 }
 
 impl UnitArtifact {
@@ -40,7 +53,12 @@ impl UnitArtifact {
     /// failed result is proof of what was attempted (and its history);
     /// every other artifact exists only for work that was done.
     pub fn kept_when_failed(&self) -> bool {
-        matches!(self, UnitArtifact::RestoreResult(_))
+        // A type whose every policy could not be read is failed, and the
+        // policies that were read are still captured (a partial backup).
+        matches!(
+            self,
+            UnitArtifact::RestoreResult(_) | UnitArtifact::BackupItems(_)
+        )
     }
 
     /// What the artifact adds to the run's `created` / `updated` counters.
@@ -70,8 +88,36 @@ pub(crate) async fn write_in(
                 .await
         }
         UnitArtifact::BackupItem(item) => crate::backups::insert_item_in(tx, run_id, item).await,
+        UnitArtifact::BackupItems(items) => {
+            for item in items {
+                crate::backups::insert_item_in(tx, run_id, item).await?;
+            }
+            Ok(())
+        }
         UnitArtifact::RestoreResult(result) => {
             crate::restores::insert_result_in(tx, run_id, unit_key, result).await
         }
+        // A set's own changes belong to a run's close, an item's to its unit.
+        UnitArtifact::BackupSetUpdated(update) => match unit_key {
+            None => crate::backup_set_writes::update_set_in(tx, run_id, update).await,
+            Some(_) => Err(StoreError::Corrupt(
+                "a backup set update belongs to its run's close".into(),
+            )),
+        },
+        UnitArtifact::BackupSetDeleted { backup_set_id } => match unit_key {
+            None => crate::backup_set_writes::delete_set_in(tx, run_id, backup_set_id).await,
+            Some(_) => Err(StoreError::Corrupt(
+                "a backup set's deletion belongs to its run's close".into(),
+            )),
+        },
+        UnitArtifact::BackupItemDeleted {
+            backup_set_id,
+            item_id,
+        } => match unit_key {
+            Some(_) => crate::backup_set_writes::delete_item_in(tx, run_id, backup_set_id, item_id).await,
+            None => Err(StoreError::Corrupt(
+                "a backup item's deletion belongs to a unit".into(),
+            )),
+        },
     }
 }

@@ -144,7 +144,10 @@ fn tenants_in_view<'a>(vis: &'a Visibility, tenant_id: Option<&'a str>) -> Optio
 /// ` AND s.workspace_id = ? [AND s.tenant_id IN (…)]`: the set `s` is one
 /// `vis` may see. `tenants` must not be empty when given.
 fn push_set_scope<'a>(stmt: &mut Sql<'a>, vis: &'a Visibility, tenants: &Option<Vec<&'a str>>) {
-    stmt.push(" AND s.workspace_id = ")
+    // A set deleted, or being deleted, is gone for every read of the API.
+    stmt.push(" AND NOT ")
+        .push(crate::backups::SET_IS_DELETED)
+        .push(" AND s.workspace_id = ")
         .push_bind(vis.workspace_id.as_str());
     if let Some(tenants) = tenants {
         stmt.push(" AND s.tenant_id IN ")

@@ -21,12 +21,39 @@ pub struct BackupItem {
     pub content_sha256: String,
 }
 
+/// The condition of [`SET_IS_DELETED`], as a literal (shared by the consts below).
+macro_rules! set_is_deleted {
+    () => {
+        "(s.deleted_at IS NOT NULL OR EXISTS (SELECT 1 FROM operation_runs d \
+         WHERE d.active_key = 'backup_set.delete|' || s.workspace_id || '|' || s.tenant_id || '|[\"' || s.id || '\"]' \
+         AND d.total IS NOT NULL))"
+    };
+}
+
+/// When a backup set is **gone** (deleted, or being deleted), as a SQL
+/// condition on `backup_sets s`: its tombstone is set (the first item a
+/// `backup_set.delete` removed set it, migration 0018), or an active
+/// `backup_set.delete` of it has planned its units. The second part is the
+/// delete's own planning write — `total` and the unit jobs, one fenced
+/// transaction — found through the run's dedup key (its `active_key`,
+/// [`opsledger_core::RunType::dedup_key`]: type, workspace, tenant, set id),
+/// so from the moment a delete commits to its plan no read offers the set,
+/// before any item is removed. A delete that ends without removing anything
+/// (refused, cancelled, every unit failed) leaves the set as it was.
+pub const SET_IS_DELETED: &str = set_is_deleted!();
+
 /// When a backup set is **complete** (every planned item captured), as a SQL
 /// condition on `backup_sets s`: the run that created it closed `succeeded`
-/// (its bulk outcome says every planned unit landed). Derived, never stored,
-/// so it cannot disagree with the run; the one definition every read uses.
-pub const SET_IS_COMPLETE: &str = "EXISTS (SELECT 1 FROM operation_runs r WHERE r.id = s.created_by_run_id \
-     AND r.status = 'completed' AND r.outcome = 'succeeded')";
+/// (its bulk outcome says every planned unit landed), and it is not gone
+/// ([`SET_IS_DELETED`]: a set losing its items is complete no more). Derived,
+/// never stored, so it cannot disagree with the runs; the one definition
+/// every read uses.
+pub const SET_IS_COMPLETE: &str = concat!(
+    "(EXISTS (SELECT 1 FROM operation_runs r WHERE r.id = s.created_by_run_id \
+     AND r.status = 'completed' AND r.outcome = 'succeeded') AND NOT ",
+    set_is_deleted!(),
+    ")"
+);
 
 /// The backup set a run created (unique per run, see migration 0003).
 const SET_OF_RUN: &str = "SELECT id FROM backup_sets WHERE created_by_run_id = $1";

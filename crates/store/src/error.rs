@@ -85,6 +85,10 @@ pub enum StoreError {
     /// A tenant named for a membership restriction belongs to another workspace.
     #[error("tenant `{tenant_id}` does not belong to workspace `{workspace_id}`")]
     TenantOutsideWorkspace { tenant_id: String, workspace_id: String },
+    /// A value the caller gave cannot be stored as it is (a schedule's
+    /// cron pattern or time zone); the message says why.
+    #[error("{0}")]
+    Invalid(String),
     /// A run's context would grow past [`crate::runs::MAX_CONTEXT_BYTES`].
     #[error("run context of {bytes} bytes exceeds the limit of {limit} bytes")]
     ContextTooLarge { bytes: usize, limit: usize },

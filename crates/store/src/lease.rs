@@ -237,7 +237,10 @@ impl RunReads {
     }
 
     /// The items of set `set_id` (of the run's workspace) without payloads.
-    pub async fn backup_item_heads(&self, set_id: &str) -> Result<Vec<crate::restores::ItemHead>, StoreError> {
+    pub async fn backup_item_heads(
+        &self,
+        set_id: &str,
+    ) -> Result<Vec<crate::restores::ItemHead>, StoreError> {
         if self.backup_set(set_id).await?.is_none() {
             return Ok(Vec::new());
         }
@@ -264,11 +267,47 @@ impl RunReads {
         }
     }
 
+    /// How many items this run's backup set holds (0 without a set).
+    pub async fn backup_set_items(&self) -> Result<u64, StoreError> {
+        match self.store.backup_set_of_run(&self.run.id).await? {
+            Some(set) => self.store.count_backup_items(&set).await,
+            None => Ok(0),
+        }
+    }
+
+    /// Schedule `id` if it is of the run's workspace.
+    pub async fn schedule(&self, id: &str) -> Result<Option<crate::schedules::Schedule>, StoreError> {
+        self.store.schedule(&self.run.workspace_id, id).await
+    }
+
     /// The directory stored with this run's backup set: `(set id, directory)`;
     /// the directory is `None` when the set was taken without one.
     pub async fn backup_set_directory(
         &self,
     ) -> Result<Option<(String, Option<serde_json::Value>)>, StoreError> {
         self.store.backup_set_directory_of_run(&self.run.id).await
+    }
+
+    /// Backup set `set_id` of the run's workspace with its lifecycle (label,
+    /// lock, deletion), or `None`.
+    pub async fn backup_set_lifecycle(
+        &self,
+        set_id: &str,
+    ) -> Result<Option<crate::backup_set_writes::SetLifecycle>, StoreError> {
+        self.store
+            .backup_set_lifecycle(&self.run.workspace_id, set_id)
+            .await
+    }
+
+    /// The active restores of the run's workspace that read set `set_id`.
+    pub async fn active_restores_of_set(&self, set_id: &str) -> Result<Vec<String>, StoreError> {
+        self.store
+            .active_restores_of_set(&self.run.workspace_id, set_id)
+            .await
+    }
+
+    /// The ids of the items of set `set_id` (of the run's workspace).
+    pub async fn backup_item_ids(&self, set_id: &str) -> Result<Vec<String>, StoreError> {
+        self.store.backup_item_ids(&self.run.workspace_id, set_id).await
     }
 }

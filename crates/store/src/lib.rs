@@ -18,6 +18,7 @@
 
 pub mod artifacts;
 pub mod backup_reads;
+pub mod backup_set_writes;
 pub mod backups;
 pub mod budget;
 pub mod children;
@@ -40,6 +41,7 @@ pub mod proof;
 pub mod restores;
 mod row;
 pub mod runs;
+pub mod schedules;
 pub mod stale;
 #[cfg(feature = "test-support")]
 pub mod testing;

@@ -131,6 +131,14 @@ impl ProofReader {
 }
 
 impl ProofReader {
+    /// The run's unit ledger: unit key → outcome.
+    pub async fn recorded_units(
+        &self,
+        run_id: &str,
+    ) -> Result<BTreeMap<String, opsledger_core::UnitOutcome>, StoreError> {
+        self.store.recorded_units(run_id).await
+    }
+
     /// The restore results run `run_id` recorded (one per unit).
     pub async fn restore_results_of(
         &self,

@@ -4,7 +4,7 @@
 //! is counted if and only if its result landed, even a failed one: the
 //! result is the proof the restore's reconciliation reads).
 
-use crate::backups::SET_IS_COMPLETE;
+use crate::backups::{SET_IS_COMPLETE, SET_IS_DELETED};
 use crate::db::{Tx, sql, sql_built, sql_owned};
 use crate::{Store, StoreError};
 use serde_json::Value;
@@ -225,11 +225,12 @@ fn stored(row: ResultRow) -> Result<StoredRestoreResult, StoreError> {
 }
 
 impl Store {
-    /// Backup set `id` of workspace `workspace_id` (another workspace's set is `None`).
+    /// Backup set `id` of workspace `workspace_id`; another workspace's set,
+    /// and a set deleted or being deleted (`SET_IS_DELETED`), is `None`.
     pub async fn backup_set_head(&self, workspace_id: &str, id: &str) -> Result<Option<SetHead>, StoreError> {
         let q = format!(
             "SELECT s.id, s.workspace_id, s.tenant_id, s.name, CAST(CASE WHEN {SET_IS_COMPLETE} THEN 1 ELSE 0 END AS BIGINT), \
-             s.directory FROM backup_sets s WHERE s.id = $1 AND s.workspace_id = $2"
+             s.directory FROM backup_sets s WHERE s.id = $1 AND s.workspace_id = $2 AND NOT {SET_IS_DELETED}"
         );
         let row: Option<SetRow> = self
             .pool
