@@ -53,6 +53,20 @@ async fn skip(ctx: &RunContext, code: &str, message: String) -> Result<(), Handl
     Ok(())
 }
 
+/// A retried capture that cannot go on: closed by what it captured (the
+/// closing write counts the types never attempted as failed).
+async fn close_early(ctx: &RunContext, failure: Failure) -> Result<(), HandlerError> {
+    let items = ctx.reads().backup_set_items().await?;
+    let outcome = if items > 0 {
+        Outcome::PartiallySucceeded
+    } else {
+        Outcome::Failed
+    };
+    ctx.complete(Completion::new(outcome).with_failure(failure))
+        .await?;
+    Ok(())
+}
+
 /// The outcome of a capture by its types' units: every type captured →
 /// succeeded; some, or some policies → partially succeeded; nothing → failed.
 pub fn capture_outcome(types_failed: u64, items: u64) -> Outcome {
@@ -76,8 +90,18 @@ impl Handler for ScheduledBackup {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
+        // A retried attempt (its plan recorded) goes on with the work it
+        // started: proof of useful work beats a later stop (§8 precedence).
+        let retried = run.summary_counts.total.is_some();
         let schedule = reads.schedule(&schedule_id).await?;
-        let Some(schedule) = schedule.filter(|s| s.enabled) else {
+        let Some(schedule) = schedule.filter(|s| s.enabled || retried) else {
+            if retried {
+                let f = Failure::new(
+                    "schedule_deleted",
+                    format!("schedule {schedule_id} was deleted during this run"),
+                );
+                return close_early(&ctx, f).await;
+            }
             return skip(
                 &ctx,
                 "schedule_disabled",
@@ -87,7 +111,8 @@ impl Handler for ScheduledBackup {
         };
         let provider = match open_provider(reads, &self.providers).await {
             Ok(p) => p,
-            Err(OpenFailed::Unavailable(f)) => return skip(&ctx, &f.code, f.message).await,
+            Err(OpenFailed::Unavailable(f)) if !retried => return skip(&ctx, &f.code, f.message).await,
+            Err(OpenFailed::Unavailable(f)) => return close_early(&ctx, f).await,
             Err(OpenFailed::Store(e)) => return Err(e.into()),
         };
         let directory = match with_retries(&ctx.cancel, &ctx.liveness, || async {
@@ -98,7 +123,12 @@ impl Handler for ScheduledBackup {
         {
             Ok(d) => Some(d),
             Err(Err(Stopped)) => return Ok(()),
-            Err(Ok(e)) if e.is_precondition() => return skip(&ctx, e.code(), e.to_string()).await,
+            Err(Ok(e)) if e.is_precondition() && !retried => {
+                return skip(&ctx, e.code(), e.to_string()).await;
+            }
+            Err(Ok(e)) if e.is_precondition() => {
+                return close_early(&ctx, Failure::new(e.code(), e.to_string())).await;
+            }
             Err(Ok(e)) if e.is_transient() => return Err(provider_error(e, None)),
             // The policies can still be captured, their references as ids.
             Err(Ok(_)) => None,

@@ -373,6 +373,47 @@ where
     }
 }
 
+/// A create, never sent twice after an answer that leaves it unknown:
+/// after a timeout or a 5xx the object may exist, and sending the request
+/// again could make a second one — such an error goes back to the runner,
+/// whose retry of the unit looks the object up by name before creating it
+/// (on the unit's last attempt it is the result). A `429` says the request
+/// was not processed, so throttling is waited out and retried here.
+async fn call_once<T, F, Fut>(
+    ctx: &UnitContext,
+    mut create: F,
+) -> Result<Result<T, ProviderError>, HandlerError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let r = tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => return Err(HandlerError::Stopped),
+            r = create() => r,
+        };
+        ctx.liveness.mark();
+        match r {
+            Err(ProviderError::Throttled { retry_after, .. }) if attempt < crate::kit::MAX_ATTEMPTS => {
+                let wait = retry_after
+                    .filter(|w| *w <= crate::kit::MAX_RETRY_AFTER)
+                    .unwrap_or(std::time::Duration::from_millis(100 << attempt.min(6)));
+                tokio::select! {
+                    _ = ctx.cancel.cancelled() => return Err(HandlerError::Stopped),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            Err(e) if e.is_transient() && ctx.attempt < RunType::BackupSetRestore.max_attempts() => {
+                return Err(provider_error(e, Some(&ctx.unit_key)));
+            }
+            other => return Ok(other),
+        }
+    }
+}
+
 #[async_trait]
 impl UnitHandler for RestoreUnit {
     async fn execute(&self, ctx: UnitContext) -> Result<UnitResult, HandlerError> {
@@ -443,7 +484,7 @@ async fn restore_group(
     if plan.dry_run {
         return Ok(Done::ok(RestoreOutcome::Created, None, detail));
     }
-    match call(ctx, || {
+    match call_once(ctx, || {
         provider.create_directory_object(DirectoryKind::Group, name)
     })
     .await?
@@ -486,6 +527,7 @@ pub fn map_references(
     refs: &BTreeMap<String, String>,
     target: &Directory,
     groups_to_create: &BTreeMap<String, String>,
+    dry_run: bool,
 ) -> Result<BTreeMap<String, String>, Vec<String>> {
     let mut mapped = BTreeMap::new();
     let mut unmapped = Vec::new();
@@ -502,12 +544,15 @@ pub fn map_references(
             [one] => {
                 mapped.insert(source_id.clone(), one.id.clone());
             }
-            [] if kind == DirectoryKind::Group
+            [] if dry_run
+                && kind == DirectoryKind::Group
                 && groups_to_create
                     .values()
                     .any(|g| match_name(g) == match_name(name)) =>
             {
-                // Planned to be created by this (dry) run: it will map.
+                // A dry run created nothing: the group it would create maps.
+                // A real run maps only what the target has (a group whose
+                // creation failed leaves its references unmapped).
                 mapped.insert(
                     source_id.clone(),
                     format!("(group `{}` to be created)", name.trim()),
@@ -688,7 +733,7 @@ async fn restore_item(
     // not a reference (the target gives it an id of its own).
     let mut refs = head.refs.clone();
     refs.retain(|id, _| !id.eq_ignore_ascii_case(&head.external_id));
-    let mapped = match map_references(&refs, &directory, &plan.groups) {
+    let mapped = match map_references(&refs, &directory, &plan.groups, plan.dry_run) {
         Ok(m) => m,
         Err(unmapped) => {
             detail.insert("unmapped".into(), json!(unmapped));
@@ -725,7 +770,7 @@ async fn restore_item(
         if plan.dry_run {
             return Ok(Done::ok(RestoreOutcome::Created, None, Value::Object(detail)));
         }
-        let created = match call(ctx, || provider.create_policy(&head.policy_type, &body)).await? {
+        let created = match call_once(ctx, || provider.create_policy(&head.policy_type, &body)).await? {
             Ok(p) => p,
             Err(e) => return Ok(Done::failed(e.code(), e.to_string(), None, Value::Object(detail))),
         };
@@ -942,14 +987,14 @@ mod tests {
             ("S-1".to_owned(), "group: all staff".to_owned()),
             ("S-2".to_owned(), "named_location:Office".to_owned()),
         ]);
-        let m = map_references(&refs, &target, &BTreeMap::new()).unwrap();
+        let m = map_references(&refs, &target, &BTreeMap::new(), false).unwrap();
         assert_eq!(m["S-1"], "T-1");
         assert_eq!(m["S-2"], "T-2");
         let refs = BTreeMap::from([
             ("S-9".to_owned(), "group:Finance".to_owned()),
             ("S-8".to_owned(), "group:Twice".to_owned()),
         ]);
-        let e = map_references(&refs, &target, &BTreeMap::new()).unwrap_err();
+        let e = map_references(&refs, &target, &BTreeMap::new(), false).unwrap_err();
         assert_eq!(e.len(), 2);
         assert!(
             e.iter().any(|m| m.contains("`Finance`") && m.contains("S-9")),
@@ -959,7 +1004,9 @@ mod tests {
         // A group this run creates maps.
         let creating = BTreeMap::from([(group_key("Finance"), "Finance".to_owned())]);
         let refs = BTreeMap::from([("S-9".to_owned(), "group:Finance".to_owned())]);
-        assert!(map_references(&refs, &target, &creating).is_ok());
+        assert!(map_references(&refs, &target, &creating, true).is_ok());
+        // A real run maps only what the target has: never a placeholder.
+        assert!(map_references(&refs, &target, &creating, false).is_err());
     }
 
     #[test]

@@ -102,6 +102,12 @@ async fn check_set_acted_on(
     tenant_id: Option<&str>,
     params: &Value,
 ) -> Result<(), ApiError> {
+    // Locking or unlocking decides whether a set may be deleted (and
+    // retention deletes unlocked sets on its own): an admin's act, as
+    // deleting is, though renaming and labelling are an operator's.
+    if run_type == RunType::BackupSetUpdate && params.get("retention_locked").is_some() {
+        access.require(opsledger_core::access::Capability::OperationsAdmin)?;
+    }
     // Required by the type's parameters (validated before this check).
     let Some(set_id) = params.get("backup_set_id").and_then(Value::as_str) else {
         return Err(ApiError::bad_request(

@@ -279,7 +279,10 @@ pub async fn show(
     let access = caller.require(&state, &ws, Capability::OperationsView).await?;
     let s = visible_schedule(&state, &access, &id).await?;
     let (store, sid) = (&state.store, s.id.as_str());
-    let history = retry::read(move || store.schedule_history(sid, HISTORY)).await?;
+    let mut history = retry::read(move || store.schedule_history(sid, HISTORY)).await?;
+    // A schedule moved from every tenant to one keeps the history of the
+    // others: a restricted member sees only their tenants' slots.
+    history.retain(|h| access.covers_tenant(Some(&h.tenant_id)));
     Ok(Json(schedule_json(&s, Some(&history))))
 }
 

@@ -430,6 +430,21 @@ both_backends!(
                 "{params}: {body}"
             );
         }
+        // Locking or unlocking is an admin's: it decides what may be deleted.
+        for locked in [true, false] {
+            let (status, body, _) = w
+                .update(
+                    &w.operator,
+                    &w.tenant_b,
+                    json!({"backup_set_id": w.set_b, "retention_locked": locked}),
+                )
+                .await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (403, Some("forbidden")),
+                "{body}"
+            );
+        }
         assert_eq!(snapshot(&store).await, before);
         let (status, body, _) = w
             .update(

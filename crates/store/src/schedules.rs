@@ -234,7 +234,16 @@ impl Store {
         spec: &ScheduleSpec,
     ) -> Result<Option<Schedule>, StoreError> {
         let now = self.now_ms();
-        let next = next_slot(spec, now)?;
+        let mut next = next_slot(spec, now)?;
+        // A change that leaves the timing alone (a rename, new params) keeps
+        // the slot the schedule waits for: one due now is not lost to an edit.
+        if let Some(current) = self.schedule(workspace_id, id).await?
+            && current.enabled == spec.enabled
+            && current.cron == spec.cron
+            && current.timezone == spec.timezone
+        {
+            next = current.next_due_at;
+        }
         let mut tx = self.begin_write().await?;
         let taken: Option<(String,)> = tx
             .fetch_optional(
@@ -344,15 +353,27 @@ impl Store {
             .await?;
         let mut tick = Tick::default();
         for row in due_rows {
-            let schedule = schedule_of(row)?;
+            // One schedule that cannot be decided now (a row this node cannot
+            // read, a conflict) does not hold the others back: it stays due.
+            let schedule = match schedule_of(row) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a due schedule cannot be read");
+                    continue;
+                }
+            };
             let mut tx = self.begin_write().await?;
-            match fire_in(&mut tx, &schedule, now).await? {
-                Some((started, skipped)) => {
+            match fire_in(&mut tx, &schedule, now).await {
+                Ok(Some((started, skipped))) => {
                     tx.commit().await?;
                     tick.started.extend(started);
                     tick.skipped_active += skipped;
                 }
-                None => tick.lost_races += 1,
+                Ok(None) => tick.lost_races += 1,
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(schedule = %schedule.id, error = %e, "a due schedule was not decided")
+                }
             }
         }
         Ok(tick)
@@ -402,9 +423,13 @@ impl Store {
                 continue;
             };
             let q = format!(
-                "SELECT s.id, s.tenant_id, CAST(CASE WHEN {complete} THEN 1 ELSE 0 END AS BIGINT), s.retention_locked \
+                // Complete and not empty: an empty capture (a wiped tenant, an
+                // unmounted folder) must not push real backups out.
+                "SELECT s.id, s.tenant_id, CAST(CASE WHEN {complete} AND EXISTS (SELECT 1 FROM backup_items i \
+                 WHERE i.backup_set_id = s.id) THEN 1 ELSE 0 END AS BIGINT), s.retention_locked \
                  FROM backup_sets s JOIN operation_runs r ON r.id = s.created_by_run_id \
                  WHERE s.workspace_id = $1 AND r.type = 'backup.schedule.execute' AND r.initiator = $2 \
+                 AND (s.tenant_id = $3 OR $3 = '*') \
                  AND r.status = 'completed' AND NOT {deleted} ORDER BY s.tenant_id, s.created_at DESC, s.id DESC",
                 complete = crate::backups::SET_IS_COMPLETE,
                 deleted = crate::backups::SET_IS_DELETED,
@@ -414,7 +439,10 @@ impl Store {
                 .fetch_all(
                     crate::db::sql_owned(q)
                         .bind(&schedule.workspace_id)
-                        .bind(format!("schedule:{}", schedule.id)),
+                        .bind(format!("schedule:{}", schedule.id))
+                        // A schedule of one tenant prunes that tenant's sets only,
+                        // whatever tenants it covered before an edit.
+                        .bind(schedule.tenant_id.clone().unwrap_or_else(|| "*".into())),
                 )
                 .await?;
             let mut by_tenant: std::collections::BTreeMap<String, Vec<(String, bool, bool)>> =
@@ -427,6 +455,15 @@ impl Store {
             }
             for (tenant, sets) in by_tenant {
                 for set in beyond_retention(&sets, keep) {
+                    // A set a restore is reading: its delete would only end
+                    // blocked; the next pass after the restore removes it.
+                    if !self
+                        .active_restores_of_set(&schedule.workspace_id, &set)
+                        .await?
+                        .is_empty()
+                    {
+                        continue;
+                    }
                     let params = json!({"backup_set_id": set});
                     let new = NewRun::on_tenant(
                         &schedule.workspace_id,
@@ -484,10 +521,16 @@ async fn fire_in(
     // value it read decides this slot.
     let moved = tx
         .execute(
-            sql("UPDATE schedules SET next_due_at = $3 WHERE id = $1 AND enabled = 1 AND next_due_at = $2")
-                .bind(&schedule.id)
-                .bind(waiting)
-                .bind(next),
+            // `updated_at` too: a schedule edited since it was read (another
+            // tenant, other params) is decided at the next tick, as edited.
+            sql(
+                "UPDATE schedules SET next_due_at = $3 WHERE id = $1 AND enabled = 1 AND next_due_at = $2 \
+                 AND updated_at = $4",
+            )
+            .bind(&schedule.id)
+            .bind(waiting)
+            .bind(next)
+            .bind(schedule.updated_at),
         )
         .await?;
     if moved == 0 {
@@ -555,10 +598,13 @@ async fn fire_in(
             None => {
                 // The schedule's previous run of this tenant is still active.
                 skipped += 1;
-                let (active,): (String,) = tx
-                    .fetch_one(sql("SELECT id FROM operation_runs WHERE active_key = $1").bind(key.as_str()))
+                // (`None`: it closed meanwhile; the slot was still skipped.)
+                let active: Option<(String,)> = tx
+                    .fetch_optional(
+                        sql("SELECT id FROM operation_runs WHERE active_key = $1").bind(key.as_str()),
+                    )
                     .await?;
-                ("skipped_active", active)
+                ("skipped_active", active.map(|(id,)| id).unwrap_or_default())
             }
         };
         tx.execute(
