@@ -24,10 +24,15 @@ struct Nodes {
 }
 
 async fn nodes(db: &TestStore) -> Nodes {
+    // Both clocks at 20 s past a minute (slots are on the minute), node b's
+    // 7 s ahead: the nodes disagree on "now", never on which minute it is
+    // (a skew across a slot boundary would rightly decide the next slot).
     let clock_a = ManualClock::new();
+    let at = opsledger_store::clock::Clock::now_ms(&clock_a);
+    clock_a.advance(at.div_euclid(MINUTE) * MINUTE + MINUTE + 20_000 - at);
     let clock_b = ManualClock::new();
-    // Node b's clock runs 7 s ahead: the nodes disagree on "now".
-    clock_b.advance(7_000);
+    let at_b = opsledger_store::clock::Clock::now_ms(&clock_b);
+    clock_b.advance(opsledger_store::clock::Clock::now_ms(&clock_a) + 7_000 - at_b);
     let a = db.store.with_clock(Arc::new(clock_a.clone()));
     let b = Store::connect(&db.url)
         .await
