@@ -18,7 +18,7 @@
 //! - **Outcome** by `maybe_complete_bulk_run`; **proof** for reconciliation
 //!   is the run's backup set and its items.
 
-use crate::kit::{OpenFailed, Stopped, open_provider, provider_error, with_retries};
+use crate::kit::{OpenFailed, RunCache, Stopped, open_provider, provider_error, with_retries};
 use async_trait::async_trait;
 use opsledger_core::normalize::Names;
 use opsledger_core::reconcile::{AdapterResult, Verdict};
@@ -31,7 +31,7 @@ use opsledger_store::backups::BackupItem;
 use opsledger_store::proof::ProofReader;
 use opsledger_store::{Completion, ContextPatch, StoreError};
 use serde_json::{Value, json};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 
 /// The family's descriptor: its run handler, its unit handler and its
 /// adapter (the catalog entry, [`opsledger_core::RunType::spec`], holds the rest).
@@ -180,13 +180,10 @@ impl UnitHandler for AddPolicyUnit {
 /// per run, never replaced), and a tenant's directory can be thousands of
 /// objects, so it is not fetched per unit.
 async fn set_names(reads: &opsledger_store::lease::RunReads) -> Result<Arc<Names>, HandlerError> {
-    /// Run id → its set's directory names; bounded, oldest dropped first.
-    type RunNames = Vec<(String, Arc<Names>)>;
-    static CACHE: LazyLock<Mutex<RunNames>> = LazyLock::new(Default::default);
-    const CACHED_RUNS: usize = 16;
+    static CACHE: RunCache<Names> = RunCache::new(16);
     let run_id = &reads.head().id;
-    if let Some((_, names)) = CACHE.lock().expect("lock").iter().find(|(id, _)| id == run_id) {
-        return Ok(names.clone());
+    if let Some(names) = CACHE.get(run_id) {
+        return Ok(names);
     }
     let Some((_, directory)) = reads.backup_set_directory().await? else {
         // No set yet is not cached: the unit fails on its write anyway.
@@ -198,11 +195,7 @@ async fn set_names(reads: &opsledger_store::lease::RunReads) -> Result<Arc<Names
             .map(|d| d.names())
             .unwrap_or_default(),
     );
-    let mut cache = CACHE.lock().expect("lock");
-    if cache.len() >= CACHED_RUNS {
-        cache.remove(0);
-    }
-    cache.push((run_id.clone(), names.clone()));
+    CACHE.put(run_id, names.clone());
     Ok(names)
 }
 

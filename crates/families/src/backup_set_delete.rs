@@ -41,7 +41,7 @@ use opsledger_store::artifacts::UnitArtifact;
 use opsledger_store::lease::RunReads;
 use opsledger_store::{Completion, ContextPatch, StoreError};
 use serde_json::{Value, json};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The family's descriptor: its run handler and its unit handler; no
@@ -210,23 +210,17 @@ pub struct DeleteItem {
 
 /// The set of a delete run, read once per run and process (its units share it).
 async fn set_of_run(reads: &RunReads) -> Result<String, HandlerError> {
-    type Sets = Vec<(String, String)>;
-    static CACHE: LazyLock<Mutex<Sets>> = LazyLock::new(Default::default);
-    const CACHED_RUNS: usize = 16;
+    static CACHE: crate::kit::RunCache<String> = crate::kit::RunCache::new(16);
     let run_id = &reads.head().id;
-    if let Some((_, set)) = CACHE.lock().expect("lock").iter().find(|(id, _)| id == run_id) {
-        return Ok(set.clone());
+    if let Some(set) = CACHE.get(run_id) {
+        return Ok(set.as_ref().clone());
     }
     let run = reads
         .reload()
         .await?
         .ok_or_else(|| StoreError::RunNotFound(run_id.clone()))?;
     let set = set_of(run.context.get("params"))?;
-    let mut cache = CACHE.lock().expect("lock");
-    if cache.len() >= CACHED_RUNS {
-        cache.remove(0);
-    }
-    cache.push((run_id.clone(), set.clone()));
+    CACHE.put(run_id, std::sync::Arc::new(set.clone()));
     Ok(set)
 }
 

@@ -27,7 +27,7 @@
 //!   **proof** for reconciliation is this run's own per-item results on
 //!   this target ([`reconcile_from_results`]).
 
-use crate::kit::{OpenFailed, Stopped, open_provider, provider_error, with_retries};
+use crate::kit::{OpenFailed, RunCache, Stopped, open_provider, provider_error, with_retries};
 use async_trait::async_trait;
 use opsledger_core::normalize::{Names, content_hash, sha256_hex};
 use opsledger_core::reconcile::{AdapterResult, Verdict};
@@ -42,7 +42,7 @@ use opsledger_store::{Completion, ContextPatch, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 
 /// The family's descriptor.
 pub fn family(providers: &ProviderSettings) -> Family {
@@ -296,12 +296,10 @@ pub struct RestoreUnit {
 /// The plan of a run, read once per run and process (a fan-out's units
 /// share it, and the run's context can hold 10 000 item ids).
 async fn plan_of(reads: &RunReads) -> Result<Arc<Plan>, HandlerError> {
-    type Plans = Vec<(String, Arc<Plan>)>;
-    static CACHE: LazyLock<Mutex<Plans>> = LazyLock::new(Default::default);
-    const CACHED_RUNS: usize = 16;
+    static CACHE: RunCache<Plan> = RunCache::new(16);
     let run_id = &reads.head().id;
-    if let Some((_, plan)) = CACHE.lock().expect("lock").iter().find(|(id, _)| id == run_id) {
-        return Ok(plan.clone());
+    if let Some(plan) = CACHE.get(run_id) {
+        return Ok(plan);
     }
     let run = reads
         .reload()
@@ -316,11 +314,7 @@ async fn plan_of(reads: &RunReads) -> Result<Arc<Plan>, HandlerError> {
             HandlerError::permanent("restore_plan_missing", "the restore's plan was never recorded")
         })?;
     let plan = Arc::new(plan);
-    let mut cache = CACHE.lock().expect("lock");
-    if cache.len() >= CACHED_RUNS {
-        cache.remove(0);
-    }
-    cache.push((run_id.clone(), plan.clone()));
+    CACHE.put(run_id, plan.clone());
     Ok(plan)
 }
 
@@ -502,22 +496,16 @@ async fn second_wave_directory(
     ctx: &UnitContext,
     provider: &dyn Provider,
 ) -> Result<Result<Arc<Directory>, ProviderError>, HandlerError> {
-    type Directories = Vec<(String, Arc<Directory>)>;
-    static CACHE: LazyLock<Mutex<Directories>> = LazyLock::new(Default::default);
-    const CACHED_RUNS: usize = 8;
+    static CACHE: RunCache<Directory> = RunCache::new(8);
     let run_id = &ctx.run.id;
-    if let Some((_, d)) = CACHE.lock().expect("lock").iter().find(|(id, _)| id == run_id) {
-        return Ok(Ok(d.clone()));
+    if let Some(d) = CACHE.get(run_id) {
+        return Ok(Ok(d));
     }
     let d = match call(ctx, || provider.directory()).await? {
         Ok(d) => Arc::new(d),
         Err(e) => return Ok(Err(e)),
     };
-    let mut cache = CACHE.lock().expect("lock");
-    if cache.len() >= CACHED_RUNS {
-        cache.remove(0);
-    }
-    cache.push((run_id.clone(), d.clone()));
+    CACHE.put(run_id, d.clone());
     Ok(Ok(d))
 }
 

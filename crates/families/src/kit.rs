@@ -62,6 +62,37 @@ pub async fn open_provider(
         .map_err(|e| OpenFailed::Unavailable(Failure::new(e.code(), e.to_string())))
 }
 
+/// What a fan-out's units of one run share, computed once per run and
+/// process (a set's directory, a restore's plan): a few runs' values, the
+/// oldest dropped first. Values are never refreshed, so only what a run
+/// never changes may be cached here.
+pub struct RunCache<T> {
+    runs: std::sync::Mutex<Vec<(String, Arc<T>)>>,
+    capacity: usize,
+}
+
+impl<T> RunCache<T> {
+    pub const fn new(capacity: usize) -> RunCache<T> {
+        RunCache {
+            runs: std::sync::Mutex::new(Vec::new()),
+            capacity,
+        }
+    }
+
+    pub fn get(&self, run_id: &str) -> Option<Arc<T>> {
+        let runs = self.runs.lock().expect("lock");
+        runs.iter().find(|(id, _)| id == run_id).map(|(_, v)| v.clone())
+    }
+
+    pub fn put(&self, run_id: &str, value: Arc<T>) {
+        let mut runs = self.runs.lock().expect("lock");
+        if runs.len() >= self.capacity {
+            runs.remove(0);
+        }
+        runs.push((run_id.to_owned(), value));
+    }
+}
+
 /// The call was interrupted: the run was cancelled or the node shuts down.
 /// Nothing of the interrupted work may be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +164,19 @@ pub fn provider_error(e: ProviderError, unit: Option<&str>) -> HandlerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_cache_keeps_its_last_runs() {
+        let c: RunCache<u8> = RunCache::new(2);
+        c.put("a", Arc::new(1));
+        c.put("b", Arc::new(2));
+        c.put("c", Arc::new(3));
+        assert_eq!(c.get("a"), None, "the oldest was dropped");
+        assert_eq!(
+            (c.get("b").as_deref(), c.get("c").as_deref()),
+            (Some(&2), Some(&3))
+        );
+    }
 
     #[test]
     fn transient_errors_are_retried_later_and_the_rest_are_final() {
