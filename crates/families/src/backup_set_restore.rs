@@ -33,7 +33,9 @@ use opsledger_core::normalize::{Names, content_hash, sha256_hex};
 use opsledger_core::reconcile::{AdapterResult, Verdict};
 use opsledger_core::{Failure, Outcome, Run, RunType, UnitOutcome};
 use opsledger_engine::{Family, Handler, HandlerError, RunContext, UnitContext, UnitHandler, UnitResult};
-use opsledger_providers::{Directory, DirectoryKind, Policy, Provider, ProviderError, ProviderSettings};
+use opsledger_providers::{
+    Directory, DirectoryKind, NameDecision, Policy, Provider, ProviderError, ProviderSettings,
+};
 use opsledger_store::artifacts::UnitArtifact;
 use opsledger_store::lease::RunReads;
 use opsledger_store::proof::ProofReader;
@@ -79,6 +81,11 @@ pub struct Plan {
     /// restore: which target object each is cannot be told, so they fail.
     #[serde(default)]
     pub ambiguous: BTreeSet<String>,
+    /// Ids the source named twice, with the name its export decided on
+    /// (`MigrationTable.json`): references to them are mapped by that name,
+    /// and the units naming them say so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub name_decisions: Vec<NameDecision>,
     pub items: u64,
 }
 
@@ -266,11 +273,25 @@ impl Handler for Restore {
         } else {
             BTreeMap::new()
         };
+        let name_decisions = set
+            .directory
+            .as_ref()
+            .and_then(|d| serde_json::from_value::<Directory>(d.clone()).ok())
+            .map(|d| d.name_decisions)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| {
+                items
+                    .iter()
+                    .any(|i| i.refs.keys().any(|id| id.eq_ignore_ascii_case(&d.id)))
+            })
+            .collect();
         let plan = Plan {
             backup_set_id: set.id.clone(),
             source_tenant_id: set.tenant_id.clone(),
             dry_run,
             ambiguous: ambiguous_items(&items),
+            name_decisions,
             items: items.len() as u64,
             groups,
         };
@@ -566,6 +587,36 @@ pub fn map_references(
     }
 }
 
+/// What the unit says of each reference whose source id the source named
+/// twice: the name it was mapped by, the names passed over, what decided,
+/// and the target's object it now points to.
+pub fn decisions_used(
+    decisions: &[NameDecision],
+    refs: &BTreeMap<String, String>,
+    mapped: &BTreeMap<String, String>,
+) -> Vec<Value> {
+    refs.keys()
+        .filter_map(|id| {
+            let d = decisions.iter().find(|d| d.id.eq_ignore_ascii_case(id))?;
+            Some(json!({
+                "source_id": id,
+                "mapped_by_name": d.chosen,
+                "passed_over": d.passed_over,
+                "decided_by": d.decided_by,
+                "target_id": mapped.get(id),
+                "message": format!(
+                    "the source names {} id {id} both `{}` and {}; {} gives it to `{}`, so it is mapped by that name",
+                    d.kind.as_str(),
+                    d.chosen,
+                    d.passed_over.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+                    d.decided_by,
+                    d.chosen
+                ),
+            }))
+        })
+        .collect()
+}
+
 /// `value` with every string that is a mapped source id (any case) replaced
 /// by the target's id.
 pub fn remap(value: &Value, mapped: &BTreeMap<String, String>) -> Value {
@@ -738,6 +789,10 @@ async fn restore_item(
         }
     };
     detail.insert("mapped".into(), json!(mapped));
+    let decided = decisions_used(&plan.name_decisions, &refs, &mapped);
+    if !decided.is_empty() {
+        detail.insert("name_decisions".into(), Value::Array(decided));
+    }
     let desired = remap(&item.payload, &mapped);
     let names: Names = directory.names();
     let existing = match find_existing(ctx, provider, &head.policy_type, item_id, &head.display_name).await? {
@@ -942,7 +997,41 @@ mod tests {
                     display_name: (*name).into(),
                 })
                 .collect(),
+            name_decisions: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_reference_to_an_id_the_source_named_twice_says_which_name_mapped_it() {
+        let decisions = [NameDecision {
+            kind: DirectoryKind::Group,
+            id: "G1".into(),
+            chosen: "Pilot".into(),
+            passed_over: vec!["Pilot old".into()],
+            decided_by: "MigrationTable.json".into(),
+        }];
+        let refs: BTreeMap<String, String> = [
+            ("g1".to_owned(), "group:Pilot".to_owned()),
+            ("g2".to_owned(), "group:Other".to_owned()),
+        ]
+        .into();
+        let mapped: BTreeMap<String, String> = [
+            ("g1".to_owned(), "T1".to_owned()),
+            ("g2".to_owned(), "T2".to_owned()),
+        ]
+        .into();
+        let said = decisions_used(&decisions, &refs, &mapped);
+        assert_eq!(said.len(), 1, "only the id named twice is reported");
+        assert_eq!(said[0]["source_id"], "g1");
+        assert_eq!(said[0]["mapped_by_name"], "Pilot");
+        assert_eq!(said[0]["target_id"], "T1");
+        assert_eq!(said[0]["decided_by"], "MigrationTable.json");
+        let message = said[0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("`Pilot old`") && message.contains("MigrationTable.json"),
+            "{message}"
+        );
+        assert!(decisions_used(&[], &refs, &mapped).is_empty());
     }
 
     #[test]
@@ -1077,6 +1166,7 @@ mod tests {
             outcome,
             dry_run: false,
             target_id: None,
+            detail: Value::Null,
         }
     }
 

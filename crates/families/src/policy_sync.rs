@@ -2,10 +2,9 @@
 //!
 //! - **Progress** is activity: one indivisible read, no units, no `total`.
 //! - **Proof** is the inventory item itself, refreshed in the run's closing
-//!   transaction, and `context.policy_sync` naming what was read. An item
-//!   already inventoried keeps its link to the `inventory.sync` that read its
-//!   whole type (that run's reconciliation proof); a new one is linked to
-//!   this run. A run that did not close has written nothing.
+//!   transaction, and `context.policy_sync` naming what was read. The item
+//!   is linked to this run (`last_seen_operation_run_id`), the run that last
+//!   saw it. A run that did not close has written nothing.
 //! - **Outcome**: read → succeeded; the policy no longer exists → failed
 //!   (`policy_not_found`); the tenant's consent or permission is missing →
 //!   blocked; throttling and 5xx are retried, then fail the attempt.

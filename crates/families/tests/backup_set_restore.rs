@@ -364,6 +364,54 @@ both_backends!(
         assert_eq!(run.outcome, Outcome::Succeeded, "{:?}", run.failures);
         let groups = run.context["restore"]["groups"].as_object().unwrap().len() as u64;
         assert!(groups > 0);
+        // The export names two group ids twice each (a renamed group's old
+        // file kept beside the new one); its MigrationTable.json decides,
+        // and the restore says so: in its plan, and in each unit naming one.
+        let decisions = run.context["restore"]["name_decisions"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(decisions.len(), 2, "{decisions:?}");
+        let own = p_dir(&e, &fresh, &target).await;
+        let results = e.store.restore_results_of(&run.id).await.unwrap();
+        for d in &decisions {
+            assert_eq!(d["decided_by"], "MigrationTable.json");
+            let chosen = d["chosen"].as_str().unwrap();
+            let [created] = own.by_name(opsledger_providers::DirectoryKind::Group, chosen)[..] else {
+                panic!("the chosen name `{chosen}` is one group of the target");
+            };
+            for passed in d["passed_over"].as_array().unwrap() {
+                assert!(
+                    own.by_name(
+                        opsledger_providers::DirectoryKind::Group,
+                        passed.as_str().unwrap()
+                    )
+                    .is_empty(),
+                    "the name passed over, {passed}, was not created"
+                );
+            }
+            let saying: Vec<&Value> = results
+                .iter()
+                .filter_map(|r| r.detail["name_decisions"].as_array())
+                .flatten()
+                .filter(|n| {
+                    n["source_id"]
+                        .as_str()
+                        .unwrap()
+                        .eq_ignore_ascii_case(d["id"].as_str().unwrap())
+                })
+                .collect();
+            assert!(
+                !saying.is_empty(),
+                "a unit referring to {} says how it was mapped",
+                d["id"]
+            );
+            for n in saying {
+                assert_eq!(n["mapped_by_name"], chosen);
+                assert_eq!(n["target_id"], json!(created.id));
+                assert!(n["message"].as_str().unwrap().contains("MigrationTable.json"));
+            }
+        }
         assert_eq!(run.summary_counts.total, Some(39 + groups));
         assert_eq!(run.summary_counts.created, Some(39 + groups));
         let text = folder_text(fresh.path());

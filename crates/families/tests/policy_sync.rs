@@ -110,6 +110,75 @@ both_backends!(
 );
 
 both_backends!(
+    a_reread_shows_the_new_content_and_this_run_as_last_seen,
+    |store: Store| async move {
+        // A folder tenant: its file is the policy, so the test can change it.
+        let folder = tempfile::tempdir().unwrap();
+        let dir = folder.path().join("DeviceConfigurations");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("baseline.json");
+        let policy = |len: u32| {
+            json!({
+                "id": "p-1",
+                "displayName": "Baseline",
+                "@odata.type": "#microsoft.graph.windows10GeneralConfiguration",
+                "passwordMinimumLength": len,
+            })
+        };
+        std::fs::write(&file, policy(8).to_string()).unwrap();
+        let ws = store.create_workspace("ws").await.unwrap();
+        let t = store
+            .create_tenant(&ws.id, "folder", &format!("folder:{}", folder.path().display()))
+            .await
+            .unwrap();
+        let params = validate(RunType::InventorySync, &json!({})).unwrap();
+        let sync = store
+            .create_run(NewRun::on_tenant(
+                &ws.id,
+                &t.id,
+                RunType::InventorySync,
+                "test",
+                params,
+            ))
+            .await
+            .unwrap()
+            .into_run()
+            .id;
+        let run = run_to_completion(&store, &sync).await;
+        assert_eq!(run.outcome, Outcome::Succeeded, "{:?}", run.failures);
+        let (payload, seen_by) = store
+            .inventory_item(&t.id, "deviceConfigurations", "p-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (payload["passwordMinimumLength"].as_u64(), seen_by.as_str()),
+            (Some(8), sync.as_str())
+        );
+
+        std::fs::write(&file, policy(14).to_string()).unwrap();
+        let id = start(&store, &ws.id, &t.id, "deviceConfigurations/p-1")
+            .await
+            .into_run()
+            .id;
+        let run = run_to_completion(&store, &id).await;
+        assert_eq!(run.outcome, Outcome::Succeeded, "{:?}", run.failures);
+        let (payload, seen_by) = store
+            .inventory_item(&t.id, "deviceConfigurations", "p-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            payload["passwordMinimumLength"].as_u64(),
+            Some(14),
+            "the new content"
+        );
+        assert_eq!(seen_by, id, "last seen by the policy.sync run");
+        assert_eq!(store.count_inventory_items(&t.id).await.unwrap(), 1);
+    }
+);
+
+both_backends!(
     a_policy_gone_from_the_tenant_fails_and_writes_nothing,
     |store: Store| async move {
         let (ws, t) = tenant(&store, "healthy").await;

@@ -53,6 +53,24 @@ pub struct DirectoryEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Directory {
     pub entries: Vec<DirectoryEntry>,
+    /// Ids the source itself gave more than one name, and which name won
+    /// (an export's `MigrationTable.json`): stored with a backup so a
+    /// restore can say which name it mapped such a reference by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub name_decisions: Vec<NameDecision>,
+}
+
+/// One id the source named twice, and the name that was kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameDecision {
+    pub kind: DirectoryKind,
+    pub id: String,
+    /// The name the id stands for (the directory entry's).
+    pub chosen: String,
+    /// The other names files of the source gave the same id.
+    pub passed_over: Vec<String>,
+    /// What decided (e.g. `MigrationTable.json`).
+    pub decided_by: String,
 }
 
 impl Directory {
@@ -76,6 +94,11 @@ impl Directory {
         if self.by_id(&entry.id).is_none() {
             self.entries.push(entry);
         }
+    }
+
+    /// The decision behind an id's name, when the source named it twice.
+    pub fn name_decision(&self, id: &str) -> Option<&NameDecision> {
+        self.name_decisions.iter().find(|d| d.id.eq_ignore_ascii_case(id))
     }
 
     /// The id → name view the core normalizer resolves references with.

@@ -21,7 +21,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use directory::{Directory, DirectoryEntry, DirectoryKind};
+pub use directory::{Directory, DirectoryEntry, DirectoryKind, NameDecision};
 pub use error::ProviderError;
 pub use graph::budget::{BudgetError, BudgetLimits, Grant, RequestBudget};
 pub use graph::{GraphSettings, Secret};

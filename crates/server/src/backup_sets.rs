@@ -130,6 +130,7 @@ fn item_json(i: &BackupItemSummary) -> Value {
                 "result": r.result,
                 "dry_run": r.dry_run,
                 "target_id": r.target_id,
+                "detail": r.detail,
                 "recorded_at": ts(r.recorded_at),
             })
         })

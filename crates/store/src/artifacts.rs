@@ -24,9 +24,11 @@ pub enum UnitArtifact {
         policy_type: String,
         items: Vec<ItemSnapshot>,
     },
-    /// One policy re-read by `policy.sync`: its item's content refreshed.
-    /// An item already inventoried stays linked to the run that last read
-    /// its whole type (that run's proof); a new one is linked to this run.
+    /// One policy re-read by `policy.sync`: its item's content refreshed and
+    /// linked to this run (`last_seen_operation_run_id`), the run that last
+    /// saw it. An inventory sync still running then links one item fewer;
+    /// were it reconciled stale, that type would count as not proven
+    /// (partial, never a false success) — a fresh sync relinks it.
     InventoryItemReread { policy_type: String, item: ItemSnapshot },
     /// A policy captured into the run's own backup set.
     BackupItem(BackupItem),
@@ -81,11 +83,10 @@ pub(crate) async fn write_in(
     match artifact {
         UnitArtifact::File(file) => crate::files::commit_in(tx, run_id, unit_key, file).await,
         UnitArtifact::InventoryItems { policy_type, items } => {
-            crate::inventory::upsert_items_in(tx, run_id, policy_type, items, true).await
+            crate::inventory::upsert_items_in(tx, run_id, policy_type, items).await
         }
         UnitArtifact::InventoryItemReread { policy_type, item } => {
-            crate::inventory::upsert_items_in(tx, run_id, policy_type, std::slice::from_ref(item), false)
-                .await
+            crate::inventory::upsert_items_in(tx, run_id, policy_type, std::slice::from_ref(item)).await
         }
         UnitArtifact::BackupItem(item) => crate::backups::insert_item_in(tx, run_id, item).await,
         UnitArtifact::BackupItems(items) => {

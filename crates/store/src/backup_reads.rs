@@ -58,7 +58,7 @@ pub struct BackupSetSummary {
 }
 
 /// One restore of an item, as the item's history shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RestoreRecord {
     pub run_id: String,
     pub target_tenant_id: String,
@@ -66,6 +66,9 @@ pub struct RestoreRecord {
     pub result: String,
     pub dry_run: bool,
     pub target_id: Option<String>,
+    /// What the unit saw: the references it mapped (and by which name,
+    /// where the source named an id twice), the match, what failed.
+    pub detail: Value,
     /// ms since the Unix epoch.
     pub recorded_at: i64,
 }
@@ -432,9 +435,9 @@ impl Store {
         }
         let mut stmt = sql_built(
             self.pool.dialect(),
-            "SELECT backup_item_id, run_id, target_tenant_id, result, dry_run, target_id, recorded_at FROM (\
+            "SELECT backup_item_id, run_id, target_tenant_id, result, dry_run, target_id, detail, recorded_at FROM (\
              SELECT backup_item_id, run_id, target_tenant_id, result, CAST(dry_run AS BIGINT) AS dry_run, \
-             target_id, recorded_at, ROW_NUMBER() OVER (PARTITION BY backup_item_id \
+             target_id, detail, recorded_at, ROW_NUMBER() OVER (PARTITION BY backup_item_id \
              ORDER BY recorded_at DESC, run_id DESC) AS n \
              FROM restore_results WHERE backup_set_id = ",
         );
@@ -458,6 +461,7 @@ impl Store {
                 result: r.get("result")?,
                 dry_run: r.get::<i64>("dry_run")? != 0,
                 target_id: r.get("target_id")?,
+                detail: serde_json::from_str(&r.get::<String>("detail")?).unwrap_or(Value::Null),
                 recorded_at: r.get("recorded_at")?,
             });
         }

@@ -26,7 +26,6 @@ pub(crate) async fn upsert_items_in(
     run_id: &str,
     policy_type: &str,
     items: &[ItemSnapshot],
-    relink: bool,
 ) -> Result<(), StoreError> {
     let scope: Option<(String, Option<String>)> = tx
         .fetch_optional(sql("SELECT workspace_id, tenant_id FROM operation_runs WHERE id = $1").bind(run_id))
@@ -45,7 +44,7 @@ pub(crate) async fn upsert_items_in(
         tenant_id: &tenant_id,
         policy_type,
     };
-    upsert_scoped_in(tx, run_id, scope, items, relink).await
+    upsert_scoped_in(tx, run_id, scope, items).await
 }
 
 /// Where items belong.
@@ -56,14 +55,13 @@ pub struct ItemScope<'a> {
     pub policy_type: &'a str,
 }
 
-/// `relink`: items already inventoried are linked to this run (a whole
-/// type's read); else they keep the link to the run that last read their type.
+/// Items already inventoried are linked to this run too: it is the run that
+/// last saw them.
 async fn upsert_scoped_in(
     tx: &mut Tx,
     run_id: &str,
     scope: ItemScope<'_>,
     items: &[ItemSnapshot],
-    relink: bool,
 ) -> Result<(), StoreError> {
     // One row per external id: a provider that pages badly may repeat one.
     let mut by_id: BTreeMap<&str, &ItemSnapshot> = BTreeMap::new();
@@ -116,11 +114,9 @@ async fn upsert_scoped_in(
         stmt.push(
             " ON CONFLICT (tenant_id, policy_type, external_id) DO UPDATE SET \
              display_name = excluded.display_name, payload = excluded.payload, \
-             payload_sha256 = excluded.payload_sha256, last_seen_at = excluded.last_seen_at",
+             payload_sha256 = excluded.payload_sha256, last_seen_at = excluded.last_seen_at, \
+             last_seen_operation_run_id = excluded.last_seen_operation_run_id",
         );
-        if relink {
-            stmt.push(", last_seen_operation_run_id = excluded.last_seen_operation_run_id");
-        }
         tx.execute(stmt).await?;
     }
     Ok(())
@@ -143,7 +139,7 @@ impl Store {
         if let Some(fence) = fence {
             crate::jobs::check_fence(&mut tx, fence, run_id).await?;
         }
-        upsert_scoped_in(&mut tx, run_id, scope, items, true).await?;
+        upsert_scoped_in(&mut tx, run_id, scope, items).await?;
         let summary = crate::ledger::record_units_in(&mut tx, run_id, std::slice::from_ref(&unit)).await?;
         tx.commit().await?;
         Ok(summary)
@@ -162,6 +158,32 @@ impl Store {
             )
             .await?;
         Ok(rows.into_iter().map(|(t, n)| (t, n as u64)).collect())
+    }
+
+    /// One inventory item of a tenant: its payload as last read, and the run
+    /// that last saw it.
+    pub async fn inventory_item(
+        &self,
+        tenant_id: &str,
+        policy_type: &str,
+        external_id: &str,
+    ) -> Result<Option<(Value, String)>, StoreError> {
+        let row: Option<(String, String)> = self
+            .pool
+            .fetch_optional(
+                sql("SELECT payload, last_seen_operation_run_id FROM inventory_items \
+                     WHERE tenant_id = $1 AND policy_type = $2 AND external_id = $3")
+                .bind(tenant_id)
+                .bind(policy_type)
+                .bind(external_id),
+            )
+            .await?;
+        row.map(|(payload, run)| {
+            serde_json::from_str(&payload)
+                .map(|p| (p, run))
+                .map_err(|e| StoreError::Corrupt(format!("inventory item payload: {e}")))
+        })
+        .transpose()
     }
 
     /// Number of inventory items of a tenant.

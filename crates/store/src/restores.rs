@@ -165,6 +165,8 @@ pub struct StoredRestoreResult {
     pub outcome: RestoreOutcome,
     pub dry_run: bool,
     pub target_id: Option<String>,
+    /// What the unit saw (see [`RestoreResult::detail`]).
+    pub detail: Value,
 }
 
 type SetRow = (String, String, String, String, i64, Option<String>);
@@ -194,10 +196,11 @@ type ResultRow = (
     String,
     i64,
     Option<String>,
+    String,
 );
 
 const RESULT_COLUMNS: &str = "run_id, unit_key, workspace_id, target_tenant_id, backup_set_id, backup_item_id, \
-     result, dry_run, target_id";
+     result, dry_run, target_id, detail";
 
 fn stored(row: ResultRow) -> Result<StoredRestoreResult, StoreError> {
     let (
@@ -210,6 +213,7 @@ fn stored(row: ResultRow) -> Result<StoredRestoreResult, StoreError> {
         result,
         dry,
         target_id,
+        detail,
     ) = row;
     Ok(StoredRestoreResult {
         run_id,
@@ -221,6 +225,7 @@ fn stored(row: ResultRow) -> Result<StoredRestoreResult, StoreError> {
         outcome: RestoreOutcome::parse(&result)?,
         dry_run: dry != 0,
         target_id,
+        detail: serde_json::from_str(&detail).unwrap_or(Value::Null),
     })
 }
 

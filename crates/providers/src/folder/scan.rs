@@ -4,7 +4,7 @@
 
 use super::classify::{Kind, folder_kind, item_kind, odata_context_kind};
 use super::decode::decode;
-use crate::{Directory, DirectoryEntry, DirectoryKind, ItemFailure};
+use crate::{Directory, DirectoryEntry, DirectoryKind, ItemFailure, NameDecision};
 use opsledger_core::normalize::sha256_hex;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -277,6 +277,24 @@ pub fn scan(root: &Path) -> Result<Scan, ScanError> {
                 });
             let all_paths: Vec<String> = same.iter().map(|i| i.path.clone()).collect();
             let owner_item = owner.map(|n| same.remove(n));
+            if let (Some(o), Some(kind)) = (&owner_item, directory_kind(kind)) {
+                // The export named one id twice: the restore must say which
+                // name its references are mapped by, and why.
+                let mut passed_over: Vec<String> = same
+                    .iter()
+                    .map(|i| i.display_name.trim().to_owned())
+                    .filter(|n| !n.eq_ignore_ascii_case(o.display_name.trim()))
+                    .collect();
+                passed_over.sort();
+                passed_over.dedup();
+                s.directory.name_decisions.push(NameDecision {
+                    kind,
+                    id: o.id.clone(),
+                    chosen: o.display_name.trim().to_owned(),
+                    passed_over,
+                    decided_by: "MigrationTable.json".into(),
+                });
+            }
             for other in &same {
                 let others: Vec<&str> = all_paths
                     .iter()
@@ -352,6 +370,16 @@ pub fn scan(root: &Path) -> Result<Scan, ScanError> {
         }
     }
     Ok(s)
+}
+
+/// The directory kind of a scanned kind, if its objects are referred to by id.
+fn directory_kind(kind: Kind) -> Option<DirectoryKind> {
+    match kind {
+        Kind::Group => Some(DirectoryKind::Group),
+        Kind::Policy(key) => DirectoryKind::ALL
+            .into_iter()
+            .find(|k| k.policy_type() == Some(key)),
+    }
 }
 
 /// The nearest type folder above `path` (or `path` itself for a directory), inside the root.
