@@ -15,6 +15,7 @@
 //! | start parameters and their validation | [`params`]  |
 //! | policy types opsledger knows        | [`policy_types`] |
 //! | normalization and content hashes (backup items, read-back equality, drift) | [`normalize`] |
+//! | drift: a baseline compared with a tenant (pure diff and matching) | [`drift`] |
 //! | §7 stale timeouts, retries          | [`catalog`]   |
 //! | §8 adapter results, reconciliation record | [`reconcile`] |
 //! | §8 inventory coverage decision      | [`inventory`] |
@@ -24,9 +25,11 @@
 //! so it is the part that is cheapest to test exhaustively.
 
 pub mod access;
+pub mod baseline;
 pub mod catalog;
 pub mod closing;
 pub mod counts;
+pub mod drift;
 pub mod failure;
 pub mod inventory;
 pub mod normalize;

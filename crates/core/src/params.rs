@@ -147,6 +147,33 @@ pub mod catalog {
     };
     /// What a `backup_set.update` may change: it must change at least one.
     pub const BACKUP_SET_CHANGES: &[&str] = &["name", "label", "retention_locked"];
+    /// The profile a capture fills, or whose latest snapshot a compare reads.
+    pub const PROFILE: ParamSpec = ParamSpec {
+        name: "profile",
+        kind: ParamKind::DisplayText {
+            min: 1,
+            max: super::MAX_DISPLAY_TEXT_CHARS,
+        },
+        required: false,
+        default: Some("the tenant's default profile (made by its first capture)"),
+        description: "a baseline profile's name (GET …/baseline-profiles)",
+    };
+    pub const BASELINE_SNAPSHOT_ID: ParamSpec = ParamSpec {
+        name: "baseline_snapshot_id",
+        kind: ParamKind::ArtifactId,
+        required: false,
+        default: Some("the latest snapshot of `profile`, else of the tenant's default profile"),
+        description: "the sealed snapshot to compare against: a snapshot of any tenant of the workspace (a golden tenant)",
+    };
+    pub const COMPARE_BACKUP_SET_ID: ParamSpec = ParamSpec {
+        name: "backup_set_id",
+        kind: ParamKind::ArtifactId,
+        required: false,
+        default: Some("none: a snapshot is the baseline"),
+        description: "compare against a backup set instead (\"what changed since Tuesday's backup\"): a set of any tenant of the workspace",
+    };
+    /// What a compare compares against: at most one of these.
+    pub const COMPARE_BASELINES: &[&str] = &["baseline_snapshot_id", "profile", "backup_set_id"];
     pub const CREATE_MISSING_GROUPS: ParamSpec = ParamSpec {
         name: "create_missing_groups",
         kind: ParamKind::Flag,
@@ -202,13 +229,21 @@ pub enum ParamError {
         run_type: RunType,
         params: &'static [&'static str],
     },
+    #[error("{run_type} takes at most one of {}; got {}", .params.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", "), .given.join(" and "))]
+    MoreThanOneOf {
+        run_type: RunType,
+        params: &'static [&'static str],
+        given: Vec<String>,
+    },
 }
 
 impl ParamError {
     /// The stable API error code.
     pub fn code(&self) -> &'static str {
         match self {
-            ParamError::NotAnObject | ParamError::Invalid { .. } => "invalid_params",
+            ParamError::NotAnObject | ParamError::Invalid { .. } | ParamError::MoreThanOneOf { .. } => {
+                "invalid_params"
+            }
             ParamError::Unknown { .. } => "unknown_param",
             ParamError::Missing { .. } | ParamError::NoneOf { .. } => "missing_param",
             ParamError::EmptySelection { .. } => "empty_selection",
@@ -227,6 +262,15 @@ pub fn specs(t: RunType) -> &'static [ParamSpec] {
 pub fn at_least_one_of(t: RunType) -> &'static [&'static str] {
     match t {
         RunType::BackupSetUpdate => catalog::BACKUP_SET_CHANGES,
+        _ => &[],
+    }
+}
+
+/// Parameters of which a start of `t` may give at most one: alternatives
+/// (a compare's baseline is a snapshot, a profile or a backup set).
+pub fn at_most_one_of(t: RunType) -> &'static [&'static str] {
+    match t {
+        RunType::BaselineCompare => catalog::COMPARE_BASELINES,
         _ => &[],
     }
 }
@@ -434,6 +478,19 @@ pub fn validate(t: RunType, params: &Value) -> Result<Value, ParamError> {
         return Err(ParamError::NoneOf {
             run_type: t,
             params: group,
+        });
+    }
+    let alternatives = at_most_one_of(t);
+    let given: Vec<String> = alternatives
+        .iter()
+        .filter(|p| out.contains_key(**p))
+        .map(|p| format!("`{p}`"))
+        .collect();
+    if given.len() > 1 {
+        return Err(ParamError::MoreThanOneOf {
+            run_type: t,
+            params: alternatives,
+            given,
         });
     }
     Ok(Value::Object(out))

@@ -147,6 +147,44 @@ impl RunContext {
         self.marked(self.lease.backup_set(name, Some(directory)).await)
     }
 
+    /// The run's tenant's default baseline profile, made on first call.
+    pub async fn default_baseline_profile(&self) -> Result<opsledger_store::baselines::Profile, StoreError> {
+        self.marked(self.lease.default_baseline_profile().await)
+    }
+
+    /// The run's baseline snapshot, made once with its planned policies.
+    pub async fn baseline_snapshot(
+        &self,
+        profile_id: &str,
+        policy_types: &[String],
+        planned: &[opsledger_store::baselines::PlannedPolicy],
+    ) -> Result<opsledger_store::baselines::SnapshotHead, StoreError> {
+        self.marked(
+            self.lease
+                .baseline_snapshot(profile_id, policy_types, planned)
+                .await,
+        )
+    }
+
+    /// Seals the run's snapshot with its gaps, patching the context with it.
+    pub async fn seal_baseline_snapshot(
+        &self,
+        gaps: &[opsledger_core::baseline::Gap],
+        patches: &[ContextPatch],
+    ) -> Result<opsledger_store::baselines::SnapshotHead, StoreError> {
+        self.marked(self.lease.seal_baseline_snapshot(gaps, patches).await)
+    }
+
+    /// Records the run's compare and findings, patching the context with it.
+    pub async fn record_compare(
+        &self,
+        record: &opsledger_store::baselines::CompareRecord,
+        findings: &[opsledger_core::drift::Finding],
+        patches: &[ContextPatch],
+    ) -> Result<(), StoreError> {
+        self.marked(self.lease.record_compare(record, findings, patches).await)
+    }
+
     /// Completes the run (a stalled attempt cannot close a run another
     /// worker now holds: the write is fenced).
     pub async fn complete(&self, completion: Completion) -> Result<CompleteResult, StoreError> {

@@ -93,6 +93,54 @@ impl<T> RunCache<T> {
     }
 }
 
+/// Where a phased run stands, so a retried attempt re-does the work of the
+/// phases it passed (idempotent) without moving its phases back.
+pub struct PhaseCursor {
+    keys: Vec<String>,
+    /// The index of the phase the run is in (or about to enter).
+    reached: usize,
+}
+
+impl PhaseCursor {
+    /// The cursor of `run` over its declared `plan`.
+    pub fn of(run: &opsledger_core::Run, plan: &[opsledger_core::phases::PhasePlan]) -> PhaseCursor {
+        use opsledger_core::PhaseState;
+        let reached = run
+            .phases
+            .as_ref()
+            .and_then(|ps| {
+                let at = ps.iter().rposition(|p| p.state != PhaseState::Pending)?;
+                Some(if ps[at].state == PhaseState::Active {
+                    at
+                } else {
+                    at + 1
+                })
+            })
+            .unwrap_or(0);
+        PhaseCursor {
+            keys: plan.iter().map(|p| p.key.clone()).collect(),
+            reached,
+        }
+    }
+
+    /// Enters phase `key` (with `total` units when it counts them) unless
+    /// an earlier attempt has already passed it.
+    pub async fn enter(
+        &mut self,
+        ctx: &opsledger_engine::RunContext,
+        key: &str,
+        total: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let at = self.keys.iter().position(|k| k == key).unwrap_or(usize::MAX);
+        if at < self.reached {
+            return Ok(());
+        }
+        ctx.set_phase(key, total).await?;
+        self.reached = at;
+        Ok(())
+    }
+}
+
 /// The call was interrupted: the run was cancelled or the node shuts down.
 /// Nothing of the interrupted work may be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

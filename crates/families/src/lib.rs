@@ -8,6 +8,8 @@ pub mod backup_set_add_policies;
 pub mod backup_set_delete;
 pub mod backup_set_restore;
 pub mod backup_set_update;
+pub mod baseline_capture;
+pub mod baseline_compare;
 pub mod demo_state;
 pub mod inventory_sync;
 pub mod kit;
@@ -31,9 +33,9 @@ pub fn family(t: RunType, providers: &ProviderSettings) -> Option<Family> {
         RunType::BackupScheduleExecute => Some(backup_schedule_execute::family(providers)),
         RunType::BackupSetUpdate => Some(backup_set_update::family()),
         RunType::BackupSetDelete => Some(backup_set_delete::family(providers)),
-        RunType::BaselineCapture
-        | RunType::BaselineCompare
-        | RunType::ReviewPackGenerate
+        RunType::BaselineCapture => Some(baseline_capture::family(providers)),
+        RunType::BaselineCompare => Some(baseline_compare::family(providers)),
+        RunType::ReviewPackGenerate
         | RunType::EvidenceSnapshotGenerate
         | RunType::WorkspaceInventorySyncAll => None,
     }

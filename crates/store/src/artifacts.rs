@@ -35,6 +35,9 @@ pub enum UnitArtifact {
     /// The policies of one type captured into the run's own backup set
     /// (`backup.schedule.execute` counts policy types, not policies).
     BackupItems(Vec<BackupItem>),
+    /// A policy captured into the run's baseline snapshot (planned when the
+    /// scope was resolved; [`crate::baselines`]).
+    BaselinePolicy(crate::baselines::CapturedPolicy),
     /// A file written under a temporary name ([`crate::files`]), moved into
     /// place with its row (size, SHA-256).
     File(StagedFile),
@@ -57,9 +60,11 @@ impl UnitArtifact {
     pub fn kept_when_failed(&self) -> bool {
         // A type whose every policy could not be read is failed, and the
         // policies that were read are still captured (a partial backup).
+        // A baseline policy whose settings could not be read is failed, and
+        // its listed metadata is still its (fallback) evidence.
         matches!(
             self,
-            UnitArtifact::RestoreResult(_) | UnitArtifact::BackupItems(_)
+            UnitArtifact::RestoreResult(_) | UnitArtifact::BackupItems(_) | UnitArtifact::BaselinePolicy(_)
         )
     }
 
@@ -89,6 +94,7 @@ pub(crate) async fn write_in(
             crate::inventory::upsert_items_in(tx, run_id, policy_type, std::slice::from_ref(item)).await
         }
         UnitArtifact::BackupItem(item) => crate::backups::insert_item_in(tx, run_id, item).await,
+        UnitArtifact::BaselinePolicy(policy) => crate::baselines::capture_policy_in(tx, run_id, policy).await,
         UnitArtifact::BackupItems(items) => {
             for item in items {
                 crate::backups::insert_item_in(tx, run_id, item).await?;

@@ -170,6 +170,57 @@ impl LeasedRun {
             .await
     }
 
+    /// The run's tenant's default baseline profile, made on first call.
+    pub async fn default_baseline_profile(&self) -> Result<crate::baselines::Profile, StoreError> {
+        let run = &self.reads.run;
+        let tenant = run
+            .tenant_id
+            .as_deref()
+            .ok_or_else(|| StoreError::ScopeMismatch {
+                run_type: run.run_type,
+                expected: "tenant",
+            })?;
+        self.store()
+            .default_profile_fenced(&self.fence, &run.id, &run.workspace_id, tenant)
+            .await
+    }
+
+    /// The run's baseline snapshot, made on first call with its planned
+    /// policies (a retried capture gets its first plan back).
+    pub async fn baseline_snapshot(
+        &self,
+        profile_id: &str,
+        policy_types: &[String],
+        planned: &[crate::baselines::PlannedPolicy],
+    ) -> Result<crate::baselines::SnapshotHead, StoreError> {
+        self.store()
+            .snapshot_for_run_fenced(&self.fence, self.id(), profile_id, policy_types, planned)
+            .await
+    }
+
+    /// Seals the run's snapshot with its gaps and patches the context, at once.
+    pub async fn seal_baseline_snapshot(
+        &self,
+        gaps: &[opsledger_core::baseline::Gap],
+        patches: &[ContextPatch],
+    ) -> Result<crate::baselines::SnapshotHead, StoreError> {
+        self.store()
+            .seal_snapshot_fenced(&self.fence, self.id(), gaps, patches)
+            .await
+    }
+
+    /// Records the run's compare and findings and patches the context, at once.
+    pub async fn record_compare(
+        &self,
+        record: &crate::baselines::CompareRecord,
+        findings: &[opsledger_core::drift::Finding],
+        patches: &[ContextPatch],
+    ) -> Result<(), StoreError> {
+        self.store()
+            .record_compare_fenced(&self.fence, self.id(), record, findings, patches)
+            .await
+    }
+
     /// Closes the run with `completion` (compare-and-set on status).
     pub async fn complete(&self, completion: Completion) -> Result<CompleteResult, StoreError> {
         self.store()
@@ -304,6 +355,85 @@ impl RunReads {
         self.store
             .active_restores_of_set(&self.run.workspace_id, set_id)
             .await
+    }
+
+    /// Baseline profile `name` of the run's workspace.
+    pub async fn baseline_profile_named(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::baselines::Profile>, StoreError> {
+        self.store
+            .baseline_profile_by_name(&self.run.workspace_id, name)
+            .await
+    }
+
+    /// The default baseline profile of tenant `tenant_id` (of the run's workspace).
+    pub async fn default_baseline_profile_of(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Option<crate::baselines::Profile>, StoreError> {
+        Ok(self
+            .store
+            .default_baseline_profile(tenant_id)
+            .await?
+            .filter(|p| p.workspace_id == self.run.workspace_id))
+    }
+
+    /// Snapshot `id` of the run's workspace.
+    pub async fn baseline_snapshot(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::baselines::SnapshotHead>, StoreError> {
+        self.store.baseline_snapshot(&self.run.workspace_id, id).await
+    }
+
+    /// The gaps of snapshot `snapshot_id` (of the run's workspace).
+    pub async fn baseline_snapshot_gaps(
+        &self,
+        snapshot_id: &str,
+    ) -> Result<Vec<opsledger_core::baseline::Gap>, StoreError> {
+        if self.baseline_snapshot(snapshot_id).await?.is_none() {
+            return Ok(Vec::new());
+        }
+        self.store.snapshot_gaps(snapshot_id).await
+    }
+
+    /// The snapshot this run made, if any.
+    pub async fn own_baseline_snapshot(&self) -> Result<Option<crate::baselines::SnapshotHead>, StoreError> {
+        Ok(self
+            .store
+            .snapshots_of_run(&self.run.id)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// The newest sealed snapshot of profile `profile_id` (of the run's workspace).
+    pub async fn latest_sealed_snapshot(
+        &self,
+        profile_id: &str,
+    ) -> Result<Option<crate::baselines::SnapshotHead>, StoreError> {
+        Ok(self
+            .store
+            .latest_sealed_snapshot(profile_id)
+            .await?
+            .filter(|s| s.workspace_id == self.run.workspace_id))
+    }
+
+    /// Every policy of snapshot `snapshot_id` (of the run's workspace).
+    pub async fn snapshot_policies(
+        &self,
+        snapshot_id: &str,
+    ) -> Result<Vec<crate::baselines::SnapshotPolicy>, StoreError> {
+        if self.baseline_snapshot(snapshot_id).await?.is_none() {
+            return Ok(Vec::new());
+        }
+        self.store.snapshot_policies(snapshot_id).await
+    }
+
+    /// The compare this run recorded, if any.
+    pub async fn own_compare(&self) -> Result<Option<crate::baselines::StoredCompare>, StoreError> {
+        self.store.compare_of_run(&self.run.id).await
     }
 
     /// The ids of the items of set `set_id` (of the run's workspace).

@@ -20,6 +20,7 @@ pub mod artifacts;
 pub mod backup_reads;
 pub mod backup_set_writes;
 pub mod backups;
+pub mod baselines;
 pub mod budget;
 pub mod children;
 pub mod claims;

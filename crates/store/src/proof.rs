@@ -30,6 +30,22 @@ impl ProofReader {
         ProofReader { store: store.clone() }
     }
 
+    /// The baseline snapshots linked to run `run_id` (a capture's proof).
+    pub async fn snapshots_of_run(
+        &self,
+        run_id: &str,
+    ) -> Result<Vec<crate::baselines::SnapshotHead>, StoreError> {
+        self.store.snapshots_of_run(run_id).await
+    }
+
+    /// The compare record of run `run_id` (a compare's proof).
+    pub async fn compare_of_run(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<crate::baselines::StoredCompare>, StoreError> {
+        self.store.compare_of_run(run_id).await
+    }
+
     /// The files run `run_id` committed (name, unit, size, SHA-256).
     pub async fn files_of(&self, run_id: &str) -> Result<Vec<crate::files::RunFile>, StoreError> {
         self.store.run_files(run_id).await

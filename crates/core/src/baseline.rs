@@ -1,0 +1,456 @@
+//! Baselines (OPERATIONS.md §6, §8): the pure rules of `baseline.capture`
+//! and `baseline.compare` — what a gap is, how a capture's gaps decide its
+//! outcome, how a compare's readable types decide its outcome, and how a
+//! stale capture or compare is reconciled from its own proof (the snapshot
+//! or the compare record linked to the run, never "a snapshot exists").
+
+use crate::Outcome;
+use crate::drift::{Finding, FindingKind};
+use crate::reconcile::{AdapterResult, Verdict};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+/// The phases of a capture, in order (keys prefix their ledger units).
+pub const CAPTURE_PHASES: [(&str, &str); 4] = [
+    ("resolve", "Resolve scope"),
+    ("capture", "Capture evidence"),
+    ("classify", "Classify gaps"),
+    ("persist", "Persist snapshot"),
+];
+
+/// The phases of a compare, in order.
+pub const COMPARE_PHASES: [(&str, &str); 4] = [
+    ("load", "Load baseline"),
+    ("read", "Read tenant"),
+    ("diff", "Diff"),
+    ("record", "Record findings"),
+];
+
+/// Why a snapshot lacks fidelity somewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GapReason {
+    /// The type could not be listed (a failure reading it).
+    TypeUnreadable,
+    /// The tenant or provider does not offer the type at all.
+    TypeUnsupported,
+    /// The policy was listed but its settings could not be read: its
+    /// evidence is the listed metadata only (fallback evidence).
+    SettingsUnreadable,
+    /// Two policies share the identity used for matching (type + name):
+    /// neither can be compared without a guess.
+    AmbiguousMatch,
+}
+
+impl GapReason {
+    pub const ALL: [GapReason; 4] = [
+        GapReason::TypeUnreadable,
+        GapReason::TypeUnsupported,
+        GapReason::SettingsUnreadable,
+        GapReason::AmbiguousMatch,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapReason::TypeUnreadable => "type_unreadable",
+            GapReason::TypeUnsupported => "type_unsupported",
+            GapReason::SettingsUnreadable => "settings_unreadable",
+            GapReason::AmbiguousMatch => "ambiguous_match",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<GapReason> {
+        GapReason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// One gap of a snapshot: a whole type (`external_id` = None) or one policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    pub policy_type: String,
+    pub external_id: Option<String>,
+    pub reason: GapReason,
+    pub message: String,
+}
+
+/// A listed policy, as matching sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed<'a> {
+    pub policy_type: &'a str,
+    pub external_id: &'a str,
+    pub display_name: &'a str,
+}
+
+/// The identity policies are matched by: the name, trimmed, without case.
+pub fn identity(display_name: &str) -> String {
+    display_name.trim().to_lowercase()
+}
+
+/// One `ambiguous_match` gap per policy sharing its type and identity with
+/// another (each names the others), in input order.
+pub fn ambiguous_gaps(listed: &[Listed<'_>]) -> Vec<Gap> {
+    let mut by_identity: BTreeMap<(&str, String), Vec<&Listed<'_>>> = BTreeMap::new();
+    for l in listed {
+        by_identity
+            .entry((l.policy_type, identity(l.display_name)))
+            .or_default()
+            .push(l);
+    }
+    let mut gaps = Vec::new();
+    for l in listed {
+        let same = &by_identity[&(l.policy_type, identity(l.display_name))];
+        if same.len() < 2 {
+            continue;
+        }
+        let others: Vec<&str> = same
+            .iter()
+            .filter(|o| o.external_id != l.external_id)
+            .map(|o| o.external_id)
+            .collect();
+        gaps.push(Gap {
+            policy_type: l.policy_type.to_owned(),
+            external_id: Some(l.external_id.to_owned()),
+            reason: GapReason::AmbiguousMatch,
+            message: format!(
+                "`{}` shares its name with {} other {} ({}): it cannot be matched without a guess",
+                l.display_name.trim(),
+                others.len(),
+                l.policy_type,
+                others.join(", ")
+            ),
+        });
+    }
+    gaps
+}
+
+/// Gap counts per type and reason (`context.baseline_snapshot.gaps`).
+pub fn gaps_by_type(gaps: &[Gap]) -> BTreeMap<String, BTreeMap<&'static str, u64>> {
+    let mut out: BTreeMap<String, BTreeMap<&'static str, u64>> = BTreeMap::new();
+    for g in gaps {
+        *out.entry(g.policy_type.clone())
+            .or_default()
+            .entry(g.reason.as_str())
+            .or_default() += 1;
+    }
+    out
+}
+
+/// A capture's outcome and reason from what it persisted: no gap →
+/// succeeded; gaps or fallback evidence → partially succeeded; nothing
+/// captured while every type in scope was a gap → failed (a snapshot of
+/// nothing is no baseline).
+pub fn capture_outcome(types_in_scope: usize, policies: u64, gaps: &[Gap]) -> (Outcome, &'static str) {
+    let type_gaps = gaps.iter().filter(|g| g.external_id.is_none()).count();
+    if gaps.is_empty() {
+        (Outcome::Succeeded, "baseline_captured")
+    } else if policies == 0 && types_in_scope > 0 && type_gaps >= types_in_scope {
+        (Outcome::Failed, "baseline_no_evidence")
+    } else {
+        (Outcome::PartiallySucceeded, "baseline_captured_with_gaps")
+    }
+}
+
+/// Per-type finding counts (`context.compare.per_type`).
+pub fn findings_by_type(findings: &[Finding]) -> BTreeMap<String, BTreeMap<&'static str, u64>> {
+    let mut out: BTreeMap<String, BTreeMap<&'static str, u64>> = BTreeMap::new();
+    for f in findings {
+        let kind = match f.kind {
+            FindingKind::Missing => "missing",
+            FindingKind::Unexpected => "unexpected",
+            FindingKind::Changed => "changed",
+        };
+        *out.entry(f.policy_type.clone())
+            .or_default()
+            .entry(kind)
+            .or_default() += 1;
+    }
+    out
+}
+
+/// A compare's outcome: findings recorded for every type of the baseline →
+/// succeeded (drift or not); some types unreadable in the tenant (or in
+/// the baseline) → partially succeeded; no type readable at all → failed.
+pub fn compare_outcome(types: usize, unreadable: usize) -> (Outcome, &'static str) {
+    if unreadable == 0 {
+        (Outcome::Succeeded, "compare_recorded")
+    } else if unreadable < types {
+        (Outcome::PartiallySucceeded, "compare_types_unreadable")
+    } else {
+        (Outcome::Failed, "compare_nothing_readable")
+    }
+}
+
+/// A snapshot linked to a capture run, as its reconciliation sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotProof {
+    pub id: String,
+    pub workspace_id: String,
+    pub tenant_id: String,
+    pub sealed: bool,
+    pub policy_count: u64,
+    pub gap_count: u64,
+}
+
+/// The run whose proof is read.
+#[derive(Debug, Clone, Copy)]
+pub struct ProofScope<'a> {
+    pub workspace_id: &'a str,
+    pub tenant_id: &'a str,
+    /// The reason code the run's context records for an eligibility or
+    /// scope stop (`context.<family>.reason_code`), if any.
+    pub stopped: Option<&'a str>,
+}
+
+/// Reconciles a stale `baseline.capture` (OPERATIONS.md §8): a sealed
+/// snapshot linked to this run, of its tenant, with zero gaps → succeeded;
+/// with gaps → partially succeeded; the context proves an eligibility or
+/// scope stop → blocked; no snapshot, an unsealed one, another tenant's, or
+/// two candidates → never succeeded.
+pub fn reconcile_capture(run: ProofScope<'_>, snapshots: &[SnapshotProof]) -> AdapterResult {
+    if let Some(foreign) = snapshots
+        .iter()
+        .find(|s| s.workspace_id != run.workspace_id || s.tenant_id != run.tenant_id)
+    {
+        return AdapterResult::new(
+            Verdict::Failed,
+            "proof_wrong_scope",
+            format!("snapshot {} linked to this run is of another tenant", foreign.id),
+        );
+    }
+    if snapshots.len() > 1 {
+        return AdapterResult::new(
+            Verdict::Failed,
+            "proof_ambiguous",
+            format!("{} snapshots claim this run; none is trusted", snapshots.len()),
+        );
+    }
+    let Some(s) = snapshots.first() else {
+        if let Some(code) = run.stopped {
+            return AdapterResult::new(
+                Verdict::Blocked,
+                code,
+                format!("the capture stopped before any evidence: {code}"),
+            );
+        }
+        return AdapterResult::stale_no_proof("This baseline capture");
+    };
+    let artifact =
+        json!({"kind": "baseline_snapshot", "id": s.id, "policies": s.policy_count, "gaps": s.gap_count});
+    if !s.sealed {
+        return AdapterResult::new(
+            Verdict::Failed,
+            "snapshot_unsealed",
+            format!(
+                "snapshot {} was never sealed: its evidence is incomplete, so it proves nothing",
+                s.id
+            ),
+        )
+        .with_artifact(artifact);
+    }
+    let (verdict, code, line) = if s.gap_count == 0 {
+        (
+            Verdict::Succeeded,
+            "baseline_captured",
+            format!(
+                "sealed snapshot {} holds {} policies and no gap",
+                s.id, s.policy_count
+            ),
+        )
+    } else {
+        (
+            Verdict::PartiallySucceeded,
+            "baseline_captured_with_gaps",
+            format!(
+                "sealed snapshot {} holds {} policies and {} gaps",
+                s.id, s.policy_count, s.gap_count
+            ),
+        )
+    };
+    AdapterResult::new(verdict, code, line).with_artifact(artifact)
+}
+
+/// A compare record linked to a compare run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompareProof {
+    pub workspace_id: String,
+    pub tenant_id: String,
+    pub findings: u64,
+    pub types: u64,
+    pub unreadable_types: u64,
+}
+
+/// Reconciles a stale `baseline.compare`: its compare record (written with
+/// its findings in one transaction) decides by [`compare_outcome`]; none →
+/// blocked when the context proves it had no baseline, else never succeeded.
+pub fn reconcile_compare(run: ProofScope<'_>, record: Option<&CompareProof>) -> AdapterResult {
+    let Some(c) = record else {
+        if let Some(code) = run.stopped {
+            return AdapterResult::new(
+                Verdict::Blocked,
+                code,
+                format!("the compare stopped before any diff: {code}"),
+            );
+        }
+        return AdapterResult::stale_no_proof("This baseline compare");
+    };
+    if c.workspace_id != run.workspace_id || c.tenant_id != run.tenant_id {
+        return AdapterResult::new(
+            Verdict::Failed,
+            "proof_wrong_scope",
+            "the compare record linked to this run is of another tenant",
+        );
+    }
+    let (outcome, code) = compare_outcome(c.types as usize, c.unreadable_types as usize);
+    AdapterResult::new(
+        Verdict::from_outcome(outcome),
+        code,
+        format!(
+            "{} findings recorded over {} types ({} unreadable)",
+            c.findings, c.types, c.unreadable_types
+        ),
+    )
+    .with_artifact(json!({"kind": "baseline_compare", "findings": c.findings}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed<'a>(t: &'a str, id: &'a str, name: &'a str) -> Listed<'a> {
+        Listed {
+            policy_type: t,
+            external_id: id,
+            display_name: name,
+        }
+    }
+
+    #[test]
+    fn two_policies_of_one_type_and_name_are_each_an_ambiguous_gap() {
+        let gaps = ambiguous_gaps(&[
+            listed("deviceConfigurations", "1", "Baseline"),
+            listed("deviceConfigurations", "2", " baseline "),
+            listed("deviceCompliancePolicies", "3", "Baseline"),
+            listed("deviceConfigurations", "4", "Other"),
+        ]);
+        assert_eq!(gaps.len(), 2);
+        assert!(gaps.iter().all(|g| g.reason == GapReason::AmbiguousMatch));
+        assert_eq!(gaps[0].external_id.as_deref(), Some("1"));
+        assert!(gaps[0].message.contains('2'), "{}", gaps[0].message);
+    }
+
+    #[test]
+    fn a_capture_is_partial_with_any_gap_and_failed_with_nothing_but_gaps() {
+        let gap = |id: Option<&str>, reason| Gap {
+            policy_type: "t".into(),
+            external_id: id.map(str::to_owned),
+            reason,
+            message: String::new(),
+        };
+        assert_eq!(capture_outcome(2, 5, &[]).0, Outcome::Succeeded);
+        assert_eq!(
+            capture_outcome(0, 0, &[]).0,
+            Outcome::Succeeded,
+            "an empty scope is a baseline"
+        );
+        assert_eq!(
+            capture_outcome(2, 5, &[gap(Some("x"), GapReason::SettingsUnreadable)]).0,
+            Outcome::PartiallySucceeded
+        );
+        assert_eq!(
+            capture_outcome(2, 3, &[gap(None, GapReason::TypeUnreadable)]).0,
+            Outcome::PartiallySucceeded
+        );
+        assert_eq!(
+            capture_outcome(
+                2,
+                0,
+                &[
+                    gap(None, GapReason::TypeUnreadable),
+                    gap(None, GapReason::TypeUnsupported)
+                ]
+            ),
+            (Outcome::Failed, "baseline_no_evidence")
+        );
+    }
+
+    #[test]
+    fn a_compare_is_partial_when_some_types_are_unreadable() {
+        assert_eq!(compare_outcome(3, 0).0, Outcome::Succeeded);
+        assert_eq!(compare_outcome(0, 0).0, Outcome::Succeeded);
+        assert_eq!(compare_outcome(3, 1).0, Outcome::PartiallySucceeded);
+        assert_eq!(compare_outcome(3, 3).0, Outcome::Failed);
+    }
+
+    fn scope(stopped: Option<&str>) -> ProofScope<'_> {
+        ProofScope {
+            workspace_id: "w",
+            tenant_id: "t",
+            stopped,
+        }
+    }
+
+    fn snap(tenant: &str, sealed: bool, gaps: u64) -> SnapshotProof {
+        SnapshotProof {
+            id: "s".into(),
+            workspace_id: "w".into(),
+            tenant_id: tenant.into(),
+            sealed,
+            policy_count: 4,
+            gap_count: gaps,
+        }
+    }
+
+    #[test]
+    fn the_capture_matrix() {
+        let v = |r: AdapterResult| (r.verdict, r.reason_code);
+        assert_eq!(
+            v(reconcile_capture(scope(None), &[snap("t", true, 0)])),
+            (Verdict::Succeeded, "baseline_captured".into())
+        );
+        assert_eq!(
+            reconcile_capture(scope(None), &[snap("t", true, 2)]).verdict,
+            Verdict::PartiallySucceeded
+        );
+        assert_eq!(
+            reconcile_capture(scope(Some("provider_permission_missing")), &[]).verdict,
+            Verdict::Blocked
+        );
+        for never in [
+            reconcile_capture(scope(None), &[]),
+            reconcile_capture(scope(None), &[snap("t", false, 0)]),
+            reconcile_capture(scope(None), &[snap("other", true, 0)]),
+            reconcile_capture(scope(None), &[snap("t", true, 0), snap("t", true, 0)]),
+        ] {
+            assert_eq!(never.verdict, Verdict::Failed, "{never:?}");
+        }
+    }
+
+    #[test]
+    fn the_compare_matrix() {
+        let rec = |tenant: &str, unreadable| CompareProof {
+            workspace_id: "w".into(),
+            tenant_id: tenant.into(),
+            findings: 2,
+            types: 3,
+            unreadable_types: unreadable,
+        };
+        assert_eq!(
+            reconcile_compare(scope(None), Some(&rec("t", 0))).verdict,
+            Verdict::Succeeded
+        );
+        assert_eq!(
+            reconcile_compare(scope(None), Some(&rec("t", 1))).verdict,
+            Verdict::PartiallySucceeded
+        );
+        assert_eq!(
+            reconcile_compare(scope(Some("no_baseline_snapshot")), None).verdict,
+            Verdict::Blocked
+        );
+        assert_eq!(reconcile_compare(scope(None), None).verdict, Verdict::Failed);
+        assert_eq!(
+            reconcile_compare(scope(None), Some(&rec("other", 0))).verdict,
+            Verdict::Failed
+        );
+    }
+}
