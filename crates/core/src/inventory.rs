@@ -152,7 +152,7 @@ pub fn decide(
     }
 }
 
-/// Inventory items whose `last_seen_operation_run_id` is the run, grouped by scope and type.
+/// Inventory items whose type the run read whole last (`type_read_by_run_id`), grouped by scope and type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkedItems {
     pub workspace_id: String,
@@ -186,8 +186,7 @@ pub fn reconcile(
     unattributed: u64,
     linked: &[LinkedItems],
 ) -> AdapterResult {
-    let artifact =
-        |n: u64| json!({"kind": "inventory_items", "last_seen_operation_run_id": run.run_id, "count": n});
+    let artifact = |n: u64| json!({"kind": "inventory_items", "type_read_by_run_id": run.run_id, "count": n});
     if let Some(foreign) = linked
         .iter()
         .find(|l| l.workspace_id != run.workspace_id || l.tenant_id != run.tenant_id)

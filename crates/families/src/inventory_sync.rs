@@ -4,7 +4,8 @@
 //!   starts (after the access preflight), `processed` advances per type.
 //! - **Proof** is per-type coverage in `context.inventory.coverage`, written
 //!   in the same transaction as the type's unit and its items; items carry
-//!   `last_seen_operation_run_id`. A type whose pages did not all arrive is
+//!   `last_seen_operation_run_id` and `type_read_by_run_id` (the latter is
+//!   the proof: a `policy.sync` re-read moves only the former). A type whose pages did not all arrive is
 //!   `failed` (no items written for it), never "empty".
 //! - **Outcome** comes from coverage through the core rule
 //!   ([`opsledger_core::inventory::decide`]): all covered → succeeded; some

@@ -556,3 +556,70 @@ both_backends!(
         assert_eq!(run.outcome, Outcome::Blocked);
     }
 );
+
+both_backends!(
+    a_scheduled_compare_against_a_golden_profile_says_whether_drift_was_found,
+    |store: Store| async move {
+        let e = Env::new(store.clone()).await;
+        // The golden tenant, captured into the workspace's "standard".
+        let golden = e.folder("golden", &testdata("acsc-intune-hardening")).await;
+        e.store
+            .create_baseline_profile(&e.ws, "standard", &golden, None, "test")
+            .await
+            .unwrap();
+        let capture = e
+            .run(&golden, RunType::BaselineCapture, json!({"profile": "standard"}))
+            .await;
+        assert_eq!(capture.outcome, Outcome::Succeeded, "{:#}", capture.context);
+        // One customer in line with it, one that lost a policy.
+        let same = tempfile::tempdir().unwrap();
+        copy_tree(&testdata("acsc-intune-hardening"), same.path());
+        let drifted = tempfile::tempdir().unwrap();
+        copy_tree(&testdata("acsc-intune-hardening"), drifted.path());
+        let scan = opsledger_providers::folder::scan::scan(drifted.path()).unwrap();
+        let gone = scan.items.values().flatten().next().unwrap();
+        std::fs::remove_file(drifted.path().join(&gone.path)).unwrap();
+        let in_line = e.folder("in line", same.path()).await;
+        let off = e.folder("off", drifted.path()).await;
+
+        let clock = opsledger_store::clock::ManualClock::new();
+        let node = e.store.with_clock(std::sync::Arc::new(clock.clone()));
+        for (name, tenant) in [("in line", &in_line), ("off", &off)] {
+            let spec = opsledger_store::schedules::ScheduleSpec {
+                name: format!("compare {name}"),
+                run_type: RunType::BaselineCompare,
+                tenant_id: Some(tenant.clone()),
+                cron: "*/5 * * * *".into(),
+                timezone: "Europe/Brussels".into(),
+                params: json!({"profile": "standard"}),
+                retention_keep: None,
+                enabled: true,
+            };
+            node.create_schedule(&e.ws, &spec, "test").await.unwrap();
+        }
+        // Nothing is due until the slot comes.
+        assert!(node.fire_due_schedules(10).await.unwrap().started.is_empty());
+        clock.advance(5 * 60_000);
+        let tick = node.fire_due_schedules(10).await.unwrap();
+        assert_eq!(tick.started.len(), 2, "{tick:?}");
+        for id in &tick.started {
+            // The runs are due at the node's time: a worker on that clock.
+            let run = run_to_end(&node, id).await;
+            assert_eq!(run.run_type, RunType::BaselineCompare);
+            assert_eq!(run.outcome, Outcome::Succeeded, "{:#}", run.context);
+            let expected = run.tenant_id.as_deref() == Some(off.as_str());
+            assert_eq!(
+                run.context["compare"]["drift_found"], expected,
+                "{:#}",
+                run.context
+            );
+            assert_eq!(
+                run.context["compare"]["baseline_snapshot_id"],
+                capture.context["baseline_snapshot"]["id"]
+            );
+            if expected {
+                assert_eq!(run.context["compare"]["findings"], 1);
+            }
+        }
+    }
+);

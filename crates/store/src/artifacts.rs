@@ -25,10 +25,9 @@ pub enum UnitArtifact {
         items: Vec<ItemSnapshot>,
     },
     /// One policy re-read by `policy.sync`: its item's content refreshed and
-    /// linked to this run (`last_seen_operation_run_id`), the run that last
-    /// saw it. An inventory sync still running then links one item fewer;
-    /// were it reconciled stale, that type would count as not proven
-    /// (partial, never a false success) — a fresh sync relinks it.
+    /// linked to this run as the run that last saw it
+    /// (`last_seen_operation_run_id`); the inventory sync that last read its
+    /// whole type (`type_read_by_run_id`, that sync's proof) is kept.
     InventoryItemReread { policy_type: String, item: ItemSnapshot },
     /// A policy captured into the run's own backup set.
     BackupItem(BackupItem),
@@ -88,10 +87,11 @@ pub(crate) async fn write_in(
     match artifact {
         UnitArtifact::File(file) => crate::files::commit_in(tx, run_id, unit_key, file).await,
         UnitArtifact::InventoryItems { policy_type, items } => {
-            crate::inventory::upsert_items_in(tx, run_id, policy_type, items).await
+            crate::inventory::upsert_items_in(tx, run_id, policy_type, items, true).await
         }
         UnitArtifact::InventoryItemReread { policy_type, item } => {
-            crate::inventory::upsert_items_in(tx, run_id, policy_type, std::slice::from_ref(item)).await
+            crate::inventory::upsert_items_in(tx, run_id, policy_type, std::slice::from_ref(item), false)
+                .await
         }
         UnitArtifact::BackupItem(item) => crate::backups::insert_item_in(tx, run_id, item).await,
         UnitArtifact::BaselinePolicy(policy) => crate::baselines::capture_policy_in(tx, run_id, policy).await,

@@ -26,6 +26,7 @@ pub(crate) async fn upsert_items_in(
     run_id: &str,
     policy_type: &str,
     items: &[ItemSnapshot],
+    whole_type: bool,
 ) -> Result<(), StoreError> {
     let scope: Option<(String, Option<String>)> = tx
         .fetch_optional(sql("SELECT workspace_id, tenant_id FROM operation_runs WHERE id = $1").bind(run_id))
@@ -44,7 +45,7 @@ pub(crate) async fn upsert_items_in(
         tenant_id: &tenant_id,
         policy_type,
     };
-    upsert_scoped_in(tx, run_id, scope, items).await
+    upsert_scoped_in(tx, run_id, scope, items, whole_type).await
 }
 
 /// Where items belong.
@@ -55,13 +56,17 @@ pub struct ItemScope<'a> {
     pub policy_type: &'a str,
 }
 
-/// Items already inventoried are linked to this run too: it is the run that
-/// last saw them.
+/// Every item is linked to this run as the run that last saw it
+/// (`last_seen_operation_run_id`); with `whole_type` (an inventory sync's
+/// unit) also as the run that last read its whole type
+/// (`type_read_by_run_id`, that sync's reconciliation proof), which a
+/// `policy.sync` re-reading one policy leaves alone.
 async fn upsert_scoped_in(
     tx: &mut Tx,
     run_id: &str,
     scope: ItemScope<'_>,
     items: &[ItemSnapshot],
+    whole_type: bool,
 ) -> Result<(), StoreError> {
     // One row per external id: a provider that pages badly may repeat one.
     let mut by_id: BTreeMap<&str, &ItemSnapshot> = BTreeMap::new();
@@ -84,7 +89,8 @@ async fn upsert_scoped_in(
         let mut stmt = sql_built(
             tx.dialect(),
             "INSERT INTO inventory_items (id, workspace_id, tenant_id, policy_type, external_id, display_name, \
-             payload, payload_sha256, first_seen_at, last_seen_at, last_seen_operation_run_id) VALUES ",
+             payload, payload_sha256, first_seen_at, last_seen_at, last_seen_operation_run_id, \
+             type_read_by_run_id) VALUES ",
         );
         for (i, (item, payload, digest)) in chunk.iter().enumerate() {
             stmt.push(if i == 0 { "(" } else { ", (" });
@@ -109,6 +115,8 @@ async fn upsert_scoped_in(
                 .push_bind(now)
                 .push(", ")
                 .push_bind(run_id)
+                .push(", ")
+                .push_bind(whole_type.then_some(run_id))
                 .push(")");
         }
         stmt.push(
@@ -117,6 +125,9 @@ async fn upsert_scoped_in(
              payload_sha256 = excluded.payload_sha256, last_seen_at = excluded.last_seen_at, \
              last_seen_operation_run_id = excluded.last_seen_operation_run_id",
         );
+        if whole_type {
+            stmt.push(", type_read_by_run_id = excluded.type_read_by_run_id");
+        }
         tx.execute(stmt).await?;
     }
     Ok(())
@@ -139,7 +150,7 @@ impl Store {
         if let Some(fence) = fence {
             crate::jobs::check_fence(&mut tx, fence, run_id).await?;
         }
-        upsert_scoped_in(&mut tx, run_id, scope, items).await?;
+        upsert_scoped_in(&mut tx, run_id, scope, items, true).await?;
         let summary = crate::ledger::record_units_in(&mut tx, run_id, std::slice::from_ref(&unit)).await?;
         tx.commit().await?;
         Ok(summary)

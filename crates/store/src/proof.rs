@@ -51,7 +51,7 @@ impl ProofReader {
         self.store.run_files(run_id).await
     }
 
-    /// Inventory items whose `last_seen_operation_run_id` is `run_id`,
+    /// Inventory items whose type `run_id` read whole last (`type_read_by_run_id`),
     /// grouped by workspace, tenant and policy type.
     pub async fn inventory_items_linked_to(&self, run_id: &str) -> Result<Vec<LinkedItems>, StoreError> {
         let rows: Vec<(String, String, String, i64)> = self
@@ -60,7 +60,7 @@ impl ProofReader {
             .fetch_all(
                 sql(
                     "SELECT workspace_id, tenant_id, policy_type, COUNT(*) FROM inventory_items \
-                     WHERE last_seen_operation_run_id = $1 GROUP BY workspace_id, tenant_id, policy_type",
+                     WHERE type_read_by_run_id = $1 GROUP BY workspace_id, tenant_id, policy_type",
                 )
                 .bind(run_id),
             )
@@ -104,11 +104,11 @@ impl ProofReader {
         for chunk in run_ids.chunks(PROOF_IDS_PER_QUERY) {
             let mut stmt = sql_built(
                 self.store.pool.dialect(),
-                "SELECT last_seen_operation_run_id, workspace_id, tenant_id, policy_type, COUNT(*) \
-                 FROM inventory_items WHERE last_seen_operation_run_id IN ",
+                "SELECT type_read_by_run_id, workspace_id, tenant_id, policy_type, COUNT(*) \
+                 FROM inventory_items WHERE type_read_by_run_id IN ",
             );
             stmt.push_list(chunk.iter().copied())
-                .push(" GROUP BY last_seen_operation_run_id, workspace_id, tenant_id, policy_type");
+                .push(" GROUP BY type_read_by_run_id, workspace_id, tenant_id, policy_type");
             let rows: Vec<(String, String, String, String, i64)> = self.store.pool.fetch_all(stmt).await?;
             for (run_id, workspace_id, tenant_id, policy_type, count) in rows {
                 out.entry(run_id).or_default().push(LinkedItems {

@@ -85,3 +85,11 @@ CREATE TABLE baseline_findings (
     PRIMARY KEY (run_id, seq),
     UNIQUE (run_id, finding_key)
 );
+
+-- The inventory sync that last read an item's whole type: an inventory
+-- sync's proof. `last_seen_operation_run_id` is the last run that saw the
+-- item at all (a `policy.sync` re-reading one policy included), which must
+-- not take the item out of a concurrent sync's proof.
+ALTER TABLE inventory_items ADD COLUMN type_read_by_run_id TEXT REFERENCES operation_runs(id);
+UPDATE inventory_items SET type_read_by_run_id = last_seen_operation_run_id;
+CREATE INDEX inventory_items_type_read_run ON inventory_items (type_read_by_run_id);
