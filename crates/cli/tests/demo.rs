@@ -542,4 +542,217 @@ async fn demo_backs_up_restores_and_schedules_truthfully() {
     .await;
     assert_eq!(run["context"]["backup_schedule_id"], schedule["id"]);
     assert_eq!(run["summary_counts"]["total"], 14, "one unit per policy type");
+
+    // policy.sync: one policy re-read (activity: no counts, ever).
+    let policy = detail["items"].as_array().unwrap()[0].clone();
+    let policy_id = format!(
+        "{}/{}",
+        policy["type"].as_str().unwrap(),
+        policy["external_id"].as_str().unwrap()
+    );
+    for (profile, expect) in [("healthy", "succeeded"), ("blocked", "blocked")] {
+        let run = followed(
+            &demo,
+            admin,
+            json!({"type": "policy.sync", "tenant_id": demo.tenant(profile),
+                   "params": {"policy_id": policy_id}}),
+            expect,
+        )
+        .await;
+        if expect == "succeeded" {
+            assert_eq!(run["context"]["policy_sync"]["policy_id"], policy["external_id"], "{run}");
+        }
+    }
+    // backup_set.update locks the set; a delete is then refused (409) before
+    // any run; unlocked, the delete removes it, counted over its items.
+    let lock = followed(
+        &demo,
+        admin,
+        json!({"type": "backup_set.update", "tenant_id": healthy,
+               "params": {"backup_set_id": set, "retention_locked": true, "label": "before the rollout"}}),
+        "succeeded",
+    )
+    .await;
+    assert!(lock["summary_counts"]["total"].is_null(), "{lock}");
+    let (status, refused) = demo
+        .post(
+            admin,
+            &format!("/api/v1/workspaces/{}/operations", demo.ws()),
+            json!({"type": "backup_set.delete", "tenant_id": healthy, "params": {"backup_set_id": set}}),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    followed(
+        &demo,
+        admin,
+        json!({"type": "backup_set.update", "tenant_id": healthy,
+               "params": {"backup_set_id": set, "retention_locked": false}}),
+        "succeeded",
+    )
+    .await;
+    let items = detail["item_count"].as_u64().unwrap();
+    let deleted = followed(
+        &demo,
+        admin,
+        json!({"type": "backup_set.delete", "tenant_id": healthy, "params": {"backup_set_id": set}}),
+        "succeeded",
+    )
+    .await;
+    assert_eq!(deleted["summary_counts"]["total"], items, "{deleted}");
+    let (status, _) = demo
+        .get(admin, &format!("/api/v1/workspaces/{}/backup-sets/{set}", demo.ws()))
+        .await;
+    assert_eq!(status, 404, "a deleted set is gone");
+}
+
+/// A run started by `who`, followed to its end; every state truthful.
+async fn followed(demo: &Demo, who: &str, body: Value, expect: &str) -> Value {
+    let (status, run) = demo
+        .post(
+            who,
+            &format!("/api/v1/workspaces/{}/operations", demo.ws()),
+            body.clone(),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}: {run}");
+    let states = demo.follow(run["id"].as_str().unwrap()).await;
+    assert_truthful(&states);
+    let last = states.last().unwrap().clone();
+    assert_eq!(last["outcome"], expect, "{body}: {last}");
+    last
+}
+
+/// A phased run started by `who`, followed to its end: never counted at the
+/// top level, the active phase seen moving, and (unless it ends blocked)
+/// counted sub-progress seen strictly inside a phase while running.
+async fn phased_and_followed(demo: &Demo, who: &str, body: Value, expect: &str) -> Value {
+    let (status, run) = demo
+        .post(
+            who,
+            &format!("/api/v1/workspaces/{}/operations", demo.ws()),
+            body.clone(),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}: {run}");
+    let states = demo.follow(run["id"].as_str().unwrap()).await;
+    assert_truthful(&states);
+    let last = states.last().unwrap().clone();
+    assert_eq!(last["outcome"], expect, "{body}: {last}");
+    for s in &states {
+        assert_ne!(s["progress"]["mode"], "counted", "{body}: a phased run shown counted: {s}");
+        assert!(s["progress"]["percent"].is_null(), "{s}");
+        assert!(s["summary_counts"]["total"].is_null(), "{s}");
+    }
+    let active: Vec<String> = states
+        .iter()
+        .filter(|s| s["status"] == "running" && s["progress"]["mode"] == "phased")
+        .filter_map(|s| {
+            s["progress"]["phases"]
+                .as_array()?
+                .iter()
+                .find(|p| p["state"] == "active")
+                .map(|p| p["key"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    if expect != "blocked" {
+        let mut moves = active.clone();
+        moves.dedup();
+        // A compare's load is one read of our own database: its active
+        // phase is seen moving when the first phase is long enough to see.
+        if body["type"] == "baseline.capture" {
+            assert!(moves.len() >= 2, "{body}: the active phase never moved: {moves:?}");
+        } else {
+            assert!(!moves.is_empty(), "{body}: never seen in a phase");
+        }
+        let inside = states.iter().any(|s| {
+            s["status"] == "running"
+                && s["progress"]["phases"].as_array().is_some_and(|ps| {
+                    ps.iter().any(|p| {
+                        p["state"] == "active"
+                            && p["processed"].as_u64().is_some_and(|n| n > 0)
+                            && p["processed"].as_u64() < p["total"].as_u64()
+                    })
+                })
+        });
+        assert!(inside, "{body}: never saw 0 < processed < total inside a phase");
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_captures_baselines_and_compares_truthfully() {
+    let demo = Demo::start().await;
+    let admin = "admin@demo.test";
+    for (profile, expect) in [
+        ("healthy", "succeeded"),
+        ("partial", "partially_succeeded"),
+        ("blocked", "blocked"),
+    ] {
+        let capture = phased_and_followed(
+            &demo,
+            admin,
+            json!({"type": "baseline.capture", "tenant_id": demo.tenant(profile)}),
+            expect,
+        )
+        .await;
+        if expect == "partially_succeeded" {
+            let by_type = capture["context"]["baseline_snapshot"]["gaps"]["by_type"]
+                .as_object()
+                .unwrap();
+            assert!(by_type.contains_key("conditionalAccessPolicies"), "{capture}");
+        }
+        if expect == "blocked" {
+            continue;
+        }
+        let snapshot = capture["context"]["baseline_snapshot"]["id"].as_str().unwrap();
+        let (status, body) = demo
+            .get(
+                "viewer@demo.test",
+                &format!("/api/v1/workspaces/{}/baseline-snapshots/{snapshot}", demo.ws()),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        // The healthy tenant against its own baseline: no drift.
+        if expect == "succeeded" {
+            let compare = phased_and_followed(
+                &demo,
+                admin,
+                json!({"type": "baseline.compare", "tenant_id": demo.tenant(profile)}),
+                "succeeded",
+            )
+            .await;
+            assert_eq!(compare["context"]["compare"]["drift_found"], false, "{compare}");
+            let (status, findings) = demo
+                .get(
+                    "viewer@demo.test",
+                    &format!(
+                        "/api/v1/workspaces/{}/operations/{}/findings",
+                        demo.ws(),
+                        compare["id"].as_str().unwrap()
+                    ),
+                )
+                .await;
+            assert_eq!(status, 200, "{findings}");
+            assert_eq!(findings["items"], json!([]));
+            // The healthy golden baseline against the throttled tenant:
+            // a compare of another tenant against the MSP's standard.
+            let golden = phased_and_followed(
+                &demo,
+                admin,
+                json!({"type": "baseline.compare", "tenant_id": demo.tenant("throttled"),
+                       "params": {"baseline_snapshot_id": snapshot}}),
+                "succeeded",
+            )
+            .await;
+            assert!(golden["context"]["compare"]["drift_found"].is_boolean(), "{golden}");
+        }
+    }
+    let blocked = phased_and_followed(
+        &demo,
+        admin,
+        json!({"type": "baseline.compare", "tenant_id": demo.tenant("blocked")}),
+        "blocked",
+    )
+    .await;
+    assert_eq!(blocked["failures"][0]["code"], "no_baseline_snapshot", "{blocked}");
 }

@@ -27,6 +27,10 @@ pub const COMPARE_PHASES: [(&str, &str); 4] = [
     ("record", "Record findings"),
 ];
 
+/// The `policy_type` of a gap that belongs to no known type: files of an
+/// export whose type could not be told, which may hold any policy.
+pub const UNATTRIBUTED: &str = "(unattributed)";
+
 /// Why a snapshot lacks fidelity somewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -136,15 +140,37 @@ pub fn gaps_by_type(gaps: &[Gap]) -> BTreeMap<String, BTreeMap<&'static str, u64
     out
 }
 
-/// A capture's outcome and reason from what it persisted: no gap →
-/// succeeded; gaps or fallback evidence → partially succeeded; nothing
-/// captured while every type in scope was a gap → failed (a snapshot of
-/// nothing is no baseline).
-pub fn capture_outcome(types_in_scope: usize, policies: u64, gaps: &[Gap]) -> (Outcome, &'static str) {
-    let type_gaps = gaps.iter().filter(|g| g.external_id.is_none()).count();
-    if gaps.is_empty() {
+/// What a capture's outcome is decided by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureTally {
+    /// Policy types in scope.
+    pub types: u64,
+    /// Policies held (full or fallback evidence).
+    pub policies: u64,
+    pub gaps: u64,
+    /// Gaps of whole types (`external_id` none).
+    pub type_gaps: u64,
+}
+
+impl CaptureTally {
+    pub fn of(types: usize, policies: u64, gaps: &[Gap]) -> CaptureTally {
+        CaptureTally {
+            types: types as u64,
+            policies,
+            gaps: gaps.len() as u64,
+            type_gaps: gaps.iter().filter(|g| g.external_id.is_none()).count() as u64,
+        }
+    }
+}
+
+/// A capture's outcome and reason — the one rule of the live run and of
+/// its reconciliation: no gap → succeeded; gaps or fallback evidence →
+/// partially succeeded; nothing captured while every type in scope was a
+/// gap → failed (a snapshot of nothing is no baseline).
+pub fn capture_outcome(t: CaptureTally) -> (Outcome, &'static str) {
+    if t.gaps == 0 {
         (Outcome::Succeeded, "baseline_captured")
-    } else if policies == 0 && types_in_scope > 0 && type_gaps >= types_in_scope {
+    } else if t.policies == 0 && t.types > 0 && t.type_gaps >= t.types {
         (Outcome::Failed, "baseline_no_evidence")
     } else {
         (Outcome::PartiallySucceeded, "baseline_captured_with_gaps")
@@ -168,16 +194,18 @@ pub fn findings_by_type(findings: &[Finding]) -> BTreeMap<String, BTreeMap<&'sta
     out
 }
 
-/// A compare's outcome: findings recorded for every type of the baseline →
-/// succeeded (drift or not); some types unreadable in the tenant (or in
-/// the baseline) → partially succeeded; no type readable at all → failed.
-pub fn compare_outcome(types: usize, unreadable: usize) -> (Outcome, &'static str) {
-    if unreadable == 0 {
+/// A compare's outcome: findings recorded for every type of the baseline
+/// and nothing left unverified → succeeded (drift or not); some types
+/// unreadable or with gaps, or other gaps (files of no known type, a
+/// backup set without its directory) → partially succeeded; no type
+/// compared at all → failed.
+pub fn compare_outcome(types: u64, short: u64, other_gaps: bool) -> (Outcome, &'static str) {
+    if types == 0 || short >= types {
+        (Outcome::Failed, "compare_nothing_compared")
+    } else if short == 0 && !other_gaps {
         (Outcome::Succeeded, "compare_recorded")
-    } else if unreadable < types {
-        (Outcome::PartiallySucceeded, "compare_types_unreadable")
     } else {
-        (Outcome::Failed, "compare_nothing_readable")
+        (Outcome::PartiallySucceeded, "compare_with_gaps")
     }
 }
 
@@ -188,8 +216,7 @@ pub struct SnapshotProof {
     pub workspace_id: String,
     pub tenant_id: String,
     pub sealed: bool,
-    pub policy_count: u64,
-    pub gap_count: u64,
+    pub tally: CaptureTally,
 }
 
 /// The run whose proof is read.
@@ -236,7 +263,7 @@ pub fn reconcile_capture(run: ProofScope<'_>, snapshots: &[SnapshotProof]) -> Ad
         return AdapterResult::stale_no_proof("This baseline capture");
     };
     let artifact =
-        json!({"kind": "baseline_snapshot", "id": s.id, "policies": s.policy_count, "gaps": s.gap_count});
+        json!({"kind": "baseline_snapshot", "id": s.id, "policies": s.tally.policies, "gaps": s.tally.gaps});
     if !s.sealed {
         return AdapterResult::new(
             Verdict::Failed,
@@ -248,26 +275,17 @@ pub fn reconcile_capture(run: ProofScope<'_>, snapshots: &[SnapshotProof]) -> Ad
         )
         .with_artifact(artifact);
     }
-    let (verdict, code, line) = if s.gap_count == 0 {
-        (
-            Verdict::Succeeded,
-            "baseline_captured",
-            format!(
-                "sealed snapshot {} holds {} policies and no gap",
-                s.id, s.policy_count
-            ),
-        )
-    } else {
-        (
-            Verdict::PartiallySucceeded,
-            "baseline_captured_with_gaps",
-            format!(
-                "sealed snapshot {} holds {} policies and {} gaps",
-                s.id, s.policy_count, s.gap_count
-            ),
-        )
-    };
-    AdapterResult::new(verdict, code, line).with_artifact(artifact)
+    // The live run's rule, so a dead worker never earns a better outcome.
+    let (outcome, code) = capture_outcome(s.tally);
+    AdapterResult::new(
+        Verdict::from_outcome(outcome),
+        code,
+        format!(
+            "sealed snapshot {} holds {} policies of {} types, with {} gaps",
+            s.id, s.tally.policies, s.tally.types, s.tally.gaps
+        ),
+    )
+    .with_artifact(artifact)
 }
 
 /// A compare record linked to a compare run.
@@ -277,7 +295,10 @@ pub struct CompareProof {
     pub tenant_id: String,
     pub findings: u64,
     pub types: u64,
-    pub unreadable_types: u64,
+    /// Types not compared whole (unreadable, or with gaps).
+    pub short_types: u64,
+    /// Gaps of no one type (unattributed files, a set without directory).
+    pub other_gaps: bool,
 }
 
 /// Reconciles a stale `baseline.compare`: its compare record (written with
@@ -301,13 +322,13 @@ pub fn reconcile_compare(run: ProofScope<'_>, record: Option<&CompareProof>) -> 
             "the compare record linked to this run is of another tenant",
         );
     }
-    let (outcome, code) = compare_outcome(c.types as usize, c.unreadable_types as usize);
+    let (outcome, code) = compare_outcome(c.types, c.short_types, c.other_gaps);
     AdapterResult::new(
         Verdict::from_outcome(outcome),
         code,
         format!(
-            "{} findings recorded over {} types ({} unreadable)",
-            c.findings, c.types, c.unreadable_types
+            "{} findings recorded over {} types ({} not compared whole)",
+            c.findings, c.types, c.short_types
         ),
     )
     .with_artifact(json!({"kind": "baseline_compare", "findings": c.findings}))
@@ -347,22 +368,19 @@ mod tests {
             reason,
             message: String::new(),
         };
-        assert_eq!(capture_outcome(2, 5, &[]).0, Outcome::Succeeded);
+        let o = |types, policies, gaps: &[Gap]| capture_outcome(CaptureTally::of(types, policies, gaps)).0;
+        assert_eq!(o(2, 5, &[]), Outcome::Succeeded);
+        assert_eq!(o(0, 0, &[]), Outcome::Succeeded, "an empty scope is a baseline");
         assert_eq!(
-            capture_outcome(0, 0, &[]).0,
-            Outcome::Succeeded,
-            "an empty scope is a baseline"
-        );
-        assert_eq!(
-            capture_outcome(2, 5, &[gap(Some("x"), GapReason::SettingsUnreadable)]).0,
+            o(2, 5, &[gap(Some("x"), GapReason::SettingsUnreadable)]),
             Outcome::PartiallySucceeded
         );
         assert_eq!(
-            capture_outcome(2, 3, &[gap(None, GapReason::TypeUnreadable)]).0,
+            o(2, 3, &[gap(None, GapReason::TypeUnreadable)]),
             Outcome::PartiallySucceeded
         );
         assert_eq!(
-            capture_outcome(
+            o(
                 2,
                 0,
                 &[
@@ -370,16 +388,21 @@ mod tests {
                     gap(None, GapReason::TypeUnsupported)
                 ]
             ),
-            (Outcome::Failed, "baseline_no_evidence")
+            Outcome::Failed
         );
     }
 
     #[test]
-    fn a_compare_is_partial_when_some_types_are_unreadable() {
-        assert_eq!(compare_outcome(3, 0).0, Outcome::Succeeded);
-        assert_eq!(compare_outcome(0, 0).0, Outcome::Succeeded);
-        assert_eq!(compare_outcome(3, 1).0, Outcome::PartiallySucceeded);
-        assert_eq!(compare_outcome(3, 3).0, Outcome::Failed);
+    fn a_compare_is_partial_when_some_types_are_short() {
+        assert_eq!(compare_outcome(3, 0, false).0, Outcome::Succeeded);
+        assert_eq!(compare_outcome(3, 0, true).0, Outcome::PartiallySucceeded);
+        assert_eq!(compare_outcome(3, 1, false).0, Outcome::PartiallySucceeded);
+        assert_eq!(compare_outcome(3, 3, false).0, Outcome::Failed);
+        assert_eq!(
+            compare_outcome(0, 0, false).0,
+            Outcome::Failed,
+            "nothing compared"
+        );
     }
 
     fn scope(stopped: Option<&str>) -> ProofScope<'_> {
@@ -396,8 +419,12 @@ mod tests {
             workspace_id: "w".into(),
             tenant_id: tenant.into(),
             sealed,
-            policy_count: 4,
-            gap_count: gaps,
+            tally: CaptureTally {
+                types: 2,
+                policies: 4,
+                gaps,
+                type_gaps: 0,
+            },
         }
     }
 
@@ -416,7 +443,16 @@ mod tests {
             reconcile_capture(scope(Some("provider_permission_missing")), &[]).verdict,
             Verdict::Blocked
         );
+        // The live rule: every type a gap and nothing held is failed.
+        let mut nothing = snap("t", true, 2);
+        nothing.tally = CaptureTally {
+            types: 2,
+            policies: 0,
+            gaps: 2,
+            type_gaps: 2,
+        };
         for never in [
+            reconcile_capture(scope(None), &[nothing]),
             reconcile_capture(scope(None), &[]),
             reconcile_capture(scope(None), &[snap("t", false, 0)]),
             reconcile_capture(scope(None), &[snap("other", true, 0)]),
@@ -428,12 +464,13 @@ mod tests {
 
     #[test]
     fn the_compare_matrix() {
-        let rec = |tenant: &str, unreadable| CompareProof {
+        let rec = |tenant: &str, short| CompareProof {
             workspace_id: "w".into(),
             tenant_id: tenant.into(),
             findings: 2,
             types: 3,
-            unreadable_types: unreadable,
+            short_types: short,
+            other_gaps: false,
         };
         assert_eq!(
             reconcile_compare(scope(None), Some(&rec("t", 0))).verdict,

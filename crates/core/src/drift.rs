@@ -483,7 +483,7 @@ mod tests {
         );
         let changes = diff(&b, &c);
         assert_eq!(changes.len(), 1);
-        assert_eq!(changes[0].path, r#"assignments[target:{"groupId":"group:All"}]"#);
+        assert_eq!(changes[0].path, r#"assignments[target:{"groupId":"group:all"}]"#);
         assert_eq!(changes[0].baseline, None);
     }
 

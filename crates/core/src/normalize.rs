@@ -25,7 +25,8 @@
 //!    assigned to no one reads as `[]` from Graph and without the member
 //!    from an export;
 //! 5. a string equal (ASCII case-insensitive) to the id of an object of the
-//!    tenant's directory becomes `"<kind>:<display name>"` — a reference
+//!    tenant's directory becomes `"<kind>:<display name>"`, trimmed and in
+//!    lower case (a restore maps names without case too) — a reference
 //!    compares by what it points to, not by a tenant's own id; an id no
 //!    directory knows stays as it is;
 //! 6. arrays are order-insensitive: their elements are normalized, then
@@ -150,8 +151,9 @@ pub fn normalize(value: &Value, names: &Names) -> Value {
             keyed.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
             Value::Array(keyed.into_iter().map(|(_, _, v)| v).collect())
         }
+        // Names compare without case, as a restore maps them.
         Value::String(s) => match names.resolve(s) {
-            Some(name) => Value::String(name.to_owned()),
+            Some(name) => Value::String(name.to_lowercase()),
             None => value.clone(),
         },
         other => other.clone(),
@@ -336,10 +338,10 @@ mod tests {
         let source = json!({"assignments": [{"target": {"groupId": "11111111-AAAA-4000-8000-000000000001"}}],
                             "conditions": {"users": {"includeGroups": ["11111111-aaaa-4000-8000-000000000001", "All"]}}});
         let n = normalize(&source, &names());
-        assert_eq!(n["assignments"][0]["target"]["groupId"], "group:All Staff");
+        assert_eq!(n["assignments"][0]["target"]["groupId"], "group:all staff");
         assert_eq!(
             n["conditions"]["users"]["includeGroups"],
-            json!(["All", "group:All Staff"])
+            json!(["All", "group:all staff"])
         );
         // The same policy in another tenant, whose group has another id but the same name.
         let mut other = Names::default();

@@ -152,6 +152,14 @@ impl RunContext {
         self.marked(self.lease.default_baseline_profile().await)
     }
 
+    /// Baseline profile `name`, made with the run's tenant as source if new.
+    pub async fn named_baseline_profile(
+        &self,
+        name: &str,
+    ) -> Result<opsledger_store::baselines::Profile, StoreError> {
+        self.marked(self.lease.named_baseline_profile(name).await)
+    }
+
     /// The run's baseline snapshot, made once with its planned policies.
     pub async fn baseline_snapshot(
         &self,

@@ -5,8 +5,9 @@
 //!   gaps → persist snapshot. Only "capture evidence" counts (policies
 //!   captured of those resolved, each a ledger unit `capture/<type>/<id>`);
 //!   the run's own `total`/`processed` stay unset.
-//! - **Scope**: the profile named by `profile` (of this tenant), else the
-//!   tenant's default profile (made by its first capture); its policy types,
+//! - **Scope**: the profile named by `profile` (made with this tenant as
+//!   source when the name is new), else the tenant's default profile (made
+//!   by its first capture); its policy types,
 //!   else every type the tenant exposes. The policies resolved are planned
 //!   into the run's snapshot at once, so a retried capture captures the same
 //!   list and counts each policy once.
@@ -15,8 +16,8 @@
 //!   kept as metadata-only fallback evidence (`settings_unreadable`); two
 //!   policies of one type sharing a name (`ambiguous_match`).
 //! - **Outcome**: no gap → succeeded; gaps → partially succeeded; nothing
-//!   captured and every type a gap → failed; a tenant without consent, a
-//!   profile that does not exist or is another tenant's → blocked, before
+//!   captured and every type a gap → failed; a tenant without consent, or a
+//!   profile of another tenant → blocked, before
 //!   any snapshot, with `context.baseline_capture.reason_code`.
 //! - **Proof**: the snapshot linked to this run, sealed with its gaps in
 //!   one transaction with `context.baseline_snapshot` (`id`, `gaps`); the
@@ -25,8 +26,8 @@
 use crate::kit::{OpenFailed, PhaseCursor, Stopped, open_provider, provider_error, with_retries};
 use async_trait::async_trait;
 use opsledger_core::baseline::{
-    CAPTURE_PHASES, Gap, GapReason, Listed, ProofScope, SnapshotProof, ambiguous_gaps, capture_outcome,
-    gaps_by_type, reconcile_capture,
+    CAPTURE_PHASES, CaptureTally, Gap, GapReason, Listed, ProofScope, SnapshotProof, UNATTRIBUTED,
+    ambiguous_gaps, capture_outcome, gaps_by_type, reconcile_capture,
 };
 use opsledger_core::normalize::{canonical_json, normalize, sha256_hex};
 use opsledger_core::reconcile::AdapterResult;
@@ -145,11 +146,12 @@ impl Handler for Capture {
         let mut phases = PhaseCursor::of(run, &plan);
         phases.enter(&ctx, "resolve", None).await?;
 
-        // The profile: named (of this tenant), else the tenant's default.
+        // The profile: named (made with this tenant as source when the name
+        // is new; another tenant's is refused), else the tenant's default.
         let profile = match run.context.pointer("/params/profile").and_then(Value::as_str) {
-            Some(name) => match reads.baseline_profile_named(name).await? {
-                Some(p) if p.source_tenant_id == tenant_id => p,
-                Some(p) => {
+            Some(name) => match ctx.named_baseline_profile(name).await? {
+                p if p.source_tenant_id == tenant_id => p,
+                p => {
                     return stop(
                         &ctx,
                         "baseline_capture",
@@ -158,15 +160,6 @@ impl Handler for Capture {
                             "baseline profile `{}` captures another tenant ({})",
                             p.name, p.source_tenant_id
                         ),
-                    )
-                    .await;
-                }
-                None => {
-                    return stop(
-                        &ctx,
-                        "baseline_capture",
-                        "profile_not_found",
-                        format!("no baseline profile is named `{name}` in this workspace"),
                     )
                     .await;
                 }
@@ -256,6 +249,31 @@ impl Handler for Capture {
                             }));
                         }
                     }
+                }
+                // Files of no known type that could not be read may hold any
+                // policy: the snapshot cannot claim it holds them all.
+                match with_retries(&ctx.cancel, &ctx.liveness, || provider.unattributed_failures()).await {
+                    Ok(failed) if failed.is_empty() => {}
+                    Ok(failed) => gaps.push(type_gap(
+                        UNATTRIBUTED,
+                        GapReason::TypeUnreadable,
+                        format!(
+                            "{} files of no known type could not be read: {}",
+                            failed.len(),
+                            failed
+                                .iter()
+                                .take(20)
+                                .map(|f| format!("{} ({})", f.source, f.code))
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ),
+                    )),
+                    Err(Err(Stopped)) => return Ok(()),
+                    Err(Ok(e)) => gaps.push(type_gap(
+                        UNATTRIBUTED,
+                        GapReason::TypeUnreadable,
+                        format!("whether files of no known type failed cannot be told: {e}"),
+                    )),
                 }
                 // The type gaps first (a snapshot found on retry keeps them),
                 // then the snapshot with its plan.
@@ -350,24 +368,31 @@ impl Handler for Capture {
             .collect();
         gaps.extend(ambiguous_gaps(&listed));
 
-        // Persist: sealed with its gaps, in one transaction with the context.
+        // Persist: sealed with its gaps, in one transaction with the
+        // context — unless the capture failed: a snapshot of nothing must
+        // never become the profile's latest baseline.
         phases.enter(&ctx, "persist", None).await?;
         let by_type = gaps_by_type(&gaps);
-        let sealed = ctx
-            .seal_baseline_snapshot(
-                &gaps,
-                &[ContextPatch::new(
-                    ["baseline_snapshot"],
-                    json!({
-                        "id": snapshot.id,
-                        "profile_id": snapshot.profile_id,
-                        "policies": policies.len(),
-                        "gaps": {"count": gaps.len(), "by_type": by_type},
-                    }),
-                )],
-            )
-            .await?;
-        let (outcome, code) = capture_outcome(sealed.policy_types.len(), policies.len() as u64, &gaps);
+        let (outcome, code) = capture_outcome(CaptureTally::of(
+            snapshot.policy_types.len(),
+            policies.len() as u64,
+            &gaps,
+        ));
+        let summary = ContextPatch::new(
+            ["baseline_snapshot"],
+            json!({
+                "id": snapshot.id,
+                "profile_id": snapshot.profile_id,
+                "policies": policies.len(),
+                "sealed": outcome != Outcome::Failed,
+                "gaps": {"count": gaps.len(), "by_type": by_type},
+            }),
+        );
+        if outcome == Outcome::Failed {
+            ctx.patch_context(&[summary]).await?;
+        } else {
+            ctx.seal_baseline_snapshot(&gaps, &[summary]).await?;
+        }
         let mut completion = Completion::new(outcome);
         if outcome != Outcome::Succeeded {
             let types: BTreeSet<&str> = gaps.iter().map(|g| g.policy_type.as_str()).collect();
@@ -409,19 +434,17 @@ impl opsledger_engine::ReconciliationAdapter for CaptureAdapter {
     }
 
     async fn reconcile(&self, run: &Run, proof: &ProofReader) -> Result<AdapterResult, StoreError> {
-        let snapshots: Vec<SnapshotProof> = proof
-            .snapshots_of_run(&run.id)
-            .await?
-            .into_iter()
-            .map(|s| SnapshotProof {
-                sealed: s.sealed_at.is_some(),
-                policy_count: s.policy_count.unwrap_or(0),
-                gap_count: s.gap_count.unwrap_or(0),
-                id: s.id,
-                workspace_id: s.workspace_id,
-                tenant_id: s.tenant_id,
-            })
-            .collect();
+        let mut snapshots = Vec::new();
+        for snap in proof.snapshots_of_run(&run.id).await? {
+            let gaps = proof.snapshot_gaps(&snap.id).await?;
+            snapshots.push(SnapshotProof {
+                sealed: snap.sealed_at.is_some(),
+                tally: CaptureTally::of(snap.policy_types.len(), snap.policy_count.unwrap_or(0), &gaps),
+                id: snap.id,
+                workspace_id: snap.workspace_id,
+                tenant_id: snap.tenant_id,
+            });
+        }
         Ok(reconcile_capture(
             proof_scope(run, "baseline_capture"),
             &snapshots,

@@ -68,6 +68,15 @@ struct Baseline {
     /// The types compared, and the baseline's own unreadable types.
     types: BTreeSet<String>,
     unreadable: BTreeMap<String, String>,
+    /// Gaps of the baseline that belong to no one type: files of no known
+    /// type (any policy may be in them, so nothing is `unexpected`), a
+    /// backup set without its directory.
+    other_gaps: Vec<String>,
+    /// The baseline holds only some policies of its types (a backup of
+    /// named policies): a policy it lacks is not `unexpected`.
+    items_only: bool,
+    /// The baseline's profile covers every type its tenant exposes.
+    every_type: bool,
 }
 
 /// The run's baseline, or why there is none (a `blocked` stop: code, message).
@@ -117,15 +126,31 @@ async fn load(
                 format!("backup set {set_id} does not exist"),
             )));
         };
-        let names = set
+        if !set.complete {
+            // A set still being written, or one whose capture failed in
+            // part, is not a baseline: what it lacks would read as drift.
+            return Ok(Err((
+                "backup_set_incomplete",
+                format!(
+                    "backup set {set_id} is not complete (its capture did not read every planned policy)"
+                ),
+            )));
+        }
+        let mut other_gaps = Vec::new();
+        let directory = set
             .directory
             .as_ref()
-            .and_then(|d| serde_json::from_value::<Directory>(d.clone()).ok())
-            .map(|d| d.names())
-            .unwrap_or_default();
+            .and_then(|d| serde_json::from_value::<Directory>(d.clone()).ok());
+        if directory.is_none() {
+            other_gaps.push(format!(
+                "backup set {set_id} was taken without its tenant's directory: its references are compared as ids"
+            ));
+        }
+        let names = directory.map(|d| d.names()).unwrap_or_default();
         let mut evidence = Vec::new();
         for head in reads.backup_item_heads(&set.id).await? {
             let Some(item) = reads.backup_item(&set.id, &head.id).await? else {
+                other_gaps.push(format!("backup item {} is gone from the set", head.id));
                 continue;
             };
             evidence.push(Evidence {
@@ -139,11 +164,15 @@ async fn load(
         let types = evidence.iter().map(|e| e.policy_type.clone()).collect();
         return Ok(Ok(Baseline {
             snapshot_id: None,
-            backup_set_id: Some(set.id),
+            backup_set_id: Some(set.id.clone()),
             evidence,
             metadata_only: Vec::new(),
             types,
             unreadable: BTreeMap::new(),
+            other_gaps,
+            items_only: reads.backup_set_named_policies(&set.id).await?,
+            // A type with no item in the set is not known to be empty.
+            every_type: false,
         }));
     } else {
         let Some(profile) = reads.default_baseline_profile_of(tenant_id).await? else {
@@ -167,13 +196,18 @@ async fn load(
     let gaps = ctx.reads().baseline_snapshot_gaps(&snapshot.id).await?;
     let unreadable: BTreeMap<String, String> = gaps
         .iter()
-        .filter(|g| g.external_id.is_none())
+        .filter(|g| g.external_id.is_none() && snapshot.policy_types.contains(&g.policy_type))
         .map(|g| {
             (
                 g.policy_type.clone(),
                 format!("the baseline lacks it: {}", g.reason.as_str()),
             )
         })
+        .collect();
+    let other_gaps: Vec<String> = gaps
+        .iter()
+        .filter(|g| g.external_id.is_none() && !snapshot.policy_types.contains(&g.policy_type))
+        .map(|g| format!("the baseline's {}: {}", g.policy_type, g.message))
         .collect();
     let mut evidence = Vec::new();
     let mut metadata_only = Vec::new();
@@ -197,6 +231,12 @@ async fn load(
         metadata_only,
         types,
         unreadable,
+        other_gaps,
+        items_only: false,
+        every_type: reads
+            .baseline_profile(&snapshot.profile_id)
+            .await?
+            .is_some_and(|p| p.policy_types.is_none()),
     }))
 }
 
@@ -254,9 +294,24 @@ impl Handler for Compare {
             }
         };
         let names: Names = directory.names();
+        // The types compared: the baseline's; for a profile of every type,
+        // also those the tenant offers and the baseline tenant did not (it
+        // held none of them: a policy of such a type is `unexpected`).
+        // Other types of the tenant are not compared, and said so.
+        let offered: Vec<String> =
+            match with_retries(&ctx.cancel, &ctx.liveness, || provider.policy_types()).await {
+                Ok(offered) => offered.into_iter().map(|t| t.key).collect(),
+                Err(Err(Stopped)) => return Ok(()),
+                Err(Ok(_)) => Vec::new(),
+            };
+        let mut types = baseline.types.clone();
+        if baseline.every_type {
+            types.extend(offered.iter().cloned());
+        }
+        let not_compared: Vec<String> = offered.into_iter().filter(|t| !types.contains(t)).collect();
         let mut unreadable = baseline.unreadable.clone();
-        let mut listed = Vec::new();
-        for t in &baseline.types {
+        let mut listed: Vec<(String, opsledger_providers::Policy)> = Vec::new();
+        for t in &types {
             if unreadable.contains_key(t) {
                 continue;
             }
@@ -279,6 +334,35 @@ impl Handler for Compare {
                     listed.extend(items.into_iter().map(|p| (t.clone(), p)));
                 }
             }
+        }
+        // One policy once, however the pages repeat it.
+        let mut seen = BTreeSet::new();
+        listed.retain(|(t, p)| seen.insert((t.clone(), p.id.to_ascii_lowercase())));
+        // Files of no known type that could not be read may hold any
+        // policy: none can then be called `missing`.
+        let current_unattributed =
+            match with_retries(&ctx.cancel, &ctx.liveness, || provider.unattributed_failures()).await {
+                Ok(f) => f.len() as u64,
+                Err(Err(Stopped)) => return Ok(()),
+                Err(Ok(_)) => 1,
+            };
+        // A retried attempt reads the tenant again; when it changed in
+        // between, the phase's total would lie: fail closed instead.
+        let earlier = run
+            .phases
+            .as_ref()
+            .and_then(|ps| ps.iter().find(|p| p.key == "read"))
+            .and_then(|p| p.total);
+        if let Some(total) = earlier.filter(|t| *t != listed.len() as u64) {
+            ctx.complete(Completion::new(Outcome::Failed).with_failure(Failure::new(
+                "tenant_changed_during_compare",
+                format!(
+                    "the tenant listed {total} policies in an earlier attempt and {} now: start the compare again",
+                    listed.len()
+                ),
+            )))
+            .await?;
+            return Ok(());
         }
         phases.enter(&ctx, "read", Some(listed.len() as u64)).await?;
         let mut current = Vec::with_capacity(listed.len());
@@ -318,8 +402,7 @@ impl Handler for Compare {
 
         // Diff, type by type. A policy known by its name only (either side)
         // is matched for presence, never diffed: its content is not known.
-        let compared: Vec<String> = baseline
-            .types
+        let compared: Vec<String> = types
             .iter()
             .filter(|t| !unreadable.contains_key(*t))
             .cloned()
@@ -376,6 +459,32 @@ impl Handler for Compare {
             ctx.record_phase_units("diff", &units).await?;
         }
 
+        // Findings that cannot be told true are not recorded, but counted:
+        // `missing` while files of the tenant could not be read, `unexpected`
+        // when the baseline holds only some policies of its types or files
+        // of the baseline could not be read.
+        let mut other_gaps = baseline.other_gaps.clone();
+        let mut withheld: BTreeMap<&str, u64> = BTreeMap::new();
+        let no_missing = current_unattributed > 0;
+        let no_unexpected = baseline.items_only
+            || baseline
+                .other_gaps
+                .iter()
+                .any(|g| g.contains(opsledger_core::baseline::UNATTRIBUTED));
+        if no_missing {
+            other_gaps.push(format!(
+                "{current_unattributed} files of the tenant of no known type could not be read: no policy is called missing"
+            ));
+        }
+        findings.retain(|f| {
+            let drop = (no_missing && f.kind == opsledger_core::drift::FindingKind::Missing)
+                || (no_unexpected && f.kind == opsledger_core::drift::FindingKind::Unexpected);
+            if drop {
+                *withheld.entry(f.kind.as_str()).or_default() += 1;
+            }
+            !drop
+        });
+
         phases.enter(&ctx, "record", None).await?;
         let gap_types: BTreeSet<&str> = ambiguous
             .iter()
@@ -388,11 +497,15 @@ impl Handler for Compare {
             "findings": findings.len(),
             "drift_found": !findings.is_empty(),
             "per_type": findings_by_type(&findings),
-            "types": baseline.types.len(),
+            "types": types.len(),
             "unreadable_types": unreadable,
             "gap_types": gap_types,
             "ambiguous": ambiguous,
             "presence_only": unknown.len(),
+            "other_gaps": other_gaps,
+            "withheld": withheld,
+            "baseline_scope": if baseline.items_only { "named policies" } else { "whole types" },
+            "types_not_compared": not_compared,
             "sha256": sha256_hex(serde_json::to_string(&findings).expect("json").as_bytes()),
         });
         let record = CompareRecord {
@@ -415,7 +528,7 @@ impl Handler for Compare {
 /// What a recorded compare says for the outcome: types compared, and those
 /// unreadable or with gaps (ambiguous names, presence-only policies).
 fn proof_of(c: &StoredCompare) -> CompareProof {
-    let types = c.summary.get("types").and_then(Value::as_u64).unwrap_or(0);
+    let count = c.summary.get("types").and_then(Value::as_u64).unwrap_or(0);
     let mut short: BTreeSet<String> = c
         .summary
         .get("unreadable_types")
@@ -425,26 +538,38 @@ fn proof_of(c: &StoredCompare) -> CompareProof {
     if let Some(g) = c.summary.get("gap_types").and_then(Value::as_array) {
         short.extend(g.iter().filter_map(Value::as_str).map(str::to_owned));
     }
+    let other_gaps = c
+        .summary
+        .get("other_gaps")
+        .and_then(Value::as_array)
+        .is_some_and(|g| !g.is_empty());
     CompareProof {
         workspace_id: c.workspace_id.clone(),
         tenant_id: c.tenant_id.clone(),
         findings: c.findings,
-        types,
-        unreadable_types: short.len() as u64,
+        types: count,
+        short_types: (short.len() as u64).min(count),
+        other_gaps,
     }
 }
 
 /// Closes the run by its recorded compare.
 async fn close(ctx: &RunContext, recorded: &StoredCompare) -> Result<(), HandlerError> {
     let proof = proof_of(recorded);
-    let (outcome, code) = compare_outcome(proof.types as usize, proof.unreadable_types as usize);
+    let (outcome, code) = compare_outcome(proof.types, proof.short_types, proof.other_gaps);
     let mut completion = Completion::new(outcome);
     if outcome != Outcome::Succeeded {
         completion = completion.with_failure(Failure::new(
             code,
             format!(
-                "{} of {} types could not be compared whole; see context.compare",
-                proof.unreadable_types, proof.types
+                "{} of {} types could not be compared whole{}; see context.compare",
+                proof.short_types,
+                proof.types,
+                if proof.other_gaps {
+                    ", and some policies could not be verified"
+                } else {
+                    ""
+                }
             ),
         ));
     }

@@ -477,9 +477,9 @@ both_backends!(
                 .unwrap();
             let gap = opsledger_core::baseline::Gap {
                 policy_type: "deviceConfigurations".into(),
-                external_id: None,
-                reason: opsledger_core::baseline::GapReason::TypeUnreadable,
-                message: "listing failed".into(),
+                external_id: Some("x".into()),
+                reason: opsledger_core::baseline::GapReason::AmbiguousMatch,
+                message: "two share the name".into(),
             };
             lease.seal_baseline_snapshot(&vec![gap; gaps], &[]).await.unwrap();
             let run = reconcile(&e.store, &id).await;
@@ -621,5 +621,41 @@ both_backends!(
                 assert_eq!(run.context["compare"]["findings"], 1);
             }
         }
+    }
+);
+
+both_backends!(
+    a_capture_into_a_new_name_makes_the_profile_and_never_into_another_tenants,
+    |store: Store| async move {
+        let e = Env::new(store).await;
+        let golden = e.tenant("contoso", "demo:healthy").await;
+        let other = e.tenant("fabrikam", "demo:healthy").await;
+        let run = e
+            .run(&golden, RunType::BaselineCapture, json!({"profile": "standard"}))
+            .await;
+        assert_eq!(run.outcome, Outcome::Succeeded, "{:?}", run.failures);
+        let profile = e
+            .store
+            .baseline_profile_by_name(&e.ws, "standard")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(profile.source_tenant_id, golden);
+        assert!(!profile.is_default);
+        assert_eq!(profile.policy_types, None, "every type the tenant exposes");
+        let head = e
+            .store
+            .baseline_snapshot(&e.ws, &snapshot_of(&run))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.profile_id, profile.id);
+        // Another tenant cannot capture into it: blocked, nothing captured.
+        let run = e
+            .run(&other, RunType::BaselineCapture, json!({"profile": "standard"}))
+            .await;
+        assert_eq!(run.outcome, Outcome::Blocked);
+        assert_eq!(run.failures[0].code, "profile_other_tenant");
+        assert!(e.store.snapshots_of_run(&run.id).await.unwrap().is_empty());
     }
 );

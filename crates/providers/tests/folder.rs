@@ -127,7 +127,7 @@ async fn the_conditional_access_export_reads_utf16_files_and_its_directory() {
     let uses_break_glass = ca.iter().any(|p| {
         opsledger_core::normalize::normalize(&p.payload, &names)["conditions"]["users"]["excludeGroups"]
             .as_array()
-            .is_some_and(|g| g.iter().any(|g| g == "group:CA-BreakGlassAccounts - Exclude"))
+            .is_some_and(|g| g.iter().any(|g| g == "group:ca-breakglassaccounts - exclude"))
     });
     assert!(uses_break_glass);
 }

@@ -32,7 +32,7 @@ use std::collections::HashSet;
 use std::io::{Seek, Write};
 
 /// One query string, strictly: each key one of `accepted`, each given once.
-fn query_pairs(query: Option<&str>, accepted: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) fn query_pairs(query: Option<&str>, accepted: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
     let mut pairs: Vec<(String, String)> = Vec::new();
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         let shown: String = k.chars().take(64).collect();

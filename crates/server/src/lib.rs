@@ -5,6 +5,7 @@
 
 pub mod auth;
 mod backup_sets;
+mod baselines;
 pub mod error;
 mod files;
 pub mod http;
@@ -86,6 +87,18 @@ fn routes(state: AppState) -> Router {
             get(schedules::show)
                 .patch(schedules::update)
                 .delete(schedules::delete),
+        )
+        .route(
+            "/api/v1/workspaces/{ws}/operations/{id}/findings",
+            get(baselines::findings),
+        )
+        .route(
+            "/api/v1/workspaces/{ws}/baseline-profiles",
+            get(baselines::list_profiles).post(baselines::create_profile),
+        )
+        .route(
+            "/api/v1/workspaces/{ws}/baseline-snapshots/{id}",
+            get(baselines::show_snapshot),
         )
         .route("/api/v1/workspaces/{ws}/backup-sets", get(backup_sets::list))
         .route("/api/v1/workspaces/{ws}/backup-sets/{id}", get(backup_sets::show))

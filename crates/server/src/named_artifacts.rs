@@ -11,6 +11,11 @@
 //! exist for a restore or an update. For a delete it does while items are
 //! left (a delete that ended part-way is finished by another), and a delete
 //! of a set whose delete is running returns that run (its dedup key).
+//! A baseline named by `baseline.capture` or `baseline.compare` (a profile,
+//! a snapshot, a backup set) is likewise the caller's to see or a `404`
+//! with a code naming it; a capture into another tenant's profile is a
+//! `400 profile_other_tenant` (a new name is made by the capture).
+//!
 //! These checks answer at once; the families check the same again when
 //! their run executes, and the writes check inside their transactions.
 
@@ -40,6 +45,8 @@ pub async fn check_start(
             check_set_acted_on(state, access, run_type, tenant_id, params).await
         }
         RunType::BackupScheduleExecute => check_schedule(state, access, tenant_id, params).await,
+        RunType::BaselineCapture => check_capture(state, access, tenant_id, params).await,
+        RunType::BaselineCompare => check_compare(state, access, params).await,
         _ => Ok(()),
     }
 }
@@ -205,6 +212,97 @@ async fn check_schedule(
             "schedule_other_tenant",
             format!("schedule {id} backs up another tenant"),
         ));
+    }
+    Ok(())
+}
+
+/// The profile named `name` in the caller's workspace, if its source
+/// tenant is one the caller may see; else `404 profile_not_found` (the
+/// same for a profile that exists nowhere).
+async fn visible_profile(
+    state: &AppState,
+    access: &Access,
+    name: &str,
+) -> Result<opsledger_store::baselines::Profile, ApiError> {
+    let (store, ws) = (&state.store, access.visibility.workspace_id.as_str());
+    retry::read(move || store.baseline_profile_by_name(ws, name))
+        .await?
+        .filter(|p| access.covers_tenant(Some(&p.source_tenant_id)))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "profile_not_found",
+                "baseline profile not found (GET …/baseline-profiles lists them)",
+            )
+        })
+}
+
+/// `baseline.capture` into a named profile: a profile of that name that
+/// exists captures the run's tenant (its source), else `400
+/// profile_other_tenant`; a name that exists nowhere is made by the capture
+/// (INTERFACE.md), its source the run's tenant.
+async fn check_capture(
+    state: &AppState,
+    access: &Access,
+    tenant_id: Option<&str>,
+    params: &Value,
+) -> Result<(), ApiError> {
+    let Some(name) = params.get("profile").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let (store, ws) = (&state.store, access.visibility.workspace_id.as_str());
+    let Some(profile) = retry::read(move || store.baseline_profile_by_name(ws, name)).await? else {
+        return Ok(());
+    };
+    if let Some(tenant) = tenant_id
+        && tenant != profile.source_tenant_id
+    {
+        // Not its tenant, whoever may see it: the name is taken.
+        return Err(ApiError::bad_request(
+            "profile_other_tenant",
+            format!(
+                "baseline profile `{}` captures another tenant than `tenant_id`: start baseline.capture \
+                 on its source tenant, or name a profile of this tenant (or a new name)",
+                profile.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `baseline.compare` against a named baseline: a snapshot, a profile or a
+/// backup set of the workspace the caller may see (of any of their tenants:
+/// a golden tenant's baseline compares with another tenant).
+async fn check_compare(state: &AppState, access: &Access, params: &Value) -> Result<(), ApiError> {
+    if let Some(id) = params.get("baseline_snapshot_id").and_then(Value::as_str) {
+        let (store, vis) = (&state.store, &access.visibility);
+        retry::read(move || store.visible_baseline_snapshot(vis, id))
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "baseline_snapshot_not_found",
+                    "baseline snapshot not found",
+                )
+            })?;
+    }
+    if let Some(name) = params.get("profile").and_then(Value::as_str) {
+        visible_profile(state, access, name).await?;
+    }
+    if let Some(set_id) = params.get("backup_set_id").and_then(Value::as_str) {
+        let not_found = || {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "backup_set_not_found",
+                "backup set not found",
+            )
+        };
+        let (store, ws) = (&state.store, access.visibility.workspace_id.as_str());
+        let set = retry::read(move || store.backup_set_lifecycle(ws, set_id)).await?;
+        // Being deleted: its items are going, nothing is compared with it.
+        if !set.is_some_and(|s| !s.deleted && access.covers_tenant(Some(&s.tenant_id))) {
+            return Err(not_found());
+        }
     }
     Ok(())
 }

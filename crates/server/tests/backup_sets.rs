@@ -393,9 +393,9 @@ both_backends!(
             one.json["items"][0]["restores"],
             json!([
                 {"run_id": w.run_acsc, "target_tenant_id": w.acsc, "result": "updated", "dry_run": false,
-                 "target_id": "target-1", "recorded_at": "2023-11-14T22:13:21.000Z"},
+                 "target_id": "target-1", "detail": {}, "recorded_at": "2023-11-14T22:13:21.000Z"},
                 {"run_id": w.run_acsc, "target_tenant_id": w.ca, "result": "updated", "dry_run": false,
-                 "target_id": "target-1", "recorded_at": "2023-11-14T22:13:20.000Z"},
+                 "target_id": "target-1", "detail": {}, "recorded_at": "2023-11-14T22:13:20.000Z"},
             ])
         );
         let mine = get(&w, &w.restricted, &format!("{sets}/{}", w.set_acsc)).await;

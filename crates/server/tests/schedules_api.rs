@@ -182,11 +182,8 @@ both_backends!(bad_input_is_named_and_stores_nothing, |store: Store| async move 
         (with("cron", json!("0 0 31 2 *")), 400, "invalid_schedule"),
         (with("timezone", json!("Mars/Olympus")), 400, "invalid_schedule"),
         (with("run_type", json!("inventory.sync")), 400, "invalid_run_type"),
-        (
-            with("run_type", json!("baseline.compare")),
-            400,
-            "operation_type_unavailable",
-        ),
+        // A compare schedule's runs take a compare's parameters, not a backup's.
+        (with("run_type", json!("baseline.compare")), 400, "unknown_param"),
         (
             with("params", json!({"policy_types": ["nope"]})),
             400,

@@ -447,6 +447,47 @@ impl Store {
         )))
     }
 
+    /// Profile `name` of the run's workspace, made on first call with the
+    /// run's tenant as its source and every type in scope (INTERFACE.md: a
+    /// capture into a new name creates it); fenced.
+    pub(crate) async fn named_profile_fenced(
+        &self,
+        fence: &Fence,
+        run_id: &str,
+        workspace_id: &str,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<Profile, StoreError> {
+        let q =
+            format!("SELECT {PROFILE_COLUMNS} FROM baseline_profiles WHERE workspace_id = $1 AND name = $2");
+        if let Some(row) = self
+            .pool
+            .fetch_optional::<ProfileRow>(sql_owned(q.clone()).bind(workspace_id).bind(name))
+            .await?
+        {
+            return Ok(profile(row));
+        }
+        let mut tx = self.begin_write().await?;
+        check_fence(&mut tx, fence, run_id).await?;
+        tx.execute(
+            sql(
+                "INSERT INTO baseline_profiles (id, workspace_id, name, source_tenant_id, policy_types, \
+                 is_default, created_by, created_at) VALUES ($1, $2, $3, $4, NULL, 0, $5, $6) \
+                 ON CONFLICT (workspace_id, name) DO NOTHING",
+            )
+            .bind(new_id())
+            .bind(workspace_id)
+            .bind(name)
+            .bind(tenant_id)
+            .bind(format!("run:{run_id}"))
+            .bind(tx.now()),
+        )
+        .await?;
+        let row: ProfileRow = tx.fetch_one(sql_owned(q).bind(workspace_id).bind(name)).await?;
+        tx.commit().await?;
+        Ok(profile(row))
+    }
+
     /// The snapshot of capture run `run_id`, made on first call with its
     /// planned policies (a retried capture gets the first plan back).
     pub(crate) async fn snapshot_for_run_fenced(
@@ -472,6 +513,19 @@ impl Store {
             .await?;
         let tenant_id =
             tenant_id.ok_or_else(|| StoreError::Corrupt(format!("run {run_id} has no tenant")))?;
+        // A snapshot is of its profile's source tenant, in its workspace.
+        let source: Option<(String,)> = tx
+            .fetch_optional(
+                sql("SELECT source_tenant_id FROM baseline_profiles WHERE id = $1 AND workspace_id = $2")
+                    .bind(profile_id)
+                    .bind(workspace_id.as_str()),
+            )
+            .await?;
+        if source.as_ref().map(|(t,)| t.as_str()) != Some(tenant_id.as_str()) {
+            return Err(StoreError::Conflict(format!(
+                "baseline profile {profile_id} is not a profile of run {run_id}'s tenant"
+            )));
+        }
         let id = new_id();
         tx.execute(
             sql(
@@ -660,6 +714,30 @@ impl Store {
         }
         crate::runs::patch_context_in(&mut tx, run_id, patches).await?;
         tx.commit().await
+    }
+
+    /// Whether backup set `set_id` (of workspace `workspace_id`) holds only
+    /// the policies its creating run named (`params.policy_ids`), not
+    /// whole policy types: as a baseline, a policy it lacks is no drift.
+    pub async fn backup_set_named_policies(
+        &self,
+        workspace_id: &str,
+        set_id: &str,
+    ) -> Result<bool, StoreError> {
+        let row: Option<(String,)> = self
+            .pool
+            .fetch_optional(
+                sql(
+                    "SELECT r.context FROM backup_sets s JOIN operation_runs r ON r.id = s.created_by_run_id \
+                     WHERE s.id = $1 AND s.workspace_id = $2",
+                )
+                .bind(set_id)
+                .bind(workspace_id),
+            )
+            .await?;
+        Ok(row
+            .and_then(|(c,)| serde_json::from_str::<Value>(&c).ok())
+            .is_some_and(|c| c.pointer("/params/policy_ids").is_some_and(|v| !v.is_null())))
     }
 
     /// Snapshot `id` of the workspace, if `vis` may see its tenant.

@@ -185,6 +185,22 @@ impl LeasedRun {
             .await
     }
 
+    /// Profile `name` of the run's workspace, made with the run's tenant as
+    /// source when no profile has that name yet.
+    pub async fn named_baseline_profile(&self, name: &str) -> Result<crate::baselines::Profile, StoreError> {
+        let run = &self.reads.run;
+        let tenant = run
+            .tenant_id
+            .as_deref()
+            .ok_or_else(|| StoreError::ScopeMismatch {
+                run_type: run.run_type,
+                expected: "tenant",
+            })?;
+        self.store()
+            .named_profile_fenced(&self.fence, &run.id, &run.workspace_id, tenant, name)
+            .await
+    }
+
     /// The run's baseline snapshot, made on first call with its planned
     /// policies (a retried capture gets its first plan back).
     pub async fn baseline_snapshot(
@@ -396,6 +412,18 @@ impl RunReads {
             return Ok(Vec::new());
         }
         self.store.snapshot_gaps(snapshot_id).await
+    }
+
+    /// Baseline profile `id` of the run's workspace.
+    pub async fn baseline_profile(&self, id: &str) -> Result<Option<crate::baselines::Profile>, StoreError> {
+        self.store.baseline_profile(&self.run.workspace_id, id).await
+    }
+
+    /// Whether backup set `set_id` holds only policies its run named.
+    pub async fn backup_set_named_policies(&self, set_id: &str) -> Result<bool, StoreError> {
+        self.store
+            .backup_set_named_policies(&self.run.workspace_id, set_id)
+            .await
     }
 
     /// The snapshot this run made, if any.

@@ -38,6 +38,14 @@ impl ProofReader {
         self.store.snapshots_of_run(run_id).await
     }
 
+    /// The gaps a snapshot was sealed with.
+    pub async fn snapshot_gaps(
+        &self,
+        snapshot_id: &str,
+    ) -> Result<Vec<opsledger_core::baseline::Gap>, StoreError> {
+        self.store.snapshot_gaps(snapshot_id).await
+    }
+
     /// The compare record of run `run_id` (a compare's proof).
     pub async fn compare_of_run(
         &self,
