@@ -560,7 +560,10 @@ async fn demo_backs_up_restores_and_schedules_truthfully() {
         )
         .await;
         if expect == "succeeded" {
-            assert_eq!(run["context"]["policy_sync"]["policy_id"], policy["external_id"], "{run}");
+            assert_eq!(
+                run["context"]["policy_sync"]["policy_id"], policy["external_id"],
+                "{run}"
+            );
         }
     }
     // backup_set.update locks the set; a delete is then refused (409) before
@@ -600,7 +603,10 @@ async fn demo_backs_up_restores_and_schedules_truthfully() {
     .await;
     assert_eq!(deleted["summary_counts"]["total"], items, "{deleted}");
     let (status, _) = demo
-        .get(admin, &format!("/api/v1/workspaces/{}/backup-sets/{set}", demo.ws()))
+        .get(
+            admin,
+            &format!("/api/v1/workspaces/{}/backup-sets/{set}", demo.ws()),
+        )
         .await;
     assert_eq!(status, 404, "a deleted set is gone");
 }
@@ -639,7 +645,10 @@ async fn phased_and_followed(demo: &Demo, who: &str, body: Value, expect: &str) 
     let last = states.last().unwrap().clone();
     assert_eq!(last["outcome"], expect, "{body}: {last}");
     for s in &states {
-        assert_ne!(s["progress"]["mode"], "counted", "{body}: a phased run shown counted: {s}");
+        assert_ne!(
+            s["progress"]["mode"], "counted",
+            "{body}: a phased run shown counted: {s}"
+        );
         assert!(s["progress"]["percent"].is_null(), "{s}");
         assert!(s["summary_counts"]["total"].is_null(), "{s}");
     }
@@ -660,7 +669,10 @@ async fn phased_and_followed(demo: &Demo, who: &str, body: Value, expect: &str) 
         // A compare's load is one read of our own database: its active
         // phase is seen moving when the first phase is long enough to see.
         if body["type"] == "baseline.capture" {
-            assert!(moves.len() >= 2, "{body}: the active phase never moved: {moves:?}");
+            assert!(
+                moves.len() >= 2,
+                "{body}: the active phase never moved: {moves:?}"
+            );
         } else {
             assert!(!moves.is_empty(), "{body}: never seen in a phase");
         }
@@ -744,7 +756,10 @@ async fn demo_captures_baselines_and_compares_truthfully() {
                 "succeeded",
             )
             .await;
-            assert!(golden["context"]["compare"]["drift_found"].is_boolean(), "{golden}");
+            assert!(
+                golden["context"]["compare"]["drift_found"].is_boolean(),
+                "{golden}"
+            );
         }
     }
     let blocked = phased_and_followed(
@@ -754,5 +769,8 @@ async fn demo_captures_baselines_and_compares_truthfully() {
         "blocked",
     )
     .await;
-    assert_eq!(blocked["failures"][0]["code"], "no_baseline_snapshot", "{blocked}");
+    assert_eq!(
+        blocked["failures"][0]["code"], "no_baseline_snapshot",
+        "{blocked}"
+    );
 }
