@@ -421,18 +421,8 @@ async fn demo_keeps_its_secrets_private() {
 /// A run started by `who`, followed to its end; every state truthful, and
 /// counted progress seen strictly between 0 and total while running.
 async fn started_and_followed(demo: &Demo, who: &str, body: Value, expect: &str) -> Value {
-    let (status, run) = demo
-        .post(
-            who,
-            &format!("/api/v1/workspaces/{}/operations", demo.ws()),
-            body.clone(),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}: {run}");
-    let states = demo.follow(run["id"].as_str().unwrap()).await;
-    assert_truthful(&states);
+    let states = states_of(demo, who, &body, expect).await;
     let last = states.last().unwrap().clone();
-    assert_eq!(last["outcome"], expect, "{body}: {last}");
     if expect != "blocked" {
         let mid = states.iter().any(|s| {
             let p = &s["progress"];
@@ -613,6 +603,12 @@ async fn demo_backs_up_restores_and_schedules_truthfully() {
 
 /// A run started by `who`, followed to its end; every state truthful.
 async fn followed(demo: &Demo, who: &str, body: Value, expect: &str) -> Value {
+    states_of(demo, who, &body, expect).await.pop().unwrap()
+}
+
+/// Every observed state of a run started by `who`, followed to its end:
+/// each truthful, the last with the `expect`ed outcome.
+async fn states_of(demo: &Demo, who: &str, body: &Value, expect: &str) -> Vec<Value> {
     let (status, run) = demo
         .post(
             who,
@@ -623,27 +619,17 @@ async fn followed(demo: &Demo, who: &str, body: Value, expect: &str) -> Value {
     assert_eq!(status, 202, "{body}: {run}");
     let states = demo.follow(run["id"].as_str().unwrap()).await;
     assert_truthful(&states);
-    let last = states.last().unwrap().clone();
+    let last = states.last().unwrap();
     assert_eq!(last["outcome"], expect, "{body}: {last}");
-    last
+    states
 }
 
 /// A phased run started by `who`, followed to its end: never counted at the
 /// top level, the active phase seen moving, and (unless it ends blocked)
 /// counted sub-progress seen strictly inside a phase while running.
 async fn phased_and_followed(demo: &Demo, who: &str, body: Value, expect: &str) -> Value {
-    let (status, run) = demo
-        .post(
-            who,
-            &format!("/api/v1/workspaces/{}/operations", demo.ws()),
-            body.clone(),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}: {run}");
-    let states = demo.follow(run["id"].as_str().unwrap()).await;
-    assert_truthful(&states);
+    let states = states_of(demo, who, &body, expect).await;
     let last = states.last().unwrap().clone();
-    assert_eq!(last["outcome"], expect, "{body}: {last}");
     for s in &states {
         assert_ne!(
             s["progress"]["mode"], "counted",

@@ -150,6 +150,15 @@ impl LeasedRun {
             .await
     }
 
+    /// The run's tenant; a workspace-level run has none to write under.
+    fn tenant_id(&self) -> Result<&str, StoreError> {
+        let run = &self.reads.run;
+        run.tenant_id.as_deref().ok_or(StoreError::ScopeMismatch {
+            run_type: run.run_type,
+            expected: "tenant",
+        })
+    }
+
     /// The run's backup set, created on first call (a retried parent gets
     /// the same set), with the tenant's directory when one was read.
     pub async fn backup_set(
@@ -158,13 +167,7 @@ impl LeasedRun {
         directory: Option<&serde_json::Value>,
     ) -> Result<String, StoreError> {
         let run = &self.reads.run;
-        let tenant = run
-            .tenant_id
-            .as_deref()
-            .ok_or_else(|| StoreError::ScopeMismatch {
-                run_type: run.run_type,
-                expected: "tenant",
-            })?;
+        let tenant = self.tenant_id()?;
         self.store()
             .backup_set_for_run(&self.fence, &run.id, &run.workspace_id, tenant, name, directory)
             .await
@@ -173,13 +176,7 @@ impl LeasedRun {
     /// The run's tenant's default baseline profile, made on first call.
     pub async fn default_baseline_profile(&self) -> Result<crate::baselines::Profile, StoreError> {
         let run = &self.reads.run;
-        let tenant = run
-            .tenant_id
-            .as_deref()
-            .ok_or_else(|| StoreError::ScopeMismatch {
-                run_type: run.run_type,
-                expected: "tenant",
-            })?;
+        let tenant = self.tenant_id()?;
         self.store()
             .default_profile_fenced(&self.fence, &run.id, &run.workspace_id, tenant)
             .await
@@ -189,13 +186,7 @@ impl LeasedRun {
     /// source when no profile has that name yet.
     pub async fn named_baseline_profile(&self, name: &str) -> Result<crate::baselines::Profile, StoreError> {
         let run = &self.reads.run;
-        let tenant = run
-            .tenant_id
-            .as_deref()
-            .ok_or_else(|| StoreError::ScopeMismatch {
-                run_type: run.run_type,
-                expected: "tenant",
-            })?;
+        let tenant = self.tenant_id()?;
         self.store()
             .named_profile_fenced(&self.fence, &run.id, &run.workspace_id, tenant, name)
             .await
