@@ -282,7 +282,9 @@ fn is_invisible(c: char) -> bool {
     matches!(c,
         '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
         | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
-        | '\u{E0000}'..='\u{E007F}')
+        | '\u{E0000}'..='\u{E007F}'
+        // Fillers that render as blank space (Hangul, Braille).
+        | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{2800}')
 }
 
 /// `s` trimmed, if it is `min` to `max` characters of readable text; or why not.
@@ -837,5 +839,18 @@ mod tests {
         let huge = "x".repeat(2_000_000);
         let e = err(RunType::InventorySync, json!({ "policy_types": [huge] }));
         assert!(e.to_string().len() < 400, "errors never echo a whole input");
+    }
+}
+
+#[cfg(test)]
+mod blank_fillers {
+    use super::check_display_text;
+
+    #[test]
+    fn fillers_that_render_blank_are_refused() {
+        for c in ['\u{115F}', '\u{1160}', '\u{3164}', '\u{FFA0}', '\u{2800}'] {
+            assert!(check_display_text(&format!("g{c}"), 1, 200).is_err(), "{:?}", c);
+        }
+        assert_eq!(check_display_text(" gold ", 1, 200).unwrap(), "gold");
     }
 }

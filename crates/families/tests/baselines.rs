@@ -4,38 +4,15 @@
 //! change), the backup → restore → compare round trip, and the
 //! reconciliation matrix from each run's own proof.
 
+mod common;
+
+use common::*;
+
 use opsledger_core::{Outcome, PhaseState, Run, RunType};
-use opsledger_engine::reconciler::reconcile_run;
-use opsledger_engine::{Registry, Runner, RunnerConfig};
-use opsledger_providers::ProviderSettings;
 use opsledger_store::baselines::PlannedPolicy;
 use opsledger_store::{NewRun, Store, both_backends};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
-
-fn registry() -> Registry {
-    opsledger_families::registry(ProviderSettings::default())
-}
-
-fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata")
-        .join(name)
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for e in walkdir::WalkDir::new(from) {
-        let e = e.unwrap();
-        let dest = to.join(e.path().strip_prefix(from).unwrap());
-        if e.file_type().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
-}
 
 struct Env {
     store: Store,
@@ -85,35 +62,6 @@ impl Env {
             .map(|f| f.finding)
             .collect()
     }
-}
-
-async fn run_to_end(store: &Store, id: &str) -> Run {
-    let config = RunnerConfig {
-        concurrency: 8,
-        poll_interval: Duration::from_millis(10),
-        ..Default::default()
-    };
-    let shutdown = CancellationToken::new();
-    let runner = tokio::spawn(Runner::new(store.clone(), registry(), config).run(shutdown.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let done = loop {
-        let r = store.get_run(id).await.unwrap().unwrap();
-        if r.is_completed() {
-            break r;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{r:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    shutdown.cancel();
-    runner.await.unwrap();
-    done
-}
-
-fn snapshot_of(run: &Run) -> String {
-    run.context["baseline_snapshot"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no snapshot in {:#}", run.context))
-        .to_owned()
 }
 
 /// A phased run's phases all ended, none counted at the top level.
@@ -411,16 +359,6 @@ async fn claimed(e: &Env, tenant: &str, t: RunType) -> (String, opsledger_store:
         .find(|j| j.run_id == id)
         .unwrap();
     (id, job.fence)
-}
-
-async fn reconcile(store: &Store, id: &str) -> Run {
-    opsledger_store::testing::exhaust_jobs(store, id).await.unwrap();
-    let run = store.get_run(id).await.unwrap().unwrap();
-    let d = reconcile_run(store, &registry(), &run, Some("system"))
-        .await
-        .unwrap();
-    assert_eq!(d.applied, "applied", "{d:?}");
-    store.get_run(id).await.unwrap().unwrap()
 }
 
 fn reason(run: &Run) -> String {
