@@ -162,6 +162,15 @@ impl From<opsledger_store::StoreError> for ApiError {
         if let opsledger_store::StoreError::ContextTooLarge { .. } = &e {
             return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "context_too_large", e.to_string());
         }
+        if let opsledger_store::StoreError::FileUnavailable(_) = &e {
+            // Never another file, and no path or bucket in the message.
+            tracing::warn!(error = %e, "file artifact unavailable");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "artifact_unavailable",
+                "this file is not reachable from this node; retry on the node that wrote it, or configure shared artifact storage (OPSLEDGER_ARTIFACTS_URL)",
+            );
+        }
         if e.is_transient() {
             tracing::warn!(error = %e, "database unavailable");
             return ApiError::new(

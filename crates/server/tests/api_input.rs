@@ -79,6 +79,8 @@ async fn world(store: Store) -> World {
     let restricted = store.issue_token(&restricted_id, "test").await.unwrap();
     World {
         state: AppState {
+            files: None,
+            evidence_key: None,
             store,
             registry: opsledger_families::registry(Default::default()),
             wake: Arc::new(tokio::sync::Notify::new()),
@@ -433,7 +435,7 @@ both_backends!(
         store.init_total(&w.run_a, 1).await.unwrap();
         let mut draft = files.begin(&w.run_a, "pack.zip").unwrap();
         draft.write_all(b"zip bytes").unwrap();
-        let staged = draft.finish().unwrap();
+        let staged = draft.finish().await.unwrap();
         let unit = opsledger_store::UnitRecord::new("pack", opsledger_core::UnitOutcome::Succeeded)
             .with_artifact(opsledger_store::artifacts::UnitArtifact::File(staged.clone()));
         store.record_units(&w.run_a, &[unit]).await.unwrap();

@@ -63,6 +63,11 @@ pub enum StoreError {
     /// A file artifact could not be written, moved or named.
     #[error("file artifact: {0}")]
     Files(String),
+    /// A committed file whose bytes this node cannot reach (another node's
+    /// local disk, an unreachable bucket): the API answers `503`, never
+    /// another file.
+    #[error("file artifact unavailable on this node: {0}")]
+    FileUnavailable(String),
     /// Child runs enqueued by a run whose type is not composite.
     #[error("{run_type} is not a composite operation")]
     NotComposite { run_type: opsledger_core::RunType },

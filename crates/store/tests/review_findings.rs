@@ -278,7 +278,7 @@ both_backends!(
         let id = common::running_run(&store, &s, 1).await;
         let mut draft = files.begin("some-other-run", "pack.zip").unwrap();
         draft.write_all(b"PK bytes").unwrap();
-        let staged = draft.finish().unwrap();
+        let staged = draft.finish().await.unwrap();
         let r = store
             .record_units(
                 &id,
@@ -287,7 +287,7 @@ both_backends!(
             .await;
         if r.is_ok() {
             for row in store.run_files(&id).await.unwrap() {
-                let path = files.path_of(&id, &row);
+                let path = files.path_of(&id, &row).unwrap();
                 assert!(
                     path.exists(),
                     "row {row:?} names {} which does not exist",
