@@ -29,6 +29,10 @@ pub enum ParamKind {
     /// `true` or `false`, both kept: `false` is a value here (unlock), not a
     /// default — leaving the parameter out means "unchanged".
     Bool,
+    /// `true` or `false`; `true` is the default, so it is dropped (an option
+    /// that is on unless turned off: a start saying `true` and one saying
+    /// nothing are the same work).
+    FlagOn,
     /// Text people read (a name, a label): trimmed, then `min` to `max`
     /// characters, without control, invisible or direction-changing
     /// characters (they make look-alike names). With `min` 0, `""` is a
@@ -42,7 +46,7 @@ impl ParamKind {
         match self {
             ParamKind::PolicyTypes | ParamKind::PolicyRefs | ParamKind::ArtifactIds => "string[]",
             ParamKind::PolicyRef | ParamKind::ArtifactId | ParamKind::DisplayText { .. } => "string",
-            ParamKind::Flag | ParamKind::Bool => "boolean",
+            ParamKind::Flag | ParamKind::Bool | ParamKind::FlagOn => "boolean",
         }
     }
 }
@@ -180,6 +184,42 @@ pub mod catalog {
         required: false,
         default: Some("false: a reference to a group the target lacks fails its item (`reference_unmapped`)"),
         description: "create, by name, the groups the restored items refer to and the target lacks, before the policies",
+    };
+    /// `review_pack.generate`: the policy types the pack covers.
+    pub const PACK_TYPES: ParamSpec = ParamSpec {
+        name: "types",
+        kind: ParamKind::PolicyTypes,
+        required: false,
+        default: Some("every policy type of the tenant's inventory"),
+        description: "policy types the review pack covers, e.g. [\"deviceConfigurations\"]",
+    };
+    pub const PACK_INCLUDE_POLICIES: ParamSpec = ParamSpec {
+        name: "include_policies",
+        kind: ParamKind::FlagOn,
+        required: false,
+        default: Some("true"),
+        description: "one JSON file per policy (its settings) under `policies/`",
+    };
+    pub const PACK_INCLUDE_ASSIGNMENTS: ParamSpec = ParamSpec {
+        name: "include_assignments",
+        kind: ParamKind::FlagOn,
+        required: false,
+        default: Some("true"),
+        description: "`assignments.csv`, and each policy file with its assignments",
+    };
+    pub const PACK_INCLUDE_FINDINGS: ParamSpec = ParamSpec {
+        name: "include_findings",
+        kind: ParamKind::FlagOn,
+        required: false,
+        default: Some("true"),
+        description: "the latest compare's findings (`findings.csv`, `findings.json`), when the tenant has one",
+    };
+    pub const PACK_REDACT: ParamSpec = ParamSpec {
+        name: "redact",
+        kind: ParamKind::FlagOn,
+        required: false,
+        default: Some("true"),
+        description: "replace secret-bearing values (Wi-Fi pre-shared keys, certificate blobs, passwords in OMA-URI settings…) with \"[redacted]\"",
     };
 }
 
@@ -469,6 +509,7 @@ pub fn validate(t: RunType, params: &Value) -> Result<Value, ParamError> {
             Some(v) => match normalized(spec, v)? {
                 // A flag's default: the same work as leaving it out.
                 Value::Bool(false) if spec.kind == ParamKind::Flag => {}
+                Value::Bool(true) if spec.kind == ParamKind::FlagOn => {}
                 v => {
                     out.insert(spec.name.into(), v);
                 }
@@ -541,7 +582,7 @@ fn normalized(spec: &ParamSpec, v: &Value) -> Result<Value, ParamError> {
             list.sort();
             list.into()
         }
-        ParamKind::Flag | ParamKind::Bool => match v {
+        ParamKind::Flag | ParamKind::Bool | ParamKind::FlagOn => match v {
             Value::Bool(b) => Value::Bool(*b),
             other => {
                 return Err(ParamError::Invalid {

@@ -193,6 +193,23 @@ impl RunContext {
         self.marked(self.lease.record_compare(record, findings, patches).await)
     }
 
+    /// The run's evidence snapshot, made once with its items planned in order.
+    pub async fn evidence_snapshot(
+        &self,
+        items: &[opsledger_core::evidence::Item],
+    ) -> Result<opsledger_store::evidence::SnapshotHead, StoreError> {
+        self.marked(self.lease.evidence_snapshot(items).await)
+    }
+
+    /// Seals the run's evidence snapshot with its signature, patching the context with it.
+    pub async fn seal_evidence_snapshot(
+        &self,
+        signature: &str,
+        patches: &[ContextPatch],
+    ) -> Result<opsledger_store::evidence::SnapshotHead, StoreError> {
+        self.marked(self.lease.seal_evidence_snapshot(signature, patches).await)
+    }
+
     /// Completes the run (a stalled attempt cannot close a run another
     /// worker now holds: the write is fenced).
     pub async fn complete(&self, completion: Completion) -> Result<CompleteResult, StoreError> {

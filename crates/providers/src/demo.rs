@@ -33,8 +33,10 @@
 //! Every call waits `latency` first (`OPSLEDGER_DEMO_LATENCY_MS`), so progress
 //! can be watched.
 
+mod planted;
 mod state;
 
+pub use planted::{CERTIFICATE_BLOB, OMA_ADMIN_PASSWORD, OMA_WIFI_KEY_MATERIAL, WIFI_PRE_SHARED_KEY};
 pub use state::{DemoState, DemoStateError, GROUPS, MemoryDemoState};
 
 use crate::{Directory, DirectoryEntry, DirectoryKind, Page, Policy, PolicyType, Provider, ProviderError};
@@ -287,9 +289,11 @@ impl DemoProvider {
             return Some(hit.clone());
         }
         let count = (base + (digest(&[&self.tenant, key])[0] % 3) as usize) * self.scale;
-        let policies: Vec<Policy> = (0..count)
+        let mut policies: Vec<Policy> = (0..count)
             .map(|i| generate(&self.tenant, key, variants, idx, i))
             .collect();
+        // Secret-bearing policies every tenant holds once (demo/planted.rs).
+        policies.extend(planted::policies(&self.tenant, key));
         let by_id = policies
             .iter()
             .enumerate()

@@ -517,6 +517,8 @@ async fn bench_backend(db: TestStore, scale: f64) -> (u64, Vec<Row>) {
         visible,
     };
     let app = opsledger_server::router(AppState {
+        files: None,
+        evidence_key: None,
         store: store.clone(),
         registry: opsledger_families::registry(Default::default()),
         wake: Arc::new(tokio::sync::Notify::new()),

@@ -7,12 +7,14 @@ pub mod auth;
 mod backup_sets;
 mod baselines;
 pub mod error;
+mod evidence;
 mod files;
 pub mod http;
 mod named_artifacts;
 mod operations;
 pub mod render;
 pub mod retry;
+mod review_packs;
 mod schedules;
 mod tenants;
 
@@ -38,6 +40,12 @@ pub struct AppState {
     /// What adding a tenant validates its provider with (Graph endpoints and
     /// credentials from the environment).
     pub providers: opsledger_providers::ProviderSettings,
+    /// Where this node reads file artifacts (review-pack downloads); `None`:
+    /// downloads answer `503`.
+    pub files: Option<opsledger_store::files::FileStore>,
+    /// The evidence signing key (`…/evidence-snapshots/{id}/verify`); `None`:
+    /// verification answers `503`.
+    pub evidence_key: Option<opsledger_core::evidence::EvidenceKey>,
 }
 
 /// Largest request body accepted, on every route (`413 body_too_large` past it).
@@ -100,11 +108,23 @@ fn routes(state: AppState) -> Router {
             "/api/v1/workspaces/{ws}/baseline-snapshots/{id}",
             get(baselines::show_snapshot),
         )
+        .route(
+            "/api/v1/workspaces/{ws}/evidence-snapshots/{id}",
+            get(evidence::show),
+        )
+        .route(
+            "/api/v1/workspaces/{ws}/evidence-snapshots/{id}/verify",
+            get(evidence::verify),
+        )
         .route("/api/v1/workspaces/{ws}/backup-sets", get(backup_sets::list))
         .route("/api/v1/workspaces/{ws}/backup-sets/{id}", get(backup_sets::show))
         .route(
             "/api/v1/workspaces/{ws}/backup-sets/{id}/export",
             get(backup_sets::export),
+        )
+        .route(
+            "/api/v1/workspaces/{ws}/review-packs/{id}/download",
+            get(review_packs::download),
         )
         .fallback(
             |uri: Uri| async move { error::ApiError::not_found(format!("no such route: {}", uri.path())) },

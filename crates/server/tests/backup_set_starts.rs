@@ -165,6 +165,8 @@ async fn world(store: Store) -> World {
     let foreign_set = set(&store, &other, &tenant_o, 1).await;
     World {
         state: AppState {
+            files: None,
+            evidence_key: None,
             store: store.clone(),
             registry: opsledger_families::registry(Default::default()),
             wake: Arc::new(tokio::sync::Notify::new()),

@@ -130,6 +130,8 @@ async fn world(store: Store) -> World {
     let restricted = store.issue_token(&restricted_id, "test").await.unwrap();
     World {
         state: AppState {
+            files: None,
+            evidence_key: None,
             store,
             registry: opsledger_families::registry(Default::default()),
             wake: Arc::new(tokio::sync::Notify::new()),

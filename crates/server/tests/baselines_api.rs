@@ -80,6 +80,8 @@ async fn world(store: Store) -> World {
     let outsider = user(&store, &other_ws, "outsider@t", Role::Admin, &[]).await;
     World {
         state: AppState {
+            files: None,
+            evidence_key: None,
             store,
             registry: opsledger_families::registry(Default::default()),
             wake: Arc::new(tokio::sync::Notify::new()),

@@ -36,6 +36,8 @@ async fn terminated_connections_never_answer_500() {
     let new = NewRun::on_tenant(&ws, &tenant, RunType::InventorySync, "test", json!({}));
     let run = store.create_run(new).await.unwrap().into_run().id;
     let state = AppState {
+        files: None,
+        evidence_key: None,
         store,
         registry: opsledger_families::registry(Default::default()),
         wake: Arc::new(tokio::sync::Notify::new()),

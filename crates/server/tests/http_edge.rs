@@ -44,6 +44,8 @@ async fn start(limits: HttpLimits) -> Node {
     store.set_membership(&ws, &user, Role::Operator).await.unwrap();
     let token = store.issue_token(&user, "edge").await.unwrap();
     let state = AppState {
+        files: None,
+        evidence_key: None,
         store,
         registry: opsledger_families::registry(Default::default()),
         wake: Arc::new(tokio::sync::Notify::new()),

@@ -58,6 +58,8 @@ async fn world(store: Store) -> World {
     let restricted_admin = store.issue_token(&rid, "test").await.unwrap();
     World {
         state: AppState {
+            files: None,
+            evidence_key: None,
             store,
             registry: opsledger_families::registry(Default::default()),
             wake: Arc::new(tokio::sync::Notify::new()),

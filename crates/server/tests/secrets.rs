@@ -143,6 +143,8 @@ both_backends!(
         store.set_membership(&ws, &admin, Role::Admin).await.unwrap();
         let token = store.issue_token(&admin, "test").await.unwrap();
         let state = AppState {
+            files: None,
+            evidence_key: None,
             store: store.clone(),
             registry: opsledger_families::registry(settings(&hostile)),
             wake: Arc::new(tokio::sync::Notify::new()),

@@ -50,6 +50,9 @@ pub enum UnitArtifact {
     /// A set with no item left marked deleted, by the close of a
     /// `backup_set.delete` that had no unit to do it.
     BackupSetDeleted { backup_set_id: String },
+    /// An item of the run's evidence snapshot recorded with its SHA-256
+    /// (planned when the snapshot was; [`crate::evidence`]).
+    EvidenceItem(crate::evidence::RecordedItem),
 }
 
 impl UnitArtifact {
@@ -95,6 +98,7 @@ pub(crate) async fn write_in(
         }
         UnitArtifact::BackupItem(item) => crate::backups::insert_item_in(tx, run_id, item).await,
         UnitArtifact::BaselinePolicy(policy) => crate::baselines::capture_policy_in(tx, run_id, policy).await,
+        UnitArtifact::EvidenceItem(item) => crate::evidence::record_item_in(tx, run_id, unit_key, item).await,
         UnitArtifact::BackupItems(items) => {
             for item in items {
                 crate::backups::insert_item_in(tx, run_id, item).await?;

@@ -228,6 +228,29 @@ impl LeasedRun {
             .await
     }
 
+    /// The run's evidence snapshot, made on first call with `items` planned
+    /// in order (a retried run gets its first plan back).
+    pub async fn evidence_snapshot(
+        &self,
+        items: &[opsledger_core::evidence::Item],
+    ) -> Result<crate::evidence::SnapshotHead, StoreError> {
+        self.store()
+            .evidence_snapshot_for_run_fenced(&self.fence, self.id(), items)
+            .await
+    }
+
+    /// Seals the run's evidence snapshot with `signature` (every item
+    /// recorded) and patches the context, at once.
+    pub async fn seal_evidence_snapshot(
+        &self,
+        signature: &str,
+        patches: &[ContextPatch],
+    ) -> Result<crate::evidence::SnapshotHead, StoreError> {
+        self.store()
+            .seal_evidence_snapshot_fenced(&self.fence, self.id(), signature, patches)
+            .await
+    }
+
     /// Closes the run with `completion` (compare-and-set on status).
     pub async fn complete(&self, completion: Completion) -> Result<CompleteResult, StoreError> {
         self.store()
@@ -450,6 +473,40 @@ impl RunReads {
         self.store.snapshot_policies(snapshot_id).await
     }
 
+    /// The evidence sources of the run's tenant, read now.
+    pub async fn evidence_sources(&self) -> Result<opsledger_core::evidence::Sources, StoreError> {
+        match &self.run.tenant_id {
+            Some(t) => self.store.evidence_sources(&self.run.workspace_id, t).await,
+            None => Ok(Default::default()),
+        }
+    }
+
+    /// The evidence snapshot this run made, if any.
+    pub async fn own_evidence_snapshot(&self) -> Result<Option<crate::evidence::SnapshotHead>, StoreError> {
+        Ok(self
+            .store
+            .evidence_snapshots_of_run(&self.run.id)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Every item of evidence snapshot `snapshot_id` (of the run's workspace).
+    pub async fn evidence_items(
+        &self,
+        snapshot_id: &str,
+    ) -> Result<Vec<crate::evidence::SnapshotItem>, StoreError> {
+        if self
+            .store
+            .evidence_snapshot(&self.run.workspace_id, snapshot_id)
+            .await?
+            .is_none()
+        {
+            return Ok(Vec::new());
+        }
+        self.store.evidence_items(snapshot_id).await
+    }
+
     /// The compare this run recorded, if any.
     pub async fn own_compare(&self) -> Result<Option<crate::baselines::StoredCompare>, StoreError> {
         self.store.compare_of_run(&self.run.id).await
@@ -458,5 +515,222 @@ impl RunReads {
     /// The ids of the items of set `set_id` (of the run's workspace).
     pub async fn backup_item_ids(&self, set_id: &str) -> Result<Vec<String>, StoreError> {
         self.store.backup_item_ids(&self.run.workspace_id, set_id).await
+    }
+
+    /// The tenants of the run's workspace, by id, `limit` at most (a
+    /// workspace-level run plans over them; ask one more than it may take
+    /// to tell a workspace that is too large).
+    pub async fn workspace_tenants(&self, limit: usize) -> Result<Vec<Tenant>, StoreError> {
+        let rows: Vec<(String, String, String, String)> = self
+            .store
+            .pool
+            .fetch_all(
+                crate::db::sql(
+                    "SELECT id, workspace_id, name, provider FROM tenants WHERE workspace_id = $1 \
+                     ORDER BY id LIMIT $2",
+                )
+                .bind(&self.run.workspace_id)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX)),
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, workspace_id, name, provider)| Tenant {
+                id,
+                workspace_id,
+                name,
+                provider,
+            })
+            .collect())
+    }
+}
+
+/// One inventory item as a review pack reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InventoryRow {
+    pub policy_type: String,
+    pub external_id: String,
+    pub display_name: String,
+    pub payload: serde_json::Value,
+    /// Milliseconds since the Unix epoch.
+    pub last_seen_at: i64,
+}
+
+/// The newest complete backup set of a tenant, for a review pack's index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSummary {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub items: u64,
+}
+
+/// Reads of `review_pack.generate`: the run's tenant's inventory as it was
+/// at a cutoff (items are never deleted and their first sighting never
+/// changes, so the set of items first seen by then is the same on every
+/// attempt), its newest compare by then, and its newest complete backup.
+impl RunReads {
+    fn tenant_or_none(&self) -> Option<&str> {
+        self.run.tenant_id.as_deref()
+    }
+
+    /// `(policy_type, external_id, display_name)` of every item of the run's
+    /// tenant first seen at or before `cutoff`, by type and id.
+    pub async fn inventory_heads_before(
+        &self,
+        cutoff: i64,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let Some(tenant) = self.tenant_or_none() else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<(String, String, String)> = self
+            .store
+            .pool
+            .fetch_all(
+                crate::db::sql(
+                    "SELECT policy_type, external_id, display_name FROM inventory_items \
+                     WHERE tenant_id = $1 AND workspace_id = $2 AND first_seen_at <= $3 \
+                     ORDER BY policy_type, external_id",
+                )
+                .bind(tenant)
+                .bind(self.run.workspace_id.as_str())
+                .bind(cutoff),
+            )
+            .await?;
+        Ok(rows)
+    }
+
+    /// Up to `limit` items of `policy_type` of the run's tenant first seen at
+    /// or before `cutoff`, after id `after`, by id, with their payloads.
+    pub async fn inventory_page_before(
+        &self,
+        policy_type: &str,
+        after: Option<&str>,
+        limit: u32,
+        cutoff: i64,
+    ) -> Result<Vec<InventoryRow>, StoreError> {
+        let Some(tenant) = self.tenant_or_none() else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<(String, String, String, i64)> = self
+            .store
+            .pool
+            .fetch_all(
+                crate::db::sql(
+                    "SELECT external_id, display_name, payload, last_seen_at FROM inventory_items \
+                     WHERE tenant_id = $1 AND workspace_id = $2 AND policy_type = $3 AND first_seen_at <= $4 \
+                     AND ($5 = 0 OR external_id > $6) ORDER BY external_id LIMIT $7",
+                )
+                .bind(tenant)
+                .bind(self.run.workspace_id.as_str())
+                .bind(policy_type)
+                .bind(cutoff)
+                .bind(i64::from(after.is_some()))
+                .bind(after.unwrap_or(""))
+                .bind(i64::from(limit.clamp(1, 1000))),
+            )
+            .await?;
+        rows.into_iter()
+            .map(|(external_id, display_name, payload, last_seen_at)| {
+                Ok(InventoryRow {
+                    policy_type: policy_type.to_owned(),
+                    payload: serde_json::from_str(&payload)
+                        .map_err(|e| StoreError::Corrupt(format!("inventory item payload: {e}")))?,
+                    external_id,
+                    display_name,
+                    last_seen_at,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest compare of the run's tenant recorded at or before `cutoff`.
+    pub async fn latest_compare_before(
+        &self,
+        cutoff: i64,
+    ) -> Result<Option<crate::baselines::StoredCompare>, StoreError> {
+        let Some(tenant) = self.tenant_or_none() else {
+            return Ok(None);
+        };
+        let run_id: Option<(String,)> = self
+            .store
+            .pool
+            .fetch_optional(
+                crate::db::sql(
+                    "SELECT run_id FROM baseline_compares WHERE tenant_id = $1 AND workspace_id = $2 \
+                     AND recorded_at <= $3 ORDER BY recorded_at DESC, run_id DESC LIMIT 1",
+                )
+                .bind(tenant)
+                .bind(self.run.workspace_id.as_str())
+                .bind(cutoff),
+            )
+            .await?;
+        match run_id {
+            Some((id,)) => self.store.compare_of_run(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// A page of the findings of compare run `compare_run_id`, if that
+    /// compare is of the run's tenant (none otherwise).
+    pub async fn compare_findings_page(
+        &self,
+        compare_run_id: &str,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<crate::baselines::StoredFinding>, StoreError> {
+        let ours = self.store.compare_of_run(compare_run_id).await?.is_some_and(|c| {
+            Some(c.tenant_id.as_str()) == self.tenant_or_none() && c.workspace_id == self.run.workspace_id
+        });
+        if !ours {
+            return Ok(Vec::new());
+        }
+        self.store.findings_page(compare_run_id, after, limit).await
+    }
+
+    /// The run's tenant's newest complete backup set, with its item count.
+    pub async fn latest_backup_summary(&self) -> Result<Option<BackupSummary>, StoreError> {
+        let Some(tenant) = self.tenant_or_none() else {
+            return Ok(None);
+        };
+        let q = format!(
+            "SELECT s.id, s.name, s.created_at, (SELECT COUNT(*) FROM backup_items i WHERE i.backup_set_id = s.id) \
+             FROM backup_sets s WHERE s.tenant_id = $1 AND {} ORDER BY s.created_at DESC, s.id DESC LIMIT 1",
+            crate::backups::SET_IS_COMPLETE
+        );
+        let row: Option<(String, String, i64, i64)> = self
+            .store
+            .pool
+            .fetch_optional(crate::db::sql_owned(q).bind(tenant))
+            .await?;
+        Ok(row.map(|(id, name, created_at, items)| BackupSummary {
+            id,
+            name,
+            created_at,
+            items: items as u64,
+        }))
+    }
+}
+
+impl RunReads {
+    /// The run's tenant's newest sealed evidence snapshot:
+    /// `(id, item count, sealed at)`.
+    pub async fn latest_sealed_evidence(&self) -> Result<Option<(String, u64, i64)>, StoreError> {
+        let Some(tenant) = self.tenant_or_none() else {
+            return Ok(None);
+        };
+        let row: Option<(String, i64, i64)> = self
+            .store
+            .pool
+            .fetch_optional(
+                crate::db::sql(
+                    "SELECT id, item_count, sealed_at FROM evidence_snapshots WHERE tenant_id = $1 \
+                     AND workspace_id = $2 AND sealed_at IS NOT NULL ORDER BY sealed_at DESC, id DESC LIMIT 1",
+                )
+                .bind(tenant)
+                .bind(self.run.workspace_id.as_str()),
+            )
+            .await?;
+        Ok(row.map(|(id, items, at)| (id, items as u64, at)))
     }
 }

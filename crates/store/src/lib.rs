@@ -30,6 +30,7 @@ mod db;
 pub mod demo_objects;
 pub mod directory;
 mod error;
+pub mod evidence;
 pub mod files;
 pub mod inventory;
 pub mod job_batches;

@@ -171,6 +171,31 @@ impl ProofReader {
         self.store.restore_results_of(run_id).await
     }
 
+    /// The evidence snapshots linked to run `run_id` (its proof).
+    pub async fn evidence_snapshots_of_run(
+        &self,
+        run_id: &str,
+    ) -> Result<Vec<crate::evidence::SnapshotHead>, StoreError> {
+        self.store.evidence_snapshots_of_run(run_id).await
+    }
+
+    /// Evidence snapshot `id`, whatever its scope (a run's context may name
+    /// one of another scope: the adapter must see it to refuse it).
+    pub async fn evidence_snapshot(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::evidence::SnapshotHead>, StoreError> {
+        self.store.evidence_snapshot_by_id(id).await
+    }
+
+    /// Snapshot `head` with its stored items, as verification reads it.
+    pub async fn stored_evidence_snapshot(
+        &self,
+        head: &crate::evidence::SnapshotHead,
+    ) -> Result<opsledger_core::evidence::StoredSnapshot, StoreError> {
+        self.store.stored_evidence_snapshot(head).await
+    }
+
     /// The restore results of many runs, grouped by run.
     pub async fn restore_results_of_runs(
         &self,

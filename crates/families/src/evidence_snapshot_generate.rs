@@ -1,0 +1,275 @@
+//! `evidence.snapshot.generate`: a signed snapshot of what the database
+//! knows about a tenant, for an auditor who must be able to trust it later
+//! (OPERATIONS.md §3, §6, §8).
+//!
+//! - **Items** come from every evidence source, read from the database at
+//!   plan time ([`opsledger_core::evidence::items_of`]): inventory coverage
+//!   per policy type, backup recency and completeness, baseline compare
+//!   status, Conditional Access policies and their state, assignment
+//!   coverage per type. A tenant with nothing yet still yields items saying
+//!   so ("no backup", "never compared"): never an empty, falsely green
+//!   snapshot. No provider is called: a snapshot states what was proven.
+//! - **Progress** is counted: `total` = the planned items; each item is a
+//!   ledger unit (key = item key) whose artifact records its SHA-256 with
+//!   the unit, exactly once. The items are planned into the snapshot in one
+//!   transaction, so a retried run records the same items and never
+//!   recounts one.
+//! - **Signature**: HMAC-SHA256 over the snapshot's id, workspace, tenant,
+//!   time and every item's key and hash in order, under the evidence key
+//!   (never in the database). It is stored with `context.evidence_snapshot`
+//!   (`id`, `items`) in one transaction once every item is recorded, then
+//!   the run closes: a worker dying between the two leaves a sealed
+//!   snapshot its adapter can prove.
+//! - **Outcome**: the sealed snapshot read back and verified → succeeded;
+//!   otherwise failed with the verification's reason. A run whose tenant is
+//!   gone ends blocked before any snapshot.
+//! - **Proof**: the snapshot linked to this run, complete and verifying under
+//!   the key ([`opsledger_core::evidence::reconcile`]).
+
+use async_trait::async_trait;
+use opsledger_core::evidence::{
+    EvidenceKey, RunScope, Signed, SnapshotProof, Source, StoredSnapshot, item_sha256, items_of, reconcile,
+    sign, signing_message, verify,
+};
+use opsledger_core::reconcile::AdapterResult;
+use opsledger_core::{Failure, Outcome, Run, UnitOutcome};
+use opsledger_engine::{Family, Handler, HandlerError, RunContext};
+use opsledger_store::artifacts::UnitArtifact;
+use opsledger_store::evidence::{RecordedItem, SnapshotHead, SnapshotItem, stored};
+use opsledger_store::proof::ProofReader;
+use opsledger_store::{Completion, ContextPatch, StoreError, UnitRecord};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Items recorded per ledger write.
+const RECORD_BATCH: usize = 100;
+
+/// The family, signing with `key` (the node's evidence key).
+pub fn family(key: EvidenceKey) -> Family {
+    Family {
+        run: Arc::new(Generate { key: key.clone() }),
+        units: None,
+        adapter: Some(Arc::new(SnapshotAdapter { key })),
+    }
+}
+
+pub struct Generate {
+    key: EvidenceKey,
+}
+
+/// The hash an item's stored content has, or `None` when the stored item
+/// is not one a run writes (an unknown source, a payload not JSON).
+fn content_hash(item: &opsledger_core::evidence::StoredItem) -> Option<String> {
+    Some(item_sha256(
+        &item.key,
+        Source::parse(&item.source)?,
+        item.payload.as_ref()?,
+    ))
+}
+
+/// The signature of `head` over its items' recorded hashes, or the key of
+/// the first item whose content does not hash to what was recorded.
+fn signature_of(key: &EvidenceKey, head: &SnapshotHead, items: &[SnapshotItem]) -> Result<String, String> {
+    let mut hashes = Vec::with_capacity(items.len());
+    for i in items {
+        match (content_hash(&i.item), &i.item.sha256) {
+            (Some(h), Some(recorded)) if &h == recorded => hashes.push(h),
+            _ => return Err(i.item.key.clone()),
+        }
+    }
+    let message = signing_message(
+        Signed {
+            snapshot_id: &head.id,
+            workspace_id: &head.workspace_id,
+            tenant_id: &head.tenant_id,
+            generated_at: head.generated_at,
+        },
+        items
+            .iter()
+            .zip(&hashes)
+            .map(|(i, h)| (i.item.key.as_str(), h.as_str())),
+    );
+    Ok(sign(key, &message))
+}
+
+async fn fail(ctx: &RunContext, code: &str, message: String) -> Result<(), HandlerError> {
+    ctx.complete(Completion::new(Outcome::Failed).with_failure(Failure::new(code, message)))
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Handler for Generate {
+    async fn execute(&self, ctx: RunContext) -> Result<(), HandlerError> {
+        let reads = ctx.reads();
+        if ctx.run.tenant_id.is_none() {
+            return Err(HandlerError::permanent(
+                "tenant_missing",
+                "an evidence snapshot needs a tenant",
+            ));
+        }
+        if reads.tenant().await?.is_none() {
+            ctx.complete(
+                Completion::new(Outcome::Blocked)
+                    .with_patch(ContextPatch::new(
+                        ["evidence_snapshot", "reason_code"],
+                        json!("tenant_not_found"),
+                    ))
+                    .with_failure(Failure::new(
+                        "tenant_not_found",
+                        "the run's tenant no longer exists",
+                    )),
+            )
+            .await?;
+            return Ok(());
+        }
+
+        // Plan: the items read now, fixed in the snapshot (a retry finds them).
+        let snapshot = match reads.own_evidence_snapshot().await? {
+            Some(s) => s,
+            None => {
+                let sources = reads.evidence_sources().await?;
+                let items = match items_of(&sources) {
+                    Ok(items) => items,
+                    Err(e) => return fail(&ctx, "evidence_too_large", e.to_string()).await,
+                };
+                ctx.evidence_snapshot(&items).await?
+            }
+        };
+        ctx.init_total(snapshot.item_count).await?;
+
+        // Record: each item once, its hash computed from what was planned.
+        let items = reads.evidence_items(&snapshot.id).await?;
+        let pending: Vec<&SnapshotItem> = items.iter().filter(|i| i.item.sha256.is_none()).collect();
+        for batch in pending.chunks(RECORD_BATCH) {
+            if ctx.cancel.is_cancelled() {
+                return Ok(());
+            }
+            let mut units = Vec::with_capacity(batch.len());
+            for i in batch {
+                let Some(sha256) = content_hash(&i.item) else {
+                    return fail(
+                        &ctx,
+                        "evidence_item_corrupt",
+                        format!(
+                            "planned item `{}` is not one this run wrote: it cannot be recorded",
+                            i.item.key
+                        ),
+                    )
+                    .await;
+                };
+                units.push(
+                    UnitRecord::new(i.item.key.clone(), UnitOutcome::Succeeded).with_artifact(
+                        UnitArtifact::EvidenceItem(RecordedItem {
+                            snapshot_id: snapshot.id.clone(),
+                            item_key: i.item.key.clone(),
+                            sha256,
+                        }),
+                    ),
+                );
+            }
+            ctx.record_units(&units).await?;
+        }
+
+        // Seal: signed over the items as stored, with the context, at once.
+        let items = reads.evidence_items(&snapshot.id).await?;
+        let sealed = if snapshot.sealed_at.is_some() {
+            snapshot
+        } else {
+            let signature = match signature_of(&self.key, &snapshot, &items) {
+                Ok(s) => s,
+                Err(key) => {
+                    return fail(
+                        &ctx,
+                        "item_altered",
+                        format!("item `{key}` changed after it was recorded: the snapshot is not signed"),
+                    )
+                    .await;
+                }
+            };
+            let summary = ContextPatch::new(
+                ["evidence_snapshot"],
+                json!({"id": snapshot.id, "items": snapshot.item_count}),
+            );
+            ctx.seal_evidence_snapshot(&signature, &[summary]).await?
+        };
+
+        // Read back and verified as an auditor would: only then succeeded.
+        let items = reads.evidence_items(&sealed.id).await?;
+        match verify(&self.key, &stored(&sealed, items)) {
+            Ok(()) => {
+                ctx.complete(Completion::new(Outcome::Succeeded)).await?;
+                Ok(())
+            }
+            Err(f) => {
+                fail(
+                    &ctx,
+                    f.code(),
+                    format!("evidence snapshot {} does not verify: {f}", sealed.id),
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// Reconciles a stale run from the snapshot linked to it, verified under
+/// the node's key (the adapter reads; it never signs).
+pub struct SnapshotAdapter {
+    key: EvidenceKey,
+}
+
+/// What one stored snapshot proves.
+fn proof_of(key: &EvidenceKey, head: SnapshotHead, stored: &StoredSnapshot) -> SnapshotProof {
+    SnapshotProof {
+        verified: verify(key, stored),
+        id: head.id,
+        workspace_id: head.workspace_id,
+        tenant_id: head.tenant_id,
+        created_by_run_id: head.created_by_run_id,
+        item_count: head.item_count,
+    }
+}
+
+#[async_trait]
+impl opsledger_engine::ReconciliationAdapter for SnapshotAdapter {
+    fn name(&self) -> &'static str {
+        "evidence_snapshot"
+    }
+
+    async fn reconcile(&self, run: &Run, proof: &ProofReader) -> Result<AdapterResult, StoreError> {
+        // Candidates: the snapshots linked to the run, and the one its
+        // context names (which must be the same one).
+        let mut heads = proof.evidence_snapshots_of_run(&run.id).await?;
+        if let Some(id) = run
+            .context
+            .pointer("/evidence_snapshot/id")
+            .and_then(Value::as_str)
+            && !heads.iter().any(|h| h.id == id)
+        {
+            match proof.evidence_snapshot(id).await? {
+                Some(named) => heads.push(named),
+                None => {
+                    return Ok(AdapterResult::new(
+                        opsledger_core::reconcile::Verdict::Failed,
+                        "proof_missing",
+                        format!("the evidence snapshot this run names ({id}) does not exist"),
+                    ));
+                }
+            }
+        }
+        let mut candidates = Vec::with_capacity(heads.len());
+        for head in heads {
+            let stored = proof.stored_evidence_snapshot(&head).await?;
+            candidates.push(proof_of(&self.key, head, &stored));
+        }
+        Ok(reconcile(
+            RunScope {
+                run_id: &run.id,
+                workspace_id: &run.workspace_id,
+                tenant_id: run.tenant_id.as_deref().unwrap_or_default(),
+            },
+            &candidates,
+        ))
+    }
+}
