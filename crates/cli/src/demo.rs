@@ -50,8 +50,14 @@ struct UserJson {
     token: String,
 }
 
-pub async fn run(listen: &str, data: &Path, args: NodeArgs) -> Result<()> {
+/// The demo's data directory unless `--data` names another.
+pub const DEFAULT_DATA_DIR: &str = "./opsledger-data";
+
+pub async fn run(listen: &str, mut args: NodeArgs) -> Result<()> {
+    let data = args.data.get_or_insert_with(|| DEFAULT_DATA_DIR.into()).clone();
+    let data = data.as_path();
     create_private_dir(data)?;
+    args.demo_evidence_key_file = ensure_evidence_key(data)?;
     let db_url = format!("sqlite://{}", data.join("opsledger.db").display());
     let store = crate::open(&db_url).await?;
     let (ws, other) = seed(&store).await?;
@@ -149,6 +155,22 @@ async fn seed(store: &Store) -> Result<(String, String)> {
     Ok((ws.id, other.id))
 }
 
+/// Evidence snapshots need a signing key outside the database: without
+/// `OPSLEDGER_EVIDENCE_KEY(_FILE)`, the demo keeps a random one in
+/// `DATA/evidence.key` (owner-only), so snapshots signed before a restart
+/// still verify after it; its path, or `None` when a key is configured.
+fn ensure_evidence_key(data: &Path) -> Result<Option<std::path::PathBuf>> {
+    if crate::node::evidence_key_from_env()?.is_some() {
+        return Ok(None);
+    }
+    let path = data.join("evidence.key");
+    if !path.exists() {
+        write_private_file(&path, random_hex(32).as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(Some(path))
+}
+
 /// The data directory, owner-only (0700) when this creates it.
 fn create_private_dir(dir: &Path) -> Result<()> {
     let mut builder = std::fs::DirBuilder::new();
@@ -164,7 +186,7 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 /// under a temporary name, then renamed, so a reader never sees half a file.
 fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
+    let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut open = std::fs::OpenOptions::new();
     open.write(true).create_new(true);

@@ -32,8 +32,6 @@ enum Command {
     Demo {
         #[arg(long, env = "OPSLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
-        #[arg(long, env = "OPSLEDGER_DATA", default_value = "./opsledger-data")]
-        data: PathBuf,
         #[command(flatten)]
         node: node::NodeArgs,
     },
@@ -116,6 +114,11 @@ enum RunsCommand {
         outcome: String,
         #[arg(long)]
         reason: String,
+        /// Where the run's file artifacts are (to check a review pack's proof).
+        #[arg(long, env = "OPSLEDGER_DATA")]
+        data: Option<PathBuf>,
+        #[arg(long, env = "OPSLEDGER_ARTIFACTS_URL")]
+        artifacts_url: Option<String>,
     },
     /// One run.
     Show {
@@ -167,7 +170,7 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<()> {
     match command {
-        Command::Demo { listen, data, node } => demo::run(&listen, &data, node).await,
+        Command::Demo { listen, node } => demo::run(&listen, node).await,
         Command::Serve { db, listen, node } => {
             let store = open(&db).await?;
             node::run(store, Some(&listen), node, |_| {}).await
@@ -404,6 +407,8 @@ async fn runs(command: RunsCommand) -> Result<()> {
             id,
             outcome,
             reason,
+            data,
+            artifacts_url,
         } => {
             let store = open(&db).await?;
             let outcome: opsledger_core::Outcome = outcome.parse()?;
@@ -413,7 +418,12 @@ async fn runs(command: RunsCommand) -> Result<()> {
                 .await?
                 .with_context(|| format!("run {id} not found"))?;
             let by = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "admin".into()));
-            let registry = opsledger_families::registry(Default::default());
+            // The adapters that read proof need what the nodes write it with.
+            let registry = opsledger_families::registry_with(opsledger_families::Services {
+                files: node::file_store(artifacts_url.as_deref(), data.as_deref())?,
+                evidence_key: node::evidence_key_with_data(data.as_deref())?,
+                ..Default::default()
+            });
             let r = opsledger_engine::force_close(&store, &registry, &run, outcome, &reason, &by).await?;
             println!("{} closed as {}", r.id, r.outcome);
         }

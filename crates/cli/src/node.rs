@@ -3,13 +3,16 @@
 //! SIGTERM (in-flight jobs are released, not failed).
 
 use anyhow::{Context, Result};
+use opsledger_core::evidence::EvidenceKey;
 use opsledger_engine::stale_sweep::run_periodically;
 use opsledger_engine::{FlushPolicy, Registry, Runner, RunnerConfig, SweepConfig};
+use opsledger_families::Services;
 use opsledger_families::request_budget::StoreBudget;
 use opsledger_providers::graph::budget::LocalBudget;
 use opsledger_providers::{BudgetLimits, GraphSettings, ProviderSettings, Secret};
 use opsledger_server::{AppState, HttpLimits, http};
 use opsledger_store::Store;
+use opsledger_store::files::FileStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,8 +110,114 @@ pub struct NodeArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub http_max_connections: u32,
+    /// This node's data directory: file artifacts (review-pack ZIPs) under
+    /// `DIR/artifacts` unless `--artifacts-url` names a shared bucket, and
+    /// drafts being written in either case. Without it (and without a
+    /// bucket) this node does not generate review packs.
+    #[arg(long = "data", env = "OPSLEDGER_DATA")]
+    pub data: Option<std::path::PathBuf>,
+    /// An S3-compatible bucket every node shares for file artifacts
+    /// (`s3://BUCKET[/PREFIX]`; endpoint and credentials from `AWS_ENDPOINT`,
+    /// `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`).
+    #[arg(long, env = "OPSLEDGER_ARTIFACTS_URL")]
+    pub artifacts_url: Option<String>,
+    /// The key file the demo keeps when no key is configured (not a flag).
+    #[arg(skip)]
+    pub demo_evidence_key_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub graph: GraphArgs,
+}
+
+/// Where file artifacts are kept: the shared bucket `artifacts_url`, else
+/// `DATA/artifacts`; `None` without either.
+pub fn file_store(artifacts_url: Option<&str>, data: Option<&std::path::Path>) -> Result<Option<FileStore>> {
+    let files = match (artifacts_url, data) {
+        (Some(url), data) => {
+            // Drafts are written on local disk first: in the node's own
+            // data directory, never a shared one such as /tmp.
+            let Some(data) = data else {
+                anyhow::bail!(
+                    "--artifacts-url needs --data (OPSLEDGER_DATA): drafts are written there before upload"
+                );
+            };
+            FileStore::bucket(url, &[], data.join("artifacts").join("tmp"))
+        }
+        (None, Some(data)) => FileStore::new(data.join("artifacts")),
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(files.map_err(|e| anyhow::anyhow!("{e}"))?))
+}
+
+/// The evidence signing key, never a flag (it would show in `ps` and
+/// `--help`): `OPSLEDGER_EVIDENCE_KEY`, or the file named by
+/// `OPSLEDGER_EVIDENCE_KEY_FILE`; the same on every node. `None` when
+/// neither is set.
+pub fn evidence_key_from_env() -> Result<Option<EvidenceKey>> {
+    evidence_key(None)
+}
+
+/// The key from the environment, else the demo's `DATA/evidence.key` when
+/// `data` holds one (an operator's `runs force-close --data`).
+pub fn evidence_key_with_data(data: Option<&std::path::Path>) -> Result<Option<EvidenceKey>> {
+    let demo_key = data.map(|d| d.join("evidence.key")).filter(|p| p.is_file());
+    evidence_key(demo_key.as_deref())
+}
+
+/// The key from the environment, else from `fallback_file`.
+fn evidence_key(fallback_file: Option<&std::path::Path>) -> Result<Option<EvidenceKey>> {
+    let inline = std::env::var("OPSLEDGER_EVIDENCE_KEY")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let file = std::env::var_os("OPSLEDGER_EVIDENCE_KEY_FILE").filter(|s| !s.is_empty());
+    anyhow::ensure!(
+        inline.is_none() || file.is_none(),
+        "both OPSLEDGER_EVIDENCE_KEY and OPSLEDGER_EVIDENCE_KEY_FILE are set: set one"
+    );
+    let bytes = match (
+        inline,
+        file.or_else(|| fallback_file.map(|p| p.as_os_str().to_owned())),
+    ) {
+        (Some(key), _) => key.trim().as_bytes().to_vec(),
+        (None, Some(path)) => read_key_file(std::path::Path::new(&path))?,
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(
+        EvidenceKey::new(bytes).map_err(|e| anyhow::anyhow!("OPSLEDGER_EVIDENCE_KEY: {e}"))?,
+    ))
+}
+
+/// A key file's bytes, trimmed: opened once, a regular file (not a FIFO
+/// that would hang the start, nor a device that never ends), read at most
+/// one byte past the largest key. The error names the file, never its content.
+fn read_key_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let shown = || format!("reading OPSLEDGER_EVIDENCE_KEY_FILE {}", path.display());
+    let file = std::fs::File::open(path).with_context(shown)?;
+    let meta = file.metadata().with_context(shown)?;
+    anyhow::ensure!(
+        meta.is_file(),
+        "OPSLEDGER_EVIDENCE_KEY_FILE {} is not a regular file",
+        path.display()
+    );
+    #[cfg(unix)]
+    if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0 {
+        tracing::warn!(
+            "the evidence key file {} is readable by others than its owner",
+            path.display()
+        );
+    }
+    let limit = opsledger_core::evidence::MAX_KEY_BYTES as u64 + 1;
+    let mut bytes = Vec::new();
+    file.take(limit + 64)
+        .read_to_end(&mut bytes)
+        .with_context(shown)?;
+    let trimmed = bytes.trim_ascii().to_vec();
+    anyhow::ensure!(
+        (trimmed.len() as u64) < limit,
+        "OPSLEDGER_EVIDENCE_KEY_FILE {} is larger than a key",
+        path.display()
+    );
+    Ok(trimmed)
 }
 
 /// How `graph:` tenants are reached. The client secret is not a flag: it is
@@ -204,9 +313,23 @@ impl NodeArgs {
         })
     }
 
-    /// The families with this node's provider settings.
+    /// Where this node keeps file artifacts ([`file_store`]).
+    pub fn file_store(&self) -> Result<Option<FileStore>> {
+        file_store(self.artifacts_url.as_deref(), self.data.as_deref())
+    }
+
+    /// What this node's families are built with.
+    pub fn services(&self, store: &Store) -> Result<Services> {
+        Ok(Services {
+            providers: self.provider_settings(store)?,
+            files: self.file_store()?,
+            evidence_key: evidence_key(self.demo_evidence_key_file.as_deref())?,
+        })
+    }
+
+    /// The families with this node's services.
     pub fn registry(&self, store: &Store) -> Result<Registry> {
-        Ok(opsledger_families::registry(self.provider_settings(store)?))
+        Ok(opsledger_families::registry_with(self.services(store)?))
     }
 
     pub fn sweep_config(&self) -> SweepConfig {
@@ -257,7 +380,14 @@ pub async fn run(
         args.flush_max_wait_ms,
         args.lease().as_millis()
     );
-    let registry = args.registry(&store)?;
+    let services = args.services(&store)?;
+    if let Some(files) = &services.files {
+        files
+            .probe()
+            .await
+            .map_err(|e| anyhow::anyhow!("artifact storage: {e}"))?;
+    }
+    let registry = opsledger_families::registry_with(services.clone());
     let runner = Runner::new(
         store.clone(),
         registry.clone(),
@@ -299,10 +429,12 @@ pub async fn run(
             tracing::info!("API on http://{local}/api/v1");
             on_listening(local);
             let state = AppState {
+                files: services.files.clone(),
+                evidence_key: services.evidence_key.clone(),
                 store: store.clone(),
                 registry,
                 wake,
-                providers: args.provider_settings(&store)?,
+                providers: services.providers.clone(),
             };
             Some(tokio::spawn(opsledger_server::serve(
                 listener,

@@ -760,3 +760,195 @@ async fn demo_captures_baselines_and_compares_truthfully() {
         "{blocked}"
     );
 }
+
+/// The bytes of `path` fetched by `who` (status, body).
+async fn download(demo: &Demo, who: &str, path: &str) -> (u16, Vec<u8>) {
+    let r = demo
+        .http
+        .get(demo.url(path))
+        .bearer_auth(demo.token(who))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+}
+
+/// A counted run never shows a total that changes.
+fn total_held_still(states: &[Value]) -> Option<u64> {
+    let totals: Vec<u64> = states
+        .iter()
+        .filter_map(|s| {
+            s["progress"]["total"]
+                .as_u64()
+                .or(s["summary_counts"]["total"].as_u64())
+        })
+        .collect();
+    let first = *totals.first()?;
+    assert!(
+        totals.iter().all(|t| *t == first),
+        "the total changed: {totals:?}"
+    );
+    Some(first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_generates_review_packs_evidence_and_syncs_every_tenant_truthfully() {
+    use std::io::Read;
+    let demo = Demo::start().await;
+    let ops = format!("/api/v1/workspaces/{}/operations", demo.ws());
+    let healthy = demo.tenant("healthy");
+
+    // One sync of every tenant: composite while running, its children
+    // ordinary runs listed with their parent, the outcome by the rule.
+    let body = json!({"type": "workspace.inventory.sync_all"});
+    let states = states_of(&demo, "operator@demo.test", &body, "partially_succeeded").await;
+    let parent = states.last().unwrap()["id"].as_str().unwrap().to_owned();
+    let composite = states
+        .iter()
+        .find(|s| {
+            s["status"] == "running"
+                && s["progress"]["mode"] == "composite"
+                && s["progress"]["children"]["active"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|c| c["progress"]["mode"] == "counted"))
+        })
+        .expect("composite progress with an active child's own progress seen while running");
+    assert_eq!(composite["progress"]["children"]["total"], 4, "{composite}");
+    for s in &states {
+        assert!(
+            s["progress"]["percent"].is_null(),
+            "never a top-level percentage: {s}"
+        );
+        assert!(s["tenant_id"].is_null(), "{s}");
+    }
+    let (status, page) = demo
+        .get("viewer@demo.test", &format!("{ops}?type=inventory.sync&limit=50"))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let children: Vec<&Value> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["parent_id"] == parent.as_str())
+        .collect();
+    assert_eq!(children.len(), 4, "one child per tenant: {page}");
+    let mut outcomes: Vec<&str> = children.iter().map(|c| c["outcome"].as_str().unwrap()).collect();
+    outcomes.sort();
+    assert!(
+        outcomes.contains(&"succeeded") && outcomes.contains(&"blocked"),
+        "{outcomes:?}"
+    );
+
+    // A review pack of the healthy tenant: counted, 0 < processed < total seen.
+    let body = json!({"type": "review_pack.generate", "tenant_id": healthy});
+    let states = states_of(&demo, "operator@demo.test", &body, "succeeded").await;
+    let full_total = total_held_still(&states).expect("a total");
+    assert!(
+        states.iter().any(|s| s["status"] == "running"
+            && s["progress"]["mode"] == "counted"
+            && s["progress"]["processed"].as_u64().unwrap_or(0) > 0
+            && s["progress"]["processed"].as_u64() < s["progress"]["total"].as_u64()),
+        "never saw 0 < processed < total while running"
+    );
+    let pack = &states.last().unwrap()["context"]["review_pack"];
+    assert_eq!(pack["files"], full_total, "{pack}");
+    let url = pack["download_url"].as_str().expect("download_url").to_owned();
+    let path = url.trim_start_matches(demo.info["url"].as_str().unwrap());
+    let (status, zip_bytes) = download(&demo, "viewer@demo.test", path).await;
+    assert_eq!(status, 200);
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&zip_bytes))
+    };
+    assert_eq!(
+        pack["sha256"],
+        sha.as_str(),
+        "the download is the pack the run recorded"
+    );
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes)).unwrap();
+    assert_eq!(
+        archive.len() as u64,
+        full_total + 1,
+        "exactly `total` files besides the manifest"
+    );
+    let mut manifest = String::new();
+    archive
+        .by_name("manifest.json")
+        .unwrap()
+        .read_to_string(&mut manifest)
+        .unwrap();
+    let manifest: Value = serde_json::from_str(&manifest).unwrap();
+    let listed = manifest["files"].as_array().unwrap();
+    assert_eq!(listed.len() as u64, full_total);
+    for f in listed {
+        let mut entry = Vec::new();
+        archive
+            .by_name(f["path"].as_str().unwrap())
+            .unwrap()
+            .read_to_end(&mut entry)
+            .unwrap();
+        use sha2::Digest;
+        assert_eq!(
+            f["sha256"],
+            hex::encode(sha2::Sha256::digest(&entry)).as_str(),
+            "{f}"
+        );
+    }
+    // Redaction is on by default: the secrets planted in the demo appear nowhere.
+    for i in 0..archive.len() {
+        let mut entry = Vec::new();
+        let mut file = archive.by_index(i).unwrap();
+        let name = file.name().unwrap().to_string();
+        file.read_to_end(&mut entry).unwrap();
+        let text = String::from_utf8_lossy(&entry);
+        use opsledger_providers::demo::{
+            CERTIFICATE_BLOB, OMA_ADMIN_PASSWORD, OMA_WIFI_KEY_MATERIAL, WIFI_PRE_SHARED_KEY,
+        };
+        for secret in [
+            WIFI_PRE_SHARED_KEY,
+            CERTIFICATE_BLOB,
+            OMA_ADMIN_PASSWORD,
+            OMA_WIFI_KEY_MATERIAL,
+        ] {
+            assert!(!text.contains(secret), "{name} holds a planted secret");
+        }
+    }
+    // Outsiders get 404, like for the run.
+    let (status, _) = download(&demo, "outsider@demo.test", path).await;
+    assert_eq!(status, 404);
+    let outsider_path = path.replace(demo.ws(), demo.info["other_workspace_id"].as_str().unwrap());
+    let (status, _) = download(&demo, "outsider@demo.test", &outsider_path).await;
+    assert_eq!(status, 404);
+
+    // An option that removes files lowers the total before the first file.
+    let body = json!({"type": "review_pack.generate", "tenant_id": healthy,
+                      "params": {"include_policies": false}});
+    let states = states_of(&demo, "operator@demo.test", &body, "succeeded").await;
+    let fewer = total_held_still(&states).expect("a total");
+    assert!(fewer < full_total, "{fewer} < {full_total}");
+    assert_eq!(states.last().unwrap()["context"]["review_pack"]["files"], fewer);
+
+    // An evidence snapshot: every item counted once, and it verifies.
+    let body = json!({"type": "evidence.snapshot.generate", "tenant_id": healthy});
+    let last = followed(&demo, "operator@demo.test", body, "succeeded").await;
+    let snap = &last["context"]["evidence_snapshot"];
+    let items = snap["items"].as_u64().expect("items");
+    assert!(items > 0);
+    assert_eq!(
+        (
+            last["summary_counts"]["processed"].as_u64(),
+            last["summary_counts"]["total"].as_u64()
+        ),
+        (Some(items), Some(items))
+    );
+    let snap_path = format!(
+        "/api/v1/workspaces/{}/evidence-snapshots/{}",
+        demo.ws(),
+        snap["id"].as_str().unwrap()
+    );
+    let (status, verify) = demo.get("viewer@demo.test", &format!("{snap_path}/verify")).await;
+    assert_eq!(status, 200, "{verify}");
+    assert_eq!(verify["valid"], true, "{verify}");
+    let (status, _) = demo.get("outsider@demo.test", &snap_path).await;
+    assert_eq!(status, 404);
+}
