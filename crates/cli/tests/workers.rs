@@ -86,7 +86,7 @@ fn worker_with(url: &str, env: Vec<(&'static str, String)>) -> Child {
 /// pipe never blocks it).
 async fn ready_worker(url: &str) -> Child {
     use tokio::io::{AsyncBufReadExt, BufReader};
-    let mut env = node_env(0);
+    let mut env = shared_fan_out_env();
     env.retain(|(k, _)| *k != "OPSLEDGER_LOG");
     env.push(("OPSLEDGER_LOG", "info".into()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_opsledger"))
@@ -110,6 +110,16 @@ async fn ready_worker(url: &str) -> Child {
     assert_eq!(started, Ok(true), "the worker did not start");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     child
+}
+
+/// The nodes of the shared fan-out: nobody is killed there, so leases
+/// need not expire fast; a short one only measured how starved the machine
+/// was (a CI box compiling beside the test let 600 ms leases lapse).
+fn shared_fan_out_env() -> Vec<(&'static str, String)> {
+    let mut env = node_env(0);
+    env.retain(|(k, _)| *k != "OPSLEDGER_HEARTBEAT_TIMEOUT_MS");
+    env.push(("OPSLEDGER_HEARTBEAT_TIMEOUT_MS", "5000".into()));
+    env
 }
 
 fn node_env(latency_ms: u64) -> Vec<(&'static str, String)> {
@@ -330,7 +340,7 @@ async fn two_workers_and_a_server_share_a_fan_out() {
     let port = free_port();
     let _server = Command::new(env!("CARGO_BIN_EXE_opsledger"))
         .args(["serve", "--db", &db.url, "--listen", &format!("127.0.0.1:{port}")])
-        .envs(node_env(0))
+        .envs(shared_fan_out_env())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)

@@ -421,6 +421,25 @@ pub fn items_of(s: &Sources) -> Result<Vec<Item>, ItemsError> {
 /// Domain tag of the signed message (a new layout gets a new tag).
 const MESSAGE_TAG: &[u8] = b"opsledger.evidence_snapshot.v1";
 
+/// The signature of a snapshot over `items` as planned (their hashes
+/// computed from the content read from the sources, in memory): stored
+/// with the plan, it is what the seal must reproduce from the stored items,
+/// so content altered in the database between plan and seal is never
+/// signed ([`sign`] over [`signing_message`]).
+pub fn plan_signature(key: &EvidenceKey, head: Signed<'_>, items: &[Item]) -> String {
+    let hashes: Vec<String> = items.iter().map(Item::sha256).collect();
+    sign(
+        key,
+        &signing_message(
+            head,
+            items
+                .iter()
+                .zip(&hashes)
+                .map(|(i, h)| (i.key.as_str(), h.as_str())),
+        ),
+    )
+}
+
 /// What a snapshot's signature covers.
 #[derive(Debug, Clone, Copy)]
 pub struct Signed<'a> {

@@ -23,27 +23,48 @@
 //! **Redaction** ([`redact`], on by default) replaces a secret-bearing value
 //! with [`REDACTED`], keeping its key so a reviewer sees a secret is set:
 //! - a string (or list, or object) under a key whose last word is a secret:
-//!   `password`, `passphrase`, `secret`, `preSharedKey`, `sharedKey`,
-//!   `psk`, `wpaKey`, `wepKey`, `networkKey`, `keyMaterial`, `privateKey`,
-//!   `token`, `productKey`, `recoveryKey`, `pfx`, `pkcs12`, `certificate`
-//!   (`trustedRootCertificate`…), `certificateBlob`, `certBlob` (see
-//!   [`is_secret_key`]); booleans and numbers are never secrets
-//!   (`passwordRequired`, `passwordMinimumLength` stay);
+//!   `password`, `passphrase`, `passcode`, `secret` (`clientSecret`),
+//!   `secretKey` (`sharedSecretKey`), `preSharedKey`, `sharedKey`, `psk`,
+//!   `wpaKey`, `wepKey`, `networkKey`, `keyMaterial`, `privateKey`,
+//!   `apiKey`, `token`, `productKey`, `recoveryKey`, `exitCode`
+//!   (`kioskModeExitCode`), `secretReferenceValueId`, `pfx`, `pkcs12`,
+//!   `certificate` (`trustedRootCertificate`…), `certificateBlob`,
+//!   `certBlob` (see [`is_secret_key`]); a string under a key whose last
+//!   word is `Pin`/`PIN` (`kioskModePin`); booleans and numbers are never
+//!   secrets (`passwordRequired`, `passwordMinimumLength`, `pinned` stay);
 //! - any string holding a certificate or key: a PEM block (`-----BEGIN`),
 //!   DER in base64 (`MII…`, 64+ characters), or Wi-Fi profile XML with a
-//!   `<keyMaterial>` ([`looks_secret`]);
+//!   `<keyMaterial>`; and any base64 string of 64+ characters whose decoded
+//!   text holds one of those or names a secret (password, pre-shared key,
+//!   credential, certificate…) ([`looks_secret`]);
+//! - by an object's `@odata.type`: the `value` of a settings catalog
+//!   `…SecretSettingValue`; the `payload` of an `…ImportConfiguration` or
+//!   `…CustomConfiguration` (base64 Wi-Fi XML, mobileconfig);
+//! - in a key/value list (`customData`, `customKeyValueData`, app
+//!   configuration settings), the value of an entry whose `key`, `name` or
+//!   `appConfigKey` is a secret word (`{"key": "password", "value": …}`);
 //! - OMA-URI settings: every `omaSettingBase64` value (binary payloads:
 //!   certificates, profiles); an `omaSettingString` or `omaSettingStringXml`
 //!   value whose `omaUri` names a secret (password, pre-shared key, key
-//!   material, credential, certificate, Wi-Fi, VPN…) or whose content holds
-//!   one; any setting marked `isEncrypted`;
-//! - in findings, both sides of a change whose path names a secret member
+//!   material, credential, certificate, Wi-Fi, VPN…) or whose content
+//!   (decoded, when base64) holds one; any setting marked `isEncrypted`;
+//! - in findings, both sides of a change whose path names a secret member,
+//!   a settings catalog setting whose definition id ends in a secret word,
 //!   or an OMA-URI setting that names one ([`redact_change`]).
 //!
+//! **CSV** ([`csv_record`]): every cell quoted (a header of bare words
+//! excepted), so no delimiter of any locale splits one; a cell that could
+//! run as a formula (`=`, `+`, `-`, `@` after optional whitespace; a tab or
+//! CR first) is prefixed with `'`.
+//!
 //! **Paths** ([`safe_segment`]): letters, digits, `-`, `_`, `.`, single
-//! spaces; no `..`, no leading `/` or dot, no Windows device names, at most
-//! [`MAX_SEGMENT_CHARS`] characters; unique without regard to letter case
-//! (a second policy of one name gets its id appended).
+//! spaces; no `..`, no leading `/` or dot, no Windows device names
+//! (`CON`, `COM1`, `COM¹`, `LPT³`…); a name at most [`MAX_SEGMENT_CHARS`]
+//! characters and every segment, extension and id included, at most
+//! [`MAX_SEGMENT_BYTES`] bytes (a long name is cut on a character boundary,
+//! never its id); unique without regard to letter case, folded as
+//! `to_uppercase().to_lowercase()` (a second policy of one name gets its id
+//! appended).
 
 use crate::drift::{Change, Finding, MORE_CHANGES};
 use crate::reconcile::{AdapterResult, Verdict};
@@ -61,6 +82,12 @@ pub const MANIFEST_FORMAT: &str = "opsledger.review_pack.v1";
 pub const MAX_PACK_FILES: usize = 200_000;
 /// Longest path segment made from a display name, in characters.
 pub const MAX_SEGMENT_CHARS: usize = 80;
+/// Longest path segment of a pack, in bytes of UTF-8 (file systems limit
+/// bytes, not characters: 255 on most, fewer under encrypting layers),
+/// its extension and disambiguating id included.
+pub const MAX_SEGMENT_BYTES: usize = 150;
+/// Longest id kept in a disambiguated policy file name, in bytes.
+const MAX_ID_BYTES: usize = 64;
 /// What a redacted value is replaced with.
 pub const REDACTED: &str = "[redacted]";
 
@@ -175,11 +202,11 @@ pub fn plan(
     for t in types {
         let seg = safe_segment(t);
         out.push(Entry {
-            path: paths.claim(format!("inventory/{seg}.csv")),
+            path: paths.claim(format!("inventory/{}", fit_segment(&seg, ".csv"))),
             kind: EntryKind::InventoryCsv(t.clone()),
         });
         out.push(Entry {
-            path: paths.claim(format!("inventory/{seg}.json")),
+            path: paths.claim(format!("inventory/{}", fit_segment(&seg, ".json"))),
             kind: EntryKind::InventoryJson(t.clone()),
         });
     }
@@ -191,14 +218,14 @@ pub fn plan(
         {
             let dir = format!("policies/{}", safe_segment(&p.policy_type));
             let name = safe_segment(&p.display_name);
-            let mut path = format!("{dir}/{name}.json");
-            if paths.taken(&path) {
-                path = format!("{dir}/{name} ({}).json", safe_segment(&p.external_id));
-            }
-            let mut n = 2;
-            let base = path.trim_end_matches(".json").to_owned();
+            // `<name>.json`, else `<name> (<id>).json`, else `<name> (<id>) 2.json`…;
+            // the name is cut to fit, never the id or the counter.
+            let mut path = format!("{dir}/{}", fit_segment(&name, ".json"));
+            let id = id_segment(&p.external_id);
+            let mut n = 1;
             while paths.taken(&path) {
-                path = format!("{base} {n}.json");
+                let counter = if n == 1 { String::new() } else { format!(" {n}") };
+                path = format!("{dir}/{}", fit_segment(&name, &format!(" ({id}){counter}.json")));
                 n += 1;
             }
             out.push(Entry {
@@ -235,54 +262,127 @@ pub fn plan(
     Ok(out)
 }
 
-/// Paths used so far, compared without letter case (a ZIP unpacked on a
-/// case-insensitive file system must not lose a file).
+/// A path as compared for uniqueness: case-folded beyond `to_lowercase`
+/// (`ß` and `SS`, `ſ` and `s` are one), as case-insensitive file systems
+/// may fold.
+fn fold_case(path: &str) -> String {
+    path.to_uppercase().to_lowercase()
+}
+
+/// Paths used so far, compared without letter case ([`fold_case`]: a ZIP
+/// unpacked on a case-insensitive file system must not lose a file).
 #[derive(Default)]
 struct UniquePaths(BTreeSet<String>);
 
 impl UniquePaths {
     fn taken(&self, path: &str) -> bool {
-        self.0.contains(&path.to_lowercase()) || path.eq_ignore_ascii_case(MANIFEST_PATH)
+        let folded = fold_case(path);
+        self.0.contains(&folded) || folded == MANIFEST_PATH
     }
     fn claim(&mut self, path: String) -> String {
         debug_assert!(is_safe_path(&path), "{path:?}");
-        self.0.insert(path.to_lowercase());
+        debug_assert!(
+            path.split('/').all(|seg| seg.len() <= MAX_SEGMENT_BYTES),
+            "{path:?}"
+        );
+        self.0.insert(fold_case(&path));
         path
     }
 }
 
-/// Windows device names: a file of that base name cannot be created there.
+/// Windows device names: a file of that base name cannot be created there
+/// (the superscript digits are reserved too).
 const DEVICE_NAMES: &[&str] = &[
-    "con", "prn", "aux", "nul", "com1", "com2", "com3", "com4", "com5", "com6", "com7", "com8", "com9",
-    "lpt1", "lpt2", "lpt3", "lpt4", "lpt5", "lpt6", "lpt7", "lpt8", "lpt9",
+    "con",
+    "prn",
+    "aux",
+    "nul",
+    "com0",
+    "com1",
+    "com2",
+    "com3",
+    "com4",
+    "com5",
+    "com6",
+    "com7",
+    "com8",
+    "com9",
+    "com\u{b9}",
+    "com\u{b2}",
+    "com\u{b3}",
+    "lpt0",
+    "lpt1",
+    "lpt2",
+    "lpt3",
+    "lpt4",
+    "lpt5",
+    "lpt6",
+    "lpt7",
+    "lpt8",
+    "lpt9",
+    "lpt\u{b9}",
+    "lpt\u{b2}",
+    "lpt\u{b3}",
 ];
+
+/// Whether Windows reads `seg` as a device: its base name (before the
+/// first dot, trailing spaces ignored) is one, in any letter case.
+fn is_device_name(seg: &str) -> bool {
+    let base = seg.split('.').next().unwrap_or_default().trim_end_matches(' ');
+    DEVICE_NAMES.contains(&base.to_lowercase().as_str())
+}
+
+/// The longest prefix of `s` of at most `max` bytes, cut on a character
+/// boundary.
+fn cut_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A cut stem made whole again: no trailing dot or space (a cut never
+/// leaves `..` before an extension), never empty.
+fn tidy_stem(stem: &str) -> &str {
+    let t = stem.trim_end_matches(['.', ' ']);
+    if t.is_empty() { "unnamed" } else { t }
+}
 
 /// `raw` as one safe path segment: letters and digits (any script), `-`,
 /// `_`, `.` and single inner spaces kept; anything else (separators,
 /// controls, invisible or direction-changing characters, quotes…) becomes
 /// `_`; no run of dots, no leading or trailing dot or space; never
-/// a Windows device name; at most [`MAX_SEGMENT_CHARS`] characters; never
-/// empty.
+/// a Windows device name; at most [`MAX_SEGMENT_CHARS`] characters and
+/// [`MAX_SEGMENT_BYTES`] bytes of UTF-8; never empty.
 pub fn safe_segment(raw: &str) -> String {
     let mut out = String::new();
+    let mut chars = 0;
     let mut last_space = true;
     for c in raw.chars() {
-        if out.chars().count() >= MAX_SEGMENT_CHARS {
-            break;
-        }
-        if c.is_whitespace() {
-            if !last_space {
-                out.push(' ');
+        let c = if c.is_whitespace() {
+            if last_space {
+                continue;
             }
             last_space = true;
-            continue;
-        }
-        last_space = false;
-        out.push(if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') {
-            c
+            ' '
         } else {
-            '_'
-        });
+            last_space = false;
+            if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        };
+        // One byte is kept back for the `_` a device name gets.
+        if chars >= MAX_SEGMENT_CHARS || out.len() + c.len_utf8() > MAX_SEGMENT_BYTES - 1 {
+            break;
+        }
+        out.push(c);
+        chars += 1;
     }
     // No run of dots: a segment never reads like a parent reference.
     while out.contains("..") {
@@ -294,11 +394,29 @@ pub fn safe_segment(raw: &str) -> String {
     } else {
         trimmed.to_owned()
     };
-    let base = seg.split('.').next().unwrap_or_default().to_ascii_lowercase();
-    if DEVICE_NAMES.contains(&base.as_str()) {
+    if is_device_name(&seg) {
         seg.insert(0, '_');
     }
     seg
+}
+
+/// A segment of `stem` (a [`safe_segment`]) followed by `suffix` (an
+/// extension, and the id and counter that make it unique), at most
+/// [`MAX_SEGMENT_BYTES`] bytes: the stem is cut on a character boundary,
+/// the suffix is kept whole; never a Windows device name.
+fn fit_segment(stem: &str, suffix: &str) -> String {
+    let room = MAX_SEGMENT_BYTES.saturating_sub(suffix.len() + 1);
+    let mut seg = format!("{}{suffix}", tidy_stem(cut_bytes(stem, room)));
+    if is_device_name(&seg) {
+        seg.insert(0, '_');
+    }
+    seg
+}
+
+/// A policy's id as the suffix that tells two policies of one name apart:
+/// safe, at most [`MAX_ID_BYTES`] bytes (Graph ids are GUIDs, 36).
+fn id_segment(external_id: &str) -> String {
+    tidy_stem(cut_bytes(&safe_segment(external_id), MAX_ID_BYTES)).to_owned()
 }
 
 /// A path a pack may hold: relative, `/`-separated safe segments.
@@ -323,7 +441,9 @@ pub fn is_safe_path(path: &str) -> bool {
 const SECRET_KEY_SUFFIXES: &[&str] = &[
     "password",
     "passphrase",
+    "passcode",
     "secret",
+    "secretkey",
     "presharedkey",
     "sharedkey",
     "psk",
@@ -332,9 +452,12 @@ const SECRET_KEY_SUFFIXES: &[&str] = &[
     "networkkey",
     "keymaterial",
     "privatekey",
+    "apikey",
     "token",
     "productkey",
     "recoverykey",
+    "exitcode",
+    "secretreferencevalueid",
     "pfx",
     "pfxblob",
     "pkcs12",
@@ -345,7 +468,8 @@ const SECRET_KEY_SUFFIXES: &[&str] = &[
     "certificatecontent",
 ];
 
-/// Markers that make an OMA-URI (or its XML content) secret-bearing.
+/// Markers that make an OMA-URI (or its XML content, or the text of a
+/// base64 value) secret-bearing.
 const SECRET_OMA_MARKERS: &[&str] = &[
     "password",
     "passphrase",
@@ -363,6 +487,17 @@ const SECRET_OMA_MARKERS: &[&str] = &[
     "/vpnv2/",
 ];
 
+/// Members that name an entry of a key/value list (`customData`,
+/// `customKeyValueData`, app configuration settings), and the members that
+/// hold its value.
+const PAIR_NAME_MEMBERS: &[&str] = &["key", "name", "appConfigKey"];
+const PAIR_VALUE_MEMBERS: &[&str] = &["value", "appConfigKeyValue"];
+
+/// Shortest string looked into as base64, and as DER in base64 (`MII…`).
+const MIN_BASE64_CHARS: usize = 64;
+/// How deep base64 inside base64 is looked into.
+const MAX_BASE64_DEPTH: u8 = 2;
+
 fn compact(key: &str) -> String {
     key.chars()
         .filter(|c| !matches!(c, '_' | '-' | '.' | ' '))
@@ -371,35 +506,196 @@ fn compact(key: &str) -> String {
 }
 
 /// Whether a member named `key` holds a secret (its last word is one of
-/// the secret words: `adminPassword`, `preSharedKey`, `trustedRootCertificate`;
-/// not `passwordRequired` or `passwordMinimumLength`).
+/// the secret words: `adminPassword`, `preSharedKey`, `apiKey`,
+/// `trustedRootCertificate`; not `passwordRequired` or
+/// `passwordMinimumLength`). PINs are told apart separately (a `…Pin`
+/// key hides only a string).
 pub fn is_secret_key(key: &str) -> bool {
     let k = compact(key);
     SECRET_KEY_SUFFIXES.iter().any(|s| k.ends_with(s))
 }
 
-/// Whether a string holds a certificate, a key or a Wi-Fi key by its
-/// content alone: a PEM block, DER in base64 (`MII…`), or profile XML with
-/// a `<keyMaterial>`.
-pub fn looks_secret(s: &str) -> bool {
-    let t = s.trim();
-    if t.contains("-----BEGIN ") {
+/// Whether a member named `key` holds a PIN: its last word is `Pin` or
+/// `PIN` (`kioskModePin`, `simPIN`, `pin`, `unlock_pin`), not a word that
+/// ends in "pin" (`spin`) nor starts with it (`pinned`). Only a string
+/// under such a key is a secret.
+fn is_pin_key(key: &str) -> bool {
+    if key.ends_with("Pin") || key.ends_with("PIN") {
         return true;
     }
-    if t.len() >= 64
-        && t.starts_with("MII")
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'\r' | b'\n'))
-    {
-        return true;
-    }
-    t.to_ascii_lowercase().contains("<keymaterial>")
+    let k = key.to_ascii_lowercase();
+    k == "pin"
+        || k.strip_suffix("pin")
+            .is_some_and(|rest| rest.ends_with(['_', '-', '.', ' ']))
 }
 
-fn oma_kind(obj: &Map<String, Value>) -> Option<String> {
-    let t = obj.get("@odata.type")?.as_str()?;
-    let t = t.trim_start_matches("#microsoft.graph.").to_ascii_lowercase();
-    t.starts_with("omasetting").then_some(t)
+/// Whether `v` holds something to hide: a non-empty string (not already
+/// [`REDACTED`]), list or object; never a boolean or a number.
+fn holds_value(v: &Value) -> bool {
+    match v {
+        Value::String(s) => !s.is_empty() && s != REDACTED,
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        _ => false,
+    }
+}
+
+/// Whether text names a secret (the OMA-URI markers: password, pre-shared
+/// key, key material, credential, certificate…).
+fn names_secret(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    SECRET_OMA_MARKERS.iter().any(|m| lower.contains(m))
+}
+
+/// Whether a string holds a certificate, a key or a Wi-Fi key by its
+/// content alone: a PEM block, DER in base64 (`MII…`, 64+ characters,
+/// alone or inside a larger text), profile XML with a `<keyMaterial>`; or,
+/// when the whole string is base64 (64+ characters), whether its decoded
+/// text holds one of those or names a secret (a base64 Wi-Fi profile,
+/// mobileconfig or OMA-URI XML with a password).
+pub fn looks_secret(s: &str) -> bool {
+    content_is_secret(s, 0)
+}
+
+fn content_is_secret(s: &str, depth: u8) -> bool {
+    let t = s.trim();
+    if holds_key(t) {
+        return true;
+    }
+    if depth >= MAX_BASE64_DEPTH || t.len() < MIN_BASE64_CHARS {
+        return false;
+    }
+    let Some(bytes) = decode_base64(t) else {
+        return false;
+    };
+    match bytes_as_text(&bytes) {
+        Some(text) => names_secret(&text) || content_is_secret(&text, depth + 1),
+        // Binary (DER, a ZIP…): only what cannot appear by chance.
+        None => holds_key(&String::from_utf8_lossy(&bytes)),
+    }
+}
+
+/// A PEM block, DER in base64, or Wi-Fi key material.
+fn holds_key(t: &str) -> bool {
+    t.contains("-----BEGIN ") || holds_der(t) || t.to_ascii_lowercase().contains("<keymaterial>")
+}
+
+/// Whether `t` holds DER in base64: `MII` at the start of a word, then
+/// base64 for 64+ characters in all, wrapped lines and indentation
+/// allowed (a PEM body, a plist `<data>`), its first line 16+ characters
+/// (words of a sentence are not).
+fn holds_der(t: &str) -> bool {
+    let b = t.as_bytes();
+    let is_b64 = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=');
+    let mut from = 0;
+    while let Some(i) = t[from..].find("MII").map(|i| i + from) {
+        // Only at the start of a word: each scan stops at 64 base64
+        // characters, so fewer than 22 starts share a character and the
+        // whole is linear whatever the string.
+        if i == 0 || !is_b64(b[i - 1]) {
+            let run = &b[i..];
+            let first_line = run.iter().take(16).take_while(|c| is_b64(**c)).count();
+            let mut total = 0;
+            for &c in run {
+                if is_b64(c) {
+                    total += 1;
+                    if total >= MIN_BASE64_CHARS {
+                        break;
+                    }
+                } else if !c.is_ascii_whitespace() {
+                    break;
+                }
+            }
+            if first_line >= 16 && total >= MIN_BASE64_CHARS {
+                return true;
+            }
+        }
+        from = i + 3;
+    }
+    false
+}
+
+/// The bytes of `s` when all of it is base64 (standard alphabet, padding
+/// optional, line breaks ignored); `None` otherwise.
+///
+/// Written here rather than taken from a crate: opsledger-core depends on
+/// no base64 crate, and redaction only needs to look inside a value (never
+/// to write one, nor to reject every malformed input), which these few
+/// lines do.
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    let body = s.trim_end_matches('=');
+    if s.len() - body.len() > 2 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() / 4 * 3 + 2);
+    let (mut acc, mut bits, mut digits) = (0u32, 0u32, 0usize);
+    for b in body.bytes() {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'\r' | b'\n' => continue,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        digits += 1;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    // One digit past a group of four is never a whole byte.
+    (digits % 4 != 1).then_some(out)
+}
+
+/// Decoded bytes as text: UTF-16 (with a byte order mark, or ASCII-like
+/// with every other byte zero, as Windows writes XML) or UTF-8; `None`
+/// for anything else (binary).
+fn bytes_as_text(b: &[u8]) -> Option<String> {
+    fn utf16(body: &[u8], little: bool) -> Option<String> {
+        let units = body.chunks_exact(2).map(|c| {
+            if little {
+                u16::from_le_bytes([c[0], c[1]])
+            } else {
+                u16::from_be_bytes([c[0], c[1]])
+            }
+        });
+        char::decode_utf16(units).collect::<Result<String, _>>().ok()
+    }
+    match b {
+        [0xFF, 0xFE, rest @ ..] => utf16(rest, true),
+        [0xFE, 0xFF, rest @ ..] => utf16(rest, false),
+        [a, 0, c, 0, ..] if *a != 0 && *c != 0 => utf16(b, true),
+        [0, a, 0, c, ..] if *a != 0 && *c != 0 => utf16(b, false),
+        _ => std::str::from_utf8(b)
+            .ok()
+            .map(|s| s.trim_start_matches('\u{feff}').to_owned()),
+    }
+}
+
+/// An object's `@odata.type`, lower-case, without `#microsoft.graph.`.
+fn odata_kind(obj: &Map<String, Value>) -> Option<String> {
+    let t = obj.get("@odata.type")?.as_str()?.to_ascii_lowercase();
+    Some(
+        t.trim_start_matches('#')
+            .trim_start_matches("microsoft.graph.")
+            .to_owned(),
+    )
+}
+
+/// Redacts `obj[key]` when it holds something ([`holds_value`]).
+fn redact_member(obj: &mut Map<String, Value>, key: &str) -> usize {
+    match obj.get_mut(key) {
+        Some(v) if holds_value(v) => {
+            *v = Value::String(REDACTED.into());
+            1
+        }
+        _ => 0,
+    }
 }
 
 /// Redacts the `value` of one OMA-URI setting when it is secret-bearing.
@@ -411,11 +707,10 @@ fn redact_oma_setting(obj: &mut Map<String, Value>, kind: &str) -> usize {
         .to_ascii_lowercase();
     let value = obj.get("value").and_then(Value::as_str).unwrap_or_default();
     let encrypted = obj.get("isEncrypted").and_then(Value::as_bool) == Some(true);
-    let marked = |s: &str| SECRET_OMA_MARKERS.iter().any(|m| s.contains(m));
     let secret = encrypted
         || kind == "omasettingbase64"
         || (matches!(kind, "omasettingstring" | "omasettingstringxml")
-            && (marked(&uri) || marked(&value.to_ascii_lowercase()) || looks_secret(value)));
+            && (names_secret(&uri) || names_secret(value) || looks_secret(value)));
     match obj.get_mut("value") {
         Some(v) if secret && !v.is_null() && *v != Value::String(REDACTED.into()) => {
             *v = Value::String(REDACTED.into());
@@ -423,6 +718,37 @@ fn redact_oma_setting(obj: &mut Map<String, Value>, kind: &str) -> usize {
         }
         _ => 0,
     }
+}
+
+/// Redacts what an object's type says is secret: the `value` of an OMA-URI
+/// setting ([`redact_oma_setting`]) or of a settings catalog secret
+/// (`…SecretSettingValue`), the `payload` of an imported or custom profile
+/// (`…ImportConfiguration`, `…CustomConfiguration`: base64 Wi-Fi XML,
+/// mobileconfig), and the value of a key/value entry named by a secret
+/// word (`{"key": "password", "value": …}`).
+fn redact_by_shape(obj: &mut Map<String, Value>) -> usize {
+    let mut n = 0;
+    if let Some(kind) = odata_kind(obj) {
+        if kind.starts_with("omasetting") {
+            n += redact_oma_setting(obj, &kind);
+        }
+        if kind.ends_with("secretsettingvalue") {
+            n += redact_member(obj, "value");
+        }
+        if kind.ends_with("importconfiguration") || kind.ends_with("customconfiguration") {
+            n += redact_member(obj, "payload");
+        }
+    }
+    let secret_pair = PAIR_NAME_MEMBERS
+        .iter()
+        .filter_map(|m| obj.get(*m).and_then(Value::as_str))
+        .any(|name| is_secret_key(name) || is_pin_key(name));
+    if secret_pair {
+        for m in PAIR_VALUE_MEMBERS {
+            n += redact_member(obj, m);
+        }
+    }
+    n
 }
 
 /// Replaces every secret-bearing value of `value` with [`REDACTED`] (the
@@ -435,15 +761,11 @@ pub fn redact(value: &mut Value) -> usize {
         }
         Value::Array(items) => items.iter_mut().map(redact).sum(),
         Value::Object(obj) => {
-            let mut n = match oma_kind(obj) {
-                Some(kind) => redact_oma_setting(obj, &kind),
-                None => 0,
-            };
+            let mut n = redact_by_shape(obj);
             for (k, v) in obj.iter_mut() {
-                let secret_value = matches!(v, Value::String(s) if !s.is_empty() && s != REDACTED)
-                    || matches!(v, Value::Array(a) if !a.is_empty())
-                    || matches!(v, Value::Object(o) if !o.is_empty());
-                if is_secret_key(k) && secret_value {
+                let secret = (is_secret_key(k) && holds_value(v))
+                    || (is_pin_key(k) && v.is_string() && holds_value(v));
+                if secret {
                     *v = Value::String(REDACTED.into());
                     n += 1;
                 } else {
@@ -457,18 +779,30 @@ pub fn redact(value: &mut Value) -> usize {
 }
 
 /// Redacts both sides of a drift change whose path names a secret member
-/// (`wifi/preSharedKey`), or an OMA-URI setting that names one
-/// (`omaSettings[omaUri:./…/Password]/value`), and any secret inside them.
+/// (`wifi/preSharedKey`), a settings catalog setting whose definition id
+/// ends in a secret word (`settings[setting:…_password]/…`), or an OMA-URI
+/// setting that names one (`omaSettings[omaUri:./…/Password]/value`), and
+/// any secret inside them. A PIN member (`kioskModePin`) is redacted when
+/// it is a string.
 pub fn redact_change(change: &mut Change) -> usize {
     let lower = change.path.to_ascii_lowercase();
     let by_path = change.path.split('/').any(|seg| {
-        let member = seg.split('[').next().unwrap_or(seg);
+        let (member, key) = seg.split_once('[').unwrap_or((seg, ""));
         is_secret_key(member)
-    }) || (lower.contains("omasetting")
-        && SECRET_OMA_MARKERS.iter().any(|m| lower.contains(m)));
+            || key
+                .strip_prefix("setting:")
+                .is_some_and(|id| is_secret_key(id.trim_end_matches(']')))
+    }) || (lower.contains("omasetting") && names_secret(&lower));
+    let pin = change
+        .path
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| is_pin_key(last.split('[').next().unwrap_or(last)));
     let mut n = 0;
     for v in [&mut change.baseline, &mut change.current].into_iter().flatten() {
-        if by_path && !v.is_null() && !v.is_boolean() && !v.is_number() {
+        let hide = (by_path && !v.is_null() && !v.is_boolean() && !v.is_number())
+            || (pin && v.is_string() && holds_value(v));
+        if hide {
             *v = Value::String(REDACTED.into());
             n += 1;
         } else {
@@ -481,24 +815,46 @@ pub fn redact_change(change: &mut Change) -> usize {
 // ---------------------------------------------------------------------------
 // CSV
 
-/// One CSV record (RFC 4180: quoted where needed, CRLF-terminated). A cell
-/// a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, CR first)
-/// is prefixed with `'`.
+/// Whether a spreadsheet could run `cell` as a formula: after optional
+/// whitespace it starts with `=`, `+`, `-` or `@`, or it starts with a tab
+/// or a carriage return.
+fn reads_as_formula(cell: &str) -> bool {
+    cell.starts_with(['\t', '\r']) || cell.trim_start().starts_with(['=', '+', '-', '@'])
+}
+
+/// Whether `cell` is a bare word (ASCII letters, digits, `_`): nothing in
+/// it can split a cell, in any delimiter of any locale, or start a formula.
+fn is_bare(cell: &str) -> bool {
+    !cell.is_empty() && cell.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// One CSV record (RFC 4180, CRLF-terminated). Every cell is quoted, so a
+/// spreadsheet splitting on another delimiter (`;` where `,` is the decimal
+/// separator) never cuts a cell in two — unless every cell is a bare word
+/// (a header: `policy_type,id,…`), which no delimiter splits. A cell a
+/// spreadsheet would run as a formula (`=`, `+`, `-`, `@` after optional
+/// whitespace; a tab or CR first) is prefixed with `'`.
 pub fn csv_record<S: AsRef<str>>(fields: &[S]) -> Vec<u8> {
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::CRLF)
-        .from_writer(Vec::new());
     let guarded: Vec<String> = fields
         .iter()
         .map(|f| {
             let f = f.as_ref();
-            if f.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+            if reads_as_formula(f) {
                 format!("'{f}")
             } else {
                 f.to_owned()
             }
         })
         .collect();
+    let style = if guarded.iter().all(|c| is_bare(c)) {
+        csv::QuoteStyle::Necessary
+    } else {
+        csv::QuoteStyle::Always
+    };
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .quote_style(style)
+        .from_writer(Vec::new());
     w.write_record(&guarded).expect("writing into a Vec cannot fail");
     w.into_inner().expect("writing into a Vec cannot fail")
 }
@@ -691,7 +1047,7 @@ impl Manifest {
         }
         let mut seen = BTreeSet::new();
         for f in &m.files {
-            if !is_safe_path(&f.path) || f.path == MANIFEST_PATH || !seen.insert(f.path.to_lowercase()) {
+            if !is_safe_path(&f.path) || f.path == MANIFEST_PATH || !seen.insert(fold_case(&f.path)) {
                 return Err(format!(
                     "manifest.json lists an unsafe or repeated path {:?}",
                     f.path
@@ -1337,7 +1693,473 @@ mod tests {
         );
         assert_eq!(
             csv_record(&["=HYPERLINK(\"x\")", "@SUM", "-1", "+1"]),
-            b"\"'=HYPERLINK(\"\"x\"\")\",'@SUM,'-1,'+1\r\n"
+            b"\"'=HYPERLINK(\"\"x\"\")\",\"'@SUM\",\"'-1\",\"'+1\"\r\n"
+        );
+    }
+
+    #[test]
+    fn csv_cells_are_always_quoted_and_formulas_after_whitespace_defused() {
+        // A `;` locale splits an unquoted `x;=cmd…` into a formula cell.
+        assert_eq!(
+            csv_record(&["x;=cmd|' /C calc'!A0"]),
+            b"\"x;=cmd|' /C calc'!A0\"\r\n"
+        );
+        assert_eq!(
+            csv_record(&["a", "b c", ""]),
+            b"\"a\",\"b c\",\"\"\r\n",
+            "one cell that is not a bare word quotes every cell"
+        );
+        assert_eq!(
+            csv_record(&["  =1+1", "\t=x", "\rx", " @SUM(A1)", "\n-2", "\u{a0}+3"]),
+            "\"'  =1+1\",\"'\t=x\",\"'\rx\",\"' @SUM(A1)\",\"'\n-2\",\"'\u{a0}+3\"\r\n".as_bytes()
+        );
+        // Look-alikes that are no formula stay as written.
+        assert_eq!(
+            csv_record(&["1-2", "a=b", "x@y.z", "Wi-Fi"]),
+            b"\"1-2\",\"a=b\",\"x@y.z\",\"Wi-Fi\"\r\n"
+        );
+        // A header of bare words is written as it always was.
+        assert!(csv_record(INVENTORY_COLUMNS).starts_with(b"policy_type,id,display_name,"));
+        assert_eq!(csv_record(&["a", "b_2"]), b"a,b_2\r\n");
+        // Every cell of a data row is quoted, a bare one too.
+        let row = row_cells(
+            &inventory_row(
+                "deviceConfigurations",
+                "a",
+                "A;=1",
+                &json!({}),
+                "2026-02-02T00:00:00Z",
+            ),
+            INVENTORY_COLUMNS,
+        );
+        let line = String::from_utf8(csv_record(&row)).unwrap();
+        assert!(
+            line.starts_with("\"deviceConfigurations\",\"a\",\"A;=1\","),
+            "{line}"
+        );
+    }
+
+    /// Base64 (standard, padded) for the tests.
+    fn b64(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+            for i in 0..=chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            }
+            for _ in chunk.len()..3 {
+                out.push('=');
+            }
+        }
+        out
+    }
+
+    fn utf16le_with_bom(s: &str) -> Vec<u8> {
+        let mut out = vec![0xFF, 0xFE];
+        out.extend(s.encode_utf16().flat_map(u16::to_le_bytes));
+        out
+    }
+
+    #[test]
+    fn base64_is_decoded_with_or_without_padding() {
+        assert_eq!(decode_base64("aGVsbG8gd29ybGQ=").unwrap(), b"hello world");
+        assert_eq!(decode_base64("aGVsbG8gd29ybGQ").unwrap(), b"hello world");
+        assert_eq!(decode_base64("aGVs\r\nbG8=").unwrap(), b"hello");
+        assert_eq!(decode_base64("").unwrap(), b"");
+        for bad in ["a", "aGVsb", "aGV$bG8=", "aGVsbG8===", "aGVs bG8=", "a-b_"] {
+            assert!(decode_base64(bad).is_none(), "{bad}");
+        }
+        let all: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+        for len in 0..all.len() {
+            assert_eq!(decode_base64(&b64(&all[..len])).unwrap(), &all[..len], "{len}");
+        }
+        assert_eq!(
+            bytes_as_text(&utf16le_with_bom("<keyMaterial>")).as_deref(),
+            Some("<keyMaterial>")
+        );
+        assert_eq!(bytes_as_text(&[0xC3, 0x28, 0x00, 0xFF]), None);
+        // Linear whatever the string: many `MII` starts are no slower.
+        assert!(!looks_secret(&"MII ".repeat(200_000)));
+        assert!(!looks_secret(&format!("MII{}", " ".repeat(1_000_000))));
+    }
+
+    #[test]
+    fn settings_catalog_secret_values_are_redacted() {
+        let secret = |t: &str, v: &str| json!({"@odata.type": t, "value": v, "valueState": "notEncrypted"});
+        let mut policy = json!({
+            "name": "Kiosk",
+            "settings": [
+                {"settingInstance": {
+                    "@odata.type": "#microsoft.graph.deviceManagementConfigurationSimpleSettingInstance",
+                    "settingDefinitionId": "device_vendor_msft_x",
+                    "simpleSettingValue": secret("#microsoft.graph.deviceManagementConfigurationSecretSettingValue", "P@ss")}},
+                {"settingInstance": {
+                    "settingDefinitionId": "device_vendor_msft_y",
+                    "simpleSettingValue": secret("#Microsoft.Graph.DeviceManagementConfigurationSECRETSettingValue", "Upper-case-type")}},
+                {"settingInstance": {
+                    "settingDefinitionId": "device_vendor_msft_z",
+                    "simpleSettingValue": {"@odata.type": "#microsoft.graph.deviceManagementConfigurationStringSettingValue", "value": "keep-me"}}},
+                {"settingInstance": {
+                    "settingDefinitionId": "device_vendor_msft_w",
+                    "simpleSettingValue": {"@odata.type": "#microsoft.graph.deviceManagementConfigurationIntegerSettingValue", "value": 7}}}
+            ]
+        });
+        assert_eq!(redact(&mut policy), 2, "{policy:#}");
+        let text = policy.to_string();
+        assert!(
+            !text.contains("P@ss") && !text.contains("Upper-case-type"),
+            "{text}"
+        );
+        let value = |i: usize| &policy["settings"][i]["settingInstance"]["simpleSettingValue"];
+        assert_eq!(value(0)["value"], REDACTED);
+        assert_eq!(value(0)["valueState"], "notEncrypted");
+        assert_eq!(value(2)["value"], "keep-me");
+        assert_eq!(value(3)["value"], 7);
+        assert_eq!(redact(&mut policy), 0);
+    }
+
+    #[test]
+    fn base64_payloads_are_redacted_by_type_and_by_content() {
+        let wlan = "<?xml version=\"1.0\"?><WLANProfile xmlns=\"http://www.microsoft.com/networking/WLAN/profile/v1\">\
+                    <name>CORP</name><MSM><security><sharedKey><keyType>passPhrase</keyType><protected>false</protected>\
+                    <keyMaterial>wifi-key-123</keyMaterial></sharedKey></security></MSM></WLANProfile>";
+        let mobileconfig = "<?xml version=\"1.0\"?><plist version=\"1.0\"><dict><key>PayloadContent</key><array><dict>\
+                            <key>Password</key><string>mc-secret-456</string></dict></array></dict></plist>";
+        let harmless = "<?xml version=\"1.0\"?><plist version=\"1.0\"><dict><key>AllowCamera</key><true/>\
+                        <key>PayloadDisplayName</key><string>Restrictions</string></dict></plist>";
+        let pem = format!("-----BEGIN CERTIFICATE-----\n{CERT}\n-----END CERTIFICATE-----\n");
+        let mut policy = json!({
+            "profiles": [
+                {"@odata.type": "#microsoft.graph.windows81WifiImportConfiguration",
+                 "payloadFileName": "corp.xml", "profileName": "CORP", "payload": b64(wlan.as_bytes())},
+                {"@odata.type": "#microsoft.graph.iosCustomConfiguration",
+                 "payloadName": "Restrictions", "payloadFileName": "r.mobileconfig", "payload": b64(harmless.as_bytes())},
+                {"@odata.type": "#microsoft.graph.macOSCustomConfiguration",
+                 "payloadName": "Mail", "payload": "c2hvcnQ="},
+                {"@odata.type": "#microsoft.graph.windows10CustomConfiguration", "omaSettings": [
+                    {"@odata.type": "#microsoft.graph.omaSettingStringXml", "omaUri": "./Vendor/MSFT/Policy/Config/X",
+                     "fileName": "a.xml", "value": b64(wlan.as_bytes())},
+                    {"@odata.type": "#microsoft.graph.omaSettingStringXml", "omaUri": "./Vendor/MSFT/Policy/Config/Y",
+                     "fileName": "b.xml", "value": b64(harmless.as_bytes())}
+                ]}
+            ],
+            // Content alone: base64 found under keys that say nothing.
+            "configurationXml": b64(mobileconfig.as_bytes()),
+            "utf16Profile": b64(&utf16le_with_bom(wlan)),
+            "pemFile": b64(pem.as_bytes()),
+            "derAsText": b64(CERT.as_bytes()),
+            "twice": b64(b64(wlan.as_bytes()).as_bytes()),
+            "plist": format!("<dict><key>PayloadContent</key><data>\n\t\t{}\n\t\t{}\n\t</data></dict>", &CERT[..46], &CERT[46..]),
+            // Look-alikes that stay.
+            "harmlessXml": b64(harmless.as_bytes()),
+            "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "binary": b64(&(0..=255u8).collect::<Vec<u8>>()),
+            "sentence": "MIIT guidance: this policy allows users to sign in with a work account on any device they use",
+            "description": "Password policy for kiosk devices, see the passwordRequired setting",
+        });
+        let before = policy.clone();
+        let n = redact(&mut policy);
+        let text = policy.to_string();
+        for gone in [
+            ("profiles", 0, "payload"),
+            ("profiles", 1, "payload"),
+            ("profiles", 2, "payload"),
+        ] {
+            assert_eq!(policy[gone.0][gone.1][gone.2], REDACTED, "{gone:?}");
+        }
+        assert_eq!(policy["profiles"][3]["omaSettings"][0]["value"], REDACTED);
+        for key in [
+            "configurationXml",
+            "utf16Profile",
+            "pemFile",
+            "derAsText",
+            "twice",
+            "plist",
+        ] {
+            assert_eq!(policy[key], REDACTED, "{key}");
+        }
+        assert!(!text.contains(&b64(wlan.as_bytes())), "{text}");
+        for kept in ["harmlessXml", "sha256", "binary", "sentence", "description"] {
+            assert_eq!(policy[kept], before[kept], "{kept}");
+        }
+        assert_eq!(
+            policy["profiles"][3]["omaSettings"][1]["value"],
+            before["profiles"][3]["omaSettings"][1]["value"]
+        );
+        assert_eq!(policy["profiles"][0]["payloadFileName"], "corp.xml");
+        assert_eq!(policy["profiles"][1]["payloadName"], "Restrictions");
+        assert_eq!(n, 10, "{policy:#}");
+        assert_eq!(redact(&mut policy), 0);
+    }
+
+    #[test]
+    fn key_value_lists_and_more_secret_names_are_redacted() {
+        let mut policy = json!({
+            "customData": [
+                {"key": "password", "value": "kv-secret-1"},
+                {"key": "serverUrl", "value": "https://keep.example"}
+            ],
+            "customKeyValueData": [
+                {"name": "apiKey", "value": "kv-secret-2"},
+                {"name": "kioskPin", "value": "kv-secret-3"},
+                {"name": "passwordRequired", "value": "true"},
+                {"name": "pinned", "value": "keep-pinned"}
+            ],
+            "settings": [
+                {"appConfigKey": "vpnPassword", "appConfigKeyType": "stringType", "appConfigKeyValue": "kv-secret-4"},
+                {"appConfigKey": "userName", "appConfigKeyType": "stringType", "appConfigKeyValue": "keep-user"}
+            ],
+            "sharedSecretKey": "name-secret-1",
+            "apiKey": "name-secret-2",
+            "passcode": "name-secret-3",
+            "kioskModePin": "name-secret-4",
+            "simPIN": "name-secret-5",
+            "unlock_pin": "name-secret-6",
+            "kioskModeExitCode": "name-secret-7",
+            "clientSecret": "name-secret-8",
+            "secretReferenceValueId": "name-secret-9",
+            "passwordRequired": true,
+            "passwordMinimumLength": 8,
+            "passcodeRequired": true,
+            "passcodeMinimumLength": 6,
+            "passcodeRequiredType": "numeric",
+            "kioskModePinRequired": true,
+            "pinned": true,
+            "pinnedApps": ["keep-app"],
+            "appPin": 1234,
+            "spin": "keep-spin",
+            "kioskModeExitCodeRequired": false
+        });
+        let before = policy.clone();
+        let n = redact(&mut policy);
+        let text = policy.to_string();
+        for i in 1..=4 {
+            assert!(!text.contains(&format!("kv-secret-{i}")), "{i}: {text}");
+        }
+        for i in 1..=9 {
+            assert!(!text.contains(&format!("name-secret-{i}")), "{i}: {text}");
+        }
+        for kept in [
+            "keep.example",
+            "keep-pinned",
+            "keep-user",
+            "keep-app",
+            "keep-spin",
+        ] {
+            assert!(text.contains(kept), "{kept} lost: {text}");
+        }
+        assert_eq!(policy["customKeyValueData"][2]["value"], "true");
+        for k in [
+            "passwordRequired",
+            "passwordMinimumLength",
+            "passcodeRequired",
+            "passcodeMinimumLength",
+            "passcodeRequiredType",
+            "kioskModePinRequired",
+            "pinned",
+            "appPin",
+            "kioskModeExitCodeRequired",
+        ] {
+            assert_eq!(policy[k], before[k], "{k}");
+        }
+        assert_eq!(
+            policy["customData"][0]["key"], "password",
+            "the key stays, its value goes"
+        );
+        assert_eq!(n, 13, "{policy:#}");
+        assert_eq!(redact(&mut policy), 0);
+
+        for k in [
+            "sharedSecretKey",
+            "apiKey",
+            "passcode",
+            "kioskModeExitCode",
+            "secretReferenceValueId",
+        ] {
+            assert!(is_secret_key(k), "{k}");
+        }
+        for k in ["kioskModePin", "simPIN", "pin", "unlock_pin", "Device PIN"] {
+            assert!(is_pin_key(k), "{k}");
+        }
+        for k in [
+            "pinned",
+            "spin",
+            "pinnedApps",
+            "kioskModePinRequired",
+            "pinCodeLength",
+            "Spin",
+        ] {
+            assert!(!is_pin_key(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn findings_hide_pins_and_catalog_settings_named_as_secrets() {
+        let change = |path: &str, b: Value, c: Value| Change {
+            path: path.into(),
+            baseline: Some(b),
+            current: Some(c),
+        };
+        let mut f = Finding {
+            kind: FindingKind::Changed,
+            policy_type: "configurationPolicies".into(),
+            display_name: "Kiosk".into(),
+            baseline_external_id: Some("a".into()),
+            current_external_id: Some("b".into()),
+            changes: vec![
+                change("kioskModePin", json!("1111"), json!("2222")),
+                change("pinned", json!(false), json!(true)),
+                change(
+                    "settings[setting:com.apple.wifi.managed_password]/settingInstance/simpleSettingValue/value",
+                    json!("old-wifi"),
+                    json!("new-wifi"),
+                ),
+                change(
+                    "settings[setting:device_vendor_msft_laps_policies_passwordagedays]/settingInstance/simpleSettingValue/value",
+                    json!(30),
+                    json!(60),
+                ),
+                change(
+                    "customData",
+                    json!([{"key": "password", "value": "old-kv"}]),
+                    json!([]),
+                ),
+            ],
+        };
+        f = finding_for_pack(f, true);
+        let text = serde_json::to_string(&f).unwrap();
+        for secret in ["1111", "2222", "old-wifi", "new-wifi", "old-kv"] {
+            assert!(!text.contains(secret), "{secret}: {text}");
+        }
+        assert_eq!(f.changes[1].current, Some(json!(true)));
+        assert_eq!(f.changes[3].current, Some(json!(60)));
+    }
+
+    #[test]
+    fn segments_are_capped_in_bytes_and_keep_their_id() {
+        // A 3-byte letter.
+        let long_cjk = "中".repeat(100);
+        // A 4-byte letter (CJK Extension B).
+        let long_wide = "\u{20000}".repeat(100);
+        let long_type = "ü".repeat(120);
+        let cut_at_dot = format!("{}x. yy", "é".repeat(69));
+        let policies = heads(&[
+            ("deviceConfigurations", "e1", &long_cjk),
+            ("deviceConfigurations", "e2", &long_cjk),
+            ("deviceConfigurations", "dup", &long_wide),
+            ("deviceConfigurations", "dup", &long_wide),
+            ("deviceConfigurations", "dup", &long_wide),
+            ("deviceConfigurations", &"i".repeat(300), &long_wide),
+            ("deviceConfigurations", "d0", &cut_at_dot),
+            // ` (d).json`: the name is cut right after its dot, which goes too.
+            ("deviceConfigurations", "d", &cut_at_dot),
+            (&long_type, "t1", "Short"),
+        ]);
+        let types = vec!["deviceConfigurations".to_owned(), long_type.clone()];
+        let entries = plan(&PackOptions::default(), &types, &policies, false).unwrap();
+        for e in &entries {
+            assert!(is_safe_path(&e.path), "{:?}", e.path);
+            for seg in e.path.split('/') {
+                assert!(seg.len() <= MAX_SEGMENT_BYTES, "{} bytes: {seg:?}", seg.len());
+                assert!(
+                    !seg.contains("..") && !seg.contains(". (") && !seg.contains(" ."),
+                    "{seg:?}"
+                );
+            }
+        }
+        let policy_paths: Vec<&str> = entries
+            .iter()
+            .filter(|e| matches!(e.kind, EntryKind::Policy { .. }))
+            .map(|e| e.path.as_str())
+            .collect();
+        assert_eq!(policy_paths.len(), policies.len());
+        assert!(policy_paths[0].ends_with("中.json"), "{}", policy_paths[0]);
+        assert!(policy_paths[1].ends_with("中 (e2).json"), "{}", policy_paths[1]);
+        assert!(
+            policy_paths[3].ends_with("\u{20000} (dup).json"),
+            "{}",
+            policy_paths[3]
+        );
+        assert!(
+            policy_paths[4].ends_with("\u{20000} (dup) 2.json"),
+            "{}",
+            policy_paths[4]
+        );
+        let id = "i".repeat(MAX_ID_BYTES);
+        assert!(
+            policy_paths[5].ends_with(&format!("\u{20000} ({id}).json")),
+            "{}",
+            policy_paths[5]
+        );
+        assert!(policy_paths[7].ends_with("éx (d).json"), "{}", policy_paths[7]);
+        assert!(
+            entries
+                .iter()
+                .any(|e| e.path.starts_with("inventory/ü") && e.path.ends_with("ü.csv")),
+            "{entries:?}"
+        );
+        let seg = safe_segment(&long_cjk);
+        assert!(
+            seg.len() < MAX_SEGMENT_BYTES && seg.chars().all(|c| c == '中'),
+            "{seg}"
+        );
+        assert_eq!(safe_segment(&"x".repeat(500)).len(), MAX_SEGMENT_CHARS);
+    }
+
+    #[test]
+    fn case_is_folded_fully_and_every_device_name_is_guarded() {
+        let policies = heads(&[
+            ("deviceConfigurations", "a", "Straße"),
+            ("deviceConfigurations", "b", "STRASSE"),
+            ("deviceConfigurations", "c", "ſtrasse"),
+        ]);
+        let types = vec!["deviceConfigurations".to_owned()];
+        let paths: Vec<String> = plan(&PackOptions::default(), &types, &policies, false)
+            .unwrap()
+            .into_iter()
+            .filter(|e| matches!(e.kind, EntryKind::Policy { .. }))
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "policies/deviceConfigurations/Straße.json",
+                "policies/deviceConfigurations/STRASSE (b).json",
+                "policies/deviceConfigurations/ſtrasse (c).json",
+            ]
+        );
+        let mut dup = manifest(2);
+        dup.files[0].path = "Straße.csv".into();
+        dup.files[1].path = "STRASSE.csv".into();
+        assert!(Manifest::parse(&dup.to_bytes()).is_err());
+
+        for (raw, seg) in [
+            ("COM¹", "_COM¹"),
+            ("com²", "_com²"),
+            ("COM³.txt", "_COM³.txt"),
+            ("LPT¹", "_LPT¹"),
+            ("lpt²", "_lpt²"),
+            ("Lpt³.json", "_Lpt³.json"),
+            ("COM0", "_COM0"),
+            ("LPT0", "_LPT0"),
+            ("CON .txt", "_CON .txt"),
+            ("nul", "_nul"),
+            ("COM10", "COM10"),
+            ("COM¹x", "COM¹x"),
+            ("console", "console"),
+        ] {
+            assert_eq!(safe_segment(raw), seg, "{raw}");
+        }
+        let device = heads(&[("deviceConfigurations", "x", "LPT³")]);
+        let entries = plan(&PackOptions::default(), &types, &device, false).unwrap();
+        assert!(
+            entries
+                .iter()
+                .any(|e| e.path == "policies/deviceConfigurations/_LPT³.json")
         );
     }
 

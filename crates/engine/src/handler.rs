@@ -197,8 +197,9 @@ impl RunContext {
     pub async fn evidence_snapshot(
         &self,
         items: &[opsledger_core::evidence::Item],
+        plan_signer: opsledger_store::evidence::PlanSigner<'_>,
     ) -> Result<opsledger_store::evidence::SnapshotHead, StoreError> {
-        self.marked(self.lease.evidence_snapshot(items).await)
+        self.marked(self.lease.evidence_snapshot(items, plan_signer).await)
     }
 
     /// Seals the run's evidence snapshot with its signature, patching the context with it.

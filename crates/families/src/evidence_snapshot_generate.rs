@@ -28,8 +28,8 @@
 
 use async_trait::async_trait;
 use opsledger_core::evidence::{
-    EvidenceKey, RunScope, Signed, SnapshotProof, Source, StoredSnapshot, item_sha256, items_of, reconcile,
-    sign, signing_message, verify,
+    EvidenceKey, RunScope, Signed, SnapshotProof, Source, StoredSnapshot, item_sha256, items_of,
+    plan_signature, reconcile, sign, signing_message, verify,
 };
 use opsledger_core::reconcile::AdapterResult;
 use opsledger_core::{Failure, Outcome, Run, UnitOutcome};
@@ -133,7 +133,11 @@ impl Handler for Generate {
                     Ok(items) => items,
                     Err(e) => return fail(&ctx, "evidence_too_large", e.to_string()).await,
                 };
-                ctx.evidence_snapshot(&items).await?
+                let key = self.key.clone();
+                let signer = move |head: Signed<'_>, items: &[opsledger_core::evidence::Item]| {
+                    plan_signature(&key, head, items)
+                };
+                ctx.evidence_snapshot(&items, &signer).await?
             }
         };
         ctx.init_total(snapshot.item_count).await?;
@@ -177,7 +181,19 @@ impl Handler for Generate {
             snapshot
         } else {
             let signature = match signature_of(&self.key, &snapshot, &items) {
-                Ok(s) => s,
+                // Only what was planned from the sources is signed: items
+                // altered in the database since (their content and stored
+                // hashes both) do not reproduce the plan's signature.
+                Ok(s) if s == snapshot.plan_signature => s,
+                Ok(_) => {
+                    return fail(
+                        &ctx,
+                        "evidence_plan_altered",
+                        "the stored items are not the ones this run planned: the snapshot is not signed"
+                            .into(),
+                    )
+                    .await;
+                }
                 Err(key) => {
                     return fail(
                         &ctx,

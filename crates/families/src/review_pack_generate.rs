@@ -522,6 +522,40 @@ impl Generate {
             Err(e) => return close(&ctx, Outcome::Failed, "review_pack_too_large", e.to_string()).await,
         };
         let total = entries.len() as u64;
+        // The paths are the unit keys: a retry must plan the very same ones
+        // (a policy renamed between attempts would otherwise count a new
+        // path past the total and the pack could never be committed).
+        let plan_sha256 = {
+            let mut h = Sha256::new();
+            for e in &entries {
+                h.update(e.path.as_bytes());
+                h.update([0u8]);
+            }
+            hex::encode(h.finalize())
+        };
+        match run
+            .context
+            .pointer("/review_pack_plan/paths_sha256")
+            .and_then(Value::as_str)
+        {
+            Some(first) if first != plan_sha256 => {
+                return close(
+                    &ctx,
+                    Outcome::Failed,
+                    "review_pack_plan_changed",
+                    "an earlier attempt planned other files (a policy renamed or added since): the pack is not rewritten with another plan".into(),
+                )
+                .await;
+            }
+            Some(_) => {}
+            None => {
+                ctx.patch_context(&[ContextPatch::new(
+                    ["review_pack_plan", "paths_sha256"],
+                    json!(plan_sha256),
+                )])
+                .await?;
+            }
+        }
         if let Some(planned) = run.summary_counts.total.filter(|t| *t != total) {
             return close(
                 &ctx,
@@ -804,23 +838,29 @@ impl opsledger_engine::ReconciliationAdapter for PackAdapter {
             // A store that cannot answer now (a bucket down, a disk error) is
             // no proof either way: this run is left for a later sweep, and
             // the others of the page are still decided.
-            let unreachable = |e: StoreError| match e {
+            let undecided = |e: StoreError| match e {
                 StoreError::FileUnavailable(m) | StoreError::Files(m) => Ok(AdapterResult::new(
                     Verdict::NotReconciled,
                     "artifact_unreachable",
                     format!("the review pack's file could not be checked now: {m}"),
                 )),
+                // A row naming no valid place is no pack: fail closed.
+                StoreError::Corrupt(m) => Ok(AdapterResult::new(
+                    Verdict::Failed,
+                    "review_pack_corrupt",
+                    format!("the review pack's file row is not valid: {m}"),
+                )),
                 other => Err(other),
             };
             let stored = match self.files.checksum(&run.id, &file).await {
                 Ok(stored) => stored,
-                Err(e) => return unreachable(e),
+                Err(e) => return undecided(e),
             };
             let zip = match &stored {
                 Some((size, sha)) if *sha == file.sha256 && *size == file.size => {
                     match check_zip(&self.files, &run.id, &file).await {
                         Ok(zip) => zip,
-                        Err(e) => return unreachable(e),
+                        Err(e) => return undecided(e),
                     }
                 }
                 _ => None,

@@ -393,6 +393,11 @@ async fn claimed(e: &Env, tenant: &str, lease_ms: u64) -> (String, Fence) {
     (id, job.fence)
 }
 
+/// Signs a plan as the family does, under the test key.
+fn plan_signer(head: Signed<'_>, items: &[opsledger_core::evidence::Item]) -> String {
+    opsledger_core::evidence::plan_signature(&key(), head, items)
+}
+
 /// The unit recording `item` with its (true) hash.
 fn unit(snapshot: &str, item: &SnapshotItem) -> UnitRecord {
     let sha256 = item_sha256(
@@ -439,8 +444,11 @@ async fn planned(
     let (id, fence) = claimed(e, tenant, 60_000).await;
     let lease = opsledger_store::testing::lease(&e.store, &fence, &id).await;
     let sources = e.store.evidence_sources(&e.ws, tenant).await.unwrap();
+    let signer = |head: Signed<'_>, items: &[opsledger_core::evidence::Item]| {
+        opsledger_core::evidence::plan_signature(&key(), head, items)
+    };
     let head = lease
-        .evidence_snapshot(&items_of(&sources).unwrap())
+        .evidence_snapshot(&items_of(&sources).unwrap(), &signer)
         .await
         .unwrap();
     lease.init_total(head.item_count).await.unwrap();
@@ -463,7 +471,7 @@ both_backends!(
         let lease = opsledger_store::testing::lease(&e.store, &fence, &id).await;
         let sources = e.store.evidence_sources(&e.ws, &t).await.unwrap();
         let head = lease
-            .evidence_snapshot(&items_of(&sources).unwrap())
+            .evidence_snapshot(&items_of(&sources).unwrap(), &plan_signer)
             .await
             .unwrap();
         lease.init_total(head.item_count).await.unwrap();
@@ -704,3 +712,72 @@ fn without_a_key_the_type_is_not_executable_on_the_node() {
     assert!(!without.supports(RunType::EvidenceSnapshotGenerate));
     assert!(registry().supports(RunType::EvidenceSnapshotGenerate));
 }
+
+both_backends!(
+    content_altered_in_the_database_before_the_seal_is_never_signed,
+    |store: Store| async move {
+        let e = Env::new(store).await;
+        let t = e.tenant("contoso").await;
+        for recorded_first in [false, true] {
+            // An attempt plans and records some items, and its worker dies.
+            let (id, fence) = claimed(&e, &t, 60_000).await;
+            let lease = opsledger_store::testing::lease(&e.store, &fence, &id).await;
+            let sources = e.store.evidence_sources(&e.ws, &t).await.unwrap();
+            let head = lease
+                .evidence_snapshot(&items_of(&sources).unwrap(), &plan_signer)
+                .await
+                .unwrap();
+            lease.init_total(head.item_count).await.unwrap();
+            let items = e.store.evidence_items(&head.id).await.unwrap();
+            let units: Vec<UnitRecord> = items[..2].iter().map(|i| unit(&head.id, i)).collect();
+            lease.record_units(&units).await.unwrap();
+            // Someone with the database edits one item (a recorded one with
+            // its hash recomputed, or one not recorded yet) before the retry.
+            let target = if recorded_first {
+                &items[0]
+            } else {
+                &items[items.len() - 1]
+            };
+            let mut altered = target.item.payload.clone().unwrap();
+            altered["forged"] = json!(true);
+            e.sql(format!(
+                "UPDATE evidence_snapshot_items SET payload = {} WHERE snapshot_id = {} AND item_key = {}",
+                quoted(&serde_json::to_string(&altered).unwrap()),
+                quoted(&head.id),
+                quoted(&target.item.key)
+            ))
+            .await;
+            if recorded_first {
+                let source = Source::parse(&target.item.source).unwrap();
+                e.sql(format!(
+                    "UPDATE evidence_snapshot_items SET sha256 = {} WHERE snapshot_id = {} AND item_key = {}",
+                    quoted(&item_sha256(&target.item.key, source, &altered)),
+                    quoted(&head.id),
+                    quoted(&target.item.key)
+                ))
+                .await;
+            }
+            e.sql(format!(
+                "UPDATE jobs SET lease_expires_at = 0 WHERE run_id = {}",
+                quoted(&id)
+            ))
+            .await;
+            e.store.rescue_expired_jobs(10).await.unwrap();
+            let run = run_to_end(&e.store, &id).await;
+            assert_eq!(
+                run.outcome,
+                Outcome::Failed,
+                "{recorded_first}: {:?}",
+                run.failures
+            );
+            assert_eq!(
+                run.failures[0].code, "evidence_plan_altered",
+                "{:?}",
+                run.failures
+            );
+            let stored = e.store.evidence_snapshot(&e.ws, &head.id).await.unwrap().unwrap();
+            assert_eq!(stored.signature, None, "the key never signed the altered content");
+            assert!(e.verified(&head.id).await.is_err());
+        }
+    }
+);

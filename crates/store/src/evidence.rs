@@ -46,6 +46,8 @@ pub struct SnapshotHead {
     /// ms since the Unix epoch; signed with the items.
     pub generated_at: i64,
     pub item_count: u64,
+    /// HMAC-SHA256 (hex) over the items as planned, written with the plan.
+    pub plan_signature: String,
     /// HMAC-SHA256 (hex), set with `sealed_at`.
     pub signature: Option<String>,
     pub sealed_at: Option<i64>,
@@ -68,6 +70,9 @@ pub struct RecordedItem {
     pub sha256: String,
 }
 
+/// Signs a plan: the snapshot's signed fields and its planned items.
+pub type PlanSigner<'a> = &'a (dyn Fn(opsledger_core::evidence::Signed<'_>, &[Item]) -> String + Send + Sync);
+
 type SnapshotRow = (
     String,
     String,
@@ -75,16 +80,17 @@ type SnapshotRow = (
     String,
     i64,
     i64,
+    String,
     Option<String>,
     Option<i64>,
 );
-const SNAPSHOT_COLUMNS: &str =
-    "id, workspace_id, tenant_id, created_by_run_id, generated_at, item_count, signature, sealed_at";
+const SNAPSHOT_COLUMNS: &str = "id, workspace_id, tenant_id, created_by_run_id, generated_at, item_count, plan_signature, signature, sealed_at";
 
 fn head(
-    (id, workspace_id, tenant_id, run, generated_at, count, signature, sealed_at): SnapshotRow,
+    (id, workspace_id, tenant_id, run, generated_at, count, plan_signature, signature, sealed_at): SnapshotRow,
 ) -> SnapshotHead {
     SnapshotHead {
+        plan_signature,
         id,
         workspace_id,
         tenant_id,
@@ -365,13 +371,14 @@ impl Store {
     }
 
     /// The snapshot of run `run_id`, made on first call with `items` planned
-    /// in order (a retried run gets its first plan back, whatever `items`
-    /// it passes now); fenced.
+    /// in order and `plan_signer`'s signature of them (a retried run gets
+    /// its first plan back, whatever `items` it passes now); fenced.
     pub(crate) async fn evidence_snapshot_for_run_fenced(
         &self,
         fence: &Fence,
         run_id: &str,
         items: &[Item],
+        plan_signer: PlanSigner<'_>,
     ) -> Result<SnapshotHead, StoreError> {
         opsledger_core::evidence::check_items(items).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.begin_write().await?;
@@ -390,17 +397,28 @@ impl Store {
         let tenant_id =
             tenant_id.ok_or_else(|| StoreError::Corrupt(format!("run {run_id} has no tenant")))?;
         let id = new_id();
+        let generated_at = tx.now();
+        let plan_signature = plan_signer(
+            opsledger_core::evidence::Signed {
+                snapshot_id: &id,
+                workspace_id: &workspace_id,
+                tenant_id: &tenant_id,
+                generated_at,
+            },
+            items,
+        );
         tx.execute(
             sql(
                 "INSERT INTO evidence_snapshots (id, workspace_id, tenant_id, created_by_run_id, generated_at, \
-                 item_count) VALUES ($1, $2, $3, $4, $5, $6)",
+                 item_count, plan_signature) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(id.as_str())
             .bind(workspace_id.as_str())
             .bind(tenant_id.as_str())
             .bind(run_id)
-            .bind(tx.now())
-            .bind(items.len() as i64),
+            .bind(generated_at)
+            .bind(items.len() as i64)
+            .bind(plan_signature.as_str()),
         )
         .await?;
         for (c, chunk) in items.chunks(ITEMS_PER_INSERT).enumerate() {

@@ -126,6 +126,24 @@ pub fn is_valid_file_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// A row's SHA-256 as the place of its bytes: 64 lowercase hex digits and
+/// nothing else (the row is read from the database; a value like
+/// `../../etc/x` must never become a path).
+fn checked_place(run_id: &str, file: &RunFile) -> Result<(), StoreError> {
+    let hex = file.sha256.len() == 64
+        && file
+            .sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !hex || !is_valid_file_name(run_id) {
+        return Err(StoreError::Corrupt(format!(
+            "file {:?} of run {run_id:?} has no valid SHA-256",
+            file.name
+        )));
+    }
+    Ok(())
+}
+
 fn object_path(run_id: &str, sha256: &str) -> ObjectPath {
     ObjectPath::from(format!("{run_id}/{sha256}"))
 }
@@ -305,8 +323,9 @@ impl FileStore {
     }
 
     /// Where committed `file` of run `run_id` is on this node's disk
-    /// (`None` in a bucket).
+    /// (`None` in a bucket, or for a row naming no valid place).
     pub fn path_of(&self, run_id: &str, file: &RunFile) -> Option<PathBuf> {
+        checked_place(run_id, file).ok()?;
         match &self.backend {
             Backend::Local { root } => Some(root.join(run_id).join(&file.sha256)),
             Backend::Bucket { .. } => None,
@@ -316,6 +335,7 @@ impl FileStore {
     /// The bytes of committed `file` of run `run_id`, streamed.
     /// [`StoreError::FileUnavailable`] when this node cannot reach them.
     pub async fn read(&self, run_id: &str, file: &RunFile) -> Result<FileBytes, StoreError> {
+        checked_place(run_id, file)?;
         let what = format!("{} of run {run_id}", file.name);
         match &self.backend {
             Backend::Local { root } => {
@@ -341,6 +361,7 @@ impl FileStore {
     /// Size and SHA-256 of the stored bytes of `file` (read whole), or `None`
     /// when they are not there: what an adapter checks against the row.
     pub async fn checksum(&self, run_id: &str, file: &RunFile) -> Result<Option<(u64, String)>, StoreError> {
+        checked_place(run_id, file)?;
         match &self.backend {
             Backend::Local { root } => {
                 let path = root.join(run_id).join(&file.sha256);

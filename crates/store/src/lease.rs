@@ -233,9 +233,10 @@ impl LeasedRun {
     pub async fn evidence_snapshot(
         &self,
         items: &[opsledger_core::evidence::Item],
+        plan_signer: crate::evidence::PlanSigner<'_>,
     ) -> Result<crate::evidence::SnapshotHead, StoreError> {
         self.store()
-            .evidence_snapshot_for_run_fenced(&self.fence, self.id(), items)
+            .evidence_snapshot_for_run_fenced(&self.fence, self.id(), items, plan_signer)
             .await
     }
 

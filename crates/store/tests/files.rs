@@ -314,3 +314,31 @@ fn drafts_abandoned_long_ago_are_removed_when_a_store_opens() {
     assert_eq!(tmp_entries(dir.path()), 1, "a draft being written is kept");
     drop(fresh);
 }
+
+#[tokio::test]
+async fn a_row_naming_no_valid_place_is_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = FileStore::new(dir.path()).unwrap();
+    std::fs::write(dir.path().join("secret"), b"not a pack").unwrap();
+    for sha256 in [
+        "../secret".to_owned(),
+        format!("{}/../../secret", "a".repeat(54)),
+        "A".repeat(64),
+    ] {
+        let row = opsledger_store::files::RunFile {
+            name: "review-pack.zip".into(),
+            unit_key: None,
+            size: 10,
+            sha256,
+        };
+        assert!(matches!(
+            files.read("run-1", &row).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            files.checksum("run-1", &row).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        assert_eq!(files.path_of("run-1", &row), None);
+    }
+}

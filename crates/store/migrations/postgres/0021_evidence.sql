@@ -5,7 +5,10 @@
 -- starts, so a retried run records the same items; each item's SHA-256 is
 -- written by its unit (exactly once, with the unit ledger). `signature` is
 -- an HMAC-SHA256 under a key that is NOT in this database, set with
--- `sealed_at` once every item is recorded.
+-- `sealed_at` once every item is recorded. `plan_signature` is the same
+-- HMAC computed when the items were planned, from the content read then
+-- (in memory): the seal must reproduce it from the stored items, so
+-- content altered in the database before the seal is never signed.
 CREATE TABLE evidence_snapshots (
     id                 TEXT PRIMARY KEY,
     workspace_id       TEXT NOT NULL REFERENCES workspaces(id),
@@ -13,6 +16,7 @@ CREATE TABLE evidence_snapshots (
     created_by_run_id  TEXT NOT NULL REFERENCES operation_runs(id),
     generated_at       BIGINT NOT NULL,
     item_count         BIGINT NOT NULL CHECK (item_count >= 0),
+    plan_signature     TEXT NOT NULL,
     signature          TEXT,
     sealed_at          BIGINT,
     UNIQUE (created_by_run_id),
