@@ -6,8 +6,10 @@
 //! Profiles reproduce what real tenants do to a sync or a restore:
 //! - `healthy`: every type readable and writable;
 //! - `throttled`: the first page (and every policy) of every third type
-//!   answers 429 with a `Retry-After` on every other call, and so do writes
-//!   of those types; a caller that honours it reads and writes everything;
+//!   answers 429 with a `Retry-After` on every other call, and so does every
+//!   write of an object of those types (counted per object, so units writing
+//!   side by side cannot use up each other's retries); a caller that
+//!   honours it reads and writes everything;
 //! - `partial`: the Conditional Access types are forbidden (a permission
 //!   missing for them), and `deviceManagementScripts` fails on its second page
 //!   every time, so that type is never fully read; writes of those three
@@ -560,7 +562,11 @@ impl Provider for DemoProvider {
     async fn create_policy(&self, type_key: &str, body: &Value) -> Result<Policy, ProviderError> {
         self.wait().await;
         self.check_write(type_key)?;
-        self.throttle(type_key, &format!("write/{type_key}"))?;
+        let name = ["displayName", "name"]
+            .iter()
+            .find_map(|k| body.get(*k).and_then(Value::as_str))
+            .unwrap_or_default();
+        self.throttle(type_key, &format!("create/{type_key}/{name}"))?;
         let id = uuid::Uuid::now_v7().to_string();
         let mut payload = writable(type_key, body)?;
         if !UNASSIGNED.contains(&type_key) {
@@ -573,7 +579,7 @@ impl Provider for DemoProvider {
     async fn update_policy(&self, type_key: &str, id: &str, body: &Value) -> Result<Policy, ProviderError> {
         self.wait().await;
         self.check_write(type_key)?;
-        self.throttle(type_key, &format!("write/{type_key}"))?;
+        self.throttle(type_key, &format!("update/{type_key}/{id}"))?;
         let existing = self.current(type_key, id).await?;
         let mut payload = writable(type_key, body)?;
         // An update replaces properties and settings; the type and the
@@ -597,7 +603,7 @@ impl Provider for DemoProvider {
                 "{type_key} has no assignments (Conditional Access is targeted by its conditions)"
             )));
         }
-        self.throttle(type_key, &format!("write/{type_key}"))?;
+        self.throttle(type_key, &format!("assign/{type_key}/{id}"))?;
         let existing = self.current(type_key, id).await?;
         let directory = self.read_directory().await?;
         let written = assignments
@@ -1370,6 +1376,23 @@ mod tests {
             blocked.create_directory_object(DirectoryKind::Group, "g").await,
             Err(ProviderError::PermissionMissing(_))
         ));
+    }
+
+    /// Units restoring side by side: each object's write is throttled once
+    /// and its own retry gets through, whatever the others do in between
+    /// (counted per type, one unit's retry could land on every odd call).
+    #[tokio::test]
+    async fn throttled_writes_are_counted_per_object() {
+        let p = DemoProvider::new("throttled-side-by-side", Profile::Throttled, Duration::ZERO);
+        let (a, b) = (json!({"displayName": "a"}), json!({"displayName": "b"}));
+        assert!(p.create_policy("deviceConfigurations", &a).await.is_err());
+        assert!(p.create_policy("deviceConfigurations", &b).await.is_err());
+        let a = p.create_policy("deviceConfigurations", &a).await.unwrap();
+        let b = p.create_policy("deviceConfigurations", &b).await.unwrap();
+        assert!(p.assign("deviceConfigurations", &a.id, &[]).await.is_err());
+        assert!(p.assign("deviceConfigurations", &b.id, &[]).await.is_err());
+        p.assign("deviceConfigurations", &a.id, &[]).await.unwrap();
+        p.assign("deviceConfigurations", &b.id, &[]).await.unwrap();
     }
 
     #[tokio::test]
