@@ -13,6 +13,7 @@
 use crate::AppState;
 use crate::auth::{Access, Caller, check_id};
 use crate::error::ApiError;
+use crate::paging::{id_cursor, limit_param, query_pairs, shown};
 use crate::retry;
 use axum::Json;
 use axum::body::Body;
@@ -31,74 +32,24 @@ use serde_json::{Map, Value, json};
 use std::collections::HashSet;
 use std::io::{Seek, Write};
 
-/// One query string, strictly: each key one of `accepted`, each given once.
-pub(crate) fn query_pairs(query: Option<&str>, accepted: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        let shown: String = k.chars().take(64).collect();
-        if !accepted.contains(&k.as_ref()) {
-            let accepted = if accepted.is_empty() {
-                "none accepted".to_owned()
-            } else {
-                accepted.join(", ")
-            };
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("unknown query parameter `{shown}` ({accepted})"),
-            ));
-        }
-        if pairs.iter().any(|(seen, _)| *seen == k) {
-            return Err(ApiError::bad_request(
-                "duplicate_query_param",
-                format!("query parameter `{shown}` is given more than once"),
-            ));
-        }
-        pairs.push((k.into_owned(), v.into_owned()));
-    }
-    Ok(pairs)
-}
-
-/// A `cursor` as issued by this API (an id), else `400 invalid_cursor`.
-fn cursor_param(v: &str) -> Result<String, ApiError> {
-    check_id("cursor", v).map_err(|_| {
-        ApiError::bad_request(
-            "invalid_cursor",
-            format!(
-                "cursor {:?} is not one this API issued: pass `next_cursor` of the previous page as it is",
-                v.chars().take(64).collect::<String>()
-            ),
-        )
-    })?;
-    Ok(v.to_owned())
-}
-
 fn list_filter(query: Option<&str>) -> Result<BackupSetFilter, ApiError> {
     let mut f = BackupSetFilter {
         limit: DEFAULT_SET_LIMIT,
         ..Default::default()
     };
     for (k, v) in query_pairs(query, &["tenant_id", "limit", "cursor"])? {
-        let shown: String = v.chars().take(64).collect();
         match k.as_str() {
             "tenant_id" => {
                 check_id("tenant_id", &v).map_err(|e| {
-                    ApiError::bad_request("invalid_query", format!("`tenant_id={shown}`: {}", e.message))
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!("`tenant_id={}`: {}", shown(&v), e.message),
+                    )
                 })?;
                 f.tenant_id = Some(v);
             }
-            "limit" => {
-                f.limit = v
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|n| (1..=MAX_SET_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "invalid_query",
-                            format!("`limit={shown}`: must be 1 to {MAX_SET_LIMIT}"),
-                        )
-                    })?;
-            }
-            _ => f.cursor = Some(cursor_param(&v)?),
+            "limit" => f.limit = limit_param(&v, MAX_SET_LIMIT)?,
+            _ => f.cursor = Some(id_cursor(&v)?),
         }
     }
     Ok(f)
@@ -187,7 +138,7 @@ pub async fn show(
     check_id("backup set id", &id)?;
     let mut cursor = None;
     for (_, v) in query_pairs(query.as_deref(), &["cursor"])? {
-        cursor = Some(cursor_param(&v)?);
+        cursor = Some(id_cursor(&v)?);
     }
     let set = visible_set(&state, &access, &id).await?;
     let (store, vis, set_id, cursor) = (

@@ -18,14 +18,17 @@
 use crate::AppState;
 use crate::MAX_LIST_BYTES;
 use crate::auth::{Access, Caller, check_id};
-use crate::backup_sets::query_pairs;
 use crate::error::ApiError;
+use crate::paging::{
+    head_bytes, id_cursor, invalid_cursor, limit_param, paged_body, position_cursor, query_pairs,
+    within_budget,
+};
 use crate::render::ts;
 use crate::retry;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use opsledger_core::RunType;
 use opsledger_core::access::Capability;
@@ -46,33 +49,6 @@ pub const MAX_PROFILE_LIMIT: u32 = 200;
 const MAX_CURSOR_CHARS: usize = 2048;
 
 // ---------------------------------------------------------------- inputs
-
-fn shown(v: &str) -> String {
-    v.chars().take(64).collect()
-}
-
-fn invalid_cursor(v: &str) -> ApiError {
-    ApiError::bad_request(
-        "invalid_cursor",
-        format!(
-            "cursor {:?} is not one this API issued: pass `next_cursor` of the previous page as it is",
-            shown(v)
-        ),
-    )
-}
-
-/// `limit=` as `1..=max`, else `400 invalid_query`.
-fn limit_param(v: &str, max: u32) -> Result<u32, ApiError> {
-    v.parse::<u32>()
-        .ok()
-        .filter(|n| (1..=max).contains(n))
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_query",
-                format!("`limit={}`: must be 1 to {max}", shown(v)),
-            )
-        })
-}
 
 /// The cursor of a snapshot policy: its `(policy_type, external_id)`,
 /// hex-encoded (opaque to clients, and safe in a query string as it is).
@@ -104,14 +80,6 @@ fn parse_policy_cursor(v: &str) -> Option<(String, String)> {
     let (policy_type, external_id) = text.split_once('/')?;
     (!policy_type.is_empty() && !external_id.is_empty())
         .then(|| (policy_type.to_owned(), external_id.to_owned()))
-}
-
-/// A finding cursor: the position of the last finding sent.
-fn parse_finding_cursor(v: &str) -> Option<i64> {
-    if v.is_empty() || v.len() > 18 || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    v.parse().ok()
 }
 
 // ---------------------------------------------------------------- rendering
@@ -182,44 +150,6 @@ fn compare_json(c: &StoredCompare) -> Value {
     })
 }
 
-/// The items of a page, serialized, up to `budget` bytes in all (always the
-/// first, whatever its size): the client continues after the last one kept.
-fn within_budget<T>(items: &[T], render: impl Fn(&T) -> Value, budget: usize) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    let mut size = 0;
-    for item in items {
-        let bytes = serde_json::to_vec(&render(item)).expect("json");
-        if !out.is_empty() && size + bytes.len() > budget {
-            break;
-        }
-        size += bytes.len() + 1;
-        out.push(bytes);
-    }
-    out
-}
-
-/// `head` with `list: [items…]` and `next_cursor` after its own members.
-fn paged_body(head: Map<String, Value>, list: &str, items: &[Vec<u8>], next: Option<String>) -> Response {
-    let mut body = serde_json::to_vec(&Value::Object(head)).expect("json");
-    let close = body.pop();
-    debug_assert_eq!(close, Some(b'}'));
-    if body.len() > 1 {
-        body.push(b',');
-    }
-    body.extend_from_slice(&serde_json::to_vec(list).expect("json"));
-    body.extend_from_slice(b":[");
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(item);
-    }
-    body.extend_from_slice(b"],\"next_cursor\":");
-    body.extend_from_slice(&serde_json::to_vec(&next).expect("json"));
-    body.push(b'}');
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
 // ---------------------------------------------------------------- profiles
 
 /// `GET …/baseline-profiles?limit=&cursor=`: the profiles of tenants the
@@ -237,8 +167,7 @@ pub async fn list_profiles(
         match k.as_str() {
             "limit" => limit = limit_param(&v, MAX_PROFILE_LIMIT)?,
             _ => {
-                check_id("cursor", &v).map_err(|_| invalid_cursor(&v))?;
-                cursor = Some(v);
+                cursor = Some(id_cursor(&v)?);
             }
         }
     }
@@ -386,8 +315,11 @@ pub async fn show_snapshot(
     head.insert("gap_count".into(), json!(snapshot.gap_count));
     head.insert("sealed".into(), json!(snapshot.sealed_at.is_some()));
     head.insert("gaps".into(), Value::Array(gaps.iter().map(gap_json).collect()));
-    let head_bytes = serde_json::to_vec(&head).map(|b| b.len()).unwrap_or(0);
-    let items = within_budget(&page, policy_json, MAX_LIST_BYTES.saturating_sub(head_bytes));
+    let items = within_budget(
+        &page,
+        policy_json,
+        MAX_LIST_BYTES.saturating_sub(head_bytes(&head)),
+    );
     let next = if items.len() < page.len() || page.len() == limit as usize {
         items
             .len()
@@ -415,7 +347,7 @@ pub async fn findings(
     for (k, v) in query_pairs(query.as_deref(), &["cursor", "limit"])? {
         match k.as_str() {
             "limit" => limit = limit_param(&v, FINDINGS_PER_PAGE)?,
-            _ => after = Some(parse_finding_cursor(&v).ok_or_else(|| invalid_cursor(&v))?),
+            _ => after = Some(position_cursor(&v)?),
         }
     }
     let run = visible_compare_run(&state, &access, &id).await?;
@@ -429,8 +361,11 @@ pub async fn findings(
         "compare".into(),
         compare.as_ref().map_or(Value::Null, compare_json),
     );
-    let head_bytes = serde_json::to_vec(&head).map(|b| b.len()).unwrap_or(0);
-    let items = within_budget(&page, finding_json, MAX_LIST_BYTES.saturating_sub(head_bytes));
+    let items = within_budget(
+        &page,
+        finding_json,
+        MAX_LIST_BYTES.saturating_sub(head_bytes(&head)),
+    );
     let last = items.len().checked_sub(1).map(|i| page[i].seq);
     // Positions run 0..findings: a full page ending on the last one is the end.
     let more = items.len() < page.len()
@@ -502,15 +437,6 @@ mod tests {
     }
 
     #[test]
-    fn finding_cursors_are_positions() {
-        assert_eq!(parse_finding_cursor("0"), Some(0));
-        assert_eq!(parse_finding_cursor("199"), Some(199));
-        for bad in ["", "-1", "+1", "1e3", "x", "1234567890123456789"] {
-            assert_eq!(parse_finding_cursor(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
     fn profile_policy_types_follow_the_start_parameter_rule() {
         // The carrier type takes `policy_types` as the catalog's parameter.
         let spec = opsledger_core::params::specs(RunType::InventorySync)
@@ -545,17 +471,5 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn a_page_keeps_its_first_item_and_stops_at_the_budget() {
-        let items = vec![
-            json!("a".repeat(10)),
-            json!("b".repeat(10)),
-            json!("c".repeat(10)),
-        ];
-        assert_eq!(within_budget(&items, Clone::clone, 1).len(), 1);
-        assert_eq!(within_budget(&items, Clone::clone, 26).len(), 2);
-        assert_eq!(within_budget(&items, Clone::clone, 1000).len(), 3);
     }
 }

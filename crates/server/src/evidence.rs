@@ -19,13 +19,13 @@
 use crate::AppState;
 use crate::MAX_LIST_BYTES;
 use crate::auth::{Caller, check_id};
-use crate::backup_sets::query_pairs;
 use crate::error::ApiError;
+use crate::paging::{head_bytes, limit_param, paged_body, position_cursor, query_pairs, within_budget};
 use crate::render::ts;
 use crate::retry;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use opsledger_core::access::Capability;
 use opsledger_store::evidence::{ITEMS_PER_PAGE, SnapshotHead, SnapshotItem, stored};
@@ -37,10 +37,6 @@ fn not_found() -> ApiError {
         "evidence_snapshot_not_found",
         "evidence snapshot not found",
     )
-}
-
-fn shown(v: &str) -> String {
-    v.chars().take(64).collect()
 }
 
 /// The snapshot `id` of `ws` as the caller may see it, or `404`.
@@ -79,33 +75,8 @@ pub async fn show(
     let mut after = None;
     for (k, v) in query_pairs(query.as_deref(), &["cursor", "limit"])? {
         match k.as_str() {
-            "limit" => {
-                limit = v
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|n| (1..=ITEMS_PER_PAGE).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "invalid_query",
-                            format!("`limit={}`: must be 1 to {ITEMS_PER_PAGE}", shown(&v)),
-                        )
-                    })?;
-            }
-            _ => {
-                let seq = (v.len() <= 18 && !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                    .then(|| v.parse::<i64>().ok())
-                    .flatten()
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "invalid_cursor",
-                            format!(
-                                "cursor {:?} is not one this API issued: pass `next_cursor` of the previous page as it is",
-                                shown(&v)
-                            ),
-                        )
-                    })?;
-                after = Some(seq);
-            }
+            "limit" => limit = limit_param(&v, ITEMS_PER_PAGE)?,
+            _ => after = Some(position_cursor(&v)?),
         }
     }
     let (store, sid) = (&state.store, snapshot.id.as_str());
@@ -121,33 +92,11 @@ pub async fn show(
     head.insert("sealed_at".into(), json!(snapshot.sealed_at.map(ts)));
     head.insert("signature".into(), json!(snapshot.signature));
     head.insert("signature_algorithm".into(), json!("HMAC-SHA256"));
-    let mut body = serde_json::to_vec(&Value::Object(head)).expect("json");
-    let budget = MAX_LIST_BYTES.saturating_sub(body.len());
-    let mut rendered: Vec<Vec<u8>> = Vec::new();
-    let mut size = 0;
-    for i in &page {
-        let bytes = serde_json::to_vec(&item_json(i)).expect("json");
-        if !rendered.is_empty() && size + bytes.len() > budget {
-            break;
-        }
-        size += bytes.len() + 1;
-        rendered.push(bytes);
-    }
-    let next = (rendered.len() < page.len() || page.len() == limit as usize)
-        .then(|| rendered.len().checked_sub(1).map(|i| page[i].seq.to_string()))
+    let items = within_budget(&page, item_json, MAX_LIST_BYTES.saturating_sub(head_bytes(&head)));
+    let next = (items.len() < page.len() || page.len() == limit as usize)
+        .then(|| items.len().checked_sub(1).map(|i| page[i].seq.to_string()))
         .flatten();
-    body.pop();
-    body.extend_from_slice(b",\"items\":[");
-    for (i, item) in rendered.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(item);
-    }
-    body.extend_from_slice(b"],\"next_cursor\":");
-    body.extend_from_slice(&serde_json::to_vec(&next).expect("json"));
-    body.push(b'}');
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(paged_body(head, "items", &items, next))
 }
 
 /// `GET …/evidence-snapshots/{id}/verify`: `{"valid", "reason_code",

@@ -12,6 +12,7 @@ mod files;
 pub mod http;
 mod named_artifacts;
 mod operations;
+mod paging;
 pub mod render;
 pub mod retry;
 mod review_packs;

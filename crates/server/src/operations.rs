@@ -201,18 +201,7 @@ fn parse_filter(query: Option<&str>) -> Result<RunFilter, ApiError> {
                     .filter(|n| (1..=MAX_LIMIT).contains(n))
                     .ok_or_else(|| bad(&k, &v, format!("must be 1 to {MAX_LIMIT}")))?
             }
-            "cursor" => {
-                check_id("cursor", &v).map_err(|_| {
-                    ApiError::bad_request(
-                        "invalid_cursor",
-                        format!(
-                            "cursor {:?} is not one this API issued: pass `next_cursor` of the previous page as it is",
-                            shown(&v)
-                        ),
-                    )
-                })?;
-                f.cursor = Some(v.to_string())
-            }
+            "cursor" => f.cursor = Some(crate::paging::id_cursor(&v)?),
             "created_after" | "created_before" => {
                 let t = chrono::DateTime::parse_from_rfc3339(&v)
                     .map_err(|e| bad(&k, &v, format!("not an RFC 3339 time: {e}")))?

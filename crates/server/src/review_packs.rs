@@ -9,9 +9,9 @@
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::backup_sets::query_pairs;
 use crate::error::ApiError;
 use crate::operations::visible_run;
+use crate::paging::query_pairs;
 use crate::retry;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
