@@ -57,7 +57,7 @@ pub async fn run(listen: &str, mut args: NodeArgs) -> Result<()> {
     let data = args.data.get_or_insert_with(|| DEFAULT_DATA_DIR.into()).clone();
     let data = data.as_path();
     create_private_dir(data)?;
-    args.demo_evidence_key_file = ensure_evidence_key(data)?;
+    ensure_evidence_key(data)?;
     let db_url = format!("sqlite://{}", data.join("opsledger.db").display());
     let store = crate::open(&db_url).await?;
     let (ws, other) = seed(&store).await?;
@@ -158,17 +158,17 @@ async fn seed(store: &Store) -> Result<(String, String)> {
 /// Evidence snapshots need a signing key outside the database: without
 /// `OPSLEDGER_EVIDENCE_KEY(_FILE)`, the demo keeps a random one in
 /// `DATA/evidence.key` (owner-only), so snapshots signed before a restart
-/// still verify after it; its path, or `None` when a key is configured.
-fn ensure_evidence_key(data: &Path) -> Result<Option<std::path::PathBuf>> {
+/// still verify after it (found there as any node's `--data` key).
+fn ensure_evidence_key(data: &Path) -> Result<()> {
     if crate::node::evidence_key_from_env()?.is_some() {
-        return Ok(None);
+        return Ok(());
     }
     let path = data.join("evidence.key");
     if !path.exists() {
         write_private_file(&path, random_hex(32).as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(Some(path))
+    Ok(())
 }
 
 /// The data directory, owner-only (0700) when this creates it.

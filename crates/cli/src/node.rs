@@ -121,9 +121,6 @@ pub struct NodeArgs {
     /// `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`).
     #[arg(long, env = "OPSLEDGER_ARTIFACTS_URL")]
     pub artifacts_url: Option<String>,
-    /// The key file the demo keeps when no key is configured (not a flag).
-    #[arg(skip)]
-    pub demo_evidence_key_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub graph: GraphArgs,
 }
@@ -156,8 +153,9 @@ pub fn evidence_key_from_env() -> Result<Option<EvidenceKey>> {
     evidence_key(None)
 }
 
-/// The key from the environment, else the demo's `DATA/evidence.key` when
-/// `data` holds one (an operator's `runs force-close --data`).
+/// The key from the environment, else `DATA/evidence.key` when `data`
+/// holds one (the demo keeps its key there; every command given that
+/// `--data` finds it, `runs force-close` included).
 pub fn evidence_key_with_data(data: Option<&std::path::Path>) -> Result<Option<EvidenceKey>> {
     let demo_key = data.map(|d| d.join("evidence.key")).filter(|p| p.is_file());
     evidence_key(demo_key.as_deref())
@@ -323,7 +321,7 @@ impl NodeArgs {
         Ok(Services {
             providers: self.provider_settings(store)?,
             files: self.file_store()?,
-            evidence_key: evidence_key(self.demo_evidence_key_file.as_deref())?,
+            evidence_key: evidence_key_with_data(self.data.as_deref())?,
         })
     }
 

@@ -551,7 +551,7 @@ impl VerifyFailure {
 
 /// The SHA-256 an item's stored content hashes to, or `None` when its
 /// source or payload is not one a snapshot writes.
-fn recomputed(item: &StoredItem) -> Option<String> {
+pub fn content_sha256(item: &StoredItem) -> Option<String> {
     Some(item_sha256(
         &item.key,
         Source::parse(&item.source)?,
@@ -577,7 +577,7 @@ pub fn verify(key: &EvidenceKey, s: &StoredSnapshot) -> Result<(), VerifyFailure
     };
     let mut hashes = Vec::with_capacity(s.items.len());
     for i in &s.items {
-        match recomputed(i) {
+        match content_sha256(i) {
             Some(h) if Some(&h) == i.sha256.as_ref() => hashes.push(h),
             _ => return Err(VerifyFailure::ItemAltered { key: i.key.clone() }),
         }
@@ -956,12 +956,12 @@ mod tests {
             })
         );
         // Altered with its stored hash recomputed: caught by the signature.
-        s.items[3].sha256 = recomputed(&s.items[3]);
+        s.items[3].sha256 = content_sha256(&s.items[3]);
         assert_eq!(verify(&k, &s), Err(VerifyFailure::SignatureMismatch));
         // A source altered (hash recomputed).
         let mut s = good.clone();
         s.items[0].source = "backup".into();
-        s.items[0].sha256 = recomputed(&s.items[0]);
+        s.items[0].sha256 = content_sha256(&s.items[0]);
         assert_eq!(verify(&k, &s), Err(VerifyFailure::SignatureMismatch));
         // Two items swapped.
         let mut s = good.clone();

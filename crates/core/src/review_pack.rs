@@ -66,7 +66,7 @@
 //! `to_uppercase().to_lowercase()` (a second policy of one name gets its id
 //! appended).
 
-use crate::drift::{Change, Finding, MORE_CHANGES};
+use crate::drift::{Change, Finding};
 use crate::reconcile::{AdapterResult, Verdict};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -990,11 +990,7 @@ pub fn finding_rows(f: &Finding) -> Vec<Vec<String>> {
         .iter()
         .map(|c| {
             let mut row = head.to_vec();
-            row.push(if c.path == MORE_CHANGES {
-                MORE_CHANGES.to_owned()
-            } else {
-                c.path.clone()
-            });
+            row.push(c.path.clone());
             row.push(side(&c.baseline));
             row.push(side(&c.current));
             row

@@ -28,8 +28,8 @@
 
 use async_trait::async_trait;
 use opsledger_core::evidence::{
-    EvidenceKey, RunScope, Signed, SnapshotProof, Source, StoredSnapshot, item_sha256, items_of,
-    plan_signature, reconcile, sign, signing_message, verify,
+    EvidenceKey, RunScope, Signed, SnapshotProof, StoredSnapshot, VerifyFailure, content_sha256, items_of,
+    plan_signature, reconcile, verify,
 };
 use opsledger_core::reconcile::AdapterResult;
 use opsledger_core::{Failure, Outcome, Run, UnitOutcome};
@@ -55,41 +55,6 @@ pub fn family(key: EvidenceKey) -> Family {
 
 pub struct Generate {
     key: EvidenceKey,
-}
-
-/// The hash an item's stored content has, or `None` when the stored item
-/// is not one a run writes (an unknown source, a payload not JSON).
-fn content_hash(item: &opsledger_core::evidence::StoredItem) -> Option<String> {
-    Some(item_sha256(
-        &item.key,
-        Source::parse(&item.source)?,
-        item.payload.as_ref()?,
-    ))
-}
-
-/// The signature of `head` over its items' recorded hashes, or the key of
-/// the first item whose content does not hash to what was recorded.
-fn signature_of(key: &EvidenceKey, head: &SnapshotHead, items: &[SnapshotItem]) -> Result<String, String> {
-    let mut hashes = Vec::with_capacity(items.len());
-    for i in items {
-        match (content_hash(&i.item), &i.item.sha256) {
-            (Some(h), Some(recorded)) if &h == recorded => hashes.push(h),
-            _ => return Err(i.item.key.clone()),
-        }
-    }
-    let message = signing_message(
-        Signed {
-            snapshot_id: &head.id,
-            workspace_id: &head.workspace_id,
-            tenant_id: &head.tenant_id,
-            generated_at: head.generated_at,
-        },
-        items
-            .iter()
-            .zip(&hashes)
-            .map(|(i, h)| (i.item.key.as_str(), h.as_str())),
-    );
-    Ok(sign(key, &message))
 }
 
 async fn fail(ctx: &RunContext, code: &str, message: String) -> Result<(), HandlerError> {
@@ -151,7 +116,7 @@ impl Handler for Generate {
             }
             let mut units = Vec::with_capacity(batch.len());
             for i in batch {
-                let Some(sha256) = content_hash(&i.item) else {
+                let Some(sha256) = content_sha256(&i.item) else {
                     return fail(
                         &ctx,
                         "evidence_item_corrupt",
@@ -175,57 +140,40 @@ impl Handler for Generate {
             ctx.record_units(&units).await?;
         }
 
-        // Seal: signed over the items as stored, with the context, at once.
+        // Seal: only the plan's signature, and only when the stored items
+        // still reproduce it (content altered in the database since the
+        // plan — hashes recomputed or not — is never signed); then the
+        // snapshot holds as an auditor will check it, and the run succeeds.
         let items = reads.evidence_items(&snapshot.id).await?;
-        let sealed = if snapshot.sealed_at.is_some() {
-            snapshot
-        } else {
-            let signature = match signature_of(&self.key, &snapshot, &items) {
-                // Only what was planned from the sources is signed: items
-                // altered in the database since (their content and stored
-                // hashes both) do not reproduce the plan's signature.
-                Ok(s) if s == snapshot.plan_signature => s,
-                Ok(_) => {
-                    return fail(
-                        &ctx,
-                        "evidence_plan_altered",
-                        "the stored items are not the ones this run planned: the snapshot is not signed"
-                            .into(),
-                    )
-                    .await;
-                }
-                Err(key) => {
-                    return fail(
-                        &ctx,
-                        "item_altered",
-                        format!("item `{key}` changed after it was recorded: the snapshot is not signed"),
-                    )
-                    .await;
-                }
+        let mut candidate = stored(&snapshot, items);
+        if snapshot.sealed_at.is_none() {
+            candidate.signature = Some(snapshot.plan_signature.clone());
+        }
+        if let Err(f) = verify(&self.key, &candidate) {
+            let code = match f {
+                VerifyFailure::SignatureMismatch if snapshot.sealed_at.is_none() => "evidence_plan_altered",
+                _ => f.code(),
             };
+            return fail(
+                &ctx,
+                code,
+                format!(
+                    "evidence snapshot {} does not verify: {f}; it is not signed",
+                    snapshot.id
+                ),
+            )
+            .await;
+        }
+        if snapshot.sealed_at.is_none() {
             let summary = ContextPatch::new(
                 ["evidence_snapshot"],
                 json!({"id": snapshot.id, "items": snapshot.item_count}),
             );
-            ctx.seal_evidence_snapshot(&signature, &[summary]).await?
-        };
-
-        // Read back and verified as an auditor would: only then succeeded.
-        let items = reads.evidence_items(&sealed.id).await?;
-        match verify(&self.key, &stored(&sealed, items)) {
-            Ok(()) => {
-                ctx.complete(Completion::new(Outcome::Succeeded)).await?;
-                Ok(())
-            }
-            Err(f) => {
-                fail(
-                    &ctx,
-                    f.code(),
-                    format!("evidence snapshot {} does not verify: {f}", sealed.id),
-                )
-                .await
-            }
+            ctx.seal_evidence_snapshot(&snapshot.plan_signature, &[summary])
+                .await?;
         }
+        ctx.complete(Completion::new(Outcome::Succeeded)).await?;
+        Ok(())
     }
 }
 

@@ -185,8 +185,7 @@ impl Pending {
     }
 
     /// Records the pending units when the batch is full or old enough
-    /// (always with `force`), keeping back `hold` (the last entry, recorded
-    /// with the ZIP).
+    /// (always with `force`).
     async fn flush(&mut self, ctx: &RunContext, force: bool) -> Result<(), HandlerError> {
         if self.keys.is_empty()
             || (!force && self.keys.len() < UNIT_BATCH && self.since.elapsed() < UNIT_FLUSH)
@@ -556,15 +555,6 @@ impl Generate {
                 .await?;
             }
         }
-        if let Some(planned) = run.summary_counts.total.filter(|t| *t != total) {
-            return close(
-                &ctx,
-                Outcome::Failed,
-                "review_pack_plan_changed",
-                format!("an earlier attempt planned {planned} files and this one {total}: the pack is not rewritten with another plan"),
-            )
-            .await;
-        }
         // The total, before the first file is written.
         ctx.init_total(total).await?;
 
@@ -833,7 +823,7 @@ impl opsledger_engine::ReconciliationAdapter for PackAdapter {
             .files_of(&run.id)
             .await?
             .into_iter()
-            .filter(|f| f.name.ends_with(".zip"))
+            .filter(|f| f.name == PACK_FILE_NAME)
         {
             // A store that cannot answer now (a bucket down, a disk error) is
             // no proof either way: this run is left for a later sweep, and

@@ -7,13 +7,14 @@
 //! reordered) failing verification; and the reconciliation matrix from the
 //! run's own proof.
 
+mod common;
+
 use opsledger_core::evidence::{
     EvidenceKey, Signed, Source, StoredSnapshot, VerifyFailure, item_sha256, items_of, sign, signing_message,
     verify,
 };
 use opsledger_core::{Outcome, Run, RunType, UnitOutcome};
-use opsledger_engine::reconciler::reconcile_run;
-use opsledger_engine::{Registry, Runner, RunnerConfig};
+use opsledger_engine::Registry;
 use opsledger_families::Services;
 use opsledger_store::artifacts::UnitArtifact;
 use opsledger_store::evidence::{RecordedItem, SnapshotHead, SnapshotItem};
@@ -21,8 +22,6 @@ use opsledger_store::jobs::Fence;
 use opsledger_store::{ContextPatch, NewRun, Store, UnitRecord, both_backends, raw_on_pool};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 fn key() -> EvidenceKey {
     EvidenceKey::new(b"the evidence key of every node, 41 bytes".to_vec()).unwrap()
@@ -87,36 +86,12 @@ impl Env {
 
 /// Runs a runner (with the evidence key) until run `id` completes.
 async fn run_to_end(store: &Store, id: &str) -> Run {
-    let config = RunnerConfig {
-        concurrency: 8,
-        poll_interval: Duration::from_millis(10),
-        ..Default::default()
-    };
-    let shutdown = CancellationToken::new();
-    let runner = tokio::spawn(Runner::new(store.clone(), registry(), config).run(shutdown.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let done = loop {
-        let r = store.get_run(id).await.unwrap().unwrap();
-        if r.is_completed() {
-            break r;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{r:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    shutdown.cancel();
-    runner.await.unwrap();
-    done
+    common::run_to_end_with(store, registry(), id).await
 }
 
 /// The run's workers died on every attempt; then its proof decides.
 async fn reconcile(store: &Store, id: &str) -> Run {
-    opsledger_store::testing::exhaust_jobs(store, id).await.unwrap();
-    let run = store.get_run(id).await.unwrap().unwrap();
-    let d = reconcile_run(store, &registry(), &run, Some("system"))
-        .await
-        .unwrap();
-    assert_eq!(d.applied, "applied", "{d:?}");
-    store.get_run(id).await.unwrap().unwrap()
+    common::reconcile_with(store, &registry(), id).await
 }
 
 fn reason(run: &Run) -> String {
@@ -393,6 +368,16 @@ async fn claimed(e: &Env, tenant: &str, lease_ms: u64) -> (String, Fence) {
     (id, job.fence)
 }
 
+/// The run's lease expired and its job was rescued for a retry.
+async fn rescued(e: &Env, id: &str) {
+    e.sql(format!(
+        "UPDATE jobs SET lease_expires_at = 0 WHERE run_id = {}",
+        quoted(id)
+    ))
+    .await;
+    e.store.rescue_expired_jobs(10).await.unwrap();
+}
+
 /// Signs a plan as the family does, under the test key.
 fn plan_signer(head: Signed<'_>, items: &[opsledger_core::evidence::Item]) -> String {
     opsledger_core::evidence::plan_signature(&key(), head, items)
@@ -444,11 +429,8 @@ async fn planned(
     let (id, fence) = claimed(e, tenant, 60_000).await;
     let lease = opsledger_store::testing::lease(&e.store, &fence, &id).await;
     let sources = e.store.evidence_sources(&e.ws, tenant).await.unwrap();
-    let signer = |head: Signed<'_>, items: &[opsledger_core::evidence::Item]| {
-        opsledger_core::evidence::plan_signature(&key(), head, items)
-    };
     let head = lease
-        .evidence_snapshot(&items_of(&sources).unwrap(), &signer)
+        .evidence_snapshot(&items_of(&sources).unwrap(), &plan_signer)
         .await
         .unwrap();
     lease.init_total(head.item_count).await.unwrap();
@@ -491,12 +473,7 @@ both_backends!(
             e.run(&t, RunType::InventorySync).await.outcome,
             Outcome::Succeeded
         );
-        e.sql(format!(
-            "UPDATE jobs SET lease_expires_at = 0 WHERE run_id = {}",
-            quoted(&id)
-        ))
-        .await;
-        e.store.rescue_expired_jobs(10).await.unwrap();
+        rescued(&e, &id).await;
         let replanned = items_of(&e.store.evidence_sources(&e.ws, &t).await.unwrap()).unwrap();
         assert!(
             replanned.len() > items.len(),
@@ -720,17 +697,8 @@ both_backends!(
         let t = e.tenant("contoso").await;
         for recorded_first in [false, true] {
             // An attempt plans and records some items, and its worker dies.
-            let (id, fence) = claimed(&e, &t, 60_000).await;
-            let lease = opsledger_store::testing::lease(&e.store, &fence, &id).await;
-            let sources = e.store.evidence_sources(&e.ws, &t).await.unwrap();
-            let head = lease
-                .evidence_snapshot(&items_of(&sources).unwrap(), &plan_signer)
-                .await
-                .unwrap();
-            lease.init_total(head.item_count).await.unwrap();
+            let (id, _lease, head) = planned(&e, &t, Some(2)).await;
             let items = e.store.evidence_items(&head.id).await.unwrap();
-            let units: Vec<UnitRecord> = items[..2].iter().map(|i| unit(&head.id, i)).collect();
-            lease.record_units(&units).await.unwrap();
             // Someone with the database edits one item (a recorded one with
             // its hash recomputed, or one not recorded yet) before the retry.
             let target = if recorded_first {

@@ -7,11 +7,12 @@
 //! re-execution counts no file twice, and its reconciliation never says
 //! `succeeded`; the reconciliation matrix from the run's own ZIP only.
 
+mod common;
+
 use futures::StreamExt;
 use opsledger_core::review_pack::{MANIFEST_PATH, Manifest, PACK_FILE_NAME};
 use opsledger_core::{Outcome, Run, RunStatus, RunType, UnitOutcome};
-use opsledger_engine::reconciler::reconcile_run;
-use opsledger_engine::{Handler, Registry, RunContext, Runner, RunnerConfig};
+use opsledger_engine::{Handler, Registry, RunContext};
 use opsledger_families::Services;
 use opsledger_families::review_pack_generate::Generate;
 use opsledger_providers::demo;
@@ -66,28 +67,7 @@ impl Env {
     /// Runs `id` to its end through a runner, recording every state of it
     /// seen on the way (polled every 2 ms).
     async fn follow(&self, id: &str) -> (Run, Vec<Run>) {
-        let config = RunnerConfig {
-            concurrency: 4,
-            poll_interval: Duration::from_millis(10),
-            ..Default::default()
-        };
-        let shutdown = CancellationToken::new();
-        let runner =
-            tokio::spawn(Runner::new(self.store.clone(), self.registry(), config).run(shutdown.clone()));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        let mut seen = Vec::new();
-        let done = loop {
-            let r = self.store.get_run(id).await.unwrap().unwrap();
-            seen.push(r.clone());
-            if r.is_completed() {
-                break r;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{r:?}");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        };
-        shutdown.cancel();
-        runner.await.unwrap();
-        (done, seen)
+        common::follow_with(&self.store, self.registry(), id, Duration::from_millis(2)).await
     }
 
     async fn run(&self, tenant: &str, t: RunType, params: Value) -> Run {
@@ -148,15 +128,7 @@ impl Env {
     }
 
     async fn reconcile(&self, id: &str) -> Run {
-        opsledger_store::testing::exhaust_jobs(&self.store, id)
-            .await
-            .unwrap();
-        let run = self.store.get_run(id).await.unwrap().unwrap();
-        let d = reconcile_run(&self.store, &self.registry(), &run, Some("system"))
-            .await
-            .unwrap();
-        assert_eq!(d.applied, "applied", "{d:?}");
-        self.store.get_run(id).await.unwrap().unwrap()
+        common::reconcile_with(&self.store, &self.registry(), id).await
     }
 
     /// A tenant with its inventory.
@@ -504,23 +476,21 @@ both_backends!(
             (Outcome::Failed, "proof_wrong_scope")
         );
 
-        // Two candidates: two ZIPs committed by one run → none trusted.
-        let (two, _, ctx) = e.claimed(&t, json!({})).await;
-        ctx.init_total(2).await.unwrap();
-        let mut units = Vec::new();
-        for (key, name) in [("a", PACK_FILE_NAME), ("b", "review-pack-2.zip")] {
-            let mut draft = e.files.begin(&two, name).unwrap();
-            draft.write_all(name.as_bytes()).unwrap();
-            let mut unit = UnitRecord::new(key, UnitOutcome::Succeeded);
-            unit.artifact = Some(UnitArtifact::File(draft.finish().await.unwrap()));
-            units.push(unit);
-        }
-        ctx.record_units(&units).await.unwrap();
-        assert_eq!(e.store.run_files(&two).await.unwrap().len(), 2);
-        let run = e.reconcile(&two).await;
+        // A ZIP under another name is not the pack (a run has one file of a
+        // name, so the pack's name is what makes a candidate): the run's
+        // only file is `review-pack-2.zip` → no proof.
+        let (stray, _, ctx) = e.claimed(&t, json!({})).await;
+        ctx.init_total(1).await.unwrap();
+        let mut draft = e.files.begin(&stray, "review-pack-2.zip").unwrap();
+        draft.write_all(b"not the pack").unwrap();
+        let mut unit = UnitRecord::new("a", UnitOutcome::Succeeded);
+        unit.artifact = Some(UnitArtifact::File(draft.finish().await.unwrap()));
+        ctx.record_units(&[unit]).await.unwrap();
+        assert_eq!(e.store.run_files(&stray).await.unwrap().len(), 1);
+        let run = e.reconcile(&stray).await;
         assert_eq!(
             (run.outcome, reason(&run).as_str()),
-            (Outcome::Failed, "proof_ambiguous")
+            (Outcome::Failed, "stale_no_proof")
         );
 
         // A tenant with no inventory: blocked, nothing planned.
@@ -529,5 +499,37 @@ both_backends!(
         assert_eq!(run.outcome, Outcome::Blocked);
         assert_eq!(run.failures[0].code, "no_inventory");
         assert_eq!(run.summary_counts.total, None);
+    }
+);
+
+both_backends!(
+    a_retry_that_would_plan_other_paths_fails_instead_of_counting_past_its_total,
+    |store: Store| async move {
+        let e = Env::new(store).await;
+        let t = e.inventoried("contoso", "demo:healthy").await;
+        // An earlier attempt planned other paths (a policy renamed since).
+        let id = e.create(&t, RunType::ReviewPackGenerate, json!({})).await;
+        e.store
+            .patch_context(
+                &id,
+                &[ContextPatch::new(
+                    ["review_pack_plan", "paths_sha256"],
+                    json!("0".repeat(64)),
+                )],
+            )
+            .await
+            .unwrap();
+        let (run, _) = e.follow(&id).await;
+        assert_eq!(run.outcome, Outcome::Failed);
+        assert_eq!(
+            run.failures[0].code, "review_pack_plan_changed",
+            "{:?}",
+            run.failures
+        );
+        assert!(
+            e.store.run_files(&id).await.unwrap().is_empty(),
+            "no pack committed"
+        );
+        assert_eq!(run.summary_counts.processed.unwrap_or(0), 0, "nothing counted");
     }
 );

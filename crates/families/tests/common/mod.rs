@@ -45,32 +45,53 @@ pub fn copy_of(name: &str) -> tempfile::TempDir {
 
 /// Runs a runner on `store` until run `id` completes (60 s at most).
 pub async fn run_to_end(store: &Store, id: &str) -> Run {
+    run_to_end_with(store, registry(), id).await
+}
+
+/// [`run_to_end`] with the families of `registry` (e.g. with a file store
+/// or an evidence key).
+pub async fn run_to_end_with(store: &Store, registry: Registry, id: &str) -> Run {
+    follow_with(store, registry, id, Duration::from_millis(20))
+        .await
+        .0
+}
+
+/// Runs a runner with `registry` until run `id` completes (120 s at most),
+/// recording every state of it seen, polled every `poll`.
+pub async fn follow_with(store: &Store, registry: Registry, id: &str, poll: Duration) -> (Run, Vec<Run>) {
     let config = RunnerConfig {
         concurrency: 8,
         poll_interval: Duration::from_millis(10),
         ..Default::default()
     };
     let shutdown = CancellationToken::new();
-    let runner = tokio::spawn(Runner::new(store.clone(), registry(), config).run(shutdown.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let runner = tokio::spawn(Runner::new(store.clone(), registry, config).run(shutdown.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut seen = Vec::new();
     let done = loop {
         let r = store.get_run(id).await.unwrap().unwrap();
+        seen.push(r.clone());
         if r.is_completed() {
             break r;
         }
         assert!(tokio::time::Instant::now() < deadline, "{r:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(poll).await;
     };
     shutdown.cancel();
     runner.await.unwrap();
-    done
+    (done, seen)
 }
 
 /// The run's workers died on every attempt; then its proof decides.
 pub async fn reconcile(store: &Store, id: &str) -> Run {
+    reconcile_with(store, &registry(), id).await
+}
+
+/// [`reconcile`] with the adapters of `registry`.
+pub async fn reconcile_with(store: &Store, registry: &Registry, id: &str) -> Run {
     opsledger_store::testing::exhaust_jobs(store, id).await.unwrap();
     let run = store.get_run(id).await.unwrap().unwrap();
-    let d = reconcile_run(store, &registry(), &run, Some("system"))
+    let d = reconcile_run(store, registry, &run, Some("system"))
         .await
         .unwrap();
     assert_eq!(d.applied, "applied", "{d:?}");
