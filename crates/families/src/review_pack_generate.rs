@@ -823,7 +823,9 @@ impl opsledger_engine::ReconciliationAdapter for PackAdapter {
             .files_of(&run.id)
             .await?
             .into_iter()
-            .filter(|f| f.name == PACK_FILE_NAME)
+            // The generator commits one ZIP; any other is a second
+            // candidate, and two are no proof (`proof_ambiguous`).
+            .filter(|f| f.name.ends_with(".zip"))
         {
             // A store that cannot answer now (a bucket down, a disk error) is
             // no proof either way: this run is left for a later sweep, and

@@ -476,21 +476,23 @@ both_backends!(
             (Outcome::Failed, "proof_wrong_scope")
         );
 
-        // A ZIP under another name is not the pack (a run has one file of a
-        // name, so the pack's name is what makes a candidate): the run's
-        // only file is `review-pack-2.zip` → no proof.
-        let (stray, _, ctx) = e.claimed(&t, json!({})).await;
-        ctx.init_total(1).await.unwrap();
-        let mut draft = e.files.begin(&stray, "review-pack-2.zip").unwrap();
-        draft.write_all(b"not the pack").unwrap();
-        let mut unit = UnitRecord::new("a", UnitOutcome::Succeeded);
-        unit.artifact = Some(UnitArtifact::File(draft.finish().await.unwrap()));
-        ctx.record_units(&[unit]).await.unwrap();
-        assert_eq!(e.store.run_files(&stray).await.unwrap().len(), 1);
-        let run = e.reconcile(&stray).await;
+        // Two candidates: two ZIPs committed by one run → none trusted.
+        let (two, _, ctx) = e.claimed(&t, json!({})).await;
+        ctx.init_total(2).await.unwrap();
+        let mut units = Vec::new();
+        for (key, name) in [("a", PACK_FILE_NAME), ("b", "review-pack-2.zip")] {
+            let mut draft = e.files.begin(&two, name).unwrap();
+            draft.write_all(name.as_bytes()).unwrap();
+            let mut unit = UnitRecord::new(key, UnitOutcome::Succeeded);
+            unit.artifact = Some(UnitArtifact::File(draft.finish().await.unwrap()));
+            units.push(unit);
+        }
+        ctx.record_units(&units).await.unwrap();
+        assert_eq!(e.store.run_files(&two).await.unwrap().len(), 2);
+        let run = e.reconcile(&two).await;
         assert_eq!(
             (run.outcome, reason(&run).as_str()),
-            (Outcome::Failed, "stale_no_proof")
+            (Outcome::Failed, "proof_ambiguous")
         );
 
         // A tenant with no inventory: blocked, nothing planned.
