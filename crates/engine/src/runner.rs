@@ -22,6 +22,7 @@ use crate::batch_completer::{BatchCompleter, FlushPolicy};
 use crate::claim_pacing::{CLAIM_COOLDOWN, ClaimPace, pace};
 use crate::executor::Execution;
 use crate::heartbeat::InFlight;
+use opsledger_core::RunType;
 use opsledger_store::Store;
 use opsledger_store::claims::ClaimCursor;
 use std::sync::Arc;
@@ -138,7 +139,13 @@ impl Runner {
         ));
         let slots = self.config.concurrency.max(1);
         let mut last_claim: Option<Instant> = None;
-        let mut cursor = ClaimCursor::default();
+        // Types this node has no handler for are left to nodes that have one.
+        let mut cursor = ClaimCursor::skipping(
+            RunType::ALL
+                .iter()
+                .copied()
+                .filter(|t| !self.registry.supports(*t)),
+        );
         loop {
             while in_flight.try_join_next().is_some() {}
             let free = permits.available_permits();

@@ -4,7 +4,7 @@
 //! once and complete their parent; a stale run is reconciled.
 
 use async_trait::async_trait;
-use opsledger_core::{Outcome, Run, RunType};
+use opsledger_core::{Outcome, Run, RunStatus, RunType};
 use opsledger_engine::{
     Handler, HandlerError, Registry, RunContext, Runner, RunnerConfig, SweepConfig, UnitContext, UnitHandler,
     UnitResult,
@@ -197,7 +197,6 @@ both_backends!(
             RunType::PolicySync,
             RunType::BackupSetUpdate,
             RunType::ReviewPackGenerate,
-            RunType::BackupSetDelete,
         ] {
             ids.extend(start(&store, &ws, &t, ty, 1).await);
         }
@@ -214,9 +213,42 @@ both_backends!(
                 (Outcome::Failed, "handler_left_run_open"),
                 (Outcome::Failed, "handler_panicked"),
                 (Outcome::Failed, "provider_unavailable"),
-                (Outcome::Failed, "no_handler"),
             ]
         );
+    }
+);
+
+both_backends!(
+    a_type_this_node_cannot_run_waits_for_one_that_can,
+    |store: Store| async move {
+        let (ws, t) = workspace(&store, 1).await;
+        // A node without the review pack family (no file store): it runs
+        // its policy syncs and never claims the pack.
+        let counts = Arc::new(Mutex::new(HashMap::new()));
+        let mut partial = Registry::new();
+        partial.handler(RunType::PolicySync, Arc::new(Counting(counts.clone())));
+        let shutdown = CancellationToken::new();
+        let runner = spawn(&store, &partial, &shutdown);
+        let pack = start(&store, &ws, &t, RunType::ReviewPackGenerate, 1).await;
+        let syncs = start(&store, &ws, &t, RunType::PolicySync, 3).await;
+        wait_all(&store, &syncs).await;
+        let waiting = store.get_run(&pack[0]).await.unwrap().unwrap();
+        assert_eq!(
+            (waiting.status, waiting.outcome),
+            (RunStatus::Queued, Outcome::Pending),
+            "claimed past the syncs started after it: {waiting:?}"
+        );
+        shutdown.cancel();
+        runner.await.unwrap();
+        // A node that can run it does.
+        let mut full = Registry::new();
+        full.handler(RunType::ReviewPackGenerate, Arc::new(Counting(counts.clone())));
+        let shutdown = CancellationToken::new();
+        let runner = spawn(&store, &full, &shutdown);
+        let done = wait_all(&store, &pack).await;
+        shutdown.cancel();
+        runner.await.unwrap();
+        assert_eq!(done[0].outcome, Outcome::Succeeded, "{:?}", done[0].failures);
     }
 );
 

@@ -21,12 +21,21 @@
 //!
 //! SQLite deletes index entries in place, so the cursor changes nothing
 //! there; the code path is the same on both databases.
+//!
+//! **Types a node cannot run.** A node started without what a family needs
+//! (the evidence key, a file store) has no handler for its type. Its cursor
+//! ([`ClaimCursor::skipping`]) names those types, and its claims pass over
+//! their jobs, which wait for a node that can run them: a job claimed only
+//! to fail `no_handler` would close, on a misconfigured node, a run a
+//! configured one was about to run. A node that can run every type claims
+//! with no such condition (the tuned path above).
 
 use crate::db::{Tx, sql, sql_built, sql_owned};
 use crate::jobs::{ClaimedJob, Fence, JobKind};
 use crate::row::{RUN_HEAD_COLUMNS, run_head_from_row};
 use crate::runs::RunHead;
 use crate::{Store, StoreError, new_id};
+use opsledger_core::RunType;
 use std::collections::{BTreeSet, HashMap};
 
 /// Runs per head read: far below both databases' argument limits.
@@ -44,6 +53,30 @@ pub struct ClaimCursor {
     after: Option<(i64, String)>,
     /// When the last scan from the head began.
     head_scanned_at: i64,
+    /// The claim's condition passing over the jobs of types this producer
+    /// cannot run (empty when it can run every type).
+    skip: String,
+}
+
+impl ClaimCursor {
+    /// A cursor whose claims pass over the jobs (run and unit) of `types`.
+    pub fn skipping(types: impl IntoIterator<Item = RunType>) -> ClaimCursor {
+        // The names are the catalog's own (lower-case letters, dots and
+        // underscores), never input: they are written into the statement.
+        let names: Vec<String> = types.into_iter().map(|t| format!("'{}'", t.as_str())).collect();
+        let skip = if names.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " AND NOT EXISTS (SELECT 1 FROM operation_runs r WHERE r.id = j.run_id AND r.type IN ({}))",
+                names.join(", ")
+            )
+        };
+        ClaimCursor {
+            skip,
+            ..ClaimCursor::default()
+        }
+    }
 }
 
 /// `(id, run_id, kind, unit_key, attempt, max_attempts, run_after)`.
@@ -88,6 +121,7 @@ impl Store {
             now,
             lease_expires_at: now + lease_ms as i64,
             worker_id,
+            skip: &cursor.skip,
         };
         let mut tx = self.begin_write().await?;
         // A claim lost in a crash is harmless: its token never reached the
@@ -205,13 +239,16 @@ struct Claim<'w> {
     now: i64,
     lease_expires_at: i64,
     worker_id: &'w str,
+    /// [`ClaimCursor::skipping`]'s condition.
+    skip: &'w str,
 }
 
 impl Claim<'_> {
     async fn run_jobs(&self, tx: &mut Tx, limit: u32) -> Result<Vec<ClaimRow>, StoreError> {
         let text = format!(
-            "{CLAIM_SET}SELECT j.id FROM jobs j WHERE j.state = 'available' AND j.kind = 'run' AND j.run_after <= $3 \
+            "{CLAIM_SET}SELECT j.id FROM jobs j WHERE j.state = 'available' AND j.kind = 'run' AND j.run_after <= $3{} \
              ORDER BY j.kind, j.run_after, j.id LIMIT $5{}{CLAIM_RETURNING}",
+            self.skip,
             tx.dialect().skip_locked()
         );
         Ok(tx.fetch_all(self.bound(sql_owned(text), limit)).await?)
@@ -237,7 +274,8 @@ impl Claim<'_> {
         };
         let text = format!(
             "{CLAIM_SET}SELECT j.id FROM jobs j WHERE j.state = 'available' AND {kind} \
-             AND j.run_after <= $3 {WAVE_GATE} ORDER BY j.kind, j.run_after, j.id LIMIT $5{}{CLAIM_RETURNING}",
+             AND j.run_after <= $3 {WAVE_GATE}{} ORDER BY j.kind, j.run_after, j.id LIMIT $5{}{CLAIM_RETURNING}",
+            self.skip,
             tx.dialect().skip_locked()
         );
         let mut stmt = self.bound(sql_owned(text), limit);

@@ -6,6 +6,7 @@
 mod common;
 
 use common::fan_out;
+use opsledger_core::RunType;
 use opsledger_store::claims::{CURSOR_RESCAN_MS, ClaimCursor};
 use opsledger_store::clock::ManualClock;
 use opsledger_store::{Store, both_backends};
@@ -104,5 +105,34 @@ both_backends!(
         for unit in units {
             assert_eq!(unit.head.as_ref(), Some(&head), "read in the claim's transaction");
         }
+    }
+);
+
+both_backends!(
+    a_cursor_skipping_types_passes_over_their_run_and_unit_jobs,
+    |store: Store| async move {
+        // Unit jobs of a backup fan-out, and the run job of a policy sync.
+        let units = fan_out(&store, 3).await;
+        let s = common::scope(&store).await;
+        let sync = common::queued_run(&store, &s, RunType::PolicySync).await;
+        let mut cursor = ClaimCursor::skipping([RunType::BackupSetAddPolicies, RunType::PolicySync]);
+        assert!(
+            store
+                .claim_jobs_from(&mut cursor, "w", 10, LEASE)
+                .await
+                .unwrap()
+                .is_empty(),
+            "nothing of a skipped type is claimed"
+        );
+        let mut cursor = ClaimCursor::skipping([RunType::BackupSetAddPolicies]);
+        let claimed = store.claim_jobs_from(&mut cursor, "w", 10, LEASE).await.unwrap();
+        assert_eq!(
+            claimed.iter().map(|j| j.run_id.as_str()).collect::<Vec<_>>(),
+            vec![sync.as_str()]
+        );
+        let mut cursor = ClaimCursor::skipping([]);
+        let claimed = store.claim_jobs_from(&mut cursor, "w", 10, LEASE).await.unwrap();
+        assert_eq!(claimed.len(), 3);
+        assert!(claimed.iter().all(|j| j.run_id == units));
     }
 );
