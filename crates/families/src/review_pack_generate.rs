@@ -200,6 +200,19 @@ impl Pending {
         ctx.record_units(&units).await?;
         Ok(())
     }
+
+    /// [`Pending::flush`] when the batch is full or old enough, keeping the
+    /// last key pending.
+    async fn flush_holding_last(&mut self, ctx: &RunContext) -> Result<(), HandlerError> {
+        if self.keys.len() < 2 || (self.keys.len() <= UNIT_BATCH && self.since.elapsed() < UNIT_FLUSH) {
+            return Ok(());
+        }
+        let last = self.keys.pop();
+        let r = self.flush(ctx, true).await;
+        self.keys.extend(last);
+        self.since = Instant::now();
+        r
+    }
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -243,6 +256,23 @@ fn json_line(v: &Value, first: bool) -> Vec<u8> {
     b
 }
 
+/// Where a walk of one type's inventory pages stands.
+struct Pager<'t> {
+    policy_type: &'t str,
+    after: Option<String>,
+    done: bool,
+}
+
+impl<'t> Pager<'t> {
+    fn new(policy_type: &'t str) -> Pager<'t> {
+        Pager {
+            policy_type,
+            after: None,
+            done: false,
+        }
+    }
+}
+
 /// What writing the file map needs beside the run.
 struct Plan<'a> {
     ctx: &'a RunContext,
@@ -253,6 +283,28 @@ struct Plan<'a> {
 }
 
 impl Plan<'_> {
+    /// The next page of the inventory at the cutoff that `pager` walks, or
+    /// `None` past its end.
+    async fn next_page(
+        &self,
+        pager: &mut Pager<'_>,
+    ) -> Result<Option<Vec<opsledger_store::lease::InventoryRow>>, HandlerError> {
+        if pager.done {
+            return Ok(None);
+        }
+        let page = self
+            .ctx
+            .reads()
+            .inventory_page_before(pager.policy_type, pager.after.as_deref(), PAGE, self.cutoff)
+            .await?;
+        self.ctx.liveness.mark();
+        match page.last() {
+            Some(last) if page.len() == PAGE as usize => pager.after = Some(last.external_id.clone()),
+            _ => pager.done = true,
+        }
+        Ok(Some(page))
+    }
+
     /// Every item of `policy_type` in the inventory at the cutoff, a page at
     /// a time, each page handed to `f` (which gives back the ops to apply).
     async fn pages(
@@ -261,23 +313,14 @@ impl Plan<'_> {
         policy_type: &str,
         mut f: impl FnMut(&[opsledger_store::lease::InventoryRow]) -> Vec<Op>,
     ) -> Result<(), HandlerError> {
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .ctx
-                .reads()
-                .inventory_page_before(policy_type, after.as_deref(), PAGE, self.cutoff)
-                .await?;
+        let mut pager = Pager::new(policy_type);
+        while let Some(page) = self.next_page(&mut pager).await? {
             let ops = f(&page);
             if !ops.is_empty() {
                 apply(writer, ops).await?;
             }
-            self.ctx.liveness.mark();
-            match page.last() {
-                Some(last) if page.len() == PAGE as usize => after = Some(last.external_id.clone()),
-                _ => return Ok(()),
-            }
         }
+        Ok(())
     }
 
     /// Writes one entry (not a policy's: those go by type, [`Plan::policies`]).
@@ -414,7 +457,7 @@ impl Plan<'_> {
         writer: &mut Option<PackWriter>,
         policy_type: &str,
         batch: &[&Entry],
-        written: &mut Vec<String>,
+        pending: &mut Pending,
     ) -> Result<Result<(), String>, HandlerError> {
         let mut by_id: HashMap<&str, &str> = batch
             .iter()
@@ -423,20 +466,33 @@ impl Plan<'_> {
                 _ => None,
             })
             .collect();
-        let options = self.options;
-        self.pages(writer, policy_type, |page| {
+        // A type can hold thousands of policies: its files are counted (and
+        // a cancel heard) page by page, not once the whole type is written.
+        let mut pager = Pager::new(policy_type);
+        while let Some(page) = self.next_page(&mut pager).await? {
+            if self.ctx.cancel.is_cancelled() {
+                return Err(HandlerError::Stopped);
+            }
             let mut ops = Vec::new();
-            for r in page {
+            let mut written = Vec::new();
+            for r in &page {
                 if let Some(path) = by_id.remove(r.external_id.as_str()) {
                     ops.push(Op::Start(path.to_owned()));
-                    ops.push(Op::Bytes(policy_document(r, options)));
+                    ops.push(Op::Bytes(policy_document(r, self.options)));
                     ops.push(Op::End);
                     written.push(path.to_owned());
                 }
             }
-            ops
-        })
-        .await?;
+            if !ops.is_empty() {
+                apply(writer, ops).await?;
+            }
+            for key in written {
+                pending.push(key);
+            }
+            // The last file written is held back: it may be the plan's last,
+            // whose unit is recorded with the ZIP.
+            pending.flush_holding_last(self.ctx).await?;
+        }
         Ok(match by_id.keys().next() {
             None => Ok(()),
             Some(id) => Err(format!(
@@ -639,7 +695,7 @@ impl Generate {
                         .collect();
                     i += batch.len();
                     if let Err(why) = plan
-                        .policies(&mut writer, policy_type, &batch, &mut written)
+                        .policies(&mut writer, policy_type, &batch, &mut pending)
                         .await?
                     {
                         return close(&ctx, Outcome::Failed, "review_pack_plan_changed", why).await;

@@ -107,8 +107,10 @@ pub async fn verify(
     State(state): State<AppState>,
     caller: Caller,
     Path((ws, id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let snapshot = visible(&state, &caller, &ws, &id).await?;
+    query_pairs(query.as_deref(), &[])?;
     let Some(key) = state.evidence_key.as_ref() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

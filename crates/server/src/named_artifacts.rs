@@ -47,6 +47,13 @@ pub async fn check_start(
         RunType::BackupScheduleExecute => check_schedule(state, access, tenant_id, params).await,
         RunType::BaselineCapture => check_capture(state, access, tenant_id, params).await,
         RunType::BaselineCompare => check_compare(state, access, params).await,
+        // A pack without redaction holds the tenant's secrets in clear
+        // (Wi-Fi keys, certificates, OMA-URI passwords): an admin's act,
+        // and an admin's download (`review_packs::download`).
+        RunType::ReviewPackGenerate if params.get("redact") == Some(&Value::Bool(false)) => {
+            access.require(opsledger_core::access::Capability::OperationsAdmin)?;
+            Ok(())
+        }
         _ => Ok(()),
     }
 }

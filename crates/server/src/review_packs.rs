@@ -5,7 +5,9 @@
 //! the same `404`. Only a committed file of a run that closed `succeeded`
 //! is ever served: a draft being written, or left by a worker that died,
 //! has no row and is never reachable; a pack whose run did not succeed
-//! (reconciled as failed, say) is `409 review_pack_unavailable`.
+//! (reconciled as failed, say) is `409 review_pack_unavailable`. A pack
+//! made with `redact: false` holds secrets in clear: only an admin
+//! downloads it (only an admin can start one).
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -29,9 +31,14 @@ pub async fn download(
 ) -> Result<Response, ApiError> {
     let access = caller.require(&state, &ws, Capability::OperationsView).await?;
     query_pairs(query.as_deref(), &[])?;
-    let run = visible_run(&state, &access, &id).await?;
+    // A missing id, a hidden run and a run that is no pack: one `404`.
+    let pack_not_found = || ApiError::not_found("review pack not found");
+    let run = match visible_run(&state, &access, &id).await {
+        Err(e) if e.status == StatusCode::NOT_FOUND => return Err(pack_not_found()),
+        other => other?,
+    };
     if run.run_type != RunType::ReviewPackGenerate {
-        return Err(ApiError::not_found("review pack not found"));
+        return Err(pack_not_found());
     }
     let unavailable = |why: &str| {
         ApiError::new(
@@ -48,6 +55,9 @@ pub async fn download(
             "was not generated: its run ended {}",
             run.outcome.as_str()
         )));
+    }
+    if run.context.pointer("/params/redact") == Some(&serde_json::Value::Bool(false)) {
+        access.require(Capability::OperationsAdmin)?;
     }
     let Some(files) = state.files.as_ref() else {
         return Err(ApiError::new(

@@ -219,6 +219,9 @@ both_backends!(
         }
         // The outsider's answer names nothing of the pack.
         assert!(!answers[0].to_string().contains(&w.pack.id));
+        // A hidden pack, a missing id and a run that is no pack: one body.
+        assert_eq!(answers[1], answers[2]);
+        assert_eq!(answers[2], answers[3]);
         assert_eq!(
             call(&w.state, &w.admin, "GET", &download(&w.ws, "not-an-id"), None)
                 .await
@@ -263,6 +266,20 @@ both_backends!(
         assert_eq!(run.outcome, Outcome::Succeeded, "{:?}", run.failures);
         let a = call(&w.state, &w.admin, "GET", &download(&w.ws, &run.id), None).await;
         assert_eq!(a.status, 200);
+        // Without redaction the pack holds secrets in clear: an admin's
+        // to start and to download.
+        let operator = user(&w.state.store, &w.ws, "operator@t", Role::Operator).await;
+        let clear = json!({"type": "review_pack.generate", "tenant_id": tenant, "params": {"redact": false}});
+        let a = call(&w.state, &operator, "POST", &ops, Some(clear.clone())).await;
+        assert_eq!((a.status, &a.json["error"]["code"]), (403, &json!("forbidden")));
+        let a = call(&w.state, &w.admin, "POST", &ops, Some(clear)).await;
+        assert_eq!(a.status, 202, "{:?}", a.json);
+        let run = finish(&w.state, a.json["id"].as_str().unwrap()).await;
+        assert_eq!(run.outcome, Outcome::Succeeded, "{:?}", run.failures);
+        for (token, status) in [(&w.viewer, 403), (&operator, 403), (&w.admin, 200)] {
+            let a = call(&w.state, token, "GET", &download(&w.ws, &run.id), None).await;
+            assert_eq!(a.status, status, "{:?}", a.json);
+        }
         let types = call(&w.state, &w.admin, "GET", "/api/v1/operation-types", None).await;
         let listed = types.json.to_string();
         assert!(listed.contains("include_assignments"), "{listed}");

@@ -99,10 +99,23 @@ pub struct StagedFile {
     pub sha256: String,
     run_id: String,
     /// The draft on local disk, moved into place by the commit; `None` once
-    /// uploaded to a bucket.
-    temp: Option<PathBuf>,
+    /// uploaded to a bucket. Removed when the last copy of this staged file
+    /// is dropped uncommitted (a run cancelled or closed under its writer).
+    temp: Option<Arc<KeptDraft>>,
     /// Where the commit moves a local draft.
     dest: Option<PathBuf>,
+}
+
+/// A finished local draft waiting for its commit: removed from the scratch
+/// directory when dropped, unless the commit moved it into place first.
+#[derive(Debug, PartialEq, Eq)]
+struct KeptDraft(PathBuf);
+
+impl Drop for KeptDraft {
+    fn drop(&mut self) {
+        // NotFound once committed (moved): nothing to do then.
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// A committed file, as its row names it.
@@ -453,7 +466,7 @@ impl FileDraft {
                     size,
                     sha256,
                     run_id,
-                    temp: Some(kept),
+                    temp: Some(Arc::new(KeptDraft(kept))),
                     dest: Some(dest),
                 })
             }
@@ -512,7 +525,7 @@ pub(crate) async fn commit_in(
             file.name
         )));
     }
-    if let (Some(temp), Some(dest)) = (file.temp.clone(), file.dest.clone()) {
+    if let (Some(temp), Some(dest)) = (file.temp.as_ref().map(|k| k.0.clone()), file.dest.clone()) {
         let (name, sha256) = (file.name.clone(), file.sha256.clone());
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             let err = |e: std::io::Error| StoreError::Files(format!("committing {name}: {e}"));

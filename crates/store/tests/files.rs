@@ -114,16 +114,13 @@ both_backends!(
                 .unwrap();
             assert_eq!(r.duplicates, 1);
             assert_eq!(store.run_files(&id).await.unwrap(), rows);
-            // A draft dropped unfinished leaves nothing behind.
+            // A draft dropped unfinished leaves nothing behind, and neither
+            // did the duplicate's finished one, dropped uncommitted.
             let mut abandoned = files.begin(&id, "findings.json").unwrap();
             abandoned.write_all(b"half").unwrap();
             drop(abandoned);
             if let Some(root) = &local {
-                assert_eq!(
-                    tmp_entries(root),
-                    1,
-                    "only the duplicate's finished draft remains"
-                );
+                assert_eq!(tmp_entries(root), 0, "no draft remains");
             }
             // Names are strict.
             for bad in ["", ".hidden", "a/b", "../x", "a b"] {
@@ -313,6 +310,22 @@ fn drafts_abandoned_long_ago_are_removed_when_a_store_opens() {
     assert!(!old.exists(), "an abandoned draft is removed");
     assert_eq!(tmp_entries(dir.path()), 1, "a draft being written is kept");
     drop(fresh);
+}
+
+/// A pack finished but never committed (its run cancelled or closed under
+/// it) leaves nothing behind once every copy of it is dropped; a committed
+/// one is in place and its draft gone.
+#[tokio::test]
+async fn a_staged_file_dropped_uncommitted_leaves_no_draft() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = FileStore::new(dir.path()).unwrap();
+    let file = staged(&files, "run-1", "pack.zip", b"a whole pack").await;
+    let copy = file.clone();
+    assert_eq!(tmp_entries(dir.path()), 1);
+    drop(file);
+    assert_eq!(tmp_entries(dir.path()), 1, "a copy still waits for its commit");
+    drop(copy);
+    assert_eq!(tmp_entries(dir.path()), 0, "the draft is removed");
 }
 
 #[tokio::test]
