@@ -746,6 +746,18 @@ async fn demo_captures_baselines_and_compares_truthfully() {
                 golden["context"]["compare"]["drift_found"].is_boolean(),
                 "{golden}"
             );
+            // The same standard against the partial tenant, which cannot
+            // read its Conditional Access types: partially succeeded, never
+            // a clean bill or a failure.
+            let partial = phased_and_followed(
+                &demo,
+                admin,
+                json!({"type": "baseline.compare", "tenant_id": demo.tenant("partial"),
+                       "params": {"baseline_snapshot_id": snapshot}}),
+                "partially_succeeded",
+            )
+            .await;
+            assert!(partial["context"]["compare"].is_object(), "{partial}");
         }
     }
     let blocked = phased_and_followed(

@@ -188,3 +188,70 @@ both_backends!(
         }
     }
 );
+
+both_backends!(
+    each_demo_profile_ends_as_its_backup_does,
+    |store: Store| async move {
+        let ws = store.create_workspace("ws").await.unwrap().id;
+        // Partial: its readable types inventoried, then a backup of them and
+        // of one Conditional Access policy it may not read → partially
+        // succeeded, the readable ones in the set, the other a failed unit.
+        let partial = store
+            .create_tenant(&ws, "northwind", "demo:partial")
+            .await
+            .unwrap()
+            .id;
+        let sync = run(&store, &ws, &partial, RunType::InventorySync, json!({})).await;
+        assert_eq!(sync.outcome, Outcome::PartiallySucceeded, "{:?}", sync.failures);
+        let mut ids: Vec<String> = store
+            .inventory_refs(&partial)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(a, b)| format!("{a}/{b}"))
+            .collect();
+        let readable = ids.len() as u64;
+        assert!(readable > 0);
+        ids.push("conditionalAccessPolicies/00000000-0000-0000-0000-000000000001".into());
+        let backup = run(
+            &store,
+            &ws,
+            &partial,
+            RunType::BackupSetAddPolicies,
+            json!({ "policy_ids": ids }),
+        )
+        .await;
+        assert_eq!(
+            backup.outcome,
+            Outcome::PartiallySucceeded,
+            "{:?}",
+            backup.failures
+        );
+        let c = &backup.summary_counts;
+        assert_eq!(
+            (c.total, c.succeeded, c.failed),
+            (Some(readable + 1), Some(readable), Some(1))
+        );
+        assert_eq!(backup.failures[0].code, "provider_forbidden");
+        let set = backup.context["backup_set"]["id"].as_str().unwrap();
+        assert_eq!(store.count_backup_items(set).await.unwrap(), readable);
+
+        // Blocked: no consent → blocked before any work, no set created.
+        let blocked = store
+            .create_tenant(&ws, "tailspin", "demo:blocked")
+            .await
+            .unwrap()
+            .id;
+        let backup = run(
+            &store,
+            &ws,
+            &blocked,
+            RunType::BackupSetAddPolicies,
+            json!({ "policy_ids": ["deviceConfigurations/x"] }),
+        )
+        .await;
+        assert_eq!(backup.outcome, Outcome::Blocked, "{:?}", backup.failures);
+        assert_eq!(backup.summary_counts.total, None, "no plan, no percentage");
+        assert!(backup.context.get("backup_set").is_none(), "{}", backup.context);
+    }
+);

@@ -697,6 +697,22 @@ both_backends!(
         assert_eq!(adapter(&run), "generic_fail_closed");
         assert_eq!(e.lifecycle(&set).await.name, "fixture", "nothing was written");
 
+        // A policy.sync whose worker died: the same complete set is no proof.
+        let sync = e
+            .start(
+                &e.tenant,
+                RunType::PolicySync,
+                json!({"policy_id": "deviceConfigurations/x"}),
+            )
+            .await;
+        claim_run_job(&e.store, &sync).await;
+        let run = stale(sync).await;
+        assert_eq!(
+            (run.outcome, code(&run).as_str()),
+            (Outcome::Failed, "stale_no_proof")
+        );
+        assert_eq!(adapter(&run), "generic_fail_closed");
+
         // A delete never started, and one that removed 2 of 5 items before dying.
         let queued = e
             .start(&e.tenant, RunType::BackupSetDelete, json!({"backup_set_id": set}))
