@@ -234,46 +234,59 @@ both_backends!(
         let spec = format!("folder:{}", path.display());
         let source = e.tenant("acsc", &spec).await;
         let set = e.backup(&source).await;
-        // The demo tenant has no `intents` type: the settings catalog items.
-        let items: Vec<String> = e
-            .store
-            .backup_item_heads(&set)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|i| i.policy_type == "configurationPolicies")
-            .map(|i| i.id)
-            .collect();
-        assert_eq!(items.len(), 6);
+        // Every item of the set: 6 settings catalog policies and 1 intent.
+        let heads = e.store.backup_item_heads(&set).await.unwrap();
+        assert_eq!(heads.len(), 7);
+        let mut types: Vec<String> = heads.iter().map(|i| i.policy_type.clone()).collect();
+        types.sort();
+        assert_eq!(
+            types,
+            [vec!["configurationPolicies"; 6], vec!["intents"]].concat()
+        );
+        let items: Vec<String> = heads.into_iter().map(|i| i.id).collect();
         let target = e.tenant("demo", "demo:healthy").await;
         let first = e
             .restore(&target, json!({ "backup_set_id": set, "item_ids": items }))
             .await;
         assert_eq!(first.outcome, Outcome::Succeeded, "{:?}", first.failures);
-        assert_eq!(e.results(&first).await, vec![RestoreOutcome::Created; 6]);
-        assert_eq!(first.summary_counts.created, Some(6));
-        // Read back from the target, each equals its backup after normalization.
+        assert_eq!(e.results(&first).await, vec![RestoreOutcome::Created; 7]);
+        assert_eq!(first.summary_counts.created, Some(7));
+        // Read back from the target, each of its own type, equals its backup
+        // after normalization.
         let p = e.provider("demo:healthy", &target);
         let names = p.directory().await.unwrap().names();
-        for r in e.store.restore_results_of(&first.id).await.unwrap() {
+        let results = e.store.restore_results_of(&first.id).await.unwrap();
+        assert_eq!(results.len(), 7);
+        let mut restored_types: Vec<String> = Vec::new();
+        for r in results {
             let item = e
                 .store
                 .backup_item(&set, r.backup_item_id.as_deref().unwrap())
                 .await
                 .unwrap()
                 .unwrap();
+            assert_eq!(r.detail["policy_type"], item.head.policy_type.as_str());
             let back = p
-                .get_policy("configurationPolicies", r.target_id.as_deref().unwrap())
+                .get_policy(&item.head.policy_type, r.target_id.as_deref().unwrap())
                 .await
                 .unwrap();
-            assert_eq!(content_hash(&back.payload, &names), item.content_sha256);
+            assert_eq!(
+                content_hash(&back.payload, &names),
+                item.content_sha256,
+                "{}/{}",
+                item.head.policy_type,
+                item.head.display_name
+            );
+            restored_types.push(item.head.policy_type);
         }
+        restored_types.sort();
+        assert_eq!(restored_types, types);
         let writes = e.log.of(&target).len();
         let again = e
             .restore(&target, json!({ "backup_set_id": set, "item_ids": items }))
             .await;
         assert_eq!(again.outcome, Outcome::Succeeded, "{:?}", again.failures);
-        assert_eq!(e.results(&again).await, vec![RestoreOutcome::Unchanged; 6]);
+        assert_eq!(e.results(&again).await, vec![RestoreOutcome::Unchanged; 7]);
         assert_eq!(e.log.of(&target).len(), writes, "a second restore writes nothing");
         assert_eq!(
             (again.summary_counts.created, again.summary_counts.updated),

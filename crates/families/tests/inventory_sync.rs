@@ -62,18 +62,24 @@ both_backends!(
             (RunStatus::Completed, Outcome::Succeeded)
         );
         let c = run.summary_counts;
-        assert_eq!(c.total, Some(14));
+        // The demo's 15 policy types, one unit each.
+        assert_eq!(c.total, Some(15));
         assert_eq!(
             (c.processed, c.succeeded, c.failed),
-            (Some(14), Some(14), Some(0))
+            (Some(15), Some(15), Some(0))
         );
         let coverage = coverage_of(&run.context);
-        assert_eq!(coverage.len(), 14);
-        assert!(
-            coverage
-                .values()
-                .all(|c| c.status == CoverageStatus::Covered && c.item_count > 0)
-        );
+        assert_eq!(coverage.len(), 15);
+        assert!(coverage.values().all(|c| c.status == CoverageStatus::Covered));
+        // Every type has policies but `intents`, which demo tenants generate
+        // empty: read whole, and covered with none.
+        for (t, c) in &coverage {
+            if t == "intents" {
+                assert_eq!(c.item_count, 0, "{t}");
+            } else {
+                assert!(c.item_count > 0, "{t}");
+            }
+        }
         let items: u64 = coverage.values().map(|c| c.item_count).sum();
         assert!(items >= 100, "{items}");
         assert_eq!(store.count_inventory_items(&t).await.unwrap(), items);
@@ -107,12 +113,17 @@ both_backends!(partial_tenant_is_partially_succeeded, |store: Store| async move 
     let c = run.summary_counts;
     assert_eq!(
         (c.total, c.processed, c.succeeded, c.failed),
-        (Some(14), Some(14), Some(11), Some(3))
+        (Some(15), Some(15), Some(12), Some(3))
     );
     let coverage = coverage_of(&run.context);
     assert_eq!(
         coverage["conditionalAccessPolicies"].status,
         CoverageStatus::Blocked
+    );
+    // `intents` is readable in the partial tenant too (empty, but covered).
+    assert_eq!(
+        (coverage["intents"].status, coverage["intents"].item_count),
+        (CoverageStatus::Covered, 0)
     );
     let scripts = &coverage["deviceManagementScripts"];
     assert_eq!(scripts.status, CoverageStatus::Failed);
@@ -192,7 +203,7 @@ both_backends!(
         assert!(store.release_job(&job.fence).await.unwrap());
         let mid = store.get_run(&id).await.unwrap().unwrap();
         let done_before = mid.summary_counts.processed.unwrap();
-        assert!(mid.status == RunStatus::Running && done_before < 14, "{mid:?}");
+        assert!(mid.status == RunStatus::Running && done_before < 15, "{mid:?}");
         // The first worker's lease is gone: its writes are refused.
         let stale = RunContext::new(run.clone(), lease, 1, CancellationToken::new());
         assert!(
@@ -218,8 +229,8 @@ both_backends!(
         assert_eq!(run.outcome, Outcome::Succeeded);
         assert_eq!(
             (run.summary_counts.processed, run.summary_counts.succeeded),
-            (Some(14), Some(14))
+            (Some(15), Some(15))
         );
-        assert_eq!(store.recorded_units(&id).await.unwrap().len(), 14);
+        assert_eq!(store.recorded_units(&id).await.unwrap().len(), 15);
     }
 );

@@ -1,7 +1,9 @@
 //! The demo provider: a tenant generated in-process, deterministic per tenant
-//! name, with Intune-shaped policy JSON across 14 policy types (120+
-//! policies), served in pages like Microsoft Graph, with a directory the
-//! policies are assigned to, and writes that stick.
+//! name, with Intune-shaped policy JSON across 15 policy types (120+
+//! policies; `intents`, the Endpoint security / security baseline intents,
+//! is generated empty and holds what is written into it), served in pages
+//! like Microsoft Graph, with a directory the policies are assigned to, and
+//! writes that stick.
 //!
 //! Profiles reproduce what real tenants do to a sync or a restore:
 //! - `healthy`: every type readable and writable;
@@ -93,7 +95,11 @@ impl FromStr for Profile {
     }
 }
 
-/// (key in the policy type catalog, base count, @odata.type variants)
+/// (key in the policy type catalog, base count, @odata.type variants).
+/// A base count of 0 generates none of the type at any scale: the tenant
+/// has the collection, empty until something is written into it. New types
+/// go last: a type's index is in its generated policies and decides which
+/// types the `throttled` profile throttles.
 const TYPES: &[(&str, usize, &[&str])] = &[
     (
         "deviceConfigurations",
@@ -166,6 +172,10 @@ const TYPES: &[(&str, usize, &[&str])] = &[
         6,
         &["deviceAndAppManagementAssignmentFilter"],
     ),
+    // Endpoint security / security baseline intents: none generated (the
+    // generated counts stay what they were); created ones keep their
+    // `settings`, as Graph's get_policy reads them (graph/mod.rs).
+    ("intents", 0, &["deviceManagementIntent"]),
 ];
 
 /// Types forbidden in the `partial` profile (they need Policy.Read.All).
@@ -290,7 +300,12 @@ impl DemoProvider {
         if let Some(hit) = TENANTS.lock().expect("lock").get(&cache_key) {
             return Some(hit.clone());
         }
-        let count = (base + (digest(&[&self.tenant, key])[0] % 3) as usize) * self.scale;
+        // A type with base count 0 stays empty (no random extra ones either).
+        let count = if *base == 0 {
+            0
+        } else {
+            (base + (digest(&[&self.tenant, key])[0] % 3) as usize) * self.scale
+        };
         let mut policies: Vec<Policy> = (0..count)
             .map(|i| generate(&self.tenant, key, variants, idx, i))
             .collect();
@@ -1003,6 +1018,7 @@ fn short(type_key: &str) -> &'static str {
         "windowsFeatureUpdateProfiles" => "FU",
         "managedAppPolicies" => "APP",
         "mobileAppConfigurations" => "ACP",
+        "intents" => "ES",
         _ => "POL",
     }
 }
@@ -1311,6 +1327,100 @@ mod tests {
             p.assign("conditionalAccessPolicies", "x", &[]).await,
             Err(ProviderError::UnsupportedType(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn intents_are_an_empty_type_whose_created_policies_are_read_back_whole() {
+        // A tenant name of its own: the in-memory state is shared by the process.
+        let p = DemoProvider::new("intents-test", Profile::Healthy, Duration::ZERO);
+        let types = p.policy_types().await.unwrap();
+        assert_eq!(types.len(), 15);
+        let intents = types.iter().find(|t| t.key == "intents").unwrap();
+        assert_eq!(intents.graph_path, "deviceManagement/intents");
+        // None generated, at any scale: the generated counts are unchanged.
+        assert!(p.policies("intents").unwrap().is_empty());
+        let scaled = DemoProvider::new("intents-test", Profile::Healthy, Duration::ZERO).with_scale(5);
+        assert!(scaled.policies("intents").unwrap().is_empty());
+        let empty = p.list_page("intents", None).await.unwrap();
+        assert!(empty.items.is_empty() && empty.next.is_none());
+
+        let settings = json!([
+            {"@odata.type": "#microsoft.graph.deviceManagementConfigurationSetting",
+             "settingInstance": {
+                "@odata.type": "#microsoft.graph.deviceManagementConfigurationChoiceSettingInstance",
+                "settingDefinitionId": "device_vendor_msft_policy_config_defender_allowrealtimemonitoring",
+                "choiceSettingValue": {"value": "device_vendor_msft_policy_config_defender_allowrealtimemonitoring_1", "children": []}}},
+            {"@odata.type": "#microsoft.graph.deviceManagementConfigurationSetting",
+             "settingInstance": {
+                "@odata.type": "#microsoft.graph.deviceManagementConfigurationSimpleSettingInstance",
+                "settingDefinitionId": "device_vendor_msft_policy_config_defender_avgcpuloadfactor",
+                "simpleSettingValue": {"@odata.type": "#microsoft.graph.deviceManagementConfigurationIntegerSettingValue", "value": 50}}}
+        ]);
+        let body = json!({
+            "id": "source-id", "@odata.context": "x",
+            "name": "Windows Security Baseline", "description": "", "platforms": "windows10",
+            "technologies": "mdm", "roleScopeTagIds": ["0"], "settings": settings,
+            "templateReference": {"templateId": "034ccd46-190c-4afc-adf1-ad7cc11262eb_1"},
+            "settingsDelta": [{"definitionId": "x", "valueJson": "true"}],
+            "assignments": [{"target": {}}],
+        });
+        let created = p.create_policy("intents", &body).await.unwrap();
+        assert_ne!(created.id, "source-id");
+        assert_eq!(created.display_name, "Windows Security Baseline");
+        assert_eq!(
+            created.payload["@odata.type"],
+            "#microsoft.graph.deviceManagementIntent"
+        );
+        assert_eq!(created.payload["settings"], settings, "settings kept whole");
+        assert_eq!(created.payload["settingsDelta"], body["settingsDelta"]);
+        assert_eq!(
+            created.payload["assignments"],
+            json!([]),
+            "assigned by `assign` only"
+        );
+        assert!(created.payload.get("@odata.context").is_none());
+
+        // Read back whole, and listed (a second instance sees it too).
+        assert_eq!(p.get_policy("intents", &created.id).await.unwrap(), created);
+        let q = DemoProvider::new("intents-test", Profile::Healthy, Duration::ZERO);
+        assert_eq!(read_all(&q, "intents").await.unwrap(), vec![created.clone()]);
+
+        // Intents have assignments, to the tenant's own groups.
+        let group = group_id("intents-test", "Pilot Devices");
+        let target =
+            json!({"target": {"@odata.type": "#microsoft.graph.groupAssignmentTarget", "groupId": group}});
+        p.assign("intents", &created.id, std::slice::from_ref(&target))
+            .await
+            .unwrap();
+        let assigned = q.get_policy("intents", &created.id).await.unwrap();
+        assert_eq!(
+            assigned.payload["assignments"][0]["target"]["groupId"],
+            group.as_str()
+        );
+        assert_eq!(assigned.payload["settings"], settings);
+
+        // An update replaces the settings and keeps type and assignments.
+        let mut changed = body.clone();
+        changed["settings"] = json!([settings[0].clone()]);
+        let updated = p.update_policy("intents", &created.id, &changed).await.unwrap();
+        assert_eq!(updated.payload["settings"], json!([settings[0].clone()]));
+        assert_eq!(updated.payload["assignments"], assigned.payload["assignments"]);
+        assert_eq!(
+            updated.payload["@odata.type"],
+            "#microsoft.graph.deviceManagementIntent"
+        );
+        assert_eq!(read_all(&q, "intents").await.unwrap(), vec![updated]);
+
+        // The partial and throttled profiles read and write it like the rest.
+        let partial = DemoProvider::new("intents-partial", Profile::Partial, Duration::ZERO);
+        assert!(read_all(&partial, "intents").await.unwrap().is_empty());
+        let made = partial.create_policy("intents", &body).await.unwrap();
+        assert_eq!(partial.get_policy("intents", &made.id).await.unwrap(), made);
+        let throttled = DemoProvider::new("intents-throttled", Profile::Throttled, Duration::ZERO);
+        assert!(
+            throttled.list_page("intents", None).await.is_ok(),
+            "not a throttled type"
+        );
     }
 
     #[tokio::test]
