@@ -174,7 +174,7 @@ async fn demo_syncs_every_profile_truthfully() {
             .as_object()
             .unwrap()
             .len(),
-        14
+        15
     );
 
     // partial → partially_succeeded; blocked → blocked, no total, never a percentage.
@@ -493,6 +493,7 @@ async fn demo_backs_up_restores_and_schedules_truthfully() {
     let mut with_ca = items.clone();
     with_ca.push(ca);
     for (profile, selected, expect) in [
+        ("healthy", &items, "succeeded"),
         ("throttled", &items, "succeeded"),
         ("partial", &with_ca, "partially_succeeded"),
         ("blocked", &items, "blocked"),
@@ -505,10 +506,13 @@ async fn demo_backs_up_restores_and_schedules_truthfully() {
             expect,
         )
         .await;
-        if expect != "blocked" {
+        let c = &run["summary_counts"];
+        let written = c["created"].as_u64().unwrap_or(0) + c["updated"].as_u64().unwrap_or(0);
+        if profile == "healthy" {
+            // Its own backup, restored into itself: every item as it was.
+            assert_eq!((written, c["processed"].as_u64()), (0, Some(20)), "{run}");
+        } else if expect != "blocked" {
             // Created, or updated where the target has a policy of that name.
-            let c = &run["summary_counts"];
-            let written = c["created"].as_u64().unwrap_or(0) + c["updated"].as_u64().unwrap_or(0);
             assert_eq!(written, 20, "{run}");
         }
     }
@@ -531,7 +535,7 @@ async fn demo_backs_up_restores_and_schedules_truthfully() {
     )
     .await;
     assert_eq!(run["context"]["backup_schedule_id"], schedule["id"]);
-    assert_eq!(run["summary_counts"]["total"], 14, "one unit per policy type");
+    assert_eq!(run["summary_counts"]["total"], 15, "one unit per policy type");
 
     // policy.sync: one policy re-read (activity: no counts, ever).
     let policy = detail["items"].as_array().unwrap()[0].clone();
@@ -541,7 +545,7 @@ async fn demo_backs_up_restores_and_schedules_truthfully() {
         policy["external_id"].as_str().unwrap()
     );
     for (profile, expect) in [("healthy", "succeeded"), ("blocked", "blocked")] {
-        let run = followed(
+        let run = activity_followed(
             &demo,
             admin,
             json!({"type": "policy.sync", "tenant_id": demo.tenant(profile),
@@ -558,7 +562,7 @@ async fn demo_backs_up_restores_and_schedules_truthfully() {
     }
     // backup_set.update locks the set; a delete is then refused (409) before
     // any run; unlocked, the delete removes it, counted over its items.
-    let lock = followed(
+    let lock = activity_followed(
         &demo,
         admin,
         json!({"type": "backup_set.update", "tenant_id": healthy,
@@ -566,7 +570,7 @@ async fn demo_backs_up_restores_and_schedules_truthfully() {
         "succeeded",
     )
     .await;
-    assert!(lock["summary_counts"]["total"].is_null(), "{lock}");
+    assert_eq!(lock["context"]["backup_set"]["retention_locked"], true, "{lock}");
     let (status, refused) = demo
         .post(
             admin,
@@ -584,7 +588,7 @@ async fn demo_backs_up_restores_and_schedules_truthfully() {
     )
     .await;
     let items = detail["item_count"].as_u64().unwrap();
-    let deleted = followed(
+    let deleted = started_and_followed(
         &demo,
         admin,
         json!({"type": "backup_set.delete", "tenant_id": healthy, "params": {"backup_set_id": set}}),
@@ -624,6 +628,25 @@ async fn states_of(demo: &Demo, who: &str, body: &Value, expect: &str) -> Vec<Va
     states
 }
 
+/// An activity run started by `who`, followed to its end: never a total or a
+/// percentage, and (unless it ends blocked) seen running in activity mode.
+async fn activity_followed(demo: &Demo, who: &str, body: Value, expect: &str) -> Value {
+    let states = states_of(demo, who, &body, expect).await;
+    for s in &states {
+        assert!(s["summary_counts"]["total"].is_null(), "{body}: {s}");
+        assert!(s["progress"]["percent"].is_null(), "{body}: {s}");
+    }
+    if expect != "blocked" {
+        assert!(
+            states
+                .iter()
+                .any(|s| s["status"] == "running" && s["progress"]["mode"] == "activity"),
+            "{body}: never seen running in activity mode"
+        );
+    }
+    states.last().unwrap().clone()
+}
+
 /// A phased run started by `who`, followed to its end: never counted at the
 /// top level, the active phase seen moving, and (unless it ends blocked)
 /// counted sub-progress seen strictly inside a phase while running.
@@ -652,15 +675,29 @@ async fn phased_and_followed(demo: &Demo, who: &str, body: Value, expect: &str) 
     if expect != "blocked" {
         let mut moves = active.clone();
         moves.dedup();
-        // A compare's load is one read of our own database: its active
-        // phase is seen moving when the first phase is long enough to see.
+        assert!(!moves.is_empty(), "{body}: never seen in a phase");
+        // The active phase seen moving: a running state in one phase, then a
+        // later state with that phase done. A compare's diff and record are
+        // too quick to be caught active (its load is one read of our own
+        // database), so the move is seen from "read" to a later state.
+        let phases_done = |s: &Value| {
+            s["progress"]["phases"]
+                .as_array()
+                .map_or(0, |ps| ps.iter().take_while(|p| p["state"] == "done").count())
+        };
+        let moved = states.iter().enumerate().any(|(i, s)| {
+            s["status"] == "running"
+                && states[i + 1..]
+                    .iter()
+                    .any(|later| phases_done(later) > phases_done(s))
+        });
+        assert!(moved, "{body}: the active phase never moved: {moves:?}");
         if body["type"] == "baseline.capture" {
+            // A capture's phases are each long enough to be caught active.
             assert!(
                 moves.len() >= 2,
                 "{body}: the active phase never moved: {moves:?}"
             );
-        } else {
-            assert!(!moves.is_empty(), "{body}: never seen in a phase");
         }
         let inside = states.iter().any(|s| {
             s["status"] == "running"

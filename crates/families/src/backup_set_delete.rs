@@ -242,18 +242,7 @@ impl UnitHandler for DeleteItem {
             ));
         };
         let set_id = set_of_run(&ctx.reads).await?;
-        if !self.demo_pace.is_zero()
-            && ctx
-                .reads
-                .tenant()
-                .await?
-                .is_some_and(|t| t.provider.starts_with("demo:"))
-        {
-            tokio::select! {
-                _ = ctx.cancel.cancelled() => return Err(HandlerError::Stopped),
-                _ = tokio::time::sleep(self.demo_pace) => {}
-            }
-        }
+        crate::kit::demo_pace(&ctx.reads, self.demo_pace, &ctx.cancel).await?;
         // Why a deletion would be refused, said with its own code; the
         // writer checks the same again in the unit's transaction.
         let Some(set) = ctx.reads.backup_set_lifecycle(&set_id).await? else {

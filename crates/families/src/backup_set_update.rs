@@ -12,6 +12,8 @@
 //!   is not renamed or locked), blocked `backup_set_other_tenant` (the API
 //!   refuses both at start; a run started otherwise ends here, having
 //!   written nothing).
+//! - **Pace**: a demo tenant's update waits `OPSLEDGER_DEMO_LATENCY_MS` once
+//!   ([`crate::kit::demo_pace`]), so the demo can watch it running.
 //! - **Unlocking** is an update like any other (`retention_locked: false`):
 //!   that is how a locked set becomes deletable.
 //! - **Reconciliation**: none. A stale update fails closed (`stale_no_proof`):
@@ -20,23 +22,30 @@
 use async_trait::async_trait;
 use opsledger_core::{Failure, Outcome};
 use opsledger_engine::{Family, Handler, HandlerError, RunContext};
+use opsledger_providers::ProviderSettings;
 use opsledger_store::artifacts::UnitArtifact;
 use opsledger_store::backup_set_writes::SetUpdate;
 use opsledger_store::{Completion, ContextPatch, StoreError};
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The family's descriptor: a run handler, no units, no adapter (the
 /// catalog entry, [`opsledger_core::RunType::spec`], holds the rest).
-pub fn family() -> Family {
+pub fn family(providers: &ProviderSettings) -> Family {
     Family {
-        run: Arc::new(UpdateSet),
+        run: Arc::new(UpdateSet {
+            demo_pace: providers.demo_latency,
+        }),
         units: None,
         adapter: None,
     }
 }
 
-pub struct UpdateSet;
+pub struct UpdateSet {
+    /// A demo tenant's pace ([`ProviderSettings::demo_latency`]); zero elsewhere.
+    pub demo_pace: Duration,
+}
 
 /// The change a run's parameters ask for (validated at start: the set's id,
 /// and at least one of `name`, `label`, `retention_locked`).
@@ -78,6 +87,7 @@ impl Handler for UpdateSet {
             .as_deref()
             .ok_or_else(|| HandlerError::permanent("tenant_missing", "backup_set.update needs a tenant"))?;
         let update = requested(run.context.get("params").unwrap_or(&Value::Null))?;
+        crate::kit::demo_pace(ctx.reads(), self.demo_pace, &ctx.cancel).await?;
         let id = update.backup_set_id.clone();
         let gone = || {
             blocked(

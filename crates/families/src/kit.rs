@@ -209,6 +209,30 @@ pub fn provider_error(e: ProviderError, unit: Option<&str>) -> HandlerError {
     HandlerError::Failed { failure, retry_after }
 }
 
+/// Waits `pace` when the run's tenant is a demo tenant (`demo:PROFILE`), so
+/// that work making no provider call (a delete's units, an update) can be
+/// watched running in the demo like the work that does
+/// (`OPSLEDGER_DEMO_LATENCY_MS`, [`ProviderSettings::demo_latency`]). No wait
+/// for any other tenant, or when `pace` is zero; a cancel ends the wait.
+pub async fn demo_pace(
+    reads: &RunReads,
+    pace: Duration,
+    cancel: &CancellationToken,
+) -> Result<(), HandlerError> {
+    if pace.is_zero()
+        || !reads
+            .tenant()
+            .await?
+            .is_some_and(|t| t.provider.starts_with("demo:"))
+    {
+        return Ok(());
+    }
+    tokio::select! {
+        _ = cancel.cancelled() => Err(HandlerError::Stopped),
+        _ = tokio::time::sleep(pace) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

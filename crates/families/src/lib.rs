@@ -58,7 +58,7 @@ pub fn family(t: RunType, services: &Services) -> Option<Family> {
         RunType::PolicySync => Some(policy_sync::family(providers)),
         RunType::BackupSetRestore => Some(backup_set_restore::family(providers)),
         RunType::BackupScheduleExecute => Some(backup_schedule_execute::family(providers)),
-        RunType::BackupSetUpdate => Some(backup_set_update::family()),
+        RunType::BackupSetUpdate => Some(backup_set_update::family(providers)),
         RunType::BackupSetDelete => Some(backup_set_delete::family(providers)),
         RunType::BaselineCapture => Some(baseline_capture::family(providers)),
         RunType::BaselineCompare => Some(baseline_compare::family(providers)),
