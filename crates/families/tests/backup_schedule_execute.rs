@@ -11,7 +11,7 @@ use opsledger_store::artifacts::UnitArtifact;
 use opsledger_store::backups::BackupItem;
 use opsledger_store::clock::ManualClock;
 use opsledger_store::schedules::{Schedule, ScheduleSpec};
-use opsledger_store::{ContextPatch, NewRun, Store, UnitRecord, both_backends};
+use opsledger_store::{ContextPatch, NewRun, Store, UnitRecord, both_backends, raw_on_pool};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -346,6 +346,71 @@ both_backends!(
         let first = lease.backup_set("one", None).await.unwrap();
         let again = lease.backup_set("two", None).await.unwrap();
         assert_eq!(first, again, "one set per run, whatever is asked");
+    }
+);
+
+/// Runs SQL the writer path never would (tests only).
+async fn sql(store: &Store, q: String) {
+    raw_on_pool!(store, pool => {
+        sqlx::query(sqlx::AssertSqlSafe(q)).execute(pool).await.unwrap();
+    });
+}
+
+fn quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+both_backends!(
+    another_tenants_set_or_two_sets_are_never_proof,
+    |store: Store| async move {
+        let f = stale_fixture(store).await;
+        let other = f
+            .store
+            .create_tenant(&f.ws, "fabrikam", "demo:healthy")
+            .await
+            .unwrap()
+            .id;
+
+        // Its own set, complete, but of another tenant (moved there behind
+        // the writer's back): the proof cannot be trusted at all.
+        let (id, fence) = f.started(&["a"]).await;
+        f.captured(&id, &fence, "a", true).await;
+        sql(
+            &f.store,
+            format!(
+                "UPDATE backup_sets SET tenant_id = {} WHERE created_by_run_id = {}",
+                quoted(&other),
+                quoted(&id)
+            ),
+        )
+        .await;
+        let run = f.reconcile(&id).await;
+        assert_eq!(
+            (run.outcome, reason(&run)),
+            (Outcome::Failed, "proof_wrong_scope")
+        );
+
+        // Two sets naming the run as their creator. The schema's unique
+        // index forbids it (the writer returns the run's one set, see
+        // `no_set_of_its_own_never_succeeds_even_beside_a_complete_one`); with
+        // the index dropped, a second row is planted: neither is trusted,
+        // though the first is complete.
+        let (id, fence) = f.started(&["a"]).await;
+        f.captured(&id, &fence, "a", true).await;
+        sql(&f.store, "DROP INDEX backup_sets_created_by_run".to_owned()).await;
+        sql(
+            &f.store,
+            format!(
+                "INSERT INTO backup_sets (id, workspace_id, tenant_id, name, created_by_run_id, created_at) \
+                 VALUES ('planted-second-set', {}, {}, 'second', {}, 0)",
+                quoted(&f.ws),
+                quoted(&f.tenant),
+                quoted(&id)
+            ),
+        )
+        .await;
+        let run = f.reconcile(&id).await;
+        assert_eq!((run.outcome, reason(&run)), (Outcome::Failed, "proof_ambiguous"));
     }
 );
 

@@ -10,7 +10,7 @@ use common::*;
 
 use opsledger_core::{Outcome, PhaseState, Run, RunType};
 use opsledger_store::baselines::PlannedPolicy;
-use opsledger_store::{NewRun, Store, both_backends};
+use opsledger_store::{NewRun, Store, both_backends, raw_on_pool};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -361,6 +361,17 @@ async fn claimed(e: &Env, tenant: &str, t: RunType) -> (String, opsledger_store:
     (id, job.fence)
 }
 
+/// Runs SQL the writer path never would (tests only).
+async fn sql(store: &Store, q: String) {
+    raw_on_pool!(store, pool => {
+        sqlx::query(sqlx::AssertSqlSafe(q)).execute(pool).await.unwrap();
+    });
+}
+
+fn quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 fn reason(run: &Run) -> String {
     run.reconciliation().unwrap()["reason_code"]
         .as_str()
@@ -405,8 +416,14 @@ both_backends!(
         );
 
         // Sealed with no gap (its worker died before closing) → succeeded;
-        // sealed with gaps → partially succeeded.
-        for (gaps, outcome) in [(0usize, Outcome::Succeeded), (1, Outcome::PartiallySucceeded)] {
+        // sealed with gaps, or with fallback (metadata-only) evidence →
+        // partially succeeded.
+        use opsledger_core::baseline::GapReason;
+        for (gaps, why, outcome) in [
+            (0usize, GapReason::AmbiguousMatch, Outcome::Succeeded),
+            (1, GapReason::AmbiguousMatch, Outcome::PartiallySucceeded),
+            (1, GapReason::SettingsUnreadable, Outcome::PartiallySucceeded),
+        ] {
             let (id, fence) = claimed(&e, &t, RunType::BaselineCapture).await;
             let lease = opsledger_store::testing::lease(&e.store, &fence, &id).await;
             lease
@@ -416,12 +433,88 @@ both_backends!(
             let gap = opsledger_core::baseline::Gap {
                 policy_type: "deviceConfigurations".into(),
                 external_id: Some("x".into()),
-                reason: opsledger_core::baseline::GapReason::AmbiguousMatch,
-                message: "two share the name".into(),
+                reason: why,
+                message: "two share the name, or its settings could not be read".into(),
             };
             lease.seal_baseline_snapshot(&vec![gap; gaps], &[]).await.unwrap();
             let run = reconcile(&e.store, &id).await;
-            assert_eq!(run.outcome, outcome, "{:?}", run.reconciliation());
+            assert_eq!(run.outcome, outcome, "{why:?}: {:?}", run.reconciliation());
+        }
+
+        // Its own sealed snapshot, moved to another tenant behind the
+        // writer's back: wrong scope, never succeeded.
+        let other = e.tenant("fabrikam", "demo:healthy").await;
+        let (id, fence) = claimed(&e, &t, RunType::BaselineCapture).await;
+        let lease = opsledger_store::testing::lease(&e.store, &fence, &id).await;
+        let own = lease
+            .baseline_snapshot(&profile.id, &["deviceConfigurations".into()], &[])
+            .await
+            .unwrap();
+        lease.seal_baseline_snapshot(&[], &[]).await.unwrap();
+        sql(
+            &e.store,
+            format!(
+                "UPDATE baseline_snapshots SET tenant_id = {} WHERE id = {}",
+                quoted(&other),
+                quoted(&own.id)
+            ),
+        )
+        .await;
+        let run = reconcile(&e.store, &id).await;
+        assert_eq!(
+            (run.outcome, reason(&run).as_str()),
+            (Outcome::Failed, "proof_wrong_scope")
+        );
+
+        // Two candidates: a run has one snapshot (the schema's unique key;
+        // the writer hands a retry the same one)…
+        let (id, fence) = claimed(&e, &t, RunType::BaselineCapture).await;
+        let lease = opsledger_store::testing::lease(&e.store, &fence, &id).await;
+        let first = lease
+            .baseline_snapshot(&profile.id, &["deviceConfigurations".into()], &[])
+            .await
+            .unwrap();
+        let again = lease
+            .baseline_snapshot(&profile.id, &["deviceCompliancePolicies".into()], &[])
+            .await
+            .unwrap();
+        assert_eq!(first.id, again.id, "one snapshot per run, whatever is asked");
+        lease.seal_baseline_snapshot(&[], &[]).await.unwrap();
+        // …and where the key can be dropped (PostgreSQL; SQLite cannot drop
+        // a table's UNIQUE), a second one planted makes neither trusted.
+        let planted = matches!(
+            opsledger_store::testing::raw_pool(&e.store),
+            opsledger_store::testing::RawPool::Postgres(_)
+        );
+        if planted {
+            sql(
+                &e.store,
+                "ALTER TABLE baseline_snapshots DROP CONSTRAINT baseline_snapshots_created_by_run_id_key"
+                    .to_owned(),
+            )
+            .await;
+            sql(
+                &e.store,
+                format!(
+                    "INSERT INTO baseline_snapshots (id, workspace_id, tenant_id, profile_id, created_by_run_id, \
+                     created_at, policy_types, sealed_at, policy_count, gap_count) \
+                     VALUES ('planted-second', {}, {}, {}, {}, 0, '[]', 0, 0, 0)",
+                    quoted(&e.ws),
+                    quoted(&t),
+                    quoted(&profile.id),
+                    quoted(&id)
+                ),
+            )
+            .await;
+        }
+        let run = reconcile(&e.store, &id).await;
+        if planted {
+            assert_eq!(
+                (run.outcome, reason(&run).as_str()),
+                (Outcome::Failed, "proof_ambiguous")
+            );
+        } else {
+            assert_eq!(run.outcome, Outcome::Succeeded, "{:?}", run.reconciliation());
         }
 
         // A stop the context proves (the tenant without consent) → blocked.
@@ -479,6 +572,48 @@ both_backends!(
             let run = reconcile(&e.store, &id).await;
             assert_eq!(run.outcome, outcome, "{:?}", run.reconciliation());
         }
+
+        // Its own record, moved to another tenant: wrong scope.
+        let other = e.tenant("fabrikam", "demo:healthy").await;
+        let (id, fence) = claimed(&e, &t, RunType::BaselineCompare).await;
+        let record = opsledger_store::baselines::CompareRecord {
+            baseline_snapshot_id: Some(snapshot.clone()),
+            backup_set_id: None,
+            findings: 0,
+            summary: json!({"types": 3, "unreadable_types": {}}),
+        };
+        let lease = opsledger_store::testing::lease(&e.store, &fence, &id).await;
+        lease.record_compare(&record, &[], &[]).await.unwrap();
+        sql(
+            &e.store,
+            format!(
+                "UPDATE baseline_compares SET tenant_id = {} WHERE run_id = {}",
+                quoted(&other),
+                quoted(&id)
+            ),
+        )
+        .await;
+        let run = reconcile(&e.store, &id).await;
+        assert_eq!(
+            (run.outcome, reason(&run).as_str()),
+            (Outcome::Failed, "proof_wrong_scope")
+        );
+
+        // Two candidates cannot arise: the record is keyed by its run, and a
+        // second write (a retry) leaves the first as it was.
+        let (id, fence) = claimed(&e, &t, RunType::BaselineCompare).await;
+        let lease = opsledger_store::testing::lease(&e.store, &fence, &id).await;
+        lease.record_compare(&record, &[], &[]).await.unwrap();
+        let second = opsledger_store::baselines::CompareRecord {
+            findings: 7,
+            summary: json!({"types": 3, "unreadable_types": {"deviceConfigurations": "type_unreadable"}}),
+            ..record.clone()
+        };
+        lease.record_compare(&second, &[], &[]).await.unwrap();
+        let kept = e.store.compare_of_run(&id).await.unwrap().unwrap();
+        assert_eq!(kept.findings, 0, "the first record stands");
+        let run = reconcile(&e.store, &id).await;
+        assert_eq!(run.outcome, Outcome::Succeeded, "{:?}", run.reconciliation());
 
         // No baseline, proven by the context → blocked.
         let (id, fence) = claimed(&e, &t, RunType::BaselineCompare).await;
