@@ -18,6 +18,20 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// `--workers`: at least one (a node runs what it claims: zero would still
+/// claim nothing and say it is a worker), at most [`MAX_WORKERS`].
+fn workers_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a number of workers from 1 to {MAX_WORKERS}"
+        )),
+    }
+}
+
+/// More jobs at once than one node's database pool and provider budget serve.
+pub const MAX_WORKERS: usize = 256;
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct NodeArgs {
     /// Jobs executed at once by this node.
@@ -25,7 +39,8 @@ pub struct NodeArgs {
         long = "workers",
         alias = "concurrency",
         env = "OPSLEDGER_WORKERS",
-        default_value_t = 4
+        default_value_t = 4,
+        value_parser = workers_count
     )]
     pub workers: usize,
     /// How often a running job writes its heartbeat.

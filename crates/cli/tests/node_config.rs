@@ -84,3 +84,16 @@ fn one_evidence_key_and_a_real_one() {
     let (ok, err) = worker(&[], &[("OPSLEDGER_EVIDENCE_KEY_FILE", "/dev/zero")]);
     assert!(!ok && err.contains("not a regular file"), "{err}");
 }
+
+#[test]
+fn a_node_needs_at_least_one_worker() {
+    for n in ["0", "many", "257"] {
+        let (ok, err) = worker(&["--workers", n], &[]);
+        assert!(
+            !ok && err.contains("is not a number of workers from 1 to 256"),
+            "--workers {n}: {err}"
+        );
+    }
+    let (ok, err) = worker(&[], &[("OPSLEDGER_WORKERS", "0")]);
+    assert!(!ok && err.contains("`0` is not a number of workers"), "{err}");
+}
