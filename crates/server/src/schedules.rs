@@ -200,6 +200,19 @@ async fn checked(
         }
         None => {}
     }
+    // What the runs will name (a compare's snapshot, profile or backup set)
+    // is checked as a start by this caller would be: a schedule must not
+    // reach what its author cannot see. A backup schedule names only itself.
+    if spec.run_type != RunType::BackupScheduleExecute {
+        crate::named_artifacts::check_start(
+            state,
+            access,
+            spec.run_type,
+            spec.tenant_id.as_deref(),
+            &spec.params,
+        )
+        .await?;
+    }
     Ok(spec)
 }
 

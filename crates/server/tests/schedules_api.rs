@@ -164,6 +164,36 @@ both_backends!(admins_manage_members_read, |store: Store| async move {
     all["name"] = json!("everyone");
     let (s, _) = call(&w, &w.restricted_admin, "POST", "", Some(all)).await;
     assert_eq!(s, 403);
+    // …nor compares their tenant against what they cannot see: another
+    // tenant's profile, snapshot or backup set is not found, as it would be
+    // at a start (and a name or id that exists nowhere likewise).
+    w.state
+        .store
+        .create_baseline_profile(&w.ws, "golden", &w.tenant_a, None, "test")
+        .await
+        .unwrap();
+    for (params, code) in [
+        (json!({"profile": "golden"}), "profile_not_found"),
+        (json!({"profile": "nowhere"}), "profile_not_found"),
+        (
+            json!({"baseline_snapshot_id": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"}),
+            "baseline_snapshot_not_found",
+        ),
+        (
+            json!({"backup_set_id": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"}),
+            "backup_set_not_found",
+        ),
+    ] {
+        let compare = json!({"name": "drift", "run_type": "baseline.compare", "tenant_id": w.tenant_b,
+                             "cron": "0 6 * * *", "timezone": "UTC", "params": params});
+        let (s, body) = call(&w, &w.restricted_admin, "POST", "", Some(compare)).await;
+        assert_eq!((s, body["error"]["code"].as_str()), (404, Some(code)), "{params}");
+    }
+    // The workspace admin sees the golden profile: the same schedule is made.
+    let compare = json!({"name": "drift", "run_type": "baseline.compare", "tenant_id": w.tenant_b,
+                         "cron": "0 6 * * *", "timezone": "UTC", "params": {"profile": "golden"}});
+    let (s, body) = call(&w, &w.admin, "POST", "", Some(compare)).await;
+    assert_eq!(s, 201, "{body}");
 
     let (s, _) = call(&w, &w.admin, "DELETE", &format!("/{id}"), None).await;
     assert_eq!(s, 204);
