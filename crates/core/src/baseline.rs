@@ -209,6 +209,33 @@ pub fn compare_outcome(types: u64, short: u64, other_gaps: bool) -> (Outcome, &'
     }
 }
 
+/// Whether a compare found drift, as an alert keys on it: `Some(true)` with
+/// a finding recorded; `Some(false)` only when every type of the baseline
+/// was compared whole (none unreadable or with gaps, no other gap) and no
+/// finding was withheld; otherwise `None`, unknown — no finding among what
+/// could be compared says nothing of the rest, and a clean bill there would
+/// silence the alert.
+pub fn drift_found(findings: u64, withheld: u64, short_types: u64, other_gaps: bool) -> Option<bool> {
+    if findings > 0 {
+        Some(true)
+    } else if withheld > 0 || short_types > 0 || other_gaps {
+        None
+    } else {
+        Some(false)
+    }
+}
+
+/// [`drift_found`] of a recorded compare's summary (`context.compare`):
+/// what it recorded, or, for a record without the member, its findings
+/// count alone when it had any.
+pub fn recorded_drift_found(findings: u64, summary: &serde_json::Value) -> Option<bool> {
+    match summary.get("drift_found") {
+        Some(serde_json::Value::Bool(b)) => Some(*b),
+        Some(_) => None,
+        None => (findings > 0).then_some(true),
+    }
+}
+
 /// A snapshot linked to a capture run, as its reconciliation sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotProof {
@@ -337,6 +364,25 @@ pub fn reconcile_compare(run: ProofScope<'_>, record: Option<&CompareProof>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drift_is_found_unknown_or_absent_never_a_clean_bill_over_gaps() {
+        assert_eq!(drift_found(2, 0, 0, false), Some(true));
+        assert_eq!(
+            drift_found(2, 1, 3, true),
+            Some(true),
+            "a finding is drift whatever else"
+        );
+        assert_eq!(drift_found(0, 0, 0, false), Some(false));
+        assert_eq!(drift_found(0, 1, 0, false), None, "a withheld finding");
+        assert_eq!(drift_found(0, 0, 1, false), None, "a type not compared whole");
+        assert_eq!(drift_found(0, 0, 0, true), None, "a gap of no one type");
+        let recorded = |v: serde_json::Value| recorded_drift_found(0, &v);
+        assert_eq!(recorded(json!({"drift_found": false})), Some(false));
+        assert_eq!(recorded(json!({"drift_found": null})), None);
+        assert_eq!(recorded(json!({})), None);
+        assert_eq!(recorded_drift_found(3, &json!({})), Some(true));
+    }
 
     fn listed<'a>(t: &'a str, id: &'a str, name: &'a str) -> Listed<'a> {
         Listed {

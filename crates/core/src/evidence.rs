@@ -211,6 +211,9 @@ pub struct CompareFact {
     pub run_id: String,
     pub recorded_at: i64,
     pub findings: u64,
+    /// As the compare recorded it ([`crate::baseline::drift_found`]):
+    /// `None` when not every type was compared whole.
+    pub drift_found: Option<bool>,
     pub baseline_snapshot_id: Option<String>,
     pub backup_set_id: Option<String>,
 }
@@ -369,7 +372,7 @@ pub fn items_of(s: &Sources) -> Result<Vec<Item>, ItemsError> {
         payload: match &s.latest_compare {
             Some(c) => json!({
                 "present": true, "run_id": c.run_id, "recorded_at": c.recorded_at,
-                "findings": c.findings, "drift_found": c.findings > 0,
+                "findings": c.findings, "drift_found": c.drift_found,
                 "baseline_snapshot_id": c.baseline_snapshot_id, "backup_set_id": c.backup_set_id,
             }),
             None => json!({"present": false, "status": "never_compared"}),

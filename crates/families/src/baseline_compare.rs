@@ -491,11 +491,23 @@ impl Handler for Compare {
             .map(|a| a.policy_type.as_str())
             .chain(unknown.iter().map(|(t, _)| t.as_str()))
             .collect();
+        let short_types = unreadable
+            .keys()
+            .map(String::as_str)
+            .chain(gap_types.iter().copied())
+            .collect::<BTreeSet<&str>>()
+            .len() as u64;
+        let drift_found = opsledger_core::baseline::drift_found(
+            findings.len() as u64,
+            withheld.values().sum(),
+            short_types,
+            !other_gaps.is_empty(),
+        );
         let summary = json!({
             "baseline_snapshot_id": baseline.snapshot_id,
             "backup_set_id": baseline.backup_set_id,
             "findings": findings.len(),
-            "drift_found": !findings.is_empty(),
+            "drift_found": drift_found,
             "per_type": findings_by_type(&findings),
             "types": types.len(),
             "unreadable_types": unreadable,

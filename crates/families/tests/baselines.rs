@@ -196,6 +196,10 @@ both_backends!(
         }
         std::fs::write(&path, &utf16).unwrap();
         let run = e.compare_with(&tenant, &snapshot).await;
+        // Read whole and the same: no gap, nothing withheld, no drift.
+        assert_eq!(run.outcome, Outcome::Succeeded, "{:#}", run.context);
+        assert_eq!(run.context["compare"]["drift_found"], false, "{:#}", run.context);
+        assert_eq!(run.context["compare"]["other_gaps"], json!([]));
         assert_eq!(e.findings(&run).await, vec![], "UTF-16LE reads the same");
         std::fs::write(&path, &text).unwrap();
 

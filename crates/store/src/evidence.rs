@@ -127,7 +127,7 @@ fn visible(vis: &Visibility, tenant_id: &str) -> bool {
 }
 
 type BackupRow = (String, String, i64, i64, i64);
-type CompareRow = (String, i64, i64, Option<String>, Option<String>);
+type CompareRow = (String, i64, i64, Option<String>, Option<String>, String);
 
 fn backup((id, name, created_at, complete, items): BackupRow) -> BackupFact {
     BackupFact {
@@ -290,7 +290,7 @@ impl Store {
             .pool
             .fetch_optional(
                 sql(
-                    "SELECT run_id, recorded_at, findings, baseline_snapshot_id, backup_set_id \
+                    "SELECT run_id, recorded_at, findings, baseline_snapshot_id, backup_set_id, summary \
                      FROM baseline_compares WHERE workspace_id = $1 AND tenant_id = $2 \
                      ORDER BY recorded_at DESC, run_id DESC LIMIT 1",
                 )
@@ -357,12 +357,17 @@ impl Store {
             latest_backup: latest_backup.map(backup),
             latest_complete_backup: latest_complete.map(backup),
             latest_compare: compare.map(
-                |(run_id, recorded_at, findings, baseline_snapshot_id, backup_set_id)| CompareFact {
-                    run_id,
-                    recorded_at,
-                    findings: findings.max(0) as u64,
-                    baseline_snapshot_id,
-                    backup_set_id,
+                |(run_id, recorded_at, findings, baseline_snapshot_id, backup_set_id, summary)| {
+                    let findings = findings.max(0) as u64;
+                    let summary = serde_json::from_str::<Value>(&summary).unwrap_or(Value::Null);
+                    CompareFact {
+                        run_id,
+                        recorded_at,
+                        findings,
+                        drift_found: opsledger_core::baseline::recorded_drift_found(findings, &summary),
+                        baseline_snapshot_id,
+                        backup_set_id,
+                    }
                 },
             ),
             conditional_access,
