@@ -34,7 +34,24 @@
 //!    its `settingInstance`) for settings, the `target` for assignments — and
 //!    then by their canonical JSON;
 //! 7. the canonical JSON ([`canonical_json`]) writes object members sorted by
-//!    name, without whitespace; the content hash is its SHA-256, hex.
+//!    name, without whitespace; the content hash is its SHA-256, hex;
+//! 8. an assignment filter has one form, settled in each object holding
+//!    [`FILTER_ID`], [`FILTER_TYPE`] or [`FILTER_NAME`] (an assignment's
+//!    `target`) before the rules above reach its members — so rule 6 sorts
+//!    assignments by the settled `target`:
+//!    - no filter — an id absent, `null`, empty or the all-zero GUID, no
+//!      name, and a type absent or `none` (any case) — drops the three
+//!      members: Graph answers type `none` with a `null` id, an export omits
+//!      both;
+//!    - a filter written by name ([`FILTER_NAME`], with no id or with an id
+//!      no directory knows) becomes [`FILTER_ID`]
+//!      `"assignment_filter:<name>"`, trimmed and in lower case: what rule 5
+//!      makes of the id of the filter of that name ([`FILTER_KIND`] is the
+//!      directory's kind for filters), so a filter by name and by id are one;
+//!      with an id the directory knows, the id is kept (rule 5 resolves it);
+//!      the name member is dropped either way;
+//!    - the type is kept (`include` and `exclude` are content); an id no
+//!      directory knows, without a name, stays an id (rule 5).
 
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -47,6 +64,19 @@ pub const TIMESTAMPS: &[&str] = &[
     "deletedDateTime",
     "renewedDateTime",
 ];
+
+/// An assignment target's filter, by id (rule 8).
+pub const FILTER_ID: &str = "deviceAndAppManagementAssignmentFilterId";
+/// An assignment target's filter type: `include`, `exclude` or `none` (rule 8).
+pub const FILTER_TYPE: &str = "deviceAndAppManagementAssignmentFilterType";
+/// An assignment target's filter, by name, as some exports write it (rule 8).
+pub const FILTER_NAME: &str = "deviceAndAppManagementAssignmentFilterName";
+/// The kind a tenant's directory gives assignment filters in [`Names`]
+/// (`opsledger_providers::DirectoryKind::AssignmentFilter.as_str()`): the
+/// kind rule 8 writes a filter named by name as.
+pub const FILTER_KIND: &str = "assignment_filter";
+/// The id Graph writes for "no filter" beside a type `none` (rule 8).
+const NO_FILTER_ID: &str = "00000000-0000-0000-0000-000000000000";
 
 /// Directory ids and what they name, for rule 5.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -106,10 +136,60 @@ fn binding_target(v: &Value) -> Value {
     }
 }
 
-/// The normalized form of `value` (rules 1–6).
+/// Absent, `null`, or a string empty after trim.
+fn blank(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.trim().is_empty(),
+        Some(_) => false,
+    }
+}
+
+/// Rule 8: an object's assignment filter in its one form, before its
+/// members are normalized. `None` when the object holds no filter member.
+fn unify_filter(map: &Map<String, Value>, names: &Names) -> Option<Map<String, Value>> {
+    let (id, kind, name) = (map.get(FILTER_ID), map.get(FILTER_TYPE), map.get(FILTER_NAME));
+    if id.is_none() && kind.is_none() && name.is_none() {
+        return None;
+    }
+    let mut out = map.clone();
+    if blank(name) {
+        out.remove(FILTER_NAME);
+        let no_id = blank(id)
+            || id
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.trim() == NO_FILTER_ID);
+        let no_type = blank(kind)
+            || kind
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.trim().eq_ignore_ascii_case("none"));
+        if no_id && no_type {
+            out.remove(FILTER_ID);
+            out.remove(FILTER_TYPE);
+        }
+        return Some(out);
+    }
+    // A name that is not a string is left as written.
+    let Some(name) = name.and_then(Value::as_str) else {
+        return Some(out);
+    };
+    let known = id
+        .and_then(Value::as_str)
+        .is_some_and(|s| names.resolve(s).is_some());
+    if !known {
+        let by_name = format!("{FILTER_KIND}:{}", name.trim()).to_lowercase();
+        out.insert(FILTER_ID.to_owned(), Value::String(by_name));
+    }
+    out.remove(FILTER_NAME);
+    Some(out)
+}
+
+/// The normalized form of `value` (rules 1–6 and 8).
 pub fn normalize(value: &Value, names: &Names) -> Value {
     match value {
         Value::Object(map) => {
+            let unified = unify_filter(map, names);
+            let map = unified.as_ref().unwrap_or(map);
             let mut out = Map::new();
             for (k, v) in map {
                 let unassigned = k == "assignments" && v.as_array().is_some_and(Vec::is_empty);
@@ -355,6 +435,152 @@ mod tests {
         let refs = references(&source, &names());
         assert_eq!(refs.len(), 2, "the id in two spellings: {refs:?}");
         assert!(refs.values().all(|n| n == "group:All Staff"));
+    }
+
+    fn filters() -> Names {
+        let mut n = names();
+        n.insert(
+            "f1f1f1f1-0000-4000-8000-000000000001",
+            FILTER_KIND,
+            "Windows Only ",
+        );
+        n.insert("f2f2f2f2-0000-4000-8000-000000000002", FILTER_KIND, "Corporate");
+        n
+    }
+
+    fn target(filter: Value) -> Value {
+        let mut t = json!({"@odata.type": "#microsoft.graph.groupAssignmentTarget",
+                           "groupId": "11111111-aaaa-4000-8000-000000000001"});
+        for (k, v) in filter.as_object().expect("members") {
+            t[k] = v.clone();
+        }
+        json!({"displayName": "p", "assignments": [{"id": "a", "target": t}]})
+    }
+
+    #[test]
+    fn no_filter_is_one_form() {
+        let n = filters();
+        let omitted = target(json!({}));
+        let expected = normalize(&omitted, &n);
+        assert_eq!(
+            expected["assignments"][0]["target"],
+            json!({"groupId": "group:all staff"})
+        );
+        for none in [
+            json!({FILTER_ID: null, FILTER_TYPE: "none"}),
+            json!({FILTER_ID: "00000000-0000-0000-0000-000000000000", FILTER_TYPE: "None"}),
+            json!({FILTER_ID: "", FILTER_TYPE: "NONE"}),
+            json!({FILTER_TYPE: "none"}),
+            json!({FILTER_ID: null}),
+            json!({FILTER_ID: "00000000-0000-0000-0000-000000000000"}),
+            json!({FILTER_ID: null, FILTER_TYPE: "none", FILTER_NAME: null}),
+            json!({FILTER_TYPE: " none ", FILTER_NAME: ""}),
+        ] {
+            let v = target(none.clone());
+            assert_eq!(normalize(&v, &n), expected, "{none}");
+            assert_eq!(content_hash(&v, &n), content_hash(&omitted, &n), "{none}");
+            assert_eq!(
+                content_hash(&v, &Names::default()),
+                content_hash(&omitted, &Names::default())
+            );
+        }
+        // A type that is a filter's, without any filter, is left as written.
+        let typed = normalize(&target(json!({FILTER_ID: null, FILTER_TYPE: "include"})), &n);
+        assert_eq!(typed["assignments"][0]["target"][FILTER_TYPE], "include");
+    }
+
+    #[test]
+    fn a_filter_by_name_and_by_its_id_are_one() {
+        let n = filters();
+        let by_id =
+            target(json!({FILTER_ID: "F1F1F1F1-0000-4000-8000-000000000001", FILTER_TYPE: "include"}));
+        let expected = normalize(&by_id, &n);
+        assert_eq!(
+            expected["assignments"][0]["target"],
+            json!({"groupId": "group:all staff",
+                   FILTER_ID: "assignment_filter:windows only", FILTER_TYPE: "include"})
+        );
+        for other in [
+            json!({FILTER_NAME: "Windows Only", FILTER_TYPE: "include"}),
+            json!({FILTER_NAME: " windows only ", FILTER_ID: null, FILTER_TYPE: "include"}),
+            // An id no directory knows (another tenant's) beside the name.
+            json!({FILTER_NAME: "Windows Only", FILTER_ID: "99999999-0000-4000-8000-000000000009", FILTER_TYPE: "include"}),
+            json!({FILTER_NAME: "Windows Only", FILTER_ID: "00000000-0000-0000-0000-000000000000", FILTER_TYPE: "include"}),
+            // An id the directory knows wins over the name written beside it.
+            json!({FILTER_NAME: "Stale Name", FILTER_ID: "f1f1f1f1-0000-4000-8000-000000000001", FILTER_TYPE: "include"}),
+        ] {
+            let v = target(other.clone());
+            assert_eq!(normalize(&v, &n), expected, "{other}");
+            assert_eq!(content_hash(&v, &n), content_hash(&by_id, &n), "{other}");
+        }
+        // By name without any directory: the same as by id with the directory.
+        let by_name = target(json!({FILTER_NAME: "Windows Only", FILTER_TYPE: "include"}));
+        let mut other_tenant = Names::default();
+        other_tenant.insert("11111111-aaaa-4000-8000-000000000001", "group", "All Staff");
+        assert_eq!(content_hash(&by_name, &other_tenant), content_hash(&by_id, &n));
+        // Stable: normalizing the normalized form changes nothing.
+        assert_eq!(normalize(&expected, &n), expected);
+        assert_eq!(normalize(&normalize(&by_name, &n), &n), expected);
+    }
+
+    #[test]
+    fn filter_type_and_which_filter_are_content() {
+        let n = filters();
+        let hash = |filter: Value| content_hash(&target(filter), &n);
+        let include =
+            hash(json!({FILTER_ID: "f1f1f1f1-0000-4000-8000-000000000001", FILTER_TYPE: "include"}));
+        let exclude =
+            hash(json!({FILTER_ID: "f1f1f1f1-0000-4000-8000-000000000001", FILTER_TYPE: "exclude"}));
+        let other = hash(json!({FILTER_ID: "f2f2f2f2-0000-4000-8000-000000000002", FILTER_TYPE: "include"}));
+        let other_by_name = hash(json!({FILTER_NAME: "Corporate", FILTER_TYPE: "include"}));
+        let exclude_by_name = hash(json!({FILTER_NAME: "Windows Only", FILTER_TYPE: "exclude"}));
+        let none = hash(json!({FILTER_ID: null, FILTER_TYPE: "none"}));
+        assert_ne!(include, exclude);
+        assert_ne!(include, other);
+        assert_eq!(other, other_by_name);
+        assert_eq!(exclude, exclude_by_name);
+        assert_ne!(include, none);
+        assert_ne!(exclude, none);
+    }
+
+    #[test]
+    fn an_unknown_filter_id_without_a_name_stays_an_id() {
+        let n = filters();
+        let v = target(json!({FILTER_ID: "33333333-0000-4000-8000-000000000003", FILTER_TYPE: "include"}));
+        let t = &normalize(&v, &n)["assignments"][0]["target"];
+        assert_eq!(t[FILTER_ID], "33333333-0000-4000-8000-000000000003");
+        assert_eq!(t[FILTER_TYPE], "include");
+        let named = target(json!({FILTER_NAME: "Windows Only", FILTER_TYPE: "include"}));
+        assert_ne!(content_hash(&v, &n), content_hash(&named, &n));
+    }
+
+    #[test]
+    fn assignments_sort_by_the_settled_filter() {
+        let n = filters();
+        let a = json!({"assignments": [
+            {"target": {"groupId": "g", FILTER_NAME: "Windows Only", FILTER_TYPE: "include"}},
+            {"target": {"groupId": "g", FILTER_ID: "f2f2f2f2-0000-4000-8000-000000000002", FILTER_TYPE: "include"}},
+            {"target": {"groupId": "g", FILTER_ID: null, FILTER_TYPE: "none"}}]});
+        let b = json!({"assignments": [
+            {"target": {"groupId": "g"}},
+            {"target": {"groupId": "g", FILTER_NAME: "corporate", FILTER_TYPE: "include"}},
+            {"target": {"groupId": "g", FILTER_TYPE: "include", FILTER_ID: "F1F1F1F1-0000-4000-8000-000000000001"}}]});
+        let (na, nb) = (normalize(&a, &n), normalize(&b, &n));
+        assert_eq!(na, nb);
+        let keys: Vec<String> = na["assignments"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(natural_key)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                r#"target:{"deviceAndAppManagementAssignmentFilterId":"assignment_filter:corporate","deviceAndAppManagementAssignmentFilterType":"include","groupId":"g"}"#,
+                r#"target:{"deviceAndAppManagementAssignmentFilterId":"assignment_filter:windows only","deviceAndAppManagementAssignmentFilterType":"include","groupId":"g"}"#,
+                r#"target:{"groupId":"g"}"#,
+            ]
+        );
     }
 
     #[test]

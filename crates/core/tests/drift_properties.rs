@@ -3,14 +3,17 @@
 //!
 //! - what two reads of one configuration may differ in — array order, the
 //!   objects' own ids, the ids of the objects they reference (renamed with
-//!   the directory, names kept), OData annotations, timestamps and versions —
-//!   is never a finding;
+//!   the directory, names kept), OData annotations, timestamps and versions,
+//!   an assignment filter written by name instead of by id, "no filter" as
+//!   type `none` with a `null` (or all-zero) id or as nothing at all — is
+//!   never a finding;
 //! - one setting value changed, or one reference pointed at another object
-//!   with another name, is always exactly one `changed` finding, for that
-//!   policy.
+//!   with another name, or one assignment pointed at another filter or
+//!   switched between include and exclude, is always exactly one `changed`
+//!   finding, for that policy.
 
 use opsledger_core::drift::{Comparison, Evidence, FindingKind, compare};
-use opsledger_core::normalize::{Names, normalize};
+use opsledger_core::normalize::{FILTER_ID, FILTER_NAME, FILTER_TYPE, Names, normalize};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{Map, Value, json};
@@ -22,29 +25,43 @@ const TYPES: &[&str] = &[
     "conditionalAccessPolicy",
 ];
 
-/// A tenant's directory: groups and named locations, `(id, name)`, names
-/// distinct within a kind.
+/// A tenant's directory: groups, named locations and assignment filters,
+/// `(id, name)`, names distinct within a kind.
 #[derive(Debug, Clone)]
 struct Directory {
     groups: Vec<(String, String)>,
     locations: Vec<(String, String)>,
+    filters: Vec<(String, String)>,
 }
 
 impl Directory {
+    /// The kinds as the providers' directory names them
+    /// (`DirectoryKind::as_str`).
     fn names(&self) -> Names {
         let mut n = Names::default();
         for (id, name) in &self.groups {
             n.insert(id, "group", name);
         }
         for (id, name) in &self.locations {
-            n.insert(id, "location", name);
+            n.insert(id, "named_location", name);
+        }
+        for (id, name) in &self.filters {
+            n.insert(id, "assignment_filter", name);
         }
         n
     }
 
+    /// The name of the filter with this id (any case), if it is one.
+    fn filter_name(&self, id: &str) -> Option<&str> {
+        self.filters
+            .iter()
+            .find(|(f, _)| f.eq_ignore_ascii_case(id))
+            .map(|(_, name)| name.as_str())
+    }
+
     /// The same objects under new ids (another tenant, or a re-created object).
     fn renamed(&self, rng: &mut Rng) -> Directory {
-        // Kinds 0x11 and 0x12: never an id of the original directory (1 and 2).
+        // Kinds 0x11, 0x12 and 0x13: never an id of the original directory (1, 2 and 3).
         let salt = rng.next() as u32;
         let fresh = |list: &[(String, String)], kind: u32, rng: &mut Rng| {
             list.iter()
@@ -61,6 +78,7 @@ impl Directory {
         Directory {
             groups: fresh(&self.groups, 0x11, rng),
             locations: fresh(&self.locations, 0x12, rng),
+            filters: fresh(&self.filters, 0x13, rng),
         }
     }
 
@@ -70,7 +88,8 @@ impl Directory {
             .groups
             .iter()
             .zip(&to.groups)
-            .chain(self.locations.iter().zip(&to.locations));
+            .chain(self.locations.iter().zip(&to.locations))
+            .chain(self.filters.iter().zip(&to.filters));
         pairs
             .map(|((a, _), (b, _))| (a.to_ascii_lowercase(), b.clone()))
             .collect()
@@ -94,12 +113,26 @@ struct Spec {
     nested: BTreeMap<String, Value>,
     /// Setting definition suffix → value.
     settings: BTreeMap<String, Value>,
-    /// Group indices.
-    assignments: Vec<usize>,
+    /// Distinct groups.
+    assignments: Vec<Assignment>,
     include_groups: Vec<usize>,
     include_all: bool,
     /// Location indices.
     include_locations: Vec<usize>,
+}
+
+/// One assignment: a group index and its filter, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Assignment {
+    group: usize,
+    filter: Option<Filter>,
+}
+
+/// An assignment filter: a filter index, included or excluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Filter {
+    index: usize,
+    include: bool,
 }
 
 fn definition(suffix: &str) -> String {
@@ -129,9 +162,19 @@ fn render(spec: &Spec, dir: &Directory) -> Value {
     let assignments: Vec<Value> = spec
         .assignments
         .iter()
-        .map(|&g| {
-            let group = &dir.groups[g].0;
-            json!({"id": format!("{}_{group}", spec.id), "target": {"groupId": group}})
+        .map(|a| {
+            let group = &dir.groups[a.group].0;
+            // As Graph answers: "no filter" is type `none` with a null id.
+            let (filter, kind) = match a.filter {
+                Some(f) => (
+                    json!(dir.filters[f.index].0),
+                    json!(if f.include { "include" } else { "exclude" }),
+                ),
+                None => (Value::Null, json!("none")),
+            };
+            json!({"id": format!("{}_{group}", spec.id),
+                   "target": {"@odata.type": "#microsoft.graph.groupAssignmentTarget",
+                              "groupId": group, FILTER_ID: filter, FILTER_TYPE: kind}})
         })
         .collect();
     p.insert("assignments".into(), Value::Array(assignments));
@@ -216,7 +259,7 @@ fn spec(name: String) -> impl Strategy<Value = Spec> {
             prop::collection::btree_map("[a-z]{1,10}", scalar(), 0..6),
         ),
         (
-            prop::collection::vec(0usize..64, 0..4),
+            prop::collection::vec((0usize..64, prop::option::of((0usize..64, any::<bool>()))), 0..4),
             prop::collection::vec(0usize..64, 1..4),
             any::<bool>(),
             prop::collection::vec(0usize..64, 0..3),
@@ -236,7 +279,13 @@ fn spec(name: String) -> impl Strategy<Value = Spec> {
                 top,
                 nested,
                 settings,
-                assignments,
+                assignments: assignments
+                    .into_iter()
+                    .map(|(group, filter)| Assignment {
+                        group,
+                        filter: filter.map(|(index, include)| Filter { index, include }),
+                    })
+                    .collect(),
                 include_groups,
                 include_all,
                 include_locations,
@@ -248,9 +297,10 @@ fn directory() -> impl Strategy<Value = Directory> {
     (
         prop::collection::btree_set("[A-Z][a-z]{2,6}", 2..6),
         prop::collection::btree_set("[A-Z][a-z]{2,6}", 2..4),
+        prop::collection::btree_set("[A-Z][a-z]{2,6}( [A-Z][a-z]{1,4})?", 2..5),
         any::<u32>(),
     )
-        .prop_map(|(groups, locations, salt)| Directory {
+        .prop_map(|(groups, locations, filters, salt)| Directory {
             groups: groups
                 .into_iter()
                 .enumerate()
@@ -261,12 +311,35 @@ fn directory() -> impl Strategy<Value = Directory> {
                 .enumerate()
                 .map(|(i, n)| (uuid(salt, 2, i), n))
                 .collect(),
+            filters: filters
+                .into_iter()
+                .enumerate()
+                .map(|(i, n)| (uuid(salt, 3, i), n))
+                .collect(),
         })
 }
 
 fn dedup_mod(raw: &[usize], n: usize) -> Vec<usize> {
     let set: BTreeSet<usize> = raw.iter().map(|i| i % n).collect();
     set.into_iter().collect()
+}
+
+/// Raw assignments resolved against the directory: one per group (the
+/// first one's filter kept), filter indices within the directory's.
+fn dedup_assignments(raw: &[Assignment], groups: usize, filters: usize) -> Vec<Assignment> {
+    let mut by_group: BTreeMap<usize, Option<Filter>> = BTreeMap::new();
+    for a in raw {
+        by_group
+            .entry(a.group % groups)
+            .or_insert(a.filter.map(|f| Filter {
+                index: f.index % filters,
+                include: f.include,
+            }));
+    }
+    by_group
+        .into_iter()
+        .map(|(group, filter)| Assignment { group, filter })
+        .collect()
 }
 
 fn world() -> impl Strategy<Value = World> {
@@ -280,9 +353,9 @@ fn world() -> impl Strategy<Value = World> {
             (Just(dir), specs, Just(seed))
         })
         .prop_map(|(dir, mut specs, seed)| {
-            let (g, l) = (dir.groups.len(), dir.locations.len());
+            let (g, l, f) = (dir.groups.len(), dir.locations.len(), dir.filters.len());
             for s in &mut specs {
-                s.assignments = dedup_mod(&s.assignments, g);
+                s.assignments = dedup_assignments(&s.assignments, g, f);
                 s.include_groups = dedup_mod(&s.include_groups, g);
                 s.include_locations = dedup_mod(&s.include_locations, l);
             }
@@ -361,6 +434,78 @@ fn rename_references(v: &Value, ids: &BTreeMap<String, String>) -> Value {
                 .map(|(k, x)| (k.clone(), rename_references(x, ids)))
                 .collect(),
         ),
+        other => other.clone(),
+    }
+}
+
+/// Every assignment filter written another way that means the same: a
+/// filter by id sometimes by its name instead (as written, in lower case,
+/// or in upper case with spaces around), the id then omitted, `null` or an
+/// id no directory knows (another tenant's); "no filter" as nothing at all,
+/// type `none` with a `null`, empty or all-zero id, or a type `none` alone.
+/// Ids are looked up in `dir`, the directory `v` was rendered with.
+fn refilter(v: &Value, dir: &Directory, rng: &mut Rng) -> Value {
+    match v {
+        Value::Array(items) => Value::Array(items.iter().map(|x| refilter(x, dir, rng)).collect()),
+        Value::Object(m) => {
+            let mut out: Map<String, Value> = m
+                .iter()
+                .map(|(k, x)| (k.clone(), refilter(x, dir, rng)))
+                .collect();
+            if !out.contains_key(FILTER_TYPE) {
+                return Value::Object(out);
+            }
+            let id = out.get(FILTER_ID).and_then(Value::as_str).map(str::to_owned);
+            match id.as_deref().map(|id| dir.filter_name(id)) {
+                Some(Some(name)) => {
+                    if rng.coin() {
+                        let name = match rng.below(3) {
+                            0 => name.to_owned(),
+                            1 => name.to_lowercase(),
+                            _ => format!(" {} ", name.to_uppercase()),
+                        };
+                        out.insert(FILTER_NAME.into(), json!(name));
+                        match rng.below(3) {
+                            0 => {
+                                out.remove(FILTER_ID);
+                            }
+                            1 => {
+                                out.insert(FILTER_ID.into(), Value::Null);
+                            }
+                            _ => {
+                                // Kind 0x7f: never an id of any directory here.
+                                let unknown = uuid(rng.next() as u32, 0x7f, rng.below(99));
+                                out.insert(FILTER_ID.into(), json!(unknown));
+                            }
+                        }
+                    }
+                }
+                // An id, not of a filter of `dir`: left as it is.
+                Some(None) => {}
+                // No filter.
+                None => {
+                    out.remove(FILTER_ID);
+                    out.remove(FILTER_TYPE);
+                    let (id, kind) = match rng.below(5) {
+                        0 => (None, None),
+                        1 => (Some(Value::Null), Some("none")),
+                        2 => (Some(json!("00000000-0000-0000-0000-000000000000")), Some("None")),
+                        3 => (Some(json!("")), Some("NONE")),
+                        _ => (None, Some("none")),
+                    };
+                    if let Some(id) = id {
+                        out.insert(FILTER_ID.into(), id);
+                    }
+                    if let Some(kind) = kind {
+                        out.insert(FILTER_TYPE.into(), json!(kind));
+                    }
+                    if rng.coin() {
+                        out.insert(FILTER_NAME.into(), Value::Null);
+                    }
+                }
+            }
+            Value::Object(out)
+        }
         other => other.clone(),
     }
 }
@@ -499,24 +644,66 @@ fn change_one_value(spec: &mut Spec, at: Index, rng: &mut Rng) -> String {
     )
 }
 
+/// An index of `0..n` other than `old` (`n` ≥ 2).
+fn other_index(old: usize, n: usize, rng: &mut Rng) -> usize {
+    (old + 1 + rng.below(n - 1)) % n
+}
+
 /// Points one reference of `spec` at another object of its kind, with
 /// another name.
 fn repoint_one_reference(spec: &mut Spec, dir: &Directory, at: Index, rng: &mut Rng) {
     let slots = spec.assignments.len() + spec.include_groups.len() + spec.include_locations.len();
     let mut i = at.index(slots);
+    if let Some(a) = spec.assignments.get_mut(i) {
+        a.group = other_index(a.group, dir.groups.len(), rng);
+        return;
+    }
+    i -= spec.assignments.len();
     for (list, n) in [
-        (&mut spec.assignments, dir.groups.len()),
         (&mut spec.include_groups, dir.groups.len()),
         (&mut spec.include_locations, dir.locations.len()),
     ] {
         if i < list.len() {
-            let old = list[i];
-            list[i] = (old + 1 + rng.below(n - 1)) % n;
+            list[i] = other_index(list[i], n, rng);
             return;
         }
         i -= list.len();
     }
     unreachable!("include_groups is never empty");
+}
+
+/// Gives `spec` an assignment with a filter when it has none.
+fn ensure_filtered(spec: &mut Spec) {
+    if spec.assignments.is_empty() {
+        spec.assignments.push(Assignment {
+            group: 0,
+            filter: None,
+        });
+    }
+    if spec.assignments.iter().all(|a| a.filter.is_none()) {
+        spec.assignments[0].filter = Some(Filter {
+            index: 0,
+            include: true,
+        });
+    }
+}
+
+/// Points one filtered assignment of `spec` at another filter (with
+/// another name), or switches it between include and exclude.
+fn change_one_filter(spec: &mut Spec, dir: &Directory, at: Index, rng: &mut Rng) {
+    let filtered: Vec<usize> = (0..spec.assignments.len())
+        .filter(|&i| spec.assignments[i].filter.is_some())
+        .collect();
+    let i = filtered[at.index(filtered.len())];
+    let f = spec.assignments[i]
+        .filter
+        .as_mut()
+        .expect("a filtered assignment");
+    if rng.coin() {
+        f.include = !f.include;
+    } else {
+        f.index = other_index(f.index, dir.filters.len(), rng);
+    }
 }
 
 fn assert_one_changed(world: &World, which: usize, cmp: &Comparison) -> Result<(), TestCaseError> {
@@ -536,9 +723,13 @@ fn assert_one_changed(world: &World, which: usize, cmp: &Comparison) -> Result<(
 }
 
 /// Every harmless transformation at once, each on or off.
-fn noise(v: Value, seed: u64, ids: Option<&BTreeMap<String, String>>) -> Value {
+fn noise(v: Value, seed: u64, dir: &Directory, ids: Option<&BTreeMap<String, String>>) -> Value {
     let mut rng = Rng(seed);
     let mut v = v;
+    // First: it reads the ids `v` was rendered with.
+    if rng.coin() {
+        v = refilter(&v, dir, &mut rng);
+    }
     if rng.coin() {
         v = permute(&v, &mut rng);
     }
@@ -614,6 +805,18 @@ proptest! {
     }
 
     #[test]
+    fn filters_by_name_and_forms_of_no_filter_are_no_finding(w in world()) {
+        let mut rng = Rng(w.seed);
+        // Each side written its own way, the current one in another tenant.
+        let baseline = w.side(&w.specs, &w.dir, |v| refilter(&v, &w.dir, &mut Rng(rng.next())));
+        let dir = w.dir.renamed(&mut rng);
+        let current = w.side(&w.specs, &dir, |v| refilter(&v, &dir, &mut Rng(rng.next())));
+        assert_no_finding(&w, &w.compare(&baseline, &current))?;
+        assert_no_finding(&w, &w.compare(&w.baseline(), &current))?;
+        assert_no_finding(&w, &w.compare(&baseline, &w.baseline()))?;
+    }
+
+    #[test]
     fn annotations_are_no_finding(w in world()) {
         let mut rng = Rng(w.seed);
         let current = w.side(&w.specs, &w.dir, |v| annotate(&v, &mut Rng(rng.next()), true));
@@ -639,7 +842,7 @@ proptest! {
         let mut current: Vec<Evidence> = w
             .specs
             .iter()
-            .map(|s| evidence(s, &noise(render(s, &w.dir), rng.next(), Some(&ids)), &names))
+            .map(|s| evidence(s, &noise(render(s, &w.dir), rng.next(), &w.dir, Some(&ids)), &names))
             .collect();
         current.reverse();
         // A policy of a type not compared is ignored.
@@ -663,7 +866,7 @@ proptest! {
         let names = dir.names();
         let current: Vec<Evidence> = specs
             .iter()
-            .map(|s| evidence(s, &noise(render(s, &w.dir), rng.next(), Some(&ids)), &names))
+            .map(|s| evidence(s, &noise(render(s, &w.dir), rng.next(), &w.dir, Some(&ids)), &names))
             .collect();
         let cmp = w.compare(&w.baseline(), &current);
         assert_one_changed(&w, which, &cmp)?;
@@ -685,13 +888,39 @@ proptest! {
         let names = dir.names();
         let current: Vec<Evidence> = specs
             .iter()
-            .map(|s| evidence(s, &noise(render(s, &w.dir), rng.next(), Some(&ids)), &names))
+            .map(|s| evidence(s, &noise(render(s, &w.dir), rng.next(), &w.dir, Some(&ids)), &names))
             .collect();
         let cmp = w.compare(&w.baseline(), &current);
         assert_one_changed(&w, which, &cmp)?;
         let changes = &cmp.findings[0].changes;
         prop_assert!(
             changes.iter().all(|c| c.path.starts_with("assignments") || c.path.starts_with("conditions/")),
+            "changes: {:#?}", changes
+        );
+    }
+
+    #[test]
+    fn one_repointed_or_switched_filter_is_exactly_one_changed_finding(w in world(), which in any::<Index>(), at in any::<Index>()) {
+        let mut rng = Rng(w.seed);
+        let which = which.index(w.specs.len());
+        // The policy holds a filtered assignment on both sides.
+        let mut before = w.specs.clone();
+        ensure_filtered(&mut before[which]);
+        let mut after = before.clone();
+        change_one_filter(&mut after[which], &w.dir, at, &mut rng);
+        let baseline = w.side(&before, &w.dir, |v| v);
+        let dir = if rng.coin() { w.dir.renamed(&mut rng) } else { w.dir.clone() };
+        let ids = w.dir.id_map(&dir);
+        let names = dir.names();
+        let current: Vec<Evidence> = after
+            .iter()
+            .map(|s| evidence(s, &noise(render(s, &w.dir), rng.next(), &w.dir, Some(&ids)), &names))
+            .collect();
+        let cmp = w.compare(&baseline, &current);
+        assert_one_changed(&w, which, &cmp)?;
+        let changes = &cmp.findings[0].changes;
+        prop_assert!(
+            changes.iter().all(|c| c.path.starts_with("assignments")),
             "changes: {:#?}", changes
         );
     }
