@@ -130,8 +130,17 @@ impl Handler for ScheduledBackup {
                 return close_early(&ctx, Failure::new(e.code(), e.to_string())).await;
             }
             Err(Ok(e)) if e.is_transient() => return Err(provider_error(e, None)),
-            // The policies can still be captured, their references as ids.
-            Err(Ok(_)) => None,
+            // The policies can still be captured, their references as ids;
+            // the set says its directory is missing (as `add_policies` does:
+            // such a set restores into its own tenant only).
+            Err(Ok(e)) => {
+                ctx.patch_context(&[ContextPatch::new(
+                    ["backup_set", "directory_unreadable"],
+                    json!({"code": e.code(), "message": e.to_string()}),
+                )])
+                .await?;
+                None
+            }
         };
         // The types: as an earlier attempt planned them, else the
         // parameter's, else every type the tenant exposes.

@@ -15,7 +15,14 @@
 //!   (the names its backup recorded) to the target's own ids through the
 //!   target's directory — a reference that cannot be mapped fails the unit
 //!   (`reference_unmapped`, naming it), it is never dropped or left pointing
-//!   at the source tenant. It then looks the object up in the target (by the
+//!   at the source tenant. Restored into another tenant than the set's own,
+//!   an id in a reference position of the body ([`reference_positions`]:
+//!   assignment groups and filters, Conditional Access users, groups and
+//!   named locations) that the backup's directory did not know — a user, a
+//!   group deleted in the source or missed by its directory read — has no
+//!   name to be mapped by: it fails the unit the same way
+//!   ([`stray_references`]), in a dry run too, and nothing of the item is
+//!   written. It then looks the object up in the target (by the
 //!   id an earlier restore recorded, else by type and display name) before
 //!   creating it, so a unit re-run after a crash never creates a duplicate;
 //!   compares normalized content (`unchanged`: nothing written), else writes
@@ -255,6 +262,20 @@ impl Handler for Restore {
             }
         };
         let mut items = reads.backup_item_heads(&set.id).await?;
+        if items.is_empty() {
+            // Complete but empty (a tenant with no policy, a capture of no
+            // type): restoring it writes nothing, and `succeeded` would say
+            // a restore happened.
+            ctx.complete(blocked(
+                "backup_set_empty",
+                format!(
+                    "backup set {} holds no policy, so there is nothing to restore; name a set with policies in `backup_set_id`",
+                    set.id
+                ),
+            ))
+            .await?;
+            return Ok(());
+        }
         if let Some(named) = params.get("item_ids").and_then(Value::as_array) {
             let named: BTreeSet<&str> = named.iter().filter_map(Value::as_str).collect();
             let found: BTreeSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
@@ -638,6 +659,205 @@ pub fn remap(value: &Value, mapped: &BTreeMap<String, String>) -> Value {
     walk(value, &lower)
 }
 
+/// What an id in a reference position of a policy body points to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferenceKind {
+    Group,
+    /// A user: never in a directory opsledger maps (users are not mapped
+    /// between tenants).
+    User,
+    NamedLocation,
+    AssignmentFilter,
+}
+
+impl ReferenceKind {
+    /// As [`DirectoryKind::as_str`] names the same objects (`user` aside).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReferenceKind::Group => "group",
+            ReferenceKind::User => "user",
+            ReferenceKind::NamedLocation => "named_location",
+            ReferenceKind::AssignmentFilter => "assignment_filter",
+        }
+    }
+
+    /// The directory objects of this kind; `None` for a user.
+    pub fn directory_kind(self) -> Option<DirectoryKind> {
+        match self {
+            ReferenceKind::Group => Some(DirectoryKind::Group),
+            ReferenceKind::User => None,
+            ReferenceKind::NamedLocation => Some(DirectoryKind::NamedLocation),
+            ReferenceKind::AssignmentFilter => Some(DirectoryKind::AssignmentFilter),
+        }
+    }
+}
+
+/// One id in a reference position of a policy body: where it is (a JSON
+/// path, `conditions.users.includeGroups[1]`), the id as written, and what
+/// it points to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferencePosition {
+    pub path: String,
+    pub id: String,
+    pub kind: ReferenceKind,
+}
+
+/// Ids that are the same in every tenant, so never a reference to map: the
+/// all-zero GUID (no filter; the legacy "MFA trusted IPs" location) and
+/// Intune's virtual "all users" / "all devices" groups.
+const TENANT_INDEPENDENT_IDS: [&str; 3] = [
+    "00000000-0000-0000-0000-000000000000",
+    "acacacac-9df4-4c7d-9d50-4ef0226f57a9",
+    "adadadad-808e-44e2-905a-0b7873a8a531",
+];
+
+/// `8-4-4-4-12` hex digits.
+fn is_guid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// The ids in the reference positions of a policy body, in body order:
+/// each assignment's `target.groupId` and
+/// `target.deviceAndAppManagementAssignmentFilterId` (null, empty and the
+/// all-zero GUID are none), and Conditional Access
+/// `conditions.users.{include,exclude}Users` (GUIDs only: `All`, `None`,
+/// `GuestsOrExternalUsers` are not ids), `conditions.users.{include,exclude}Groups`
+/// and `conditions.locations.{include,exclude}Locations` (GUIDs only: `All`,
+/// `AllTrusted` are not ids). `conditions.devices.deviceFilter` is a rule,
+/// not a reference; role ids (`includeRoles`) are the same in every tenant.
+/// Pure: what a restore must be able to map.
+pub fn reference_positions(body: &Value) -> Vec<ReferencePosition> {
+    let mut out = Vec::new();
+    let mut take = |path: String, v: Option<&Value>, kind: ReferenceKind, guid_only: bool| {
+        let Some(id) = v.and_then(Value::as_str) else {
+            return;
+        };
+        let bare = id.trim();
+        if bare.is_empty()
+            || TENANT_INDEPENDENT_IDS
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(bare))
+            || (guid_only && !is_guid(bare))
+        {
+            return;
+        }
+        out.push(ReferencePosition {
+            path,
+            id: id.to_owned(),
+            kind,
+        });
+    };
+    if let Some(assignments) = body.get("assignments").and_then(Value::as_array) {
+        for (i, a) in assignments.iter().enumerate() {
+            let Some(target) = a.get("target") else {
+                continue;
+            };
+            for (field, kind) in [
+                ("groupId", ReferenceKind::Group),
+                (
+                    "deviceAndAppManagementAssignmentFilterId",
+                    ReferenceKind::AssignmentFilter,
+                ),
+            ] {
+                take(
+                    format!("assignments[{i}].target.{field}"),
+                    target.get(field),
+                    kind,
+                    false,
+                );
+            }
+        }
+    }
+    let lists: [(&str, &str, ReferenceKind, bool); 6] = [
+        ("users", "includeUsers", ReferenceKind::User, true),
+        ("users", "excludeUsers", ReferenceKind::User, true),
+        ("users", "includeGroups", ReferenceKind::Group, false),
+        ("users", "excludeGroups", ReferenceKind::Group, false),
+        (
+            "locations",
+            "includeLocations",
+            ReferenceKind::NamedLocation,
+            true,
+        ),
+        (
+            "locations",
+            "excludeLocations",
+            ReferenceKind::NamedLocation,
+            true,
+        ),
+    ];
+    if let Some(conditions) = body.get("conditions") {
+        for (section, field, kind, guid_only) in lists {
+            let Some(ids) = conditions
+                .get(section)
+                .and_then(|s| s.get(field))
+                .and_then(Value::as_array)
+            else {
+                continue;
+            };
+            for (i, id) in ids.iter().enumerate() {
+                take(
+                    format!("conditions.{section}.{field}[{i}]"),
+                    Some(id),
+                    kind,
+                    guid_only,
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The reference positions of `body` (a backup item's payload) whose id
+/// nothing maps into another tenant: not a reference the backup recorded
+/// (`refs`, the ids its directory knew; those are mapped by name, or named
+/// unmapped by [`map_references`]), nor an object of that kind the target's
+/// own directory holds. Written as they are, they would point at the source
+/// tenant. Pure.
+pub fn stray_references(
+    body: &Value,
+    refs: &BTreeMap<String, String>,
+    target: &Directory,
+) -> Vec<ReferencePosition> {
+    reference_positions(body)
+        .into_iter()
+        .filter(|p| {
+            // Compared as written, as `remap` replaces them: an id with
+            // spaces around it is not replaced, so it is not mapped either.
+            let recorded = refs.keys().any(|k| k.eq_ignore_ascii_case(&p.id));
+            let targets_own = p
+                .kind
+                .directory_kind()
+                .is_some_and(|k| target.by_id(&p.id).is_some_and(|e| e.kind == k));
+            !recorded && !targets_own
+        })
+        .collect()
+}
+
+/// What a restore says of a reference it cannot map: where, what and why.
+pub fn stray_message(p: &ReferencePosition, target_tenant: &str) -> String {
+    let why = match p.kind {
+        ReferenceKind::User => "users are not mapped between tenants".to_owned(),
+        kind => format!(
+            "the source had no such {} when it was backed up (deleted, or missed by its directory read), \
+             so there is no name to map it by",
+            kind.as_str()
+        ),
+    };
+    format!(
+        "{}: {} {} is not in the backup's directory and cannot be mapped to tenant {target_tenant}; {why}",
+        p.path,
+        p.kind.as_str(),
+        p.id.trim()
+    )
+}
+
 /// The target's policy of `policy_type` this item is: the one an earlier
 /// restore recorded, else the one with its display name. `Err` names why
 /// none can be chosen (two of that name).
@@ -772,9 +992,29 @@ async fn restore_item(
     // not a reference (the target gives it an id of its own).
     let mut refs = head.refs.clone();
     refs.retain(|id, _| !id.eq_ignore_ascii_case(&head.external_id));
-    let mapped = match map_references(&refs, &directory, &plan.groups, plan.dry_run) {
-        Ok(m) => m,
-        Err(unmapped) => {
+    let mapping = map_references(&refs, &directory, &plan.groups, plan.dry_run);
+    // Ids in the body's reference positions that the backup's directory did
+    // not know are not in `refs`, so nothing would remap them: into another
+    // tenant they would be written still naming the source's objects. Into
+    // the set's own tenant they are still valid, as they are.
+    let cross_tenant = ctx.run.tenant_id.as_deref() != Some(plan.source_tenant_id.as_str());
+    let strays = if cross_tenant {
+        stray_references(&item.payload, &refs, &directory)
+    } else {
+        Vec::new()
+    };
+    let mapped = match mapping {
+        Ok(m) if strays.is_empty() => m,
+        mapping => {
+            let mut unmapped = mapping.err().unwrap_or_default();
+            if !strays.is_empty() {
+                let target = match ctx.reads.tenant().await? {
+                    Some(t) => format!("`{}`", t.name),
+                    None => ctx.run.tenant_id.clone().unwrap_or_default(),
+                };
+                unmapped.extend(strays.iter().map(|p| stray_message(p, &target)));
+                detail.insert("unmapped_positions".into(), json!(strays));
+            }
             detail.insert("unmapped".into(), json!(unmapped));
             return Ok(Done::failed(
                 "reference_unmapped",
@@ -821,7 +1061,8 @@ async fn restore_item(
             && let Err(e) = call(ctx, || provider.assign(&head.policy_type, &created.id, &a)).await?
         {
             // The policy exists (its id is recorded, so the next restore
-            // finds it); its assignments did not land.
+            // finds it, and `created` counts it); its assignments did not land.
+            detail.insert("written".into(), json!("created"));
             return Ok(Done::failed(
                 e.code(),
                 format!("created, but its assignments were not written: {e}"),
@@ -859,7 +1100,8 @@ async fn restore_item(
         }
         content_hash(&v, &names)
     };
-    if without(&existing.payload) != without(&desired)
+    let body_differs = without(&existing.payload) != without(&desired);
+    if body_differs
         && let Err(e) = call(ctx, || {
             provider.update_policy(&head.policy_type, &existing.id, &body)
         })
@@ -877,6 +1119,10 @@ async fn restore_item(
         && content_hash(&Value::Array(a.clone()), &names) != content_hash(&Value::Array(current), &names)
         && let Err(e) = call(ctx, || provider.assign(&head.policy_type, &existing.id, &a)).await?
     {
+        if body_differs {
+            // The body was written (`updated` counts it); its assignments not.
+            detail.insert("written".into(), json!("updated"));
+        }
         return Ok(Done::failed(
             e.code(),
             format!("updated, but its assignments were not written: {e}"),
@@ -1102,6 +1348,128 @@ mod tests {
         );
         assert_eq!(out["conditions"]["users"]["includeGroups"], json!(["T-1", "x"]));
         assert_eq!(out["id"], "keep");
+    }
+
+    const G1: &str = "abcd1111-1111-4111-8111-11111111abcd";
+    const G2: &str = "22222222-2222-4222-8222-222222222222";
+    const U1: &str = "33333333-3333-4333-8333-333333333333";
+    const U2: &str = "44444444-4444-4444-8444-444444444444";
+    const L1: &str = "55555555-5555-4555-8555-555555555555";
+    const F1: &str = "66666666-6666-4666-8666-666666666666";
+    const ZERO: &str = "00000000-0000-0000-0000-000000000000";
+
+    fn position(path: &str, id: &str, kind: ReferenceKind) -> ReferencePosition {
+        ReferencePosition {
+            path: path.into(),
+            id: id.into(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn reference_positions_are_the_ids_a_body_points_at() {
+        let body = json!({
+            "id": "99999999-9999-4999-8999-999999999999",
+            "displayName": G1,
+            "assignments": [
+                {"target": {"@odata.type": "#microsoft.graph.groupAssignmentTarget", "groupId": G1,
+                            "deviceAndAppManagementAssignmentFilterId": F1,
+                            "deviceAndAppManagementAssignmentFilterType": "include"}},
+                {"target": {"@odata.type": "#microsoft.graph.exclusionGroupAssignmentTarget", "groupId": G2,
+                            "deviceAndAppManagementAssignmentFilterId": null}},
+                {"target": {"@odata.type": "#microsoft.graph.allDevicesAssignmentTarget",
+                            "deviceAndAppManagementAssignmentFilterId": ZERO}},
+                {"target": {"@odata.type": "#microsoft.graph.allLicensedUsersAssignmentTarget",
+                            "groupId": "", "deviceAndAppManagementAssignmentFilterId": ""}},
+                {"target": {"groupId": "acacacac-9df4-4c7d-9d50-4ef0226f57a9"}}
+            ],
+            "conditions": {
+                "users": {
+                    "includeUsers": ["All", U1],
+                    "excludeUsers": ["GuestsOrExternalUsers", "None", U2],
+                    "includeGroups": [G1, G2],
+                    "excludeGroups": [G2],
+                    "includeRoles": ["62e90394-69f5-4237-9190-012177145e10"]
+                },
+                "locations": {
+                    "includeLocations": ["All", L1],
+                    "excludeLocations": ["AllTrusted", ZERO]
+                },
+                "devices": {"deviceFilter": {"mode": "include", "rule": format!("device.deviceId -eq \"{G1}\"")}}
+            }
+        });
+        use ReferenceKind::*;
+        assert_eq!(
+            reference_positions(&body),
+            vec![
+                position("assignments[0].target.groupId", G1, Group),
+                position(
+                    "assignments[0].target.deviceAndAppManagementAssignmentFilterId",
+                    F1,
+                    AssignmentFilter
+                ),
+                position("assignments[1].target.groupId", G2, Group),
+                position("conditions.users.includeUsers[1]", U1, User),
+                position("conditions.users.excludeUsers[2]", U2, User),
+                position("conditions.users.includeGroups[0]", G1, Group),
+                position("conditions.users.includeGroups[1]", G2, Group),
+                position("conditions.users.excludeGroups[0]", G2, Group),
+                position("conditions.locations.includeLocations[1]", L1, NamedLocation),
+            ]
+        );
+        // No reference position: nothing, whatever strings the body holds.
+        assert!(reference_positions(&json!({"displayName": G1, "settings": [{"value": U1}]})).is_empty());
+        assert!(reference_positions(&json!({"assignments": [], "conditions": {"users": null}})).is_empty());
+        assert!(reference_positions(&Value::Null).is_empty());
+    }
+
+    #[test]
+    fn an_id_the_backup_never_named_is_stray_unless_the_target_holds_it() {
+        let body = json!({
+            "assignments": [{"target": {"groupId": G1.to_uppercase(), "deviceAndAppManagementAssignmentFilterId": F1}}],
+            "conditions": {"users": {"includeUsers": [U1], "excludeGroups": [G2]},
+                           "locations": {"includeLocations": [L1]}}
+        });
+        // The backup recorded G1 (any case) and the filter; the target holds
+        // L1 as a named location, and U1 as a group: a user is never mapped.
+        let refs = BTreeMap::from([
+            (G1.to_owned(), "group:Pilot".to_owned()),
+            (F1.to_owned(), "assignment_filter:Win".to_owned()),
+        ]);
+        let target = dir(&[
+            (DirectoryKind::NamedLocation, L1, "Office"),
+            (DirectoryKind::Group, U1, "Not a user"),
+        ]);
+        let strays = stray_references(&body, &refs, &target);
+        assert_eq!(
+            strays,
+            vec![
+                position("conditions.users.includeUsers[0]", U1, ReferenceKind::User),
+                position("conditions.users.excludeGroups[0]", G2, ReferenceKind::Group),
+            ]
+        );
+        // The target holding G2 as a named location does not make it a group.
+        let target = dir(&[
+            (DirectoryKind::NamedLocation, L1, "Office"),
+            (DirectoryKind::NamedLocation, G2, "Elsewhere"),
+        ]);
+        assert_eq!(stray_references(&body, &refs, &target).len(), 2);
+        let user = stray_message(&strays[0], "`fabrikam`");
+        assert_eq!(
+            user,
+            format!(
+                "conditions.users.includeUsers[0]: user {U1} is not in the backup's directory and cannot be \
+                 mapped to tenant `fabrikam`; users are not mapped between tenants"
+            )
+        );
+        let group = stray_message(&strays[1], "`fabrikam`");
+        assert!(
+            group.starts_with(&format!(
+                "conditions.users.excludeGroups[0]: group {G2} is not in the backup's directory and cannot be \
+                 mapped to tenant `fabrikam`; the source had no such group"
+            )),
+            "{group}"
+        );
     }
 
     #[test]

@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use opsledger_core::normalize::content_hash;
 use opsledger_core::{Outcome, Run, RunType};
 use opsledger_engine::{Runner, RunnerConfig};
+use opsledger_families::backup_set_restore::reference_positions;
 use opsledger_providers::demo::{DemoState, DemoStateError, MemoryDemoState};
-use opsledger_providers::{Directory, Provider, ProviderSettings};
+use opsledger_providers::{Directory, DirectoryKind, Provider, ProviderSettings};
 use opsledger_store::restores::RestoreOutcome;
 use opsledger_store::{NewRun, Store, both_backends};
 use serde_json::{Value, json};
@@ -183,6 +184,38 @@ async fn read_back(p: &dyn Provider) -> Vec<(String, String, String)> {
 }
 
 both_backends!(
+    an_empty_set_restores_nothing_and_says_so,
+    |store: Store| async move {
+        let e = env(store).await;
+        let t = e.tenant("contoso", "demo:healthy").await;
+        let full = e.backup(&t).await;
+        // A backup naming no policy: complete, and empty.
+        let none = e
+            .run(&t, RunType::BackupSetAddPolicies, json!({"policy_ids": []}))
+            .await;
+        assert_eq!(none.outcome, Outcome::Succeeded, "{:?}", none.failures);
+        let empty = none.context["backup_set"]["id"].as_str().unwrap().to_owned();
+        assert_ne!(empty, full);
+        let latest = e.store.latest_complete_backup_set(&t).await.unwrap().unwrap();
+        assert_eq!(latest.id, empty, "the newest complete set is the empty one");
+        // Restored by default or by name: blocked, nothing written, never
+        // `succeeded` over zero items.
+        for params in [json!({}), json!({"backup_set_id": empty})] {
+            let writes = e.log.of(&t).len();
+            let run = e.restore(&t, params.clone()).await;
+            assert_eq!(
+                (run.outcome, run.failures[0].code.as_str()),
+                (Outcome::Blocked, "backup_set_empty"),
+                "{params}"
+            );
+            assert!(run.failures[0].message.contains(&empty), "{:?}", run.failures);
+            assert_eq!(run.summary_counts.total, None);
+            assert_eq!(e.log.of(&t).len(), writes);
+        }
+    }
+);
+
+both_backends!(
     a_healthy_backup_restores_into_each_demo_profile,
     |store: Store| async move {
         let e = env(store).await;
@@ -335,6 +368,23 @@ both_backends!(
         let directory: Directory = serde_json::from_value(head.directory.clone().unwrap()).unwrap();
         let heads = e.store.backup_item_heads(&set).await.unwrap();
         assert_eq!(heads.len(), 39);
+        // Every id in a reference position of this export (assignments,
+        // Conditional Access users, groups and named locations) is one its
+        // directory knows: its users are `All` or `None`, its locations `All`
+        // or its own. So nothing below fails as a reference outside the
+        // backup's directory (an id the restore could not map by name), and
+        // the counts below hold; an export that did would fail those items.
+        for h in &heads {
+            let item = e.store.backup_item(&set, &h.id).await.unwrap().unwrap();
+            for p in reference_positions(&item.payload) {
+                assert!(
+                    h.refs.keys().any(|k| k.eq_ignore_ascii_case(&p.id)),
+                    "{} `{}`: {p:?} is not in the backup's directory",
+                    h.policy_type,
+                    h.display_name
+                );
+            }
+        }
 
         // Without creating groups: the named locations land, every policy
         // naming a group the empty target lacks fails, naming it.
@@ -647,5 +697,255 @@ both_backends!(
             back.payload["assignments"][0]["target"]["groupId"],
             made[0].id.as_str()
         );
+    }
+);
+
+/// A user, and a group the source deleted before its backup: ids in a
+/// Conditional Access policy's conditions that the source's directory does
+/// not know, so the backup has no name to map them by.
+const PILOT_USER: &str = "4b5c6d7e-1a2b-4c3d-8e9f-0123456789ab";
+const DELETED_GROUP: &str = "9f8e7d6c-5b4a-4321-8fed-cba987654321";
+
+/// The conditions of such a policy: `PILOT_USER` included, `DELETED_GROUP`
+/// excluded, and the named locations given.
+fn pilot_conditions(locations: &[&str]) -> Value {
+    json!({
+        "users": {"includeUsers": [PILOT_USER], "excludeUsers": [],
+                  "includeGroups": [], "excludeGroups": [DELETED_GROUP]},
+        "applications": {"includeApplications": ["All"]},
+        "clientAppTypes": ["all"],
+        "locations": {"includeLocations": locations, "excludeLocations": []},
+    })
+}
+
+both_backends!(
+    an_id_outside_the_backups_directory_fails_its_item_in_another_tenant_only,
+    |store: Store| async move {
+        let e = env(store).await;
+        let source = e.tenant("contoso", "demo:healthy").await;
+        let p = e.provider("demo:healthy", &source);
+        let ca = p
+            .create_policy(
+                "conditionalAccessPolicies",
+                &json!({
+                    "@odata.type": "#microsoft.graph.conditionalAccessPolicy",
+                    "displayName": "Pilot user MFA (restore test)",
+                    "state": "enabledForReportingButNotEnforced",
+                    "conditions": pilot_conditions(&["All"]),
+                    "grantControls": {"operator": "OR", "builtInControls": ["mfa"]},
+                }),
+            )
+            .await
+            .unwrap();
+        let set = e.backup(&source).await;
+        let heads = e.store.backup_item_heads(&set).await.unwrap();
+        let item = heads.iter().find(|h| h.external_id == ca.id).unwrap();
+        assert!(
+            item.refs.is_empty(),
+            "the source's directory knows neither id: {:?}",
+            item.refs
+        );
+        let other = heads
+            .iter()
+            .find(|h| {
+                h.policy_type == "deviceCompliancePolicies"
+                    && h.refs.values().all(|n| n.starts_with("group:"))
+            })
+            .unwrap();
+        let ids = json!([item.id, other.id]);
+        let unit = format!("item/{}", item.id);
+        let said = [
+            format!(
+                "conditions.users.includeUsers[0]: user {PILOT_USER} is not in the backup's directory and \
+                 cannot be mapped to tenant `fabrikam`; users are not mapped between tenants"
+            ),
+            format!(
+                "conditions.users.excludeGroups[0]: group {DELETED_GROUP} is not in the backup's directory and \
+                 cannot be mapped to tenant `fabrikam`"
+            ),
+        ];
+
+        let target = e.tenant("fabrikam", "demo:healthy").await;
+        // A dry run says what would fail, and writes nothing.
+        let dry = e
+            .restore(
+                &target,
+                json!({"backup_set_id": set, "item_ids": ids, "dry_run": true}),
+            )
+            .await;
+        assert_eq!(dry.outcome, Outcome::PartiallySucceeded, "{:?}", dry.failures);
+        assert_eq!(dry.failures.len(), 1, "{:?}", dry.failures);
+        assert_eq!(dry.failures[0].code, "reference_unmapped");
+        assert_eq!(dry.failures[0].unit.as_deref(), Some(unit.as_str()));
+        assert!(e.log.of(&target).is_empty(), "a dry run writes nothing");
+
+        let run = e
+            .restore(&target, json!({"backup_set_id": set, "item_ids": ids}))
+            .await;
+        assert_eq!(run.outcome, Outcome::PartiallySucceeded, "{:?}", run.failures);
+        assert_eq!(run.failures.len(), 1, "{:?}", run.failures);
+        let f = &run.failures[0];
+        assert_eq!(f.code, "reference_unmapped");
+        assert_eq!(f.unit.as_deref(), Some(unit.as_str()));
+        for s in &said {
+            assert!(f.message.contains(s.as_str()), "{}", f.message);
+        }
+        assert_eq!(
+            (run.summary_counts.created, run.summary_counts.failed),
+            (Some(1), Some(1))
+        );
+        let results = e.store.restore_results_of(&run.id).await.unwrap();
+        let r = results
+            .iter()
+            .find(|r| r.backup_item_id.as_deref() == Some(item.id.as_str()))
+            .unwrap();
+        assert_eq!(
+            (r.outcome, r.target_id.as_deref()),
+            (RestoreOutcome::Failed, None)
+        );
+        assert_eq!(
+            r.detail["unmapped_positions"],
+            json!([
+                {"path": "conditions.users.includeUsers[0]", "id": PILOT_USER, "kind": "user"},
+                {"path": "conditions.users.excludeGroups[0]", "id": DELETED_GROUP, "kind": "group"},
+            ])
+        );
+        // Nothing of it was written into the target; the other item was.
+        let writes = e.log.of(&target);
+        assert!(
+            writes.iter().any(|(c, _)| c == "deviceCompliancePolicies"),
+            "{writes:?}"
+        );
+        assert!(
+            writes.iter().all(|(c, _)| c != "conditionalAccessPolicies"),
+            "{writes:?}"
+        );
+        let t = e.provider("demo:healthy", &target);
+        assert!(
+            read_back(t.as_ref())
+                .await
+                .iter()
+                .all(|(_, n, _)| n != "pilot user mfa (restore test)")
+        );
+
+        // Into its own tenant the ids are still valid: nothing to map, and
+        // nothing changed since the backup.
+        let writes = e.log.of(&source).len();
+        let own = e
+            .restore(&source, json!({"backup_set_id": set, "item_ids": ids}))
+            .await;
+        assert_eq!(own.outcome, Outcome::Succeeded, "{:?}", own.failures);
+        assert_eq!(e.results(&own).await, vec![RestoreOutcome::Unchanged; 2]);
+        assert_eq!(e.log.of(&source).len(), writes, "nothing written");
+    }
+);
+
+fn copy_tree(from: &Path, to: &Path) {
+    for e in walkdir::WalkDir::new(from) {
+        let e = e.unwrap();
+        let dest = to.join(e.path().strip_prefix(from).unwrap());
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+both_backends!(
+    an_exported_policy_naming_a_user_fails_in_another_folder_and_stays_in_its_own,
+    |store: Store| async move {
+        let e = env(store).await;
+        // The CA baseline, with one more policy: for a pilot user, without
+        // the group it excluded (deleted since), in one of its own named
+        // locations (which does map, by name).
+        let root = tempfile::tempdir().unwrap();
+        copy_tree(&testdata("ca-baseline"), root.path());
+        let spec = format!("folder:{}", root.path().display());
+        let source = e.tenant("ca", &spec).await;
+        let office = e
+            .provider(&spec, &source)
+            .directory()
+            .await
+            .unwrap()
+            .by_name(DirectoryKind::NamedLocation, "ALLOWED COUNTRIES")[0]
+            .id
+            .clone();
+        std::fs::write(
+            root.path()
+                .join("Config/ConditionalAccess/CA900-Pilot-User-MFA.json"),
+            serde_json::to_vec_pretty(&json!({
+                "@odata.type": "#microsoft.graph.conditionalAccessPolicy",
+                "id": "c0ffee00-0000-4000-8000-000000000900",
+                "displayName": "CA900-Pilot-User-MFA",
+                "state": "enabledForReportingButNotEnforced",
+                "conditions": pilot_conditions(&[office.as_str()]),
+                "grantControls": {"operator": "OR", "builtInControls": ["mfa"]},
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        let set = e.backup(&source).await;
+        let heads = e.store.backup_item_heads(&set).await.unwrap();
+        assert_eq!(heads.len(), 40);
+        let item = heads
+            .iter()
+            .find(|h| h.display_name == "CA900-Pilot-User-MFA")
+            .unwrap();
+        assert_eq!(
+            item.refs.values().map(String::as_str).collect::<Vec<_>>(),
+            vec!["named_location:ALLOWED COUNTRIES"],
+            "of its references, the backup's directory knows the location only"
+        );
+        let location = heads
+            .iter()
+            .find(|h| h.policy_type == "namedLocations" && h.display_name.trim() == "ALLOWED COUNTRIES")
+            .unwrap();
+
+        // Into another tenant: the location lands, the policy fails naming
+        // what cannot be mapped, and none of it is written.
+        let empty = tempfile::tempdir().unwrap();
+        let target = e
+            .tenant("empty", &format!("folder:{}", empty.path().display()))
+            .await;
+        let run = e
+            .restore(
+                &target,
+                json!({"backup_set_id": set, "item_ids": [item.id, location.id]}),
+            )
+            .await;
+        assert_eq!(run.outcome, Outcome::PartiallySucceeded, "{:?}", run.failures);
+        assert_eq!(run.failures.len(), 1, "{:?}", run.failures);
+        let f = &run.failures[0];
+        assert_eq!(f.code, "reference_unmapped");
+        assert_eq!(f.unit.as_deref(), Some(format!("item/{}", item.id).as_str()));
+        for s in [
+            format!("conditions.users.includeUsers[0]: user {PILOT_USER}"),
+            format!("conditions.users.excludeGroups[0]: group {DELETED_GROUP}"),
+            "cannot be mapped to tenant `empty`".to_owned(),
+        ] {
+            assert!(f.message.contains(&s), "{}", f.message);
+        }
+        assert!(
+            !f.message.contains("ALLOWED COUNTRIES"),
+            "the location maps: {}",
+            f.message
+        );
+        assert_eq!(
+            (run.summary_counts.created, run.summary_counts.failed),
+            (Some(1), Some(1))
+        );
+        let text = folder_text(empty.path());
+        for absent in [PILOT_USER, DELETED_GROUP, "ca900-pilot-user-mfa"] {
+            assert!(!text.contains(absent), "{absent} was written into the target");
+        }
+        assert!(text.contains("allowed countries"), "the location was written");
+
+        // Into its own tenant: its ids are its own, nothing changed.
+        let own = e
+            .restore(&source, json!({"backup_set_id": set, "item_ids": [item.id]}))
+            .await;
+        assert_eq!(own.outcome, Outcome::Succeeded, "{:?}", own.failures);
+        assert_eq!(e.results(&own).await, vec![RestoreOutcome::Unchanged]);
     }
 );

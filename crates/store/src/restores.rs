@@ -56,12 +56,21 @@ pub struct RestoreResult {
 
 impl RestoreResult {
     /// The counters of OPERATIONS.md §3 this result adds to (`created`,
-    /// `updated`): what was written to the tenant, so never in a dry run.
+    /// `updated`): what was written to the tenant, so never in a dry run —
+    /// and also when the unit failed after writing its policy (its
+    /// assignments refused): `detail.written` says what it wrote.
     pub fn counters(&self) -> (i64, i64) {
+        let written = || self.detail.get("written").and_then(Value::as_str);
         match (self.dry_run, self.outcome) {
+            (true, _) => (0, 0),
             (false, RestoreOutcome::Created) => (1, 0),
             (false, RestoreOutcome::Updated) => (0, 1),
-            _ => (0, 0),
+            (false, RestoreOutcome::Failed) => match written() {
+                Some("created") => (1, 0),
+                Some("updated") => (0, 1),
+                _ => (0, 0),
+            },
+            (false, RestoreOutcome::Unchanged) => (0, 0),
         }
     }
 }
@@ -359,5 +368,46 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn result(outcome: RestoreOutcome, dry_run: bool, detail: Value) -> RestoreResult {
+        RestoreResult {
+            backup_set_id: "s".into(),
+            backup_item_id: Some("i".into()),
+            outcome,
+            dry_run,
+            target_id: None,
+            detail,
+        }
+    }
+
+    #[test]
+    fn counters_say_what_was_written_even_by_a_failed_unit() {
+        use RestoreOutcome::*;
+        assert_eq!(result(Created, false, json!({})).counters(), (1, 0));
+        assert_eq!(result(Updated, false, json!({})).counters(), (0, 1));
+        assert_eq!(result(Unchanged, false, json!({})).counters(), (0, 0));
+        assert_eq!(result(Failed, false, json!({})).counters(), (0, 0));
+        // The policy written, its assignments refused.
+        assert_eq!(
+            result(Failed, false, json!({"written": "created"})).counters(),
+            (1, 0)
+        );
+        assert_eq!(
+            result(Failed, false, json!({"written": "updated"})).counters(),
+            (0, 1)
+        );
+        // A dry run writes nothing, whatever it says it would.
+        assert_eq!(result(Created, true, json!({})).counters(), (0, 0));
+        assert_eq!(
+            result(Failed, true, json!({"written": "created"})).counters(),
+            (0, 0)
+        );
     }
 }
