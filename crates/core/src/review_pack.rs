@@ -728,7 +728,14 @@ fn redact_oma_setting(obj: &mut Map<String, Value>, kind: &str) -> usize {
 /// word (`{"key": "password", "value": …}`).
 fn redact_by_shape(obj: &mut Map<String, Value>) -> usize {
     let mut n = 0;
-    if let Some(kind) = odata_kind(obj) {
+    // A normalized policy has lost its annotations (`@odata.type` with
+    // them): an object with an OMA-URI and a text value is an OMA-URI
+    // setting, judged as a string one (by its URI and its value).
+    let kind = odata_kind(obj).or_else(|| {
+        (obj.contains_key("omaUri") && obj.get("value").is_some_and(Value::is_string))
+            .then(|| "omasettingstring".to_owned())
+    });
+    if let Some(kind) = kind {
         if kind.starts_with("omasetting") {
             n += redact_oma_setting(obj, &kind);
         }
@@ -1419,6 +1426,22 @@ mod tests {
                 display_name: (*n).into(),
             })
             .collect()
+    }
+
+    #[test]
+    fn an_oma_setting_normalized_without_its_type_is_still_redacted() {
+        let raw = json!({"omaSettings": [
+            {"@odata.type": "#microsoft.graph.omaSettingString", "displayName": "Local admin password",
+             "omaUri": "./Device/Vendor/MSFT/Accounts/Users/opsadmin/Password", "value": "Pa55-w0rd!"},
+            {"@odata.type": "#microsoft.graph.omaSettingInteger", "displayName": "Minimum PIN length",
+             "omaUri": "./Device/Vendor/MSFT/PassportForWork/Policies/PINComplexity/MinimumPINLength", "value": 6},
+        ]});
+        let mut normalized = crate::normalize::normalize(&raw, &Default::default());
+        assert!(normalized.to_string().contains("Pa55-w0rd!"));
+        assert_eq!(redact(&mut normalized), 1);
+        let text = normalized.to_string();
+        assert!(!text.contains("Pa55-w0rd!") && text.contains(REDACTED), "{text}");
+        assert!(text.contains("\"value\":6"), "a number stays: {text}");
     }
 
     #[test]

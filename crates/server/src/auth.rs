@@ -87,6 +87,12 @@ impl Access {
     }
 
     /// `403` unless the role has `cap`.
+    /// Whether the caller holds `cap` (for what a response shows, not
+    /// whether it is given: that is [`Access::require`]).
+    pub fn has(&self, cap: Capability) -> bool {
+        role_has(self.role, cap)
+    }
+
     pub fn require(&self, cap: Capability) -> Result<(), ApiError> {
         if role_has(self.role, cap) {
             Ok(())

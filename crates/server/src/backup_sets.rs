@@ -358,6 +358,9 @@ pub async fn export(
     check_id("backup set id", &id)?;
     query_pairs(query.as_deref(), &[])?;
     let set = visible_set(&state, &access, &id).await?;
+    // The export is the set whole, secrets in clear (it must re-import as
+    // it was taken): an admin's, as an unredacted review pack is.
+    access.require(Capability::OperationsAdmin)?;
     let (store, vis, set_id) = (&state.store, &access.visibility, set.id.as_str());
     let directory = retry::read(move || store.visible_backup_set_directory(vis, set_id))
         .await?

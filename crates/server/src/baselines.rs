@@ -301,7 +301,17 @@ pub async fn show_snapshot(
     let sid = snapshot.id.as_str();
     let gaps = retry::read(move || store.snapshot_gaps(sid)).await?;
     let after_ref = after.as_ref().map(|(t, e)| (t.as_str(), e.as_str()));
-    let page = retry::read(move || store.snapshot_policies_page(sid, after_ref, limit)).await?;
+    let mut page = retry::read(move || store.snapshot_policies_page(sid, after_ref, limit)).await?;
+    // Secrets in clear (Wi-Fi keys, OMA-URI passwords) are an admin's to
+    // read, as in a review pack made without redaction.
+    let redacted = !access.has(Capability::OperationsAdmin);
+    if redacted {
+        for p in &mut page {
+            if let Some(v) = p.payload.as_mut() {
+                opsledger_core::review_pack::redact(v);
+            }
+        }
+    }
 
     let mut head = Map::new();
     head.insert("id".into(), json!(snapshot.id));
@@ -315,6 +325,7 @@ pub async fn show_snapshot(
     head.insert("gap_count".into(), json!(snapshot.gap_count));
     head.insert("sealed".into(), json!(snapshot.sealed_at.is_some()));
     head.insert("gaps".into(), Value::Array(gaps.iter().map(gap_json).collect()));
+    head.insert("secrets_redacted".into(), json!(redacted));
     let items = within_budget(
         &page,
         policy_json,
@@ -353,10 +364,20 @@ pub async fn findings(
     let run = visible_compare_run(&state, &access, &id).await?;
     let (store, rid) = (&state.store, run.as_str());
     let compare = retry::read(move || store.compare_of_run(rid)).await?;
-    let page = retry::read(move || store.findings_page(rid, after, limit)).await?;
+    let mut page = retry::read(move || store.findings_page(rid, after, limit)).await?;
+    // A changed secret shows neither value but to an admin.
+    let redacted = !access.has(Capability::OperationsAdmin);
+    if redacted {
+        for f in &mut page {
+            for c in &mut f.finding.changes {
+                opsledger_core::review_pack::redact_change(c);
+            }
+        }
+    }
 
     let mut head = Map::new();
     head.insert("run_id".into(), json!(run));
+    head.insert("secrets_redacted".into(), json!(redacted));
     head.insert(
         "compare".into(),
         compare.as_ref().map_or(Value::Null, compare_json),

@@ -496,7 +496,13 @@ both_backends!(
 async fn export_round_trip(w: &World, set: &str, source: &str, n: usize, groups_expected: usize, name: &str) {
     let store = w.state.store.clone();
     let path = format!("/api/v1/workspaces/{}/backup-sets/{}/export", w.ws, set);
-    let a = get(w, &w.viewer, &path).await;
+    // The set whole, secrets in clear: an admin's to take, not a viewer's.
+    let refused = get(w, &w.viewer, &path).await;
+    assert_eq!(
+        (refused.status, refused.json["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    let a = get(w, &w.admin, &path).await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.raw));
     let header = |h: header::HeaderName| a.headers.get(h).unwrap().to_str().unwrap().to_owned();
     assert_eq!(header(header::CONTENT_TYPE), "application/zip");

@@ -535,10 +535,12 @@ both_backends!(
                 "gap_count",
                 "sealed",
                 "gaps",
+                "secrets_redacted",
                 "policies",
                 "next_cursor"
             ])
         );
+        assert_eq!(s["secrets_redacted"], true, "a viewer reads no secret");
         assert_eq!(
             (&s["id"], &s["tenant_id"], &s["created_by_run_id"], &s["sealed"]),
             (
@@ -594,6 +596,13 @@ both_backends!(
             let page = get(&w, &w.viewer, &q).await;
             assert_eq!(page.status, 200, "{}", page.raw);
             assert_eq!(page.json["id"], json!(golden));
+            // The demo tenant's planted secrets: redacted for a viewer.
+            for secret in [
+                opsledger_providers::demo::WIFI_PRE_SHARED_KEY,
+                opsledger_providers::demo::OMA_ADMIN_PASSWORD,
+            ] {
+                assert!(!page.raw.contains(secret), "a viewer read {secret}");
+            }
             let policies = page.json["policies"].as_array().unwrap();
             assert!(policies.len() <= 25);
             seen.extend(policies.iter().map(|p| {
@@ -609,6 +618,23 @@ both_backends!(
             }
         }
         assert!(pages >= 2, "{pages}");
+        // An admin reads the snapshot as captured, secrets included.
+        let mut clear = String::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let q = match &cursor {
+                None => format!("{}?limit=100", snapshot_path(&w, &golden)),
+                Some(c) => format!("{}?limit=100&cursor={c}", snapshot_path(&w, &golden)),
+            };
+            let page = get(&w, &w.admin, &q).await;
+            assert_eq!(page.json["secrets_redacted"], false);
+            clear.push_str(&page.raw);
+            match page.json["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        assert!(clear.contains(opsledger_providers::demo::WIFI_PRE_SHARED_KEY));
         assert_eq!(seen.len() as u64, policy_count);
         let mut sorted = seen.clone();
         sorted.sort();
@@ -664,7 +690,7 @@ both_backends!(
         assert_eq!(all.status, 200, "{}", all.raw);
         assert_eq!(
             keys(&all.json),
-            BTreeSet::from(["run_id", "compare", "items", "next_cursor"])
+            BTreeSet::from(["run_id", "secrets_redacted", "compare", "items", "next_cursor"])
         );
         assert_eq!(all.json["run_id"], json!(drift_run));
         let compare = &all.json["compare"];
@@ -819,7 +845,7 @@ both_backends!(
         assert_eq!(a.status, 200, "{}", a.raw);
         assert_eq!(
             a.json,
-            json!({"run_id": queued, "compare": null, "items": [], "next_cursor": null})
+            json!({"run_id": queued, "secrets_redacted": true, "compare": null, "items": [], "next_cursor": null})
         );
     }
 );

@@ -593,7 +593,7 @@ async fn fire_in(
         let (decision, run_id) = match insert_queued_in(tx, &new, &key, &context).await? {
             Some(id) => {
                 started.push(id.clone());
-                ("started", id)
+                ("started", Some(id))
             }
             None => {
                 // The schedule's previous run of this tenant is still active.
@@ -604,7 +604,9 @@ async fn fire_in(
                         sql("SELECT id FROM operation_runs WHERE active_key = $1").bind(key.as_str()),
                     )
                     .await?;
-                ("skipped_active", active.map(|(id,)| id).unwrap_or_default())
+                // (An empty id would break the slot's foreign key and the
+                // tick's transaction with it: the slot names no run.)
+                ("skipped_active", active.map(|(id,)| id))
             }
         };
         tx.execute(
@@ -613,7 +615,7 @@ async fn fire_in(
                 .bind(slot)
                 .bind(tenant.as_str())
                 .bind(decision)
-                .bind(run_id.as_str()),
+                .bind(run_id.as_deref()),
         )
         .await?;
     }
