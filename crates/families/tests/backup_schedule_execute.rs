@@ -436,6 +436,43 @@ both_backends!(
             enabled: true,
         };
         let s = store.create_schedule(&ws, &spec, "test").await.unwrap();
+        // An older slot of the schedule left its set incomplete (one of two
+        // types failed): past the two newest complete sets, it goes too.
+        let params = json!({"schedule_id": s.id});
+        let initiator = format!("schedule:{}", s.id);
+        let new = NewRun::on_tenant(&ws, &tenant, RunType::BackupScheduleExecute, &initiator, params);
+        let partial = store.create_run(new).await.unwrap().into_run().id;
+        let job = store
+            .claim_jobs("w", 10, 60_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|j| j.run_id == partial)
+            .unwrap();
+        let lease = opsledger_store::testing::lease(&store, &job.fence, &partial).await;
+        let incomplete = lease.backup_set("nightly", None).await.unwrap();
+        lease.init_total(2).await.unwrap();
+        let item = BackupItem {
+            policy_type: "deviceConfigurations".into(),
+            external_id: "p1".into(),
+            display_name: "Policy 1".into(),
+            payload: json!({"displayName": "Policy 1"}),
+            refs: json!({}),
+            content_sha256: "0".repeat(64),
+        };
+        lease
+            .record_units(&[
+                UnitRecord::new("deviceConfigurations", UnitOutcome::Succeeded)
+                    .with_artifact(UnitArtifact::BackupItems(vec![item])),
+                UnitRecord::new("namedLocations", UnitOutcome::Failed),
+            ])
+            .await
+            .unwrap();
+        lease
+            .complete(opsledger_store::Completion::new(Outcome::PartiallySucceeded))
+            .await
+            .unwrap();
+        store.complete_job(&job.fence).await.unwrap();
         let mut sets = Vec::new();
         for _ in 0..4 {
             let id = fire(&store, &clock).await;
@@ -443,9 +480,8 @@ both_backends!(
             assert_eq!(run.outcome, Outcome::Succeeded, "{:?}", run.failures);
             sets.push(run.context["backup_set"]["id"].as_str().unwrap().to_owned());
         }
-        // A set taken by hand is not the schedule's to remove.
         let r = store.enforce_retention().await.unwrap();
-        assert_eq!(r.deletes_started.len(), 2, "{r:?}");
+        assert_eq!(r.deletes_started.len(), 3, "{r:?}");
         for id in &r.deletes_started {
             let run = run_until_done(&store, id).await;
             assert_eq!(run.outcome, Outcome::Succeeded, "{:?}", run.failures);
@@ -467,6 +503,10 @@ both_backends!(
             left
         };
         assert_eq!(left, vec![&sets[2], &sets[3]]);
+        assert!(
+            store.backup_set_head(&ws, &incomplete).await.unwrap().is_none(),
+            "the older incomplete set is gone"
+        );
         // A second pass removes nothing more.
         assert!(
             store
