@@ -3,6 +3,8 @@
 //! state, the provider's write log), and folder tenants made from the real
 //! exports in `testdata/`.
 
+mod common;
+
 use async_trait::async_trait;
 use opsledger_core::normalize::content_hash;
 use opsledger_core::{Outcome, Run, RunType};
@@ -840,18 +842,6 @@ both_backends!(
     }
 );
 
-fn copy_tree(from: &Path, to: &Path) {
-    for e in walkdir::WalkDir::new(from) {
-        let e = e.unwrap();
-        let dest = to.join(e.path().strip_prefix(from).unwrap());
-        if e.file_type().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
-}
-
 both_backends!(
     an_exported_policy_naming_a_user_fails_in_another_folder_and_stays_in_its_own,
     |store: Store| async move {
@@ -860,7 +850,7 @@ both_backends!(
         // the group it excluded (deleted since), in one of its own named
         // locations (which does map, by name).
         let root = tempfile::tempdir().unwrap();
-        copy_tree(&testdata("ca-baseline"), root.path());
+        common::copy_tree(&testdata("ca-baseline"), root.path());
         let spec = format!("folder:{}", root.path().display());
         let source = e.tenant("ca", &spec).await;
         let office = e
